@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   zookeeper   # the real ZooKeeper every cluster test starts
+  chromium    # scripts/check-openapi.sh renders /docs headless
 )
 
 missing=()
