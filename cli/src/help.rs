@@ -1,0 +1,247 @@
+//! The help texts: one for the tool, one per command, and the one-line
+//! synopsis shown with a usage error.
+
+use crate::args::CommandName;
+
+/// `treecache-cli --help`
+pub const GENERAL: &str = r#"treecache-cli - talk to the nodes of a treecache cluster
+
+Usage:
+  treecache-cli [OPTIONS] get NODE KEY
+  treecache-cli [OPTIONS] put NODE KEY VALUE
+  treecache-cli [OPTIONS] delete NODE KEY
+  treecache-cli [OPTIONS] health NODE
+  treecache-cli [OPTIONS] tree [NODE]
+  treecache-cli help [COMMAND]
+
+Commands:
+  get      read a key; a cache node fetches it from its parent on a miss
+  put      write a key; a cache node forwards the write to the root
+  delete   delete a key; forwarded to the root like put
+  health   ask a node whether it is alive, and what it is (GET /)
+  tree     draw the tree as the root knows it (GET /nodes); without NODE asks node 1
+
+NODE is one of:
+  NODE-3, node-3, 3   a node id. Host mode (the default): http://localhost:{BASE + id},
+                      BASE 5000 unless --base-port or TREECACHE_BASE_PORT says otherwise.
+                      Docker mode: http://NODE-{id}:5000
+  HOST:PORT           for example 127.0.0.1:5003
+  URL                 for example http://10.0.1.67:5000
+
+KEY is any text (spaces, ?, #, % and non-ASCII included); it is percent-encoded
+into the URL. A key cannot contain '/': the node answers 400.
+
+VALUE is sent as JSON when it parses as JSON (42, -5, true, null, "42", {"a":1},
+[1,2]), otherwise as a string (hello). Quote it for the shell: '{"a": 1}'.
+
+Options:
+  --status           print the HTTP status before the answer: 200 {"key": "k", "value": 1}
+  --json             tree: print the raw /nodes document instead of a drawing
+  --docker           docker mode (also TREECACHE_MODE=docker; TREECACHE_MODE=host is the default)
+  --base-port PORT   host mode: node id i is on localhost:PORT+i (also TREECACHE_BASE_PORT)
+  --timeout SECONDS  give up on a request after this long (default 10; connecting: at most 3)
+  -h, --help         this help; with a command, that command's help
+  -V, --version      print the version
+  --                 end of options: what follows is NODE, KEY or VALUE even if it starts with -
+
+Options may stand anywhere before '--'. A VALUE that is a negative number (-5)
+needs no '--'.
+
+Output:
+  The node's JSON answer goes to stdout as one line, error answers included
+  ({"error": "..."}). When a node cannot be reached, one line on stderr names the URL.
+
+Exit status:
+  0  success
+  1  not found (404)
+  2  usage error: unknown command, missing or extra argument, bad option
+  3  the node could not be reached or did not answer in time, or it answered
+     with another error status (400, 413, 502, 503, 504, 507, ...)
+
+Examples, against `treecache cluster` (NODE-1 on localhost:5001):
+  treecache-cli put 1 greeting hello
+  treecache-cli get NODE-4 greeting
+  treecache-cli --status get 127.0.0.1:5002 greeting
+  treecache-cli put node-1 config '{"retries": 3}'
+  treecache-cli delete http://localhost:5001 greeting
+  treecache-cli health 3
+  treecache-cli tree
+  treecache-cli --docker get NODE-2 greeting       (inside the containers' network)
+
+More: treecache-cli help COMMAND
+"#;
+
+const GET: &str = r#"treecache-cli get - read a key
+
+Usage: treecache-cli [OPTIONS] get NODE KEY
+
+Sends GET /store/KEY to NODE. A node answers from its own copy when it holds
+one; otherwise it asks its parent, and so on up to the root, and every node on
+the way back keeps a copy.
+
+Prints {"key": KEY, "value": VALUE}.
+Exit status: 0 found, 1 the key exists nowhere (404), 3 unreachable or another error.
+
+Options: --status, --timeout SECONDS, --docker, --base-port PORT
+(see treecache-cli --help).
+
+Examples:
+  treecache-cli get 1 greeting
+  treecache-cli get NODE-4 greeting
+  treecache-cli --status get localhost:5002 greeting
+      200 {"key": "greeting", "value": "hello"}
+  treecache-cli get 1 'a key with spaces?'
+  treecache-cli get 1 -- -starts-with-a-dash
+"#;
+
+const PUT: &str = r#"treecache-cli put - write a key
+
+Usage: treecache-cli [OPTIONS] put NODE KEY VALUE
+
+Sends PUT /store/KEY with {"value": VALUE} to NODE. The root stores the value;
+any other node forwards the write to the root and relays its answer. The write
+is acknowledged once every cached copy of the key has been invalidated.
+
+VALUE is sent as JSON when it parses as JSON, otherwise as a string:
+  42 -> 42          true -> true        null -> null     -5 -> -5
+  '{"a":1}' -> {"a":1}                  '"42"' -> "42" (a string)
+  hello -> "hello"  'hello world' -> "hello world"
+
+Prints {"key": KEY, "value": VALUE}.
+Exit status: 0 stored, 3 unreachable or refused (400 bad key, 413 too large,
+507 store full, 502/504 the root could not be reached, ...).
+
+Options: --status, --timeout SECONDS, --docker, --base-port PORT
+(see treecache-cli --help).
+
+Examples:
+  treecache-cli put 1 greeting hello
+  treecache-cli put NODE-2 answer 42
+  treecache-cli put localhost:5001 config '{"retries": 3, "verbose": false}'
+  treecache-cli put 1 'my key' 'a string with spaces'
+  treecache-cli put 1 delta -5
+  treecache-cli put 1 flag -- --verbose
+"#;
+
+const DELETE: &str = r#"treecache-cli delete - delete a key
+
+Usage: treecache-cli [OPTIONS] delete NODE KEY
+
+Sends DELETE /store/KEY to NODE; any node forwards it to the root. The delete
+is acknowledged once every cached copy of the key has been invalidated.
+
+Prints {"key": KEY}.
+Exit status: 0 deleted, 1 the key did not exist (404), 3 unreachable or another error.
+
+Options: --status, --timeout SECONDS, --docker, --base-port PORT
+(see treecache-cli --help).
+
+Examples:
+  treecache-cli delete 1 greeting
+  treecache-cli --status delete NODE-3 greeting
+      200 {"key": "greeting"}
+"#;
+
+const HEALTH: &str = r#"treecache-cli health - is a node alive?
+
+Usage: treecache-cli [OPTIONS] health NODE
+
+Sends GET / to NODE and prints its answer, for example
+  {"address": "127.0.0.1", "node": "NODE-1", "role": "root", "status": "alive", ...}
+
+Exit status: 0 the node answered, 3 it could not be reached or answered with an error.
+
+Options: --status, --timeout SECONDS, --docker, --base-port PORT
+(see treecache-cli --help).
+
+Examples:
+  treecache-cli health 1
+  treecache-cli --timeout 1 health 127.0.0.1:5003
+  treecache-cli --docker health NODE-2
+"#;
+
+const TREE: &str = r#"treecache-cli tree - draw the tree
+
+Usage: treecache-cli [OPTIONS] tree [NODE]
+
+Sends GET /nodes to NODE (node 1 when none is given; any node answers it by
+asking the root) and draws the tree: each node with its address and slot,
+children indented under their parent, free slots marked.
+
+  tree of depth 2: 3 of 3 slots taken, root NODE-1
+  NODE-1      127.0.0.1:5001  slot 0
+  ├── NODE-2  127.0.0.1:5002  slot 1
+  └── NODE-3  127.0.0.1:5003  slot 2
+
+With --json prints the /nodes document itself:
+  {"capacity": 3, "depth": 2, "nodes": [...], "root": "NODE-1"}
+With --status the HTTP status comes first (on its own line above a drawing).
+
+Exit status: 0 the tree was shown, 3 unreachable or another error.
+
+Options: --json, --status, --timeout SECONDS, --docker, --base-port PORT
+(see treecache-cli --help).
+
+Examples:
+  treecache-cli tree
+  treecache-cli tree NODE-3
+  treecache-cli --base-port 7000 tree
+  treecache-cli tree --json
+"#;
+
+/// `treecache-cli help COMMAND`, `treecache-cli COMMAND --help`
+pub fn for_command(name: CommandName) -> &'static str {
+    match name {
+        CommandName::Get => GET,
+        CommandName::Put => PUT,
+        CommandName::Delete => DELETE,
+        CommandName::Health => HEALTH,
+        CommandName::Tree => TREE,
+    }
+}
+
+/// The `Usage:` line of a command, or of the tool when `name` is `None`.
+pub fn synopsis(name: Option<CommandName>) -> &'static str {
+    let text = name.map_or(GENERAL, for_command);
+    text.lines()
+        .find(|line| line.starts_with("Usage:"))
+        .filter(|line| line.len() > "Usage:".len())
+        .unwrap_or("Usage: treecache-cli [OPTIONS] COMMAND [ARGS...]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [CommandName; 5] = [
+        CommandName::Get,
+        CommandName::Put,
+        CommandName::Delete,
+        CommandName::Health,
+        CommandName::Tree,
+    ];
+
+    #[test]
+    fn every_command_help_shows_its_usage_and_examples() {
+        for name in ALL {
+            let text = for_command(name);
+            let usage = format!("treecache-cli [OPTIONS] {} ", name.word());
+            assert!(synopsis(Some(name)).contains(&usage), "{}", name.word());
+            assert!(text.contains("Examples:"), "{}", name.word());
+            assert!(text.contains("Exit status:"), "{}", name.word());
+            assert!(
+                GENERAL.contains(&usage),
+                "{} missing from the tool's help",
+                name.word()
+            );
+        }
+    }
+
+    #[test]
+    fn the_tool_synopsis_names_the_command() {
+        assert_eq!(
+            synopsis(None),
+            "Usage: treecache-cli [OPTIONS] COMMAND [ARGS...]"
+        );
+    }
+}
