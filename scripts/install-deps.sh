@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   zookeeper   # the real ZooKeeper every cluster test starts
   chromium    # scripts/check-openapi.sh renders /docs headless
+  ruby        # scripts/check-deploy-files.sh: ruby -c Vagrantfile
+  vagrant     # scripts/check-deploy-files.sh: vagrant validate (docker provider)
 )
 
 missing=()

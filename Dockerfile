@@ -1,0 +1,54 @@
+# The treecache node image: two static binaries on an empty base.
+#
+# Two ways to build the same runtime image (README.md, "Running in containers"):
+#
+#   docker build -t treecache .
+#       compiles both binaries inside the official Rust image (stage
+#       "builder") and copies them into the final stage "runtime".
+#
+#   RUSTFLAGS="-C target-feature=+crt-static" \
+#     cargo build --release --workspace --target x86_64-unknown-linux-gnu
+#   docker build --target runtime-prebuilt -t treecache .
+#       copies binaries already built on the host (scripts/build-image.sh).
+#
+# "runtime-prebuilt" comes before "builder" on purpose: the classic
+# (non-BuildKit) builder builds every stage up to the --target one, so this
+# order lets it build the prebuilt image without the Rust image.
+
+# Settings shared by both runtime images. The defaults are those of SPEC.md
+# section 3; NODE_ID has no default and is given per container. The image
+# has no shell, so the CLI is run directly:
+#   docker exec NODE-1 /treecache-cli health NODE-1
+FROM scratch AS runtime-base
+ENV TREE_DEPTH=3 \
+    API_PORT=5000 \
+    ROOT_NODE_ID=1 \
+    STARTUP_DELAY=5 \
+    ZOOKEEPER=zookeeper:2181 \
+    ZK_PREFIX=/treecache \
+    LOG_LEVEL=info \
+    TREECACHE_MODE=docker
+USER 10001:10001
+EXPOSE 5000
+ENTRYPOINT ["/treecache", "node"]
+
+# Runtime image from binaries built on the host. BIN_DIR is relative to the
+# build context.
+FROM runtime-base AS runtime-prebuilt
+ARG BIN_DIR=target/x86_64-unknown-linux-gnu/release
+COPY ${BIN_DIR}/treecache ${BIN_DIR}/treecache-cli /
+
+# Static binaries built from source. glibc's static libc resolves names
+# through /etc/hosts and DNS on its own, which is all the nodes need.
+FROM rust:1.95.0-slim-bookworm AS builder
+WORKDIR /src
+COPY . .
+ENV RUSTFLAGS="-C target-feature=+crt-static"
+RUN cargo build --release --locked --workspace --target x86_64-unknown-linux-gnu
+
+# The default image: the binaries of the builder stage.
+FROM runtime-base AS runtime
+COPY --from=builder \
+     /src/target/x86_64-unknown-linux-gnu/release/treecache \
+     /src/target/x86_64-unknown-linux-gnu/release/treecache-cli \
+     /
