@@ -1,0 +1,343 @@
+//! `treecache cluster`: a whole cluster on this machine, for trying treecache out.
+//!
+//! Uses the ZooKeeper at `--zookeeper`, or starts one from the local
+//! installation when none answers there; starts the N nodes as child
+//! processes on `127.0.0.1:{base-port + id}`; waits until all have joined;
+//! prints the tree and the URLs; and stops everything it started on Ctrl-C or
+//! SIGTERM (and, through the parent-death signal, even if it is killed).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{node_name, parse_host_port};
+use crate::membership::NodesDoc;
+use crate::process;
+use crate::tree::Tree;
+use crate::zk_local::{self, LocalZooKeeper};
+
+/// Options of `treecache cluster`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClusterArgs {
+    pub depth: u32,
+    pub root_id: u32,
+    pub base_port: u16,
+    pub zookeeper: String,
+    pub log_level: String,
+}
+
+impl ClusterArgs {
+    pub fn parse(mut args: pico_args::Arguments) -> Result<ClusterArgs, String> {
+        let flag = |e: pico_args::Error, f: &str| format!("{f}: {e}");
+        let depth: u32 = args
+            .opt_value_from_str("--depth")
+            .map_err(|e| flag(e, "--depth"))?
+            .unwrap_or(3);
+        if !(1..=Tree::MAX_DEPTH).contains(&depth) {
+            return Err(format!(
+                "--depth: must be between 1 and {} (got {depth})",
+                Tree::MAX_DEPTH
+            ));
+        }
+        let tree = Tree::new(depth);
+        let root_id: u32 = args
+            .opt_value_from_str("--root-id")
+            .map_err(|e| flag(e, "--root-id"))?
+            .unwrap_or(1);
+        if !tree.contains_id(root_id) {
+            return Err(format!(
+                "--root-id: must be between 1 and {} (got {root_id})",
+                tree.capacity()
+            ));
+        }
+        let base_port: u16 = args
+            .opt_value_from_str("--base-port")
+            .map_err(|e| flag(e, "--base-port"))?
+            .unwrap_or(5000);
+        if base_port as usize + tree.capacity() > u16::MAX as usize {
+            return Err(format!(
+                "--base-port: {base_port} + {} is past the last port",
+                tree.capacity()
+            ));
+        }
+        let zookeeper: String = args
+            .opt_value_from_str("--zookeeper")
+            .map_err(|e| flag(e, "--zookeeper"))?
+            .unwrap_or_else(|| "127.0.0.1:2181".into());
+        parse_host_port(&zookeeper).map_err(|m| format!("--zookeeper: {m} (got {zookeeper:?})"))?;
+        let log_level: String = args
+            .opt_value_from_str("--log-level")
+            .map_err(|e| flag(e, "--log-level"))?
+            .unwrap_or_else(|| "info".into());
+        if let Some(extra) = args.finish().first() {
+            return Err(format!(
+                "{}: is not a flag of treecache cluster",
+                extra.to_string_lossy()
+            ));
+        }
+        Ok(ClusterArgs {
+            depth,
+            root_id,
+            base_port,
+            zookeeper,
+            log_level,
+        })
+    }
+}
+
+/// Runs the cluster until a stop signal; returns the exit status.
+pub fn run(args: ClusterArgs) -> i32 {
+    process::catch_stop_signals();
+    let started = Instant::now();
+    let tree = Tree::new(args.depth);
+    let dir = std::env::temp_dir().join(format!("treecache-cluster-{}", std::process::id()));
+
+    let _zookeeper = if zk_local::is_ok(&args.zookeeper, Duration::from_secs(1)) {
+        println!("Using the ZooKeeper at {}", args.zookeeper);
+        None
+    } else {
+        let port = args
+            .zookeeper
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .expect("validated host:port");
+        println!(
+            "No ZooKeeper answers at {}; starting one on port {port} in {}",
+            args.zookeeper,
+            dir.display()
+        );
+        match LocalZooKeeper::start(port, &dir.join("zookeeper")) {
+            Ok(zk) => Some(zk),
+            Err(e) => {
+                eprintln!("treecache cluster: {e}");
+                return 1;
+            }
+        }
+    };
+    let zk_up = started.elapsed();
+
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("treecache cluster: cannot find my own binary: {e}");
+            return 1;
+        }
+    };
+    let mut ids: Vec<u32> = (1..=tree.capacity() as u32)
+        .filter(|&i| i != args.root_id)
+        .collect();
+    ids.insert(0, args.root_id);
+    let mut children: Vec<(u32, Child)> = Vec::new();
+    for id in ids {
+        let port = args.base_port as u32 + id;
+        let mut command = Command::new(&exe);
+        command
+            .arg("node")
+            .args(["--id", &id.to_string()])
+            .args(["--depth", &args.depth.to_string()])
+            .args(["--root-id", &args.root_id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--advertise", &format!("127.0.0.1:{port}")])
+            .args(["--zookeeper", &args.zookeeper])
+            .args(["--startup-delay", "0"])
+            .args(["--log-level", &args.log_level])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        process::die_with_parent(&mut command);
+        match command.spawn() {
+            Ok(mut child) => {
+                prefix_output(&mut child, &node_name(id));
+                children.push((id, child));
+            }
+            Err(e) => {
+                eprintln!("treecache cluster: starting {}: {e}", node_name(id));
+                stop_all(&mut children);
+                return 1;
+            }
+        }
+    }
+
+    let root_url = format!("http://127.0.0.1:{}", args.base_port as u32 + args.root_id);
+    let status = match wait_for_tree(&root_url, tree.capacity(), &mut children) {
+        Ok(doc) => {
+            print_tree(&doc, args.base_port);
+            println!(
+                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper). Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
+                doc.nodes.len(),
+                started.elapsed().as_secs_f64(),
+                zk_up.as_secs_f64(),
+                args.base_port as u32 + doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name)),
+            );
+            while !process::stop_requested() {
+                if let Some((id, status)) = exited(&mut children) {
+                    eprintln!(
+                        "treecache cluster: {} exited ({status}); stopping",
+                        node_name(id)
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("treecache cluster: {e}");
+            1
+        }
+    };
+    println!("Stopping the cluster");
+    stop_all(&mut children);
+    status
+}
+
+fn id_of(name: &str) -> u32 {
+    name.trim_start_matches("NODE-").parse().unwrap_or(1)
+}
+
+/// Copies a child's output to ours, each line prefixed with its name.
+fn prefix_output(child: &mut Child, name: &str) {
+    let out = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    for stream in [out, err].into_iter().flatten() {
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                eprintln!("{name:>8} | {line}");
+            }
+        });
+    }
+}
+
+fn exited(children: &mut [(u32, Child)]) -> Option<(u32, std::process::ExitStatus)> {
+    children
+        .iter_mut()
+        .find_map(|(id, c)| c.try_wait().ok().flatten().map(|s| (*id, s)))
+}
+
+fn stop_all(children: &mut Vec<(u32, Child)>) {
+    for (_, child) in children.iter() {
+        process::signal(child.id(), libc::SIGTERM);
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    for (_, child) in children.iter_mut() {
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    children.clear();
+}
+
+/// Polls the root's `/nodes` until `n` nodes have joined (60 s at most).
+fn wait_for_tree(
+    root_url: &str,
+    n: usize,
+    children: &mut [(u32, Child)],
+) -> Result<NodesDoc, String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer yet");
+    while Instant::now() < until {
+        if process::stop_requested() {
+            return Err("stopped before the cluster was up".into());
+        }
+        if let Some((id, status)) = exited(children) {
+            return Err(format!(
+                "{} exited during start-up ({status})",
+                node_name(id)
+            ));
+        }
+        match agent.get(&format!("{root_url}/nodes")).call() {
+            Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
+                Ok(doc) if doc.nodes.len() == n => return Ok(doc),
+                Ok(doc) => last = format!("{} of {n} nodes joined", doc.nodes.len()),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("the cluster did not come up within 60 s ({last})"))
+}
+
+/// Prints the tree as an indented drawing with each node's URL.
+fn print_tree(doc: &NodesDoc, base_port: u16) {
+    println!(
+        "\ntreecache: depth {}, {} nodes, root {}",
+        doc.depth,
+        doc.nodes.len(),
+        doc.root
+    );
+    fn walk(doc: &NodesDoc, name: &str, prefix: &str, last: bool, top: bool, base_port: u16) {
+        let Some(n) = doc.nodes.iter().find(|n| n.name == name) else {
+            return;
+        };
+        let branch = if top {
+            ""
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
+        println!(
+            "{prefix}{branch}{} (slot {}) http://127.0.0.1:{}",
+            n.name,
+            n.slot,
+            base_port as u32 + id_of(&n.name)
+        );
+        let kids: Vec<&String> = [&n.left, &n.right].into_iter().flatten().collect();
+        let next = if top {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
+        for (i, k) in kids.iter().enumerate() {
+            walk(doc, k, &next, i + 1 == kids.len(), false, base_port);
+        }
+    }
+    walk(doc, &doc.root, "", true, true, base_port);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ClusterArgs, String> {
+        ClusterArgs::parse(pico_args::Arguments::from_vec(
+            args.iter().map(Into::into).collect(),
+        ))
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(
+            (a.depth, a.root_id, a.base_port, a.zookeeper.as_str()),
+            (3, 1, 5000, "127.0.0.1:2181")
+        );
+        let a = parse(&["--depth", "2", "--root-id", "3", "--base-port", "7000"]).unwrap();
+        assert_eq!((a.depth, a.root_id, a.base_port), (2, 3, 7000));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert!(parse(&["--depth", "0"]).unwrap_err().starts_with("--depth"));
+        assert!(parse(&["--root-id", "4", "--depth", "2"])
+            .unwrap_err()
+            .starts_with("--root-id"));
+        assert!(parse(&["--zookeeper", "nowhere"])
+            .unwrap_err()
+            .starts_with("--zookeeper"));
+        assert!(parse(&["--bogus"]).unwrap_err().starts_with("--bogus"));
+    }
+}

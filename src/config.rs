@@ -1,0 +1,436 @@
+//! Flags and environment variables turned into one validated [`Config`].
+//!
+//! Every flag has an environment variable; the flag wins where both are given.
+//! A bad value is reported as one line naming the flag, and the node exits with 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::tree::Tree;
+
+/// Default base URL of the swagger-ui assets that `/docs` loads.
+pub const DEFAULT_DOCS_ASSETS_URL: &str = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14";
+
+/// Everything a node needs to know at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: u32,
+    pub tree: Tree,
+    pub root_id: u32,
+    pub listen: SocketAddr,
+    /// `host:port` other nodes use to reach this one.
+    pub advertise: String,
+    pub zookeeper: String,
+    pub zk_prefix: String,
+    /// Address of the root when given with `--root`; otherwise found in ZooKeeper.
+    pub root: Option<String>,
+    pub startup_delay: Duration,
+    pub threads: usize,
+    pub log_level: log::LevelFilter,
+    pub upstream_timeout: Duration,
+    pub cache_max_bytes: u64,
+    pub max_store_bytes: Option<u64>,
+    pub docs_assets_url: String,
+}
+
+impl Config {
+    pub fn is_root(&self) -> bool {
+        self.id == self.root_id
+    }
+
+    pub fn name(&self) -> String {
+        node_name(self.id)
+    }
+
+    /// The host part of the advertised address, as `GET /` reports it.
+    pub fn advertised_host(&self) -> &str {
+        split_host(&self.advertise)
+    }
+}
+
+/// `NODE-{id}`.
+pub fn node_name(id: u32) -> String {
+    format!("NODE-{id}")
+}
+
+/// The host of a `host:port` address (brackets of an IPv6 literal kept).
+pub fn split_host(address: &str) -> &str {
+    match address.rfind(':') {
+        Some(i) if !address[i + 1..].contains(']') => &address[..i],
+        _ => address,
+    }
+}
+
+/// A configuration error: which flag, and what is wrong with it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub flag: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(flag: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag: flag.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads a flag, falling back to its environment variable.
+struct Source<'a> {
+    args: pico_args::Arguments,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    fn raw(&mut self, flag: &'static str, var: &str) -> Result<Option<String>, ConfigError> {
+        match self.args.opt_value_from_str::<_, String>(flag) {
+            Ok(Some(v)) => Ok(Some(v)),
+            Ok(None) => Ok((self.env)(var).filter(|v| !v.is_empty())),
+            Err(e) => Err(error(flag, e.to_string())),
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        flag: &'static str,
+        var: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.raw(flag, var)? {
+            None => Ok(None),
+            Some(v) => parse(v.trim())
+                .map(Some)
+                .map_err(|m| error(flag, format!("{m} (got {v:?})"))),
+        }
+    }
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    s.parse().map_err(|_| "expected a whole number".to_string())
+}
+
+/// Seconds as a number (`5`, `0.5`) or with a unit (`250ms`, `2s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale <= 86_400.0 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err("expected seconds, such as 5, 0.5 or 250ms".to_string()),
+    }
+}
+
+/// Bytes as a number or with a unit: `65536`, `64KiB`, `64MiB`, `1GiB`, `10MB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let units: [(&str, u64); 8] = [
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("KB", 1000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+    ];
+    let (number, scale) = units
+        .iter()
+        .find_map(|(u, k)| s.strip_suffix(u).map(|n| (n, *k)))
+        .unwrap_or((s, 1));
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| "expected a size in bytes, such as 65536, 64KiB or 64MiB".to_string())
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => Err("expected error, warn, info, debug or trace".to_string()),
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+pub fn parse_host_port(s: &str) -> Result<String, String> {
+    let ok = match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected host:port".to_string())
+    }
+}
+
+fn parse_zookeeper(s: &str) -> Result<String, String> {
+    for part in s.split(',') {
+        parse_host_port(part.trim())
+            .map_err(|_| "expected host:port[,host:port...]".to_string())?;
+    }
+    Ok(s.to_string())
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let valid = s.starts_with('/')
+        && s.len() > 1
+        && !s.ends_with('/')
+        && !s.contains("//")
+        && s.split('/').skip(1).all(|p| p != "." && p != "..");
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err("expected a znode path such as /treecache".to_string())
+    }
+}
+
+/// The thread count used when `--threads` is not given.
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(4, 32)
+}
+
+impl Config {
+    /// Builds the configuration of `treecache node` from its arguments and environment.
+    pub fn parse(
+        args: pico_args::Arguments,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut src = Source { args, env };
+
+        let depth = src.parsed("--depth", "TREE_DEPTH", parse_u32)?.unwrap_or(3);
+        if !(1..=Tree::MAX_DEPTH).contains(&depth) {
+            return Err(error(
+                "--depth",
+                format!("must be between 1 and {} (got {depth})", Tree::MAX_DEPTH),
+            ));
+        }
+        let tree = Tree::new(depth);
+        let in_tree = |flag: &str, id: u32| {
+            if tree.contains_id(id) {
+                Ok(id)
+            } else {
+                Err(error(
+                    flag,
+                    format!(
+                        "must be between 1 and {} for a tree of depth {depth} (got {id})",
+                        tree.capacity()
+                    ),
+                ))
+            }
+        };
+
+        let id = match src.parsed("--id", "NODE_ID", parse_u32)? {
+            Some(id) => in_tree("--id", id)?,
+            None => return Err(error("--id", "is required (or set NODE_ID)")),
+        };
+        let root_id = in_tree(
+            "--root-id",
+            src.parsed("--root-id", "ROOT_NODE_ID", parse_u32)?
+                .unwrap_or(1),
+        )?;
+        let port = src
+            .parsed("--port", "API_PORT", |s| {
+                s.parse::<u16>()
+                    .map_err(|_| "expected a port number".to_string())
+            })?
+            .unwrap_or(5000);
+        let listen = src
+            .parsed("--listen", "LISTEN_ADDRESS", |s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| "expected ip:port, such as 0.0.0.0:5000".to_string())
+            })?
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+        let advertise = src
+            .parsed("--advertise", "ADVERTISE_ADDRESS", parse_host_port)?
+            .unwrap_or_else(|| format!("{}:{}", node_name(id), listen.port()));
+        let zookeeper = src
+            .parsed("--zookeeper", "ZOOKEEPER", parse_zookeeper)?
+            .unwrap_or_else(|| "127.0.0.1:2181".to_string());
+        let zk_prefix = src
+            .parsed("--zk-prefix", "ZK_PREFIX", parse_prefix)?
+            .unwrap_or_else(|| "/treecache".to_string());
+        let root = src.parsed("--root", "ROOT_ADDRESS", parse_host_port)?;
+        let startup_delay = src
+            .parsed("--startup-delay", "STARTUP_DELAY", parse_duration)?
+            .unwrap_or(Duration::from_secs(5));
+        let threads = src
+            .parsed("--threads", "THREADS", |s| match s.parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => Ok(n),
+                _ => Err("expected a number of threads from 1 to 1024".to_string()),
+            })?
+            .unwrap_or_else(default_threads);
+        let log_level = src
+            .parsed("--log-level", "LOG_LEVEL", parse_level)?
+            .unwrap_or(log::LevelFilter::Info);
+        let upstream_timeout = src
+            .parsed("--upstream-timeout", "UPSTREAM_TIMEOUT", |s| {
+                parse_duration(s).and_then(|d| {
+                    if d >= Duration::from_millis(10) {
+                        Ok(d)
+                    } else {
+                        Err("must be at least 10ms".to_string())
+                    }
+                })
+            })?
+            .unwrap_or(Duration::from_secs(3));
+        let cache_max_bytes = src
+            .parsed("--cache-max-bytes", "CACHE_MAX_BYTES", parse_bytes)?
+            .unwrap_or(64 << 20);
+        let max_store_bytes = src.parsed("--max-store-bytes", "MAX_STORE_BYTES", parse_bytes)?;
+        let docs_assets_url = src
+            .parsed("--docs-assets-url", "DOCS_ASSETS_URL", |s| {
+                if s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') {
+                    Ok(s.trim_end_matches('/').to_string())
+                } else {
+                    Err("expected an http(s) URL or an absolute path".to_string())
+                }
+            })?
+            .unwrap_or_else(|| DEFAULT_DOCS_ASSETS_URL.to_string());
+
+        let rest = src.args.finish();
+        if let Some(extra) = rest.first() {
+            let extra = extra.to_string_lossy();
+            return Err(error(&extra, "is not a flag of treecache node"));
+        }
+
+        Ok(Config {
+            id,
+            tree,
+            root_id,
+            listen,
+            advertise,
+            zookeeper,
+            zk_prefix,
+            root,
+            startup_delay,
+            threads,
+            log_level,
+            upstream_timeout,
+            cache_max_bytes,
+            max_store_bytes,
+            docs_assets_url,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = pico_args::Arguments::from_vec(args.iter().map(Into::into).collect());
+        Config::parse(args, &|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = parse(&["--id", "4"], &[]).unwrap();
+        assert_eq!(c.tree.depth(), 3);
+        assert_eq!(c.root_id, 1);
+        assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(c.advertise, "NODE-4:5000");
+        assert_eq!(c.zookeeper, "127.0.0.1:2181");
+        assert_eq!(c.zk_prefix, "/treecache");
+        assert_eq!(c.startup_delay, Duration::from_secs(5));
+        assert_eq!(c.cache_max_bytes, 64 << 20);
+        assert_eq!(c.max_store_bytes, None);
+        assert!(!c.is_root());
+    }
+
+    #[test]
+    fn environment_is_used_and_a_flag_wins() {
+        let env = [("NODE_ID", "2"), ("API_PORT", "6000"), ("TREE_DEPTH", "4")];
+        let c = parse(&[], &env).unwrap();
+        assert_eq!((c.id, c.listen.port(), c.tree.depth()), (2, 6000, 4));
+        let c = parse(&["--port", "6100", "--id", "3"], &env).unwrap();
+        assert_eq!((c.id, c.listen.port()), (3, 6100));
+        assert_eq!(c.advertise, "NODE-3:6100");
+    }
+
+    #[test]
+    fn listen_overrides_port() {
+        let c = parse(
+            &["--id", "1", "--port", "1", "--listen", "127.0.0.1:7001"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7001".parse().unwrap());
+        assert!(c.is_root());
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--id"),
+            (&["--id", "8"], "--id"),
+            (&["--id", "0"], "--id"),
+            (&["--id", "x"], "--id"),
+            (&["--id", "1", "--depth", "11"], "--depth"),
+            (&["--id", "1", "--depth", "0"], "--depth"),
+            (&["--id", "1", "--root-id", "9"], "--root-id"),
+            (&["--id", "1", "--listen", "nowhere"], "--listen"),
+            (&["--id", "1", "--advertise", "host"], "--advertise"),
+            (&["--id", "1", "--zookeeper", "a:1,b"], "--zookeeper"),
+            (&["--id", "1", "--zk-prefix", "x"], "--zk-prefix"),
+            (&["--id", "1", "--startup-delay", "-1"], "--startup-delay"),
+            (&["--id", "1", "--log-level", "loud"], "--log-level"),
+            (&["--id", "1", "--threads", "0"], "--threads"),
+            (
+                &["--id", "1", "--cache-max-bytes", "lots"],
+                "--cache-max-bytes",
+            ),
+            (&["--id", "1", "--bogus"], "--bogus"),
+        ];
+        for (args, flag) in cases {
+            let e = parse(args, &[]).unwrap_err();
+            assert_eq!(e.flag, *flag, "{args:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert!(parse_bytes("MiB").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn host_of_an_address() {
+        assert_eq!(split_host("10.0.1.67:5000"), "10.0.1.67");
+        assert_eq!(split_host("NODE-1:5000"), "NODE-1");
+        assert_eq!(split_host("[::1]:5000"), "[::1]");
+    }
+}

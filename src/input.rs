@@ -1,0 +1,228 @@
+//! Parsing and validation of what clients send: keys, query strings, bodies.
+//! Pure functions; every rejection carries the sentence a client will read.
+
+use serde_json::Value;
+
+/// Longest key, in Unicode scalar values.
+pub const MAX_KEY_CHARS: usize = 250;
+/// Largest value, as compact JSON.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Largest request body read at all; larger bodies are refused before parsing.
+pub const MAX_BODY_BYTES: usize = MAX_VALUE_BYTES + 1024;
+
+/// Why input was refused, and the HTTP status that says so.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalid {
+    BadRequest(String),
+    TooLarge(String),
+}
+
+fn bad(message: impl Into<String>) -> Invalid {
+    Invalid::BadRequest(message.into())
+}
+
+/// Percent-decodes a path segment into a key and checks the key rules.
+pub fn decode_key(segment: &str) -> Result<String, Invalid> {
+    let bytes = percent_decode(segment)
+        .ok_or_else(|| bad("The key contains a malformed percent-escape."))?;
+    let key =
+        String::from_utf8(bytes).map_err(|_| bad("The key is not valid UTF-8 after decoding."))?;
+    check_key(&key)?;
+    Ok(key)
+}
+
+/// The key rules: 1 to 250 characters, no `/`.
+pub fn check_key(key: &str) -> Result<(), Invalid> {
+    if key.is_empty() {
+        return Err(bad("The key is empty."));
+    }
+    if key.contains('/') {
+        return Err(bad("The key must not contain '/'."));
+    }
+    let chars = key.chars().count();
+    if chars > MAX_KEY_CHARS {
+        return Err(bad(format!(
+            "The key is {chars} characters long; the limit is {MAX_KEY_CHARS}."
+        )));
+    }
+    Ok(())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when an escape is malformed.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = hex(*bytes.get(i + 1)?)?;
+            let lo = hex(*bytes.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Encodes a key as one path segment: everything but unreserved characters is escaped.
+pub fn percent_encode(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of `local` in a query string: `true`, `false`, or absent.
+pub fn local_flag(query: &str) -> Result<bool, Invalid> {
+    let mut local = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "local" {
+            local = match value {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(bad(format!(
+                        "The query parameter 'local' takes true or false, not {:?}.",
+                        String::from_utf8_lossy(&percent_decode(value).unwrap_or_default())
+                    )))
+                }
+            };
+        }
+    }
+    Ok(local)
+}
+
+/// Extracts the value of a PUT body `{"value": V}` as compact JSON bytes.
+pub fn put_value(body: &[u8]) -> Result<Vec<u8>, Invalid> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(
+            "The request body is missing; send {\"value\": <any JSON value>}.",
+        ));
+    }
+    let doc: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("The request body is not valid JSON: {e}.")))?;
+    let Value::Object(mut fields) = doc else {
+        return Err(bad(
+            "The request body must be a JSON object such as {\"value\": 42}.",
+        ));
+    };
+    let value = fields
+        .remove("value")
+        .ok_or_else(|| bad("The request body has no \"value\" field."))?;
+    let bytes = serde_json::to_vec(&value).expect("a parsed JSON value serializes");
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(Invalid::TooLarge(format!(
+            "The value is {} bytes as compact JSON; the limit is {MAX_VALUE_BYTES}.",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Appends `s` to `out` as a JSON string literal.
+pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+/// The body `{"key": K, "value": V}` where `value` is already compact JSON.
+pub fn key_value_body(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + value.len() + 24);
+    out.extend_from_slice(b"{\"key\":");
+    push_json_string(&mut out, key);
+    out.extend_from_slice(b",\"value\":");
+    out.extend_from_slice(value);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_decoded() {
+        assert_eq!(decode_key("hello").unwrap(), "hello");
+        assert_eq!(decode_key("a%20b").unwrap(), "a b");
+        assert_eq!(decode_key("%C5%BElu%C5%A5").unwrap(), "žluť");
+        assert_eq!(decode_key("a+b").unwrap(), "a+b");
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        for seg in ["", "a%2Fb", "a%2fb", "%zz", "%4", "%FF", "%C3"] {
+            assert!(
+                matches!(decode_key(seg), Err(Invalid::BadRequest(_))),
+                "{seg}"
+            );
+        }
+        let long = "é".repeat(251);
+        assert!(decode_key(&percent_encode(&long)).is_err());
+        let longest = "é".repeat(250);
+        assert_eq!(decode_key(&percent_encode(&longest)).unwrap(), longest);
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for key in ["plain", "with space", "ü?#&=%", "日本語", "a+b"] {
+            assert_eq!(decode_key(&percent_encode(key)).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn local_takes_true_or_false() {
+        assert_eq!(local_flag(""), Ok(false));
+        assert_eq!(local_flag("local=true"), Ok(true));
+        assert_eq!(local_flag("x=1&local=false"), Ok(false));
+        assert!(local_flag("local=yes").is_err());
+        assert!(local_flag("local").is_err());
+    }
+
+    #[test]
+    fn put_bodies() {
+        assert_eq!(put_value(br#"{"value": [1, 2]}"#).unwrap(), b"[1,2]");
+        assert_eq!(put_value(br#"{"value": null}"#).unwrap(), b"null");
+        assert_eq!(put_value(br#"{"value":"x","other":1}"#).unwrap(), b"\"x\"");
+        for body in [&b""[..], b"  ", b"{", b"[1]", b"{\"val\":1}", b"42"] {
+            assert!(
+                matches!(put_value(body), Err(Invalid::BadRequest(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_over_one_mebibyte_are_too_large() {
+        let just = format!("{{\"value\":\"{}\"}}", "a".repeat(MAX_VALUE_BYTES - 2));
+        assert!(put_value(just.as_bytes()).is_ok());
+        let over = format!("{{\"value\":\"{}\"}}", "a".repeat(MAX_VALUE_BYTES - 1));
+        assert!(matches!(
+            put_value(over.as_bytes()),
+            Err(Invalid::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn key_value_bodies_are_json() {
+        let body = key_value_body("k\"ü", b"{\"a\":1}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({"key": "k\"ü", "value": {"a": 1}}));
+    }
+}

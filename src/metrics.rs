@@ -1,0 +1,173 @@
+//! Per-node counters, rendered in the Prometheus text exposition format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters a node keeps. Gauges (bytes, keys) are read from the store when rendered.
+pub struct Metrics {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub upstream_fetches: AtomicU64,
+    pub coalesced_waits: AtomicU64,
+    pub invalidations_sent: AtomicU64,
+    pub invalidations_received: AtomicU64,
+    pub releases_sent: AtomicU64,
+    /// Responses by status code, 100 to 599.
+    responses: Box<[AtomicU64]>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            upstream_fetches: AtomicU64::new(0),
+            coalesced_waits: AtomicU64::new(0),
+            invalidations_sent: AtomicU64::new(0),
+            invalidations_received: AtomicU64::new(0),
+            releases_sent: AtomicU64::new(0),
+            responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Values read at render time from other parts of the node.
+pub struct Gauges {
+    pub evictions: u64,
+    pub cache_bytes: u64,
+    pub store_keys: u64,
+    pub upstream_connections: u64,
+}
+
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn count_response(&self, status: u16) {
+        if let Some(c) = self.responses.get((status as usize).wrapping_sub(100)) {
+            bump(c);
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metric(
+            "treecache_cache_hits_total",
+            "counter",
+            "Reads answered from this node's own copy.",
+            get(&self.hits),
+        );
+        metric(
+            "treecache_cache_misses_total",
+            "counter",
+            "Reads this node could not answer from its own copy.",
+            get(&self.misses),
+        );
+        metric(
+            "treecache_upstream_fetches_total",
+            "counter",
+            "Fills this node sent to its parent for reads.",
+            get(&self.upstream_fetches),
+        );
+        metric(
+            "treecache_coalesced_waits_total",
+            "counter",
+            "Reads that waited for a fill already under way instead of sending their own.",
+            get(&self.coalesced_waits),
+        );
+        metric(
+            "treecache_invalidations_sent_total",
+            "counter",
+            "Invalidations this node sent to its children.",
+            get(&self.invalidations_sent),
+        );
+        metric(
+            "treecache_invalidations_received_total",
+            "counter",
+            "Invalidations this node received from its parent.",
+            get(&self.invalidations_received),
+        );
+        metric(
+            "treecache_releases_sent_total",
+            "counter",
+            "Notices sent to the parent that keys were dropped.",
+            get(&self.releases_sent),
+        );
+        metric(
+            "treecache_evictions_total",
+            "counter",
+            "Values evicted to keep the cache within its byte bound.",
+            g.evictions,
+        );
+        metric(
+            "treecache_cache_bytes",
+            "gauge",
+            "Bytes held by this node's store (values, keys and per-entry overhead).",
+            g.cache_bytes,
+        );
+        metric(
+            "treecache_store_keys",
+            "gauge",
+            "Keys with a value held by this node.",
+            g.store_keys,
+        );
+        metric(
+            "treecache_upstream_connections_total",
+            "counter",
+            "TCP connections this node opened to other nodes.",
+            g.upstream_connections,
+        );
+        let _ = writeln!(out, "# HELP treecache_requests_total Responses sent, by HTTP status.\n# TYPE treecache_requests_total counter");
+        for (i, c) in self.responses.iter().enumerate() {
+            let n = get(c);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "treecache_requests_total{{status=\"{}\"}} {n}",
+                    i + 100
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_statuses() {
+        let m = Metrics::default();
+        bump(&m.hits);
+        bump(&m.hits);
+        m.count_response(200);
+        m.count_response(404);
+        m.count_response(404);
+        m.count_response(999);
+        let text = m.render(&Gauges {
+            evictions: 3,
+            cache_bytes: 10,
+            store_keys: 1,
+            upstream_connections: 0,
+        });
+        assert!(text.contains("\ntreecache_cache_hits_total 2\n"));
+        assert!(text.contains("\ntreecache_evictions_total 3\n"));
+        assert!(text.contains("treecache_requests_total{status=\"404\"} 2\n"));
+        assert!(!text.contains("status=\"999\""));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("treecache_"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+}

@@ -1,0 +1,839 @@
+//! The data a node holds, and the bookkeeping that keeps caches coherent.
+//!
+//! One [`Store`] serves both roles. On the root it is the primary copy: it never
+//! evicts, and may refuse writes once `--max-store-bytes` is reached. On every
+//! other node it is a byte-bounded LRU cache. In both it keeps, per key:
+//! - the value (compact JSON) and the version of the write that produced it;
+//! - the directory: which children hold the key (two bits);
+//! - on the root, whether a write of the key is under way (`pending`);
+//! - on caches, the fill in flight for the key, if any, and whether an
+//!   invalidation has passed it (then its answer must not be cached).
+//!
+//! Everything about one key happens under its shard's lock, which is what makes
+//! "check the fence, then cache" and "answer a child, then record it as a
+//! holder" atomic with respect to invalidations.
+//!
+//! All changes go through a few methods ([`Store::apply`] for the root's writes);
+//! a write-ahead log can later be put in front of `apply` without touching callers.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::flight::Flight;
+use crate::lru::Lru;
+use crate::tree::Side;
+
+const SHARDS: usize = 16;
+/// Bytes charged per entry beyond its key and value: map slot, LRU link, allocation.
+const ENTRY_OVERHEAD: u64 = 64;
+const NO_LRU: u32 = u32::MAX;
+
+/// What the store is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The root's primary copy: never evicts; refuses growth past `max_bytes`.
+    Primary { max_bytes: Option<u64> },
+    /// A non-root node's cache: evicts least recently used values past `max_bytes`.
+    Cache { max_bytes: u64 },
+}
+
+/// A write at the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// What a write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Stored,
+    Deleted,
+    /// A delete of a key that does not exist.
+    Absent,
+    /// A put that would grow the store past its bound.
+    Full,
+}
+
+/// A key and its value in one allocation: `[key length: u16][key][value]`.
+/// Keeping both in one block is what keeps the root near 100 bytes per small key.
+struct Blob(Box<[u8]>);
+
+impl Blob {
+    fn new(key: &str, value: &[u8]) -> Blob {
+        let mut b = Vec::with_capacity(2 + key.len() + value.len());
+        b.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        b.extend_from_slice(key.as_bytes());
+        b.extend_from_slice(value);
+        Blob(b.into_boxed_slice())
+    }
+
+    fn key_len(&self) -> usize {
+        u16::from_le_bytes([self.0[0], self.0[1]]) as usize
+    }
+
+    fn key(&self) -> &str {
+        let bytes = &self.0[2..2 + self.key_len()];
+        // SAFETY: the bytes were copied from a `&str` in `Blob::new` and never change.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[2 + self.key_len()..]
+    }
+}
+
+impl Borrow<str> for Blob {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+impl Hash for Blob {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl PartialEq for Blob {
+    fn eq(&self, other: &Blob) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Blob {}
+
+const HAS_VALUE: u8 = 1;
+const PENDING: u8 = 2;
+
+struct Meta {
+    version: u64,
+    lru: u32,
+    /// Directory: `Side::bit`s of the children that hold this key.
+    holders: u8,
+    flags: u8,
+}
+
+impl Meta {
+    fn has_value(&self) -> bool {
+        self.flags & HAS_VALUE != 0
+    }
+    fn pending(&self) -> bool {
+        self.flags & PENDING != 0
+    }
+}
+
+struct InFlight {
+    id: u64,
+    /// Set when an invalidation passed while the fill was under way.
+    fenced: bool,
+    flight: Arc<Flight>,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Blob, Meta>,
+    lru: Lru<Box<str>>,
+    flights: HashMap<Box<str>, InFlight>,
+    /// Keys this cache dropped entirely whose release the parent has not yet
+    /// acknowledged. Fills of these keys are not cached until it has, or the
+    /// parent could forget us as a holder after we cached again.
+    unacknowledged: HashSet<Box<str>>,
+    /// Released keys not yet sent to the parent.
+    outbox: Vec<Box<str>>,
+    bytes: u64,
+}
+
+/// How a lookup ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<R> {
+    /// The key is here; `cacheable` says whether the asking child was recorded as a holder.
+    Hit {
+        out: R,
+        version: u64,
+        cacheable: bool,
+    },
+    Miss,
+}
+
+/// How an attempt to start a fill ended.
+pub enum Begin {
+    /// The key has a value now (another fill just ended): look it up again.
+    Present,
+    /// Another fill of the key is under way and may be joined.
+    Join(Arc<Flight>),
+    /// This request leads a new fill; finish it with `complete_fill`/`abandon_fill`.
+    Lead { id: u64, flight: Arc<Flight> },
+}
+
+/// Counters the store keeps for `/metrics`.
+#[derive(Default)]
+pub struct StoreStats {
+    pub evictions: AtomicU64,
+}
+
+/// The sharded store. See the module documentation.
+pub struct Store {
+    mode: Mode,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    next_flight: AtomicU64,
+    bytes: AtomicU64,
+    keys: AtomicU64,
+    pub stats: StoreStats,
+}
+
+impl Store {
+    pub fn new(mode: Mode) -> Store {
+        Store {
+            mode,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            next_flight: AtomicU64::new(1),
+            bytes: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            stats: StoreStats::default(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Bytes held, as charged against the bound (values, keys and overhead).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Keys with a value.
+    pub fn keys(&self) -> u64 {
+        self.keys.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry_cost(&self, key: &str, value_len: usize) -> u64 {
+        let key_copies = match self.mode {
+            Mode::Cache { .. } => 2, // the blob and the LRU's copy
+            Mode::Primary { .. } => 1,
+        };
+        2 + key_copies * key.len() as u64 + value_len as u64 + ENTRY_OVERHEAD
+    }
+
+    /// Looks a key up. `out` renders the value while the lock is held, so a hit
+    /// costs one copy. When a child asks (`child` is set) the answer is
+    /// cacheable only if this node holds the value and records the child as a
+    /// holder, in the same critical section; a key whose write is pending at
+    /// the root is never cacheable.
+    pub fn lookup<R>(
+        &self,
+        key: &str,
+        child: Option<Side>,
+        out: impl FnOnce(&[u8]) -> R,
+    ) -> Lookup<R> {
+        let mut shard = self.shard(key);
+        let shard = &mut *shard;
+        let Some((blob, meta)) = shard.map.get_key_value(key) else {
+            return Lookup::Miss;
+        };
+        if !meta.has_value() {
+            return Lookup::Miss;
+        }
+        let out = out(blob.value());
+        let version = meta.version;
+        let lru = meta.lru;
+        let cacheable = !meta.pending();
+        if let Some(side) = child.filter(|_| cacheable) {
+            if let Some(meta) = shard.map.get_mut(key) {
+                meta.holders |= side.bit();
+            }
+        }
+        if lru != NO_LRU {
+            shard.lru.touch(lru);
+        }
+        Lookup::Hit {
+            out,
+            version,
+            cacheable: cacheable && child.is_some(),
+        }
+    }
+
+    /// Records `side` as a holder of `key` if this node holds exactly `version`
+    /// of it. Returns whether it did: the child may cache the value only then.
+    pub fn register_holder(&self, key: &str, version: u64, side: Side) -> bool {
+        let mut shard = self.shard(key);
+        match shard.map.get_mut(key) {
+            Some(meta) if meta.has_value() && !meta.pending() && meta.version == version => {
+                meta.holders |= side.bit();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Starts a fill of `key`, or joins one under way. A fill that an
+    /// invalidation has passed is never joined: a request that starts after a
+    /// write was acknowledged must not receive a value fetched before it.
+    pub fn begin_fill(&self, key: &str) -> Begin {
+        let mut shard = self.shard(key);
+        if shard.map.get(key).is_some_and(Meta::has_value) {
+            return Begin::Present;
+        }
+        if let Some(f) = shard.flights.get(key) {
+            if !f.fenced {
+                return Begin::Join(f.flight.clone());
+            }
+        }
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let flight = Flight::new();
+        shard.flights.insert(
+            key.into(),
+            InFlight {
+                id,
+                fenced: false,
+                flight: flight.clone(),
+            },
+        );
+        Begin::Lead { id, flight }
+    }
+
+    /// Ends fill `id` that brought `value`. It is cached only if upstream said
+    /// it may be, no invalidation passed the fill meanwhile, and the parent has
+    /// acknowledged any earlier release of the key. Returns whether it was cached.
+    pub fn complete_fill(
+        &self,
+        key: &str,
+        id: u64,
+        value: &[u8],
+        version: u64,
+        cacheable: bool,
+    ) -> bool {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        let fenced = match shard.flights.get(key) {
+            Some(f) if f.id == id => {
+                let fenced = f.fenced;
+                shard.flights.remove(key);
+                fenced
+            }
+            // Replaced by a newer fill after an invalidation: fenced.
+            _ => true,
+        };
+        let Mode::Cache { max_bytes } = self.mode else {
+            return false;
+        };
+        let cost = self.entry_cost(key, value.len());
+        if !cacheable
+            || fenced
+            || shard.unacknowledged.contains(key)
+            || cost > max_bytes / SHARDS as u64
+        {
+            return false;
+        }
+        if let Some(meta) = shard.map.get(key) {
+            if meta.has_value() && meta.version >= version {
+                return false;
+            }
+        }
+        // Keep the directory bits of a tombstone being refilled.
+        let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
+        let lru = shard.lru.insert(key.into());
+        shard.map.insert(
+            Blob::new(key, value),
+            Meta {
+                version,
+                lru,
+                holders,
+                flags: HAS_VALUE,
+            },
+        );
+        self.charge(shard, cost as i64, 1);
+        self.evict(shard, max_bytes / SHARDS as u64);
+        true
+    }
+
+    /// Ends fill `id` without a value (absent upstream, or an error).
+    pub fn abandon_fill(&self, key: &str, id: u64) {
+        let mut shard = self.shard(key);
+        if shard.flights.get(key).is_some_and(|f| f.id == id) {
+            shard.flights.remove(key);
+        }
+    }
+
+    /// An invalidation from the parent: drops the value and the directory
+    /// entry, fences any fill under way, and returns the holders that must be
+    /// invalidated in turn. Returns whether a value was dropped.
+    pub fn invalidate(&self, key: &str) -> (bool, u8) {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        if let Some(f) = shard.flights.get_mut(key) {
+            f.fenced = true;
+        }
+        match self.remove_entry(shard, key) {
+            Some(meta) => (meta.has_value(), meta.holders),
+            None => (false, 0),
+        }
+    }
+
+    /// Puts back directory bits for children whose invalidation failed: they
+    /// may still hold the key, so the next write must try them again.
+    pub fn restore_holders(&self, key: &str, bits: u8) {
+        if bits == 0 {
+            return;
+        }
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        if let Some(meta) = shard.map.get_mut(key) {
+            meta.holders |= bits;
+            meta.flags &= !PENDING;
+            return;
+        }
+        shard.map.insert(
+            Blob::new(key, b""),
+            Meta {
+                version: 0,
+                lru: NO_LRU,
+                holders: bits,
+                flags: 0,
+            },
+        );
+        let cost = self.entry_cost(key, 0);
+        self.charge(shard, cost as i64, 0);
+    }
+
+    /// A child's notice that it no longer holds `keys`.
+    /// Returns how many directory bits were cleared.
+    pub fn release(&self, keys: &[String], side: Side) -> usize {
+        let mut released = 0;
+        for key in keys {
+            let mut guard = self.shard(key);
+            let shard = &mut *guard;
+            let Some(meta) = shard.map.get_mut(key.as_str()) else {
+                continue;
+            };
+            if meta.holders & side.bit() != 0 {
+                meta.holders &= !side.bit();
+                released += 1;
+            }
+            if !meta.has_value() && meta.holders == 0 && !meta.pending() {
+                self.remove_entry(shard, key);
+                self.note_release(shard, key);
+            }
+        }
+        released
+    }
+
+    /// Starts a write of `key` at the root: marks it pending (fills answered
+    /// meanwhile are not cacheable) and takes its directory bits, which the
+    /// caller must invalidate before calling [`Store::apply`].
+    pub fn begin_write(&self, key: &str) -> u8 {
+        let mut shard = self.shard(key);
+        match shard.map.get_mut(key) {
+            Some(meta) => {
+                meta.flags |= PENDING;
+                std::mem::take(&mut meta.holders)
+            }
+            None => 0,
+        }
+    }
+
+    /// Whether `key` currently has a value.
+    pub fn contains(&self, key: &str) -> bool {
+        let shard = self.shard(key);
+        shard.map.get(key).is_some_and(Meta::has_value)
+    }
+
+    /// Whether putting `len` bytes under `key` keeps the store within its bound.
+    pub fn fits(&self, key: &str, len: usize) -> bool {
+        let Mode::Primary {
+            max_bytes: Some(max),
+        } = self.mode
+        else {
+            return true;
+        };
+        let shard = self.shard(key);
+        let old = shard
+            .map
+            .get_key_value(key)
+            .map_or(0, |(b, _)| self.entry_cost(key, b.value().len()));
+        self.bytes() - old + self.entry_cost(key, len) <= max
+    }
+
+    /// Applies a write at the root with `version`, ending its pending state.
+    pub fn apply(&self, key: &str, mutation: Mutation, version: u64) -> Applied {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        match mutation {
+            Mutation::Delete => {
+                let existed = shard.map.get(key).is_some_and(Meta::has_value);
+                match self.remove_entry(shard, key) {
+                    // Children that registered while the delete ran did not cache.
+                    Some(_) if existed => Applied::Deleted,
+                    _ => Applied::Absent,
+                }
+            }
+            Mutation::Put(value) => {
+                if let Mode::Primary {
+                    max_bytes: Some(max),
+                } = self.mode
+                {
+                    let old = shard
+                        .map
+                        .get_key_value(key)
+                        .map_or(0, |(b, _)| self.entry_cost(key, b.value().len()));
+                    if self.bytes() - old + self.entry_cost(key, value.len()) > max {
+                        if let Some(meta) = shard.map.get_mut(key) {
+                            meta.flags &= !PENDING;
+                        }
+                        return Applied::Full;
+                    }
+                }
+                let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
+                let cost = self.entry_cost(key, value.len());
+                shard.map.insert(
+                    Blob::new(key, &value),
+                    Meta {
+                        version,
+                        lru: NO_LRU,
+                        holders,
+                        flags: HAS_VALUE,
+                    },
+                );
+                self.charge(shard, cost as i64, 1);
+                Applied::Stored
+            }
+        }
+    }
+
+    /// Ends a write that could not be applied, restoring directory bits.
+    pub fn abort_write(&self, key: &str, holders: u8) {
+        let mut shard = self.shard(key);
+        if let Some(meta) = shard.map.get_mut(key) {
+            meta.flags &= !PENDING;
+            meta.holders |= holders;
+        }
+    }
+
+    /// Takes the keys released since the last call, to tell the parent.
+    pub fn take_releases(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            keys.extend(shard.outbox.drain(..).map(String::from));
+        }
+        keys
+    }
+
+    /// The parent has acknowledged these releases: the keys may be cached again.
+    pub fn releases_acknowledged(&self, keys: &[String]) {
+        for key in keys {
+            self.shard(key).unacknowledged.remove(key.as_str());
+        }
+    }
+
+    /// Drops everything (a cache whose parent lost track of it).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let keys = shard.map.values().filter(|m| m.has_value()).count() as u64;
+            self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
+            self.keys.fetch_sub(keys, Ordering::Relaxed);
+            for f in shard.flights.values_mut() {
+                f.fenced = true;
+            }
+            shard.map.clear();
+            shard.lru = Lru::default();
+            shard.bytes = 0;
+        }
+    }
+
+    fn charge(&self, shard: &mut Shard, bytes: i64, keys: i64) {
+        shard.bytes = (shard.bytes as i64 + bytes) as u64;
+        if bytes >= 0 {
+            self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub((-bytes) as u64, Ordering::Relaxed);
+        }
+        if keys >= 0 {
+            self.keys.fetch_add(keys as u64, Ordering::Relaxed);
+        } else {
+            self.keys.fetch_sub((-keys) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes an entry with its LRU link and byte charge.
+    fn remove_entry(&self, shard: &mut Shard, key: &str) -> Option<Meta> {
+        let (blob, meta) = shard.map.remove_entry(key)?;
+        if meta.lru != NO_LRU {
+            shard.lru.remove(meta.lru);
+        }
+        let cost = self.entry_cost(key, blob.value().len());
+        let keys = if meta.has_value() { -1 } else { 0 };
+        self.charge(shard, -(cost as i64), keys);
+        Some(meta)
+    }
+
+    /// A cache no longer holds `key` at all: the parent must be told.
+    fn note_release(&self, shard: &mut Shard, key: &str) {
+        if matches!(self.mode, Mode::Cache { .. }) {
+            shard.unacknowledged.insert(key.into());
+            shard.outbox.push(key.into());
+        }
+    }
+
+    /// Evicts least recently used values until the shard is within `cap`.
+    /// A value some child still holds leaves a tombstone with its directory
+    /// bits, so the next invalidation still reaches that child.
+    fn evict(&self, shard: &mut Shard, cap: u64) {
+        while shard.bytes > cap {
+            let Some(key) = shard.lru.pop_oldest() else {
+                break;
+            };
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            let Some((blob, mut meta)) = shard.map.remove_entry(&*key) else {
+                continue;
+            };
+            let cost = self.entry_cost(&key, blob.value().len());
+            self.charge(shard, -(cost as i64), -1);
+            if meta.holders == 0 {
+                self.note_release(shard, &key);
+            } else {
+                meta.lru = NO_LRU;
+                meta.flags &= !HAS_VALUE;
+                shard.map.insert(Blob::new(&key, b""), meta);
+                let cost = self.entry_cost(&key, 0);
+                self.charge(shard, cost as i64, 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
+        match store.lookup(key, None, |v| v.to_vec()) {
+            Lookup::Hit { out, .. } => Some(out),
+            Lookup::Miss => None,
+        }
+    }
+
+    fn primary() -> Store {
+        Store::new(Mode::Primary { max_bytes: None })
+    }
+
+    fn cache(max_bytes: u64) -> Store {
+        Store::new(Mode::Cache { max_bytes })
+    }
+
+    fn fill(store: &Store, key: &str, v: &[u8], version: u64) -> bool {
+        let Begin::Lead { id, .. } = store.begin_fill(key) else {
+            panic!("expected to lead");
+        };
+        store.complete_fill(key, id, v, version, true)
+    }
+
+    #[test]
+    fn the_primary_applies_puts_and_deletes() {
+        let s = primary();
+        assert_eq!(
+            s.apply("k", Mutation::Put(b"1".to_vec()), 1),
+            Applied::Stored
+        );
+        assert_eq!(value(&s, "k").unwrap(), b"1");
+        assert_eq!(
+            s.apply("k", Mutation::Put(b"22".to_vec()), 2),
+            Applied::Stored
+        );
+        assert_eq!(value(&s, "k").unwrap(), b"22");
+        assert_eq!(s.keys(), 1);
+        assert_eq!(s.apply("k", Mutation::Delete, 3), Applied::Deleted);
+        assert_eq!(s.apply("k", Mutation::Delete, 4), Applied::Absent);
+        assert_eq!(value(&s, "k"), None);
+        assert_eq!((s.keys(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn the_primary_refuses_growth_past_its_bound() {
+        let s = Store::new(Mode::Primary {
+            max_bytes: Some(200),
+        });
+        assert_eq!(
+            s.apply("a", Mutation::Put(vec![b'1'; 50]), 1),
+            Applied::Stored
+        );
+        assert!(!s.fits("b", 100));
+        assert_eq!(
+            s.apply("b", Mutation::Put(vec![b'1'; 100]), 2),
+            Applied::Full
+        );
+        // Replacing a value by one of the same size still fits.
+        assert!(s.fits("a", 50));
+        assert_eq!(
+            s.apply("a", Mutation::Put(vec![b'2'; 50]), 3),
+            Applied::Stored
+        );
+    }
+
+    #[test]
+    fn children_are_recorded_only_when_the_answer_is_cacheable() {
+        let s = primary();
+        s.apply("k", Mutation::Put(b"1".to_vec()), 1);
+        let hit = s.lookup("k", Some(Side::Left), |_| ());
+        assert!(matches!(
+            hit,
+            Lookup::Hit {
+                cacheable: true,
+                version: 1,
+                ..
+            }
+        ));
+        // A write takes the directory bits and makes fills uncacheable.
+        assert_eq!(s.begin_write("k"), Side::Left.bit());
+        let hit = s.lookup("k", Some(Side::Right), |_| ());
+        assert!(matches!(
+            hit,
+            Lookup::Hit {
+                cacheable: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            s.apply("k", Mutation::Put(b"2".to_vec()), 2),
+            Applied::Stored
+        );
+        assert_eq!(s.begin_write("k"), 0, "no child registered while pending");
+        s.abort_write("k", 0);
+        assert!(matches!(
+            s.lookup("k", Some(Side::Right), |_| ()),
+            Lookup::Hit {
+                cacheable: true,
+                version: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failed_invalidation_keeps_the_holder() {
+        let s = primary();
+        s.apply("k", Mutation::Put(b"1".to_vec()), 1);
+        s.lookup("k", Some(Side::Right), |_| ());
+        let bits = s.begin_write("k");
+        s.abort_write("k", bits);
+        assert_eq!(s.begin_write("k"), Side::Right.bit());
+    }
+
+    #[test]
+    fn a_fill_passed_by_an_invalidation_is_not_cached() {
+        let s = cache(1 << 20);
+        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+            panic!()
+        };
+        // The invalidation overtakes the fill's answer.
+        assert_eq!(s.invalidate("k"), (false, 0));
+        // A new reader does not join the fenced fill.
+        let Begin::Lead { id: id2, .. } = s.begin_fill("k") else {
+            panic!("a fenced fill must not be joined")
+        };
+        assert!(!s.complete_fill("k", id, b"old", 1, true));
+        assert_eq!(value(&s, "k"), None);
+        assert!(s.complete_fill("k", id2, b"new", 2, true));
+        assert_eq!(value(&s, "k").unwrap(), b"new");
+    }
+
+    #[test]
+    fn concurrent_misses_join_one_fill() {
+        let s = cache(1 << 20);
+        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+            panic!()
+        };
+        assert!(matches!(s.begin_fill("k"), Begin::Join(_)));
+        assert!(s.complete_fill("k", id, b"v", 1, true));
+    }
+
+    #[test]
+    fn uncacheable_answers_are_not_cached() {
+        let s = cache(1 << 20);
+        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+            panic!()
+        };
+        assert!(!s.complete_fill("k", id, b"v", 1, false));
+        assert_eq!(value(&s, "k"), None);
+    }
+
+    #[test]
+    fn invalidation_returns_the_holders_to_pass_it_to() {
+        let s = cache(1 << 20);
+        fill(&s, "k", b"v", 1);
+        assert!(s.register_holder("k", 1, Side::Left));
+        assert!(!s.register_holder("k", 2, Side::Right), "version mismatch");
+        assert_eq!(s.invalidate("k"), (true, Side::Left.bit()));
+        assert_eq!(value(&s, "k"), None);
+        assert!(!s.register_holder("k", 1, Side::Left));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_evicts_oldest_first() {
+        let cap = 16 * 1024;
+        let s = cache(cap);
+        for i in 0..400 {
+            fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
+            assert!(s.bytes() <= cap, "{} > {cap}", s.bytes());
+        }
+        assert!(s.stats.evictions.load(Ordering::Relaxed) > 0);
+        assert!(value(&s, "key-399").is_some());
+        assert!(value(&s, "key-0").is_none());
+        // Released keys are reported, and not cached again until acknowledged.
+        let released = s.take_releases();
+        assert!(released.contains(&"key-0".to_string()));
+        assert!(!fill(&s, "key-0", b"1", 1));
+        s.releases_acknowledged(&released);
+        assert!(fill(&s, "key-0", b"1", 1));
+    }
+
+    #[test]
+    fn an_evicted_value_with_holders_leaves_its_directory_entry() {
+        let s = cache(16 * 1024);
+        fill(&s, "held", &[b'x'; 200], 1);
+        assert!(s.register_holder("held", 1, Side::Right));
+        for i in 0..400 {
+            fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
+        }
+        assert_eq!(value(&s, "held"), None, "the value was evicted");
+        assert!(!s.take_releases().contains(&"held".to_string()));
+        // The next invalidation still names the child.
+        assert_eq!(s.invalidate("held"), (false, Side::Right.bit()));
+    }
+
+    #[test]
+    fn a_tombstone_goes_when_its_last_holder_releases_it() {
+        let s = cache(4 * 1024);
+        fill(&s, "held", &[b'x'; 100], 1);
+        s.register_holder("held", 1, Side::Left);
+        for i in 0..200 {
+            fill(&s, &format!("key-{i}"), &[b'x'; 100], 1);
+        }
+        s.take_releases();
+        assert_eq!(s.release(&["held".to_string()], Side::Left), 1);
+        assert!(s.take_releases().contains(&"held".to_string()));
+        assert_eq!(s.invalidate("held"), (false, 0));
+    }
+
+    #[test]
+    fn clearing_drops_everything() {
+        let s = cache(1 << 20);
+        fill(&s, "a", b"1", 1);
+        fill(&s, "b", b"2", 1);
+        s.clear();
+        assert_eq!((s.keys(), s.bytes()), (0, 0));
+        assert_eq!(value(&s, "a"), None);
+    }
+}
