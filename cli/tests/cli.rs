@@ -1,0 +1,382 @@
+//! The `treecache-cli` binary against real node processes and a real
+//! ZooKeeper (through the shared harness), and against ports where nothing
+//! answers. Run `cargo build -p treecache` first: the harness starts
+//! `target/debug/treecache`.
+//!
+//! One cluster serves every scenario that needs one, so the suite stays fast.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{http, Cluster};
+use serde_json::{json, Value};
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// stdout as JSON (it must be exactly one line).
+    fn json(&self) -> Value {
+        assert_eq!(self.stdout.lines().count(), 1, "{self:?}");
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Runs the CLI with `args`, in an environment without the CLI's own variables
+/// unless `env` sets them.
+fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let output = Command::new(env!("CARGO_BIN_EXE_treecache-cli"))
+        .args(args)
+        .env_remove("TREECACHE_MODE")
+        .env_remove("TREECACHE_BASE_PORT")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run treecache-cli");
+    Outcome {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn cli(args: &[&str]) -> Outcome {
+    cli_with_env(args, &[])
+}
+
+/// Asserts a successful run and returns its stdout as JSON.
+fn ok(args: &[&str]) -> Value {
+    let outcome = cli(args);
+    assert_eq!(outcome.code, 0, "{args:?}: {outcome:?}");
+    assert_eq!(outcome.stderr, "", "{args:?}");
+    outcome.json()
+}
+
+/// The root's own copy of `key`, read around the CLI.
+fn at_root(cluster: &Cluster, key: &str) -> (u16, Value) {
+    http::get(&format!("{}/store/{}", cluster.url(1), http::enc(key)))
+}
+
+#[test]
+fn against_a_live_cluster() {
+    let cluster = Cluster::start(2);
+    every_command_works(&cluster);
+    every_node_form_reaches_its_node(&cluster);
+    values_are_json_when_they_parse_else_strings(&cluster);
+    keys_travel_percent_encoded(&cluster);
+    error_answers_are_printed_with_their_exit_status(&cluster);
+    the_tree_is_drawn_with_names_addresses_and_slots(&cluster);
+}
+
+fn every_command_works(cluster: &Cluster) {
+    let (root, cache) = (cluster.url(1), cluster.url(2));
+
+    // A write through a cache node lands at the root.
+    let put = cli(&["put", &cache, "greeting", "hello"]);
+    assert_eq!(
+        (put.code, put.stdout.as_str()),
+        (0, "{\"key\": \"greeting\", \"value\": \"hello\"}\n")
+    );
+    assert_eq!(
+        at_root(cluster, "greeting"),
+        (200, json!({"key": "greeting", "value": "hello"}))
+    );
+
+    assert_eq!(
+        ok(&["get", &cache, "greeting"]),
+        json!({"key": "greeting", "value": "hello"})
+    );
+    let status = cli(&["--status", "get", &root, "greeting"]);
+    assert_eq!(
+        (status.code, status.stdout.as_str()),
+        (0, "200 {\"key\": \"greeting\", \"value\": \"hello\"}\n")
+    );
+
+    assert_eq!(
+        ok(&["delete", &cache, "greeting"]),
+        json!({"key": "greeting"})
+    );
+    assert_eq!(at_root(cluster, "greeting").0, 404);
+
+    let health = ok(&["health", &root]);
+    assert_eq!(
+        (&health["status"], &health["node"], &health["role"]),
+        (&json!("alive"), &json!("NODE-1"), &json!("root"))
+    );
+    assert_eq!(health["address"], "127.0.0.1");
+    let health = ok(&["health", &cluster.address(3)]);
+    assert_eq!(
+        (&health["node"], &health["role"]),
+        (&json!("NODE-3"), &json!("cache"))
+    );
+
+    let tree = ok(&["tree", &cache, "--json"]);
+    assert_eq!(tree, cluster.tree());
+}
+
+fn every_node_form_reaches_its_node(cluster: &Cluster) {
+    let (status, _) = http::put(&format!("{}/store/form", cluster.url(1)), &json!("reached"));
+    assert_eq!(status, 200);
+    // With this base port, node id 2 is localhost:{port of NODE-2}.
+    let base = (cluster.port(2) - 2).to_string();
+    let expected = json!({"key": "form", "value": "reached"});
+    for node in ["NODE-2", "node-2", "2"] {
+        assert_eq!(
+            ok(&["get", node, "form", "--base-port", &base]),
+            expected,
+            "{node}"
+        );
+        assert_eq!(
+            ok(&["health", node, "--base-port", &base])["node"],
+            "NODE-2",
+            "{node}"
+        );
+    }
+    let from_env = cli_with_env(&["health", "2"], &[("TREECACHE_BASE_PORT", &base)]);
+    assert_eq!(from_env.json()["node"], "NODE-2", "{from_env:?}");
+    let flag_wins = cli_with_env(
+        &["--base-port", &base, "health", "2"],
+        &[("TREECACHE_BASE_PORT", "1")],
+    );
+    assert_eq!(flag_wins.json()["node"], "NODE-2", "{flag_wins:?}");
+
+    let address = cluster.address(2);
+    let url = cluster.url(2);
+    let with_slash = format!("{url}/");
+    for node in [address.as_str(), url.as_str(), with_slash.as_str()] {
+        assert_eq!(ok(&["get", node, "form"]), expected, "{node}");
+        assert_eq!(ok(&["health", node])["node"], "NODE-2", "{node}");
+    }
+
+    // Without NODE, `tree` asks node 1.
+    let base_for_1 = (cluster.port(1) - 1).to_string();
+    let drawing = cli(&["tree", "--base-port", &base_for_1, "--json"]);
+    assert_eq!(drawing.code, 0, "{drawing:?}");
+    assert_eq!(drawing.json(), cluster.tree());
+}
+
+fn values_are_json_when_they_parse_else_strings(cluster: &Cluster) {
+    let root = cluster.url(1);
+    let cases: [(&[&str], Value); 11] = [
+        (&["42"], json!(42)),
+        (&["2.5"], json!(2.5)),
+        (&["true"], json!(true)),
+        (&["null"], json!(null)),
+        (
+            &[r#"{"a":1,"b":[true,null]}"#],
+            json!({"a": 1, "b": [true, null]}),
+        ),
+        (&[r#""42""#], json!("42")),
+        (&["hello world"], json!("hello world")),
+        (&["{not json"], json!("{not json")),
+        (&["-5"], json!(-5)),
+        (&["--", "-x"], json!("-x")),
+        (&["--", "--status"], json!("--status")),
+    ];
+    for (value_args, expected) in cases {
+        let mut args = vec!["put", root.as_str(), "value"];
+        args.extend_from_slice(value_args);
+        let outcome = cli(&args);
+        assert_eq!(outcome.code, 0, "{args:?}: {outcome:?}");
+        assert_eq!(
+            outcome.json(),
+            json!({"key": "value", "value": expected}),
+            "{args:?}"
+        );
+        assert_eq!(at_root(cluster, "value").1["value"], expected, "{args:?}");
+    }
+    // The value `-5` may also come before the options and the key after `--`.
+    let outcome = cli(&["put", &root, "--status", "--", "-dash", "-5"]);
+    assert_eq!(
+        outcome.stdout, "200 {\"key\": \"-dash\", \"value\": -5}\n",
+        "{outcome:?}"
+    );
+}
+
+fn keys_travel_percent_encoded(cluster: &Cluster) {
+    let root = cluster.url(1);
+    let key = "a b?c#d%20e&f=g+ü😀";
+    assert_eq!(
+        ok(&["put", &root, key, "odd"]),
+        json!({"key": key, "value": "odd"})
+    );
+    assert_eq!(
+        at_root(cluster, key),
+        (200, json!({"key": key, "value": "odd"}))
+    );
+    assert_eq!(
+        ok(&["get", &cluster.url(3), key]),
+        json!({"key": key, "value": "odd"})
+    );
+    assert_eq!(ok(&["delete", &root, key]), json!({"key": key}));
+}
+
+fn error_answers_are_printed_with_their_exit_status(cluster: &Cluster) {
+    let root = cluster.url(1);
+    // 404: exit 1, the node's error on stdout.
+    let missing = cli(&["get", &cluster.url(2), "never-written"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.json()["error"].is_string(), "{missing:?}");
+    let missing = cli(&["--status", "delete", &root, "never-written"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(
+        missing.stdout.starts_with("404 {\"error\": "),
+        "{missing:?}"
+    );
+
+    // Any other error status: exit 3. A '/' in a key is refused by the node.
+    let slash = cli(&["--status", "put", &root, "a/b", "x"]);
+    assert_eq!(slash.code, 3, "{slash:?}");
+    assert!(slash.stdout.starts_with("400 {\"error\": "), "{slash:?}");
+    assert_eq!(at_root(cluster, "a/b").0, 400);
+}
+
+fn the_tree_is_drawn_with_names_addresses_and_slots(cluster: &Cluster) {
+    let outcome = cli(&["tree", &cluster.url(3)]);
+    assert_eq!(outcome.code, 0, "{outcome:?}");
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "tree of depth 2: 3 of 3 slots taken, root NODE-1",
+        "{outcome:?}"
+    );
+    let root_line = format!("NODE-1      {}  slot 0", cluster.address(1));
+    assert_eq!(lines[1], root_line);
+    // The children come in slot order, whichever joined first.
+    let doc = cluster.tree();
+    for (line, slot, branch) in [(lines[2], 1, "├── "), (lines[3], 2, "└── ")] {
+        let id = cluster.at_slot(slot);
+        let expected = format!("{branch}NODE-{id}  {}  slot {slot}", cluster.address(id));
+        assert_eq!(line, expected, "{doc}");
+    }
+    assert_eq!(lines.len(), 4, "{outcome:?}");
+
+    let with_status = cli(&["--status", "tree", &cluster.url(1)]);
+    assert_eq!(
+        with_status.stdout.lines().next(),
+        Some("200"),
+        "{with_status:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_node_exits_3_naming_the_url() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/store/k");
+    for node in [
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    ] {
+        let outcome = cli(&["get", &node, "k"]);
+        assert_eq!(outcome.code, 3, "{outcome:?}");
+        assert_eq!(outcome.stdout, "");
+        assert_eq!(
+            outcome.stderr,
+            format!(
+                "treecache-cli: cannot reach {url}: connection refused (is the node running?)\n"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_node_that_never_answers_times_out_within_the_bound() {
+    // Connections complete in the kernel's backlog, but nobody ever answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let outcome = cli(&["--timeout", "0.5", "health", &address]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.code, 3, "{outcome:?}");
+    assert_eq!(
+        outcome.stderr,
+        format!("treecache-cli: cannot reach http://{address}/: no answer within 0.5s\n")
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_wrong() {
+    let cases: [(&[&str], &str); 9] = [
+        (&[], "no command given"),
+        (&["fetch", "1", "k"], "unknown command 'fetch'"),
+        (&["put", "1", "k"], "put: missing VALUE"),
+        (&["get", "1"], "get: missing KEY"),
+        (&["health"], "health: missing NODE"),
+        (
+            &["get", "1", "k", "extra"],
+            "get: unexpected argument 'extra'",
+        ),
+        (
+            &["get", "1", "k", "--verbose"],
+            "unknown option '--verbose'",
+        ),
+        (
+            &["get", "--base-port", "port", "1", "k"],
+            "'port' is not a port number",
+        ),
+        (&["get", "localhost", "k"], "'localhost' is not a node"),
+    ];
+    for (args, message) in cases {
+        let outcome = cli(args);
+        assert_eq!(outcome.code, 2, "{args:?}: {outcome:?}");
+        assert_eq!(outcome.stdout, "", "{args:?}");
+        let first = outcome.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("treecache-cli: ") && first.contains(message),
+            "{args:?}: {outcome:?}"
+        );
+        assert!(
+            outcome.stderr.contains("Usage: treecache-cli"),
+            "{args:?}: {outcome:?}"
+        );
+    }
+    let bad_mode = cli_with_env(&["get", "1", "k"], &[("TREECACHE_MODE", "cloud")]);
+    assert_eq!(bad_mode.code, 2, "{bad_mode:?}");
+    assert!(bad_mode.stderr.contains("TREECACHE_MODE"), "{bad_mode:?}");
+}
+
+#[test]
+fn help_is_printed_for_the_tool_and_for_each_command() {
+    let tool = cli(&["--help"]);
+    assert_eq!(tool.code, 0);
+    for command in [
+        "get NODE KEY",
+        "put NODE KEY VALUE",
+        "delete NODE KEY",
+        "health NODE",
+        "tree [NODE]",
+    ] {
+        assert!(
+            tool.stdout
+                .contains(&format!("treecache-cli [OPTIONS] {command}")),
+            "{command}"
+        );
+    }
+    for command in ["get", "put", "delete", "health", "tree"] {
+        let by_word = cli(&["help", command]);
+        let by_flag = cli(&[command, "--help"]);
+        assert_eq!((by_word.code, by_flag.code), (0, 0), "{command}");
+        assert_eq!(by_word.stdout, by_flag.stdout, "{command}");
+        assert!(
+            by_word
+                .stdout
+                .contains(&format!("Usage: treecache-cli [OPTIONS] {command}")),
+            "{command}"
+        );
+        assert!(
+            by_word.stdout.contains("Examples:\n  treecache-cli "),
+            "{command}"
+        );
+    }
+}
