@@ -16,6 +16,23 @@ use crate::process;
 use crate::tree::Tree;
 use crate::zk_local::{self, LocalZooKeeper};
 
+/// Prints a line, ignoring a closed stdout: whoever started us may have stopped
+/// reading, and the cluster must still stop everything it started.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// The same for stderr.
+macro_rules! esay {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Options of `treecache cluster`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClusterArgs {
@@ -93,7 +110,7 @@ pub fn run(args: ClusterArgs) -> i32 {
     let dir = std::env::temp_dir().join(format!("treecache-cluster-{}", std::process::id()));
 
     let _zookeeper = if zk_local::is_ok(&args.zookeeper, Duration::from_secs(1)) {
-        println!("Using the ZooKeeper at {}", args.zookeeper);
+        say!("Using the ZooKeeper at {}", args.zookeeper);
         None
     } else {
         let port = args
@@ -101,7 +118,7 @@ pub fn run(args: ClusterArgs) -> i32 {
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
             .expect("validated host:port");
-        println!(
+        say!(
             "No ZooKeeper answers at {}; starting one on port {port} in {}",
             args.zookeeper,
             dir.display()
@@ -109,7 +126,7 @@ pub fn run(args: ClusterArgs) -> i32 {
         match LocalZooKeeper::start(port, &dir.join("zookeeper")) {
             Ok(zk) => Some(zk),
             Err(e) => {
-                eprintln!("treecache cluster: {e}");
+                esay!("treecache cluster: {e}");
                 return 1;
             }
         }
@@ -119,7 +136,7 @@ pub fn run(args: ClusterArgs) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            eprintln!("treecache cluster: cannot find my own binary: {e}");
+            esay!("treecache cluster: cannot find my own binary: {e}");
             return 1;
         }
     };
@@ -151,7 +168,7 @@ pub fn run(args: ClusterArgs) -> i32 {
                 children.push((id, child));
             }
             Err(e) => {
-                eprintln!("treecache cluster: starting {}: {e}", node_name(id));
+                esay!("treecache cluster: starting {}: {e}", node_name(id));
                 stop_all(&mut children);
                 return 1;
             }
@@ -162,7 +179,7 @@ pub fn run(args: ClusterArgs) -> i32 {
     let status = match wait_for_tree(&root_url, tree.capacity(), &mut children) {
         Ok(doc) => {
             print_tree(&doc, args.base_port);
-            println!(
+            say!(
                 "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper). Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
                 started.elapsed().as_secs_f64(),
@@ -171,7 +188,7 @@ pub fn run(args: ClusterArgs) -> i32 {
             );
             while !process::stop_requested() {
                 if let Some((id, status)) = exited(&mut children) {
-                    eprintln!(
+                    esay!(
                         "treecache cluster: {} exited ({status}); stopping",
                         node_name(id)
                     );
@@ -182,11 +199,11 @@ pub fn run(args: ClusterArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("treecache cluster: {e}");
+            esay!("treecache cluster: {e}");
             1
         }
     };
-    println!("Stopping the cluster");
+    say!("Stopping the cluster");
     stop_all(&mut children);
     status
 }
@@ -209,7 +226,7 @@ fn prefix_output(child: &mut Child, name: &str) {
         let name = name.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("{name:>8} | {line}");
+                esay!("{name:>8} | {line}");
             }
         });
     }
@@ -272,7 +289,7 @@ fn wait_for_tree(
 
 /// Prints the tree as an indented drawing with each node's URL.
 fn print_tree(doc: &NodesDoc, base_port: u16) {
-    println!(
+    say!(
         "\ntreecache: depth {}, {} nodes, root {}",
         doc.depth,
         doc.nodes.len(),
@@ -289,7 +306,7 @@ fn print_tree(doc: &NodesDoc, base_port: u16) {
         } else {
             "├── "
         };
-        println!(
+        say!(
             "{prefix}{branch}{} (slot {}) http://127.0.0.1:{}",
             n.name,
             n.slot,

@@ -1,0 +1,564 @@
+//! The harness of the integration tests: a real ZooKeeper and real node
+//! processes on loopback, and a small HTTP client.
+//!
+//! - [`Cluster::start`] brings up every node of a tree (root first, then the
+//!   others in id order, `STARTUP_DELAY=0`) and waits until all have joined;
+//!   [`Cluster::builder`] changes the order, the root, the environment, or
+//!   gives the cluster a ZooKeeper of its own.
+//! - All clusters of one test binary share one ZooKeeper, each under its own
+//!   znode prefix, unless a cluster asks for its own.
+//! - Every process started here gets the parent-death signal, and a cluster
+//!   kills its nodes when dropped; when a test fails, the tail of each node's
+//!   log is printed.
+//!
+//! A test that needs ZooKeeper fails loudly when it is not installed.
+
+#![allow(dead_code)]
+
+pub mod linearizability;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use treecache::zk_local::LocalZooKeeper;
+
+/// The node binary: Cargo's for this package's tests, else `target/debug/treecache`.
+pub fn treecache_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_treecache") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = if root.join("src/main.rs").exists() {
+        root
+    } else {
+        root.parent().unwrap()
+    };
+    let bin = root.join("target/debug/treecache");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p treecache` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "treecache-test-{}-{what}-{}",
+        std::process::id(),
+        unique()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A ZooKeeper server of our own, stopped on drop.
+pub struct ZooKeeper {
+    server: LocalZooKeeper,
+}
+
+impl ZooKeeper {
+    pub fn start() -> ZooKeeper {
+        let server = LocalZooKeeper::start(free_port(), &temp_dir("zk"))
+            .unwrap_or_else(|e| panic!("cannot start ZooKeeper: {e}"));
+        ZooKeeper { server }
+    }
+
+    pub fn addr(&self) -> String {
+        self.server.address()
+    }
+
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    pub fn restart(&mut self) {
+        self.server
+            .restart()
+            .unwrap_or_else(|e| panic!("cannot restart ZooKeeper: {e}"));
+    }
+}
+
+/// The ZooKeeper shared by the clusters of this test binary. It is started by
+/// a thread that lives as long as the process, so that its parent-death
+/// signal fires only when the test binary exits.
+pub fn shared_zookeeper() -> String {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let zk = ZooKeeper::start();
+            tx.send(zk.addr()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("the shared ZooKeeper started")
+    })
+    .clone()
+}
+
+/// A running node process.
+pub struct NodeProc {
+    pub id: u32,
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// How to start a cluster.
+pub struct Builder {
+    depth: u32,
+    root_id: u32,
+    order: Option<Vec<u32>>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    own_zookeeper: bool,
+    wait: bool,
+}
+
+impl Builder {
+    pub fn root_id(mut self, id: u32) -> Self {
+        self.root_id = id;
+        self
+    }
+
+    /// Starts the non-root nodes in this order (each waits for the previous to join).
+    pub fn order(mut self, ids: &[u32]) -> Self {
+        self.order = Some(ids.to_vec());
+        self
+    }
+
+    /// An environment variable for every node.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// An extra flag for every node.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// A ZooKeeper for this cluster alone (for tests that stop it).
+    pub fn own_zookeeper(mut self) -> Self {
+        self.own_zookeeper = true;
+        self
+    }
+
+    /// Do not wait for the nodes to join.
+    pub fn no_wait(mut self) -> Self {
+        self.wait = false;
+        self
+    }
+
+    pub fn start(self) -> Cluster {
+        let zk = self.own_zookeeper.then(ZooKeeper::start);
+        let zk_addr = zk.as_ref().map_or_else(shared_zookeeper, ZooKeeper::addr);
+        let capacity = (1u32 << self.depth) - 1;
+        let mut cluster = Cluster {
+            zk,
+            zk_addr,
+            depth: self.depth,
+            root_id: self.root_id,
+            prefix: format!("/treecache-test-{}-{}", std::process::id(), unique()),
+            dir: temp_dir("cluster"),
+            env: self.env,
+            args: self.args,
+            nodes: BTreeMap::new(),
+        };
+        cluster.spawn(self.root_id);
+        wait_until(Duration::from_secs(20), "the root answers", || {
+            http::get(&cluster.url(self.root_id)).0 == 200
+        });
+        let order = self
+            .order
+            .unwrap_or_else(|| (1..=capacity).filter(|&i| i != self.root_id).collect());
+        let sequential = cluster.nodes.len() == 1 && order.len() > 1 && self.wait;
+        for id in order {
+            cluster.spawn(id);
+            if sequential {
+                cluster.wait_joined(&[id]);
+            }
+        }
+        if self.wait {
+            let all: Vec<u32> = cluster.nodes.keys().copied().collect();
+            cluster.wait_joined(&all);
+        }
+        cluster
+    }
+}
+
+/// A ZooKeeper (shared or own) and the node processes of one tree.
+pub struct Cluster {
+    pub zk: Option<ZooKeeper>,
+    pub zk_addr: String,
+    pub depth: u32,
+    pub root_id: u32,
+    pub prefix: String,
+    pub dir: PathBuf,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    nodes: BTreeMap<u32, NodeProc>,
+}
+
+impl Cluster {
+    /// Every node of a tree of `depth`, joined, with node 1 as the root.
+    pub fn start(depth: u32) -> Cluster {
+        Cluster::builder(depth).start()
+    }
+
+    pub fn builder(depth: u32) -> Builder {
+        Builder {
+            depth,
+            root_id: 1,
+            order: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            own_zookeeper: false,
+            wait: true,
+        }
+    }
+
+    pub fn ids(&self) -> Vec<u32> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn port(&self, id: u32) -> u16 {
+        self.nodes[&id].port
+    }
+
+    pub fn url(&self, id: u32) -> String {
+        format!("http://127.0.0.1:{}", self.port(id))
+    }
+
+    pub fn address(&self, id: u32) -> String {
+        format!("127.0.0.1:{}", self.port(id))
+    }
+
+    pub fn pid(&self, id: u32) -> u32 {
+        self.nodes[&id].child.as_ref().expect("running").id()
+    }
+
+    /// The node's log so far.
+    pub fn log(&self, id: u32) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
+    }
+
+    /// The command line that starts node `id` on `port`.
+    pub fn command(&self, id: u32, port: u16) -> Command {
+        let mut c = Command::new(treecache_bin());
+        for var in [
+            "NODE_ID",
+            "TREE_DEPTH",
+            "ROOT_NODE_ID",
+            "API_PORT",
+            "LISTEN_ADDRESS",
+            "ADVERTISE_ADDRESS",
+            "ZOOKEEPER",
+            "ZK_PREFIX",
+            "ROOT_ADDRESS",
+            "STARTUP_DELAY",
+            "THREADS",
+            "LOG_LEVEL",
+            "UPSTREAM_TIMEOUT",
+            "CACHE_MAX_BYTES",
+            "MAX_STORE_BYTES",
+            "DOCS_ASSETS_URL",
+        ] {
+            c.env_remove(var);
+        }
+        c.arg("node")
+            .args(["--id", &id.to_string()])
+            .args(["--depth", &self.depth.to_string()])
+            .args(["--root-id", &self.root_id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--advertise", &format!("127.0.0.1:{port}")])
+            .args(["--zookeeper", &self.zk_addr])
+            .args(["--zk-prefix", &self.prefix])
+            .args(["--startup-delay", "0"])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    /// Starts node `id` on a fresh port (or its old one when it had one).
+    pub fn spawn(&mut self, id: u32) {
+        let port = self.nodes.get(&id).map_or_else(free_port, |n| n.port);
+        self.spawn_at(id, port);
+    }
+
+    /// Starts node `id` listening on `port`.
+    pub fn spawn_at(&mut self, id: u32, port: u16) {
+        let mut command = self.command(id, port);
+        let log = self.dir.join(format!("NODE-{id}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        treecache::process::die_with_parent(&mut command);
+        let child = command.spawn().expect("start a node");
+        self.nodes.insert(
+            id,
+            NodeProc {
+                id,
+                port,
+                child: Some(child),
+                log,
+            },
+        );
+    }
+
+    /// Waits until the root lists these nodes and each says it has joined.
+    pub fn wait_joined(&self, ids: &[u32]) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("nodes {ids:?} joined"),
+            || {
+                ids.iter().all(|&id| {
+                    let (status, info) = http::get(&self.url(id));
+                    status == 200 && info["joined"] == true
+                })
+            },
+        );
+    }
+
+    /// Kills node `id` (SIGKILL) and waits for it to go.
+    pub fn kill(&mut self, id: u32) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts node `id` on the same port.
+    pub fn restart(&mut self, id: u32) {
+        self.kill(id);
+        self.spawn(id);
+        self.wait_joined(&[id]);
+    }
+
+    /// Restarts node `id` on a new port.
+    pub fn restart_elsewhere(&mut self, id: u32) {
+        self.kill(id);
+        self.spawn_at(id, free_port());
+        self.wait_joined(&[id]);
+    }
+
+    /// Stops node `id` without killing it (SIGSTOP).
+    pub fn freeze(&self, id: u32) {
+        assert!(treecache::process::signal(self.pid(id), libc_sigstop()));
+    }
+
+    /// Resumes a frozen node (SIGCONT).
+    pub fn thaw(&self, id: u32) {
+        assert!(treecache::process::signal(self.pid(id), libc_sigcont()));
+    }
+
+    /// The root's `/nodes` document.
+    pub fn tree(&self) -> Value {
+        let (status, doc) = http::get(&format!("{}/nodes", self.url(self.root_id)));
+        assert_eq!(status, 200, "{doc}");
+        doc
+    }
+
+    /// The name of the node in `slot`, from the root's table.
+    pub fn at_slot(&self, slot: u64) -> u32 {
+        let doc = self.tree();
+        let name = doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["slot"] == slot)
+            .unwrap_or_else(|| panic!("no node at slot {slot}: {doc}"))["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        name.trim_start_matches("NODE-").parse().unwrap()
+    }
+}
+
+fn libc_sigstop() -> i32 {
+    19
+}
+
+fn libc_sigcont() -> i32 {
+    18
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                treecache::process::signal(child.id(), libc_sigcont());
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if failing {
+                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- NODE-{} (last lines of {}) ---",
+                    node.id,
+                    node.log.display()
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        if !failing {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `ok` until it holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {limit:?} waiting until {what}");
+}
+
+/// A minimal HTTP client over one shared keep-alive agent.
+pub mod http {
+    use std::io::Read;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    /// An answer: status, headers (lower-case names) and raw body.
+    #[derive(Debug)]
+    pub struct Answer {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl Answer {
+        pub fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+        }
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    pub fn agent() -> &'static ureq::Agent {
+        static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+        AGENT.get_or_init(|| {
+            ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(10))
+                .max_idle_connections_per_host(32)
+                .build()
+        })
+    }
+
+    /// Any request; status 0 means the node could not be reached.
+    pub fn request(
+        method: &str,
+        url: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = agent().request(method, url);
+        for (n, v) in headers {
+            req = req.set(n, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        match result {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let status = r.status();
+                let headers = r
+                    .headers_names()
+                    .into_iter()
+                    .map(|n| {
+                        let v = r.header(&n).unwrap_or("").to_string();
+                        (n.to_ascii_lowercase(), v)
+                    })
+                    .collect();
+                let mut body = Vec::new();
+                let _ = r.into_reader().take(4 << 20).read_to_end(&mut body);
+                Answer {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            Err(e) => Answer {
+                status: 0,
+                headers: Vec::new(),
+                body: e.to_string().into_bytes(),
+            },
+        }
+    }
+
+    pub fn get(url: &str) -> (u16, Value) {
+        let a = request("GET", url, None, &[]);
+        (a.status, a.json())
+    }
+
+    pub fn put(url: &str, value: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(&serde_json::json!({ "value": value })).unwrap();
+        let a = request(
+            "PUT",
+            url,
+            Some(&body),
+            &[("Content-Type", "application/json")],
+        );
+        (a.status, a.json())
+    }
+
+    pub fn delete(url: &str) -> (u16, Value) {
+        let a = request("DELETE", url, None, &[]);
+        (a.status, a.json())
+    }
+
+    /// Percent-encodes a key for a URL path.
+    pub fn enc(key: &str) -> String {
+        treecache::input::percent_encode(key)
+    }
+}

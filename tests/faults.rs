@@ -1,0 +1,135 @@
+//! Failures: dead and frozen parents, and ZooKeeper going away under a cluster.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http, Cluster};
+use serde_json::json;
+
+#[test]
+fn a_killed_parent_gives_502_naming_it_quickly() {
+    let mut cluster = Cluster::start(3);
+    let (parent, leaf) = (cluster.at_slot(1), cluster.at_slot(3));
+    http::put(&format!("{}/store/cold", cluster.url(1)), &json!(1));
+    cluster.kill(parent);
+    let started = Instant::now();
+    let (status, body) = http::get(&format!("{}/store/cold", cluster.url(leaf)));
+    let took = started.elapsed();
+    assert_eq!(status, 502, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("NODE-{parent}")) && error.contains(&cluster.address(parent)),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // Writes from the leaf go straight to the root and still work.
+    assert_eq!(
+        http::put(&format!("{}/store/w", cluster.url(leaf)), &json!(2)).0,
+        200
+    );
+}
+
+#[test]
+fn a_frozen_parent_or_root_gives_504_naming_it_within_the_budget() {
+    let cluster = Cluster::builder(3).env("UPSTREAM_TIMEOUT", "1").start();
+    let (parent, leaf) = (cluster.at_slot(1), cluster.at_slot(3));
+    http::put(&format!("{}/store/a", cluster.url(1)), &json!(1));
+    http::put(&format!("{}/store/b", cluster.url(1)), &json!(1));
+
+    cluster.freeze(parent);
+    let started = Instant::now();
+    let (status, body) = http::get(&format!("{}/store/a", cluster.url(leaf)));
+    let took = started.elapsed();
+    cluster.thaw(parent);
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("NODE-{parent}")),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+
+    // The root frozen: the parent, nearest to the fault, reports it; the leaf relays.
+    cluster.freeze(1);
+    let started = Instant::now();
+    let (status, body) = http::get(&format!("{}/store/b", cluster.url(leaf)));
+    let took = started.elapsed();
+    cluster.thaw(1);
+    assert_eq!(status, 504, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("NODE-1"), "{body}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(
+        http::get(&format!("{}/store/b", cluster.url(leaf))).0,
+        200,
+        "served again once thawed"
+    );
+}
+
+fn live_nodes(cluster: &Cluster) -> usize {
+    let registry = treecache::registry::Registry::start(&cluster.zk_addr);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if let Ok(children) = registry.children(&format!("{}/live", cluster.prefix)) {
+            return children.len();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    0
+}
+
+#[test]
+fn zookeeper_restarted_under_a_running_cluster_registrations_come_back_and_logs_stay_quiet() {
+    let mut cluster = Cluster::builder(2).own_zookeeper().start();
+    common::wait_until(Duration::from_secs(10), "3 live znodes", || {
+        live_nodes(&cluster) == 3
+    });
+
+    // Down for longer than a session lasts, so the old sessions expire.
+    cluster.zk.as_mut().unwrap().stop();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(8) {
+        // Data is served all along.
+        assert_eq!(
+            http::put(
+                &format!("{}/store/k", cluster.url(2)),
+                &json!(down.elapsed().as_millis() as u64)
+            )
+            .0,
+            200
+        );
+        assert_eq!(http::get(&format!("{}/store/k", cluster.url(3))).0, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster.zk.as_mut().unwrap().restart();
+    common::wait_until(
+        Duration::from_secs(20),
+        "all 3 nodes registered again",
+        || live_nodes(&cluster) == 3,
+    );
+    let tree_paths = {
+        let registry = treecache::registry::Registry::start(&cluster.zk_addr);
+        common::wait_until(Duration::from_secs(5), "a session", || {
+            registry.is_connected()
+        });
+        registry
+            .read_subtree(&format!("{}/NODE-1", cluster.prefix))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(tree_paths, 3, "the tree's znodes are all there");
+    for id in cluster.ids() {
+        let log = cluster.log(id);
+        let lines = log.lines().count();
+        assert!(lines < 40, "NODE-{id} logged {lines} lines:\n{log}");
+        assert!(
+            log.contains("ZooKeeper"),
+            "NODE-{id} said nothing about the outage:\n{log}"
+        );
+    }
+}
