@@ -176,12 +176,7 @@ impl Upstream {
 
     /// Asks the parent for `key` (`GET /internal/fill/{key}`).
     pub fn fill(&self, key: &str, deadline: Deadline) -> Result<Fill, UpstreamError> {
-        let me = self
-            .me
-            .read()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| not_joined())?;
+        let me = self.me.read().unwrap().clone().ok_or_else(not_joined)?;
         let path = format!("/internal/fill/{}", percent_encode(key));
         let slot = me.slot.to_string();
         let (status, headers, body) = self.to_parent(deadline, |peer| {
@@ -278,12 +273,7 @@ impl Upstream {
 
     /// Tells the parent that this node no longer holds `keys`.
     pub fn release(&self, keys: &[String], deadline: Deadline) -> Result<(), UpstreamError> {
-        let me = self
-            .me
-            .read()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| not_joined())?;
+        let me = self.me.read().unwrap().clone().ok_or_else(not_joined)?;
         let body = serde_json::to_vec(&serde_json::json!({"keys": keys, "slot": me.slot}))
             .expect("JSON serializes");
         let (status, _, answer) = self.to_parent(deadline, |peer| {
@@ -318,7 +308,7 @@ impl Upstream {
         deadline: Deadline,
         call: impl Fn(&Peer) -> Result<Answer, UpstreamError>,
     ) -> Result<Answer, UpstreamError> {
-        let parent = self.parent().ok_or_else(|| not_joined())?;
+        let parent = self.parent().ok_or_else(not_joined)?;
         match call(&parent) {
             Err(UpstreamError::Unreachable { .. }) if deadline.remaining() > Duration::ZERO => {
                 match self.locate_parent(deadline) {

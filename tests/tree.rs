@@ -273,7 +273,9 @@ fn a_cluster_configured_only_through_environment_variables_works_and_a_flag_wins
 
 #[test]
 fn bad_configuration_exits_with_2_naming_the_flag() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (flags, environment, the flag the error must name)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&[], &[], "--id"),
         (&["--id", "8"], &[], "--id"),
         (&["--id", "1", "--depth", "11"], &[], "--depth"),
