@@ -56,18 +56,23 @@ fn main() -> ExitCode {
 fn run(argv: Vec<OsString>) -> Exit {
     let invocation = match args::parse(argv) {
         Ok(Parsed::Run(invocation)) => invocation,
-        Ok(Parsed::Help(text)) => return print(text.trim_end()),
-        Ok(Parsed::Version) => return print(concat!("treecache-cli ", env!("CARGO_PKG_VERSION"))),
+        Ok(Parsed::Help(text)) => {
+            print(text.trim_end());
+            return Exit::Success;
+        }
+        Ok(Parsed::Version) => {
+            print(concat!("treecache-cli ", env!("CARGO_PKG_VERSION")));
+            return Exit::Success;
+        }
         Err(error) => return usage(&error),
     };
     let base = match node_url(&invocation) {
         Ok(base) => base,
         Err(error) => {
-            let command = None;
             return usage(&UsageError {
                 message: error.0,
-                command,
-            });
+                command: None,
+            })
         }
     };
     let Invocation { command, options } = invocation;
@@ -81,8 +86,8 @@ fn run(argv: Vec<OsString>) -> Exit {
         }
     };
     let status = options.status.then_some(reply.status);
-    let drawing = matches!(command, Command::Tree { .. }) && !options.json && reply.status == 200;
-    if drawing {
+    let draw_tree = matches!(command, Command::Tree { .. }) && !options.json && reply.status == 200;
+    if draw_tree {
         return print_tree(&reply, status);
     }
     print(&output::with_status(
@@ -109,7 +114,10 @@ fn print_tree(reply: &Reply, status: Option<u16>) -> Exit {
         .map_err(|error| format!("the /nodes answer is not JSON: {error}"))
         .and_then(|doc| tree_view::render(&doc));
     match drawing {
-        Ok(drawing) => print(&output::with_status(status, &drawing)),
+        Ok(drawing) => {
+            print(&output::with_status(status, &drawing));
+            Exit::Success
+        }
         Err(problem) => {
             eprintln!(
                 "treecache-cli: {problem}; the answer was: {}",
@@ -133,8 +141,6 @@ fn usage(error: &UsageError) -> Exit {
 
 /// Prints `text` as a line on stdout. A closed stdout (`| head`) is not an error
 /// worth a panic, so a failed write is ignored.
-fn print(text: &str) -> Exit {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}");
-    Exit::Success
+fn print(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
