@@ -33,12 +33,10 @@ pub fn treecache_bin() -> PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_treecache") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = if root.join("src/main.rs").exists() {
-        root
-    } else {
-        root.parent().unwrap()
-    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("cli/Cargo.toml").exists())
+        .expect("the workspace root");
     let bin = root.join("target/debug/treecache");
     assert!(
         bin.exists(),
