@@ -5,7 +5,7 @@ use std::sync::Arc;
 use treecache::cluster::{self, ClusterArgs};
 use treecache::config::Config;
 use treecache::node::Node;
-use treecache::registry::Registry;
+use treecache::registry::{self, Registry};
 use treecache::upstream::Upstream;
 use treecache::{server, startup};
 
@@ -71,6 +71,40 @@ fn main() {
     }
 }
 
+/// The node's logger: simple_logger for our records; the ZooKeeper client's
+/// records (an error per reconnect attempt, thousands a second while
+/// ZooKeeper is down) go to the registry, which logs state changes itself.
+struct NodeLogger {
+    inner: simple_logger::SimpleLogger,
+}
+
+impl log::Log for NodeLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        registry::is_client_log(metadata.target()) || self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if registry::is_client_log(record.target()) {
+            registry::pace_client_log(record);
+        } else {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let inner = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_module_level("ureq", log::LevelFilter::Warn);
+    log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
+    // The client's error records must reach NodeLogger even at a quieter level.
+    log::set_max_level(level.max(log::LevelFilter::Error));
+}
+
 fn run_node(args: pico_args::Arguments) {
     let config = match Config::parse(args, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
@@ -79,14 +113,7 @@ fn run_node(args: pico_args::Arguments) {
             std::process::exit(2);
         }
     };
-    simple_logger::SimpleLogger::new()
-        .with_level(config.log_level)
-        // The ZooKeeper client logs an error per reconnect attempt, thousands
-        // a second while ZooKeeper is down; the registry logs state changes instead.
-        .with_module_level("zookeeper", log::LevelFilter::Off)
-        .with_module_level("ureq", log::LevelFilter::Warn)
-        .init()
-        .expect("the logger is set once");
+    init_logging(config.log_level);
 
     let http = match tiny_http::Server::http(config.listen) {
         Ok(s) => s,

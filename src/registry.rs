@@ -2,11 +2,12 @@
 //!
 //! The `zookeeper` crate (0.8) needs guarding, and this module does it:
 //! - `connect()` returns before a session exists: we wait for `Connected`.
-//! - Its reconnect loop spins, logging an error per attempt, until the session
-//!   times out, and its `Closed` state is final. So we connect only after a
-//!   plain TCP probe succeeds, keep sessions short, silence its log target
-//!   (see `main.rs`), and on `Closed` start over with a fresh client and
-//!   back-off, logging our own state changes once each.
+//! - Its reconnect loop retries without pause, logging an error per attempt,
+//!   until the session times out, and its `Closed` state is final. So we
+//!   connect only after a plain TCP probe succeeds; the node's logger swallows
+//!   the crate's records and, through [`pace_client_log`], pauses the loop at
+//!   its one log call per attempt; and on `Closed` we start over with a fresh
+//!   client and back-off, logging our own state changes once each.
 //! - A call can block forever during a silent partition, and so can dropping
 //!   a client (its `Drop` closes the session with a blocking call): every call
 //!   runs on a helper thread with a time bound, and a broken client is dropped
@@ -30,6 +31,28 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pause per failed connection attempt of the client's own reconnect loop.
+const CLIENT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether a log record comes from the `zookeeper` crate.
+pub fn is_client_log(target: &str) -> bool {
+    target == "zookeeper" || target.starts_with("zookeeper::")
+}
+
+/// Handles a log record of the `zookeeper` crate instead of printing it.
+///
+/// While the server is down, the client's I/O thread retries connecting in a
+/// loop with no pause, and the only code of ours it runs on each attempt is
+/// this log call ("Failed to connect ..."). Sleeping here turns a loop that
+/// would burn a core for a whole session timeout into ten attempts a second.
+pub fn pace_client_log(record: &log::Record<'_>) {
+    if record.level() == log::Level::Error
+        && record.target() == "zookeeper::io"
+        && record.args().to_string().starts_with("Failed to connect")
+    {
+        std::thread::sleep(CLIENT_RETRY_PAUSE);
+    }
+}
 
 /// A znode this node keeps in ZooKeeper for as long as it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -71,6 +71,15 @@ fn a_frozen_parent_or_root_gives_504_naming_it_within_the_budget() {
     );
 }
 
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 fn live_nodes(cluster: &Cluster) -> usize {
     let registry = treecache::registry::Registry::start(&cluster.zk_addr);
     let until = Instant::now() + Duration::from_secs(5);
@@ -91,6 +100,11 @@ fn zookeeper_restarted_under_a_running_cluster_registrations_come_back_and_logs_
     });
 
     // Down for longer than a session lasts, so the old sessions expire.
+    let cpu_before: u64 = cluster
+        .ids()
+        .iter()
+        .map(|&id| cpu_ticks(cluster.pid(id)))
+        .sum();
     cluster.zk.as_mut().unwrap().stop();
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(8) {
@@ -106,6 +120,18 @@ fn zookeeper_restarted_under_a_running_cluster_registrations_come_back_and_logs_
         assert_eq!(http::get(&format!("{}/store/k", cluster.url(3))).0, 200);
         std::thread::sleep(Duration::from_millis(500));
     }
+    let cpu: u64 = cluster
+        .ids()
+        .iter()
+        .map(|&id| cpu_ticks(cluster.pid(id)))
+        .sum::<u64>()
+        - cpu_before;
+    // Three nodes spinning in the client's reconnect loop would use about a
+    // core each for a session timeout (6 s): some 1800 ticks. Quiet is far below.
+    assert!(
+        cpu < 300,
+        "3 nodes used {cpu} ticks of CPU (1/100 s each) in 8 s with ZooKeeper down"
+    );
     cluster.zk.as_mut().unwrap().restart();
     common::wait_until(
         Duration::from_secs(20),
