@@ -41,6 +41,8 @@ x-node: &node
   build:
     context: .
     target: runtime
+  # Docker's init runs the node and passes on SIGTERM, so that it stops at once.
+  init: true
 
 services:
   zookeeper:
@@ -56,11 +58,25 @@ services:
         ipv4_address: 10.0.1.2
 EOF
 
+# The tree takes the nodes in order of arrival. So that it comes out the
+# same on every start (the first node after the root in slot 1, the next in
+# slot 2, ...), the nodes start in id order, each after the one before it,
+# and the k-th node after the root waits STARTUP_DELAY = 4 + k seconds: the
+# nodes reach the root at least a second apart. The root never waits.
+position=0
+previous=""
 for id in $(seq 1 "$count"); do
-  # Every node waits for a healthy ZooKeeper; the others also for the root.
-  root_dependency=""
+  # Every node waits for a healthy ZooKeeper, the others also for the root
+  # and for the node before them.
+  dependencies=""
+  delay=0
   if [ "$id" -ne "$root" ]; then
-    root_dependency=$'\n'"      node-$root:"$'\n'"        condition: service_started"
+    position=$((position + 1))
+    delay=$((4 + position))
+    for service in "node-$root" ${previous:+"$previous"}; do
+      dependencies+=$'\n'"      $service:"$'\n'"        condition: service_started"
+    done
+    previous="node-$id"
   fi
   cat <<EOF
 
@@ -75,12 +91,12 @@ for id in $(seq 1 "$count"); do
       API_PORT: "5000"
       ADVERTISE_ADDRESS: "NODE-$id:5000"
       ZOOKEEPER: "zookeeper:2181"
-      STARTUP_DELAY: "5"
+      STARTUP_DELAY: "$delay"
     ports:
       - "127.0.0.1:$((5000 + id)):5000"
     depends_on:
       zookeeper:
-        condition: service_healthy$root_dependency
+        condition: service_healthy$dependencies
     networks:
       treecache:
         ipv4_address: 10.0.1.$((10 + id))

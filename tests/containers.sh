@@ -175,16 +175,18 @@ admin.enableServer=false
 4lw.commands.whitelist=ruok
 EOF
 note "starting ZooKeeper on $gateway:$zk_port"
-JMXDISABLE=true /usr/share/zookeeper/bin/zkServer.sh start-foreground "$work/zoo.cfg" \
+# SERVER_JVMFLAGS: a small heap, and the log on the console (our log file).
+JMXDISABLE=true SERVER_JVMFLAGS="-Xmx256m -Dzookeeper.root.logger=INFO,CONSOLE" \
+  /usr/share/zookeeper/bin/zkServer.sh start-foreground "$work/zoo.cfg" \
   >"$work/zookeeper.log" 2>&1 &
 zk_pid=$!
 zk_ok() {
-  local reply=""
-  exec 3<>"/dev/tcp/$gateway/$zk_port" 2>/dev/null || return 1
-  echo ruok >&3
-  read -r -t 2 reply <&3
-  exec 3<&-
-  [ "$reply" = imok ]
+  (
+    exec 3<>"/dev/tcp/$gateway/$zk_port" || exit 1
+    echo ruok >&3
+    read -r -t 2 reply <&3
+    [ "$reply" = imok ]
+  ) 2>/dev/null
 }
 wait_for 30 zk_ok || { tail -20 "$work/zookeeper.log"; abort "ZooKeeper answers ruok"; }
 
@@ -193,7 +195,9 @@ wait_for 30 zk_ok || { tail -20 "$work/zookeeper.log"; abort "ZooKeeper answers 
 start_node() {
   local id=$1
   shift
-  docker run -d --name "NODE-$id-$run" --label "$label" \
+  # --init: the node runs under Docker's init, which passes on SIGTERM, as in
+  # docker-compose.yml and the Vagrantfile.
+  docker run -d --init --name "NODE-$id-$run" --label "$label" \
     --network "$net" --ip "$(address "$id")" --network-alias "NODE-$id" --hostname "NODE-$id" \
     -e "NODE_ID=$id" -e "TREE_DEPTH=$depth" -e ROOT_NODE_ID=1 -e API_PORT=5000 \
     -e "ADVERTISE_ADDRESS=NODE-$id:5000" -e "ZOOKEEPER=$gateway:$zk_port" \
