@@ -4,7 +4,8 @@
 #   1. installs the pinned Python tools into .venv (scripts/openapi/requirements.txt);
 #   2. validates openapi.yaml with openapi-spec-validator;
 #   3. builds the node and starts a 3-node cluster (depth 2) on free loopback ports;
-#   4. checks that every node serves openapi.yaml byte for byte;
+#   4. checks that every node serves openapi.yaml byte for byte, and ignores a
+#      malformed X-Treecache-Budget-Ms as the document says;
 #   5. fuzzes every node with schemathesis, every check on, fixed seed, bounded
 #      examples, /internal/ excluded (scripts/openapi/schemathesis.toml);
 #   6. renders /docs of a node started with --docs-assets-url in headless
@@ -204,19 +205,17 @@ serves_document_verbatim() {
   done
 }
 
-# The fuzzing pins X-Treecache-Budget-Ms (see schemathesis.toml), so its
-# validation is checked here: anything but a whole number of ms is a 400.
-budget_header_is_validated() {
-  local id value status expected
+# The document says a budget that is not a whole number is ignored; the
+# fuzzing cannot tell that from a budget that is used, so check it here.
+budget_header_junk_is_ignored() {
+  local id value status
   for id in 1 2; do
-    for value in soon -1 1.5 "" 5000; do
-      expected=400
-      [ "$value" = 5000 ] && expected=404
+    for value in soon -1 1.5 5000; do
       status=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
         -H "X-Treecache-Budget-Ms: $value" \
         "http://127.0.0.1:$((base + id))/store/check-openapi-absent-key") || return 1
-      if [ "$status" != "$expected" ]; then
-        say "NODE-$id: GET /store/... with X-Treecache-Budget-Ms: '$value' answered $status, expected $expected"
+      if [ "$status" != 404 ]; then
+        say "NODE-$id: GET of an absent key with X-Treecache-Budget-Ms: '$value' answered $status, expected 404"
         return 1
       fi
     done
@@ -348,7 +347,7 @@ fuzz_steps=(
 )
 if [ "$cluster_ok" = PASS ] && [ "$tools_ok" = PASS ]; then
   step "every node serves openapi.yaml byte for byte" serves_document_verbatim
-  step "X-Treecache-Budget-Ms other than a whole number is refused with 400" budget_header_is_validated
+  step "X-Treecache-Budget-Ms that is not a whole number is ignored" budget_header_junk_is_ignored
   for spec in "${fuzz_steps[@]}"; do
     IFS='|' read -r -a parts <<<"$spec"
     step "${parts[0]}" fuzz "${parts[@]:1}"
@@ -357,7 +356,7 @@ if [ "$cluster_ok" = PASS ] && [ "$tools_ok" = PASS ]; then
   step "headless Chromium renders /docs with local swagger-ui assets" render_docs
 else
   not_run "every node serves openapi.yaml byte for byte" "no cluster"
-  not_run "X-Treecache-Budget-Ms other than a whole number is refused with 400" "no cluster"
+  not_run "X-Treecache-Budget-Ms that is not a whole number is ignored" "no cluster"
   for spec in "${fuzz_steps[@]}"; do
     not_run "${spec%%|*}" "no cluster"
   done
