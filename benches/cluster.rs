@@ -16,7 +16,7 @@
 //! the benchmark works, never how fast the node is.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::collections::HashMap;
@@ -515,6 +515,24 @@ fn run(mode: Mode) {
         ))
     };
     report.row("PUT through a leaf", &load(WRITERS, w, m, put));
+    let put1 = |_: usize, n: u64| {
+        Some(Req::put(
+            format!("{leaf}/store/one-{n:012}"),
+            &small_value(n),
+        ))
+    };
+    report.row("PUT through a leaf, 1 conn", &load(1, w, m, put1));
+    let put_root = |c: usize, n: u64| {
+        Some(Req::put(
+            format!("{root}/store/r{c:02}-{n:012}"),
+            &small_value(n),
+        ))
+    };
+    report.row(
+        "PUT at the root (for comparison)",
+        &load(WRITERS, w, m, put_root),
+    );
+    report.row("GET hit at a leaf, 1 conn", &load(1, w, m, hot_get(&leaf)));
     let mix = |c: usize, n: u64| {
         let node = &all[(c + n as usize) % all.len()];
         let i = (c as u64 * 7919 + n * 31) % HOT_KEYS;
