@@ -98,6 +98,7 @@ enum Route<'a> {
     Fill(&'a str),
     Invalidate,
     Evicted,
+    Flush,
 }
 
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
@@ -110,6 +111,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/docs" => (Route::Docs, "GET"),
         "/internal/invalidate" => (Route::Invalidate, "POST"),
         "/internal/evicted" => (Route::Evicted, "POST"),
+        "/internal/flush" => (Route::Flush, "POST"),
         _ => {
             if let Some(seg) = path.strip_prefix("/store/").filter(|s| !s.contains('/')) {
                 (Route::Store(seg), "GET, PUT, DELETE")
@@ -261,6 +263,13 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
             let dropped = node.invalidate(&body.key, body.version, deadline)?;
             Ok(Step::Done(json_reply(
                 &serde_json::json!({"key": body.key, "dropped": dropped}),
+            )))
+        }
+        Route::Flush => {
+            drain(request);
+            let children = node.flush(deadline);
+            Ok(Step::Done(json_reply(
+                &serde_json::json!({"flushed": true, "children": children}),
             )))
         }
         Route::Evicted => {

@@ -378,6 +378,35 @@ impl Node {
         }
     }
 
+    /// Drops everything this node caches and passes the flush on to the
+    /// children it has served. Returns how many children acknowledged.
+    pub fn flush(&self, deadline: Deadline) -> usize {
+        if !self.is_root() {
+            self.store.clear();
+        }
+        let children: Vec<Peer> = self
+            .children
+            .iter()
+            .filter_map(|c| c.read().unwrap().clone())
+            .collect();
+        self.flush_children(&children, deadline)
+    }
+
+    /// Tells `children` to flush, best effort: a child that cannot be
+    /// reached holds nothing it could serve from us.
+    pub fn flush_children(&self, children: &[Peer], deadline: Deadline) -> usize {
+        children
+            .iter()
+            .filter(|child| match self.upstream.flush(child, deadline) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::debug!("flushing {} failed: {e:?}", child.name);
+                    false
+                }
+            })
+            .count()
+    }
+
     /// A child's notice that it dropped `keys`.
     pub fn release(&self, keys: &[String], slot: usize) -> Result<usize, Error> {
         let me = self

@@ -83,6 +83,48 @@ fn start_root(node: &Node) {
     keep_live(node);
     load_tree(node, &path);
     node.tree_loaded.store(true, Ordering::Release);
+    let children: Vec<Peer> = {
+        let table = node
+            .membership
+            .as_ref()
+            .expect("the root has a table")
+            .lock()
+            .unwrap();
+        [1, 2]
+            .iter()
+            .filter_map(|&s| table.peer_at(s).cloned())
+            .collect()
+    };
+    flush_below(node, &children);
+}
+
+/// A node that (re)starts has an empty directory: caches below it may hold
+/// values it no longer tracks, which later writes would not reach. Tell them
+/// to drop everything.
+fn flush_below(node: &Node, children: &[Peer]) {
+    if children.is_empty() {
+        return;
+    }
+    let flushed = node.flush_children(children, Deadline::after(node.config.upstream_timeout));
+    log::info!(
+        "told {flushed} of {} children to drop what they cached from an earlier run",
+        children.len()
+    );
+}
+
+/// The children of `slot` in the root's `/nodes` document.
+fn children_in_tree(doc: &[u8], slot: usize) -> Vec<Peer> {
+    let Ok(doc) = serde_json::from_slice::<crate::membership::NodesDoc>(doc) else {
+        return Vec::new();
+    };
+    doc.nodes
+        .into_iter()
+        .filter(|n| n.slot == 2 * slot + 1 || n.slot == 2 * slot + 2)
+        .map(|n| Peer {
+            name: n.name,
+            address: n.address,
+        })
+        .collect()
 }
 
 /// Rebuilds the root's table from ZooKeeper, waiting for it a while.
@@ -188,6 +230,12 @@ fn join_tree(node: &Node) {
                     ephemeral: false,
                 });
                 keep_live(node);
+                if let Ok((200, doc)) = node
+                    .upstream
+                    .get_from_root("/nodes", Deadline::after(c.upstream_timeout))
+                {
+                    flush_below(node, &children_in_tree(&doc, joined.slot));
+                }
                 log::info!(
                     "joined the tree at slot {} (depth {}) under {}; znode {}",
                     joined.slot,

@@ -271,6 +271,20 @@ impl Upstream {
         }
     }
 
+    /// Tells a child to drop everything it caches (this node lost its directory).
+    pub fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
+        let (status, _, answer) = self.retry_once(deadline, || {
+            self.call(child, "POST", "/internal/flush", Some(b"{}"), deadline, &[])
+        })?;
+        match status {
+            200 => Ok(()),
+            status => Err(UpstreamError::Relayed {
+                status,
+                body: answer,
+            }),
+        }
+    }
+
     /// Tells the parent that this node no longer holds `keys`.
     pub fn release(&self, keys: &[String], deadline: Deadline) -> Result<(), UpstreamError> {
         let me = self.me.read().unwrap().clone().ok_or_else(not_joined)?;

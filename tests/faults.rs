@@ -159,3 +159,34 @@ fn zookeeper_restarted_under_a_running_cluster_registrations_come_back_and_logs_
         );
     }
 }
+
+#[test]
+fn a_restarted_parent_makes_the_caches_below_it_drop_what_it_no_longer_tracks() {
+    let mut cluster = Cluster::start(3);
+    let (parent, leaf) = (cluster.at_slot(1), cluster.at_slot(3));
+    let leaf_url = cluster.url(leaf);
+    let key = |k: &str| format!("{leaf_url}/store/{k}");
+    assert_eq!(
+        http::put(&format!("{}/store/k", cluster.url(1)), &json!("v1")).0,
+        200
+    );
+    assert_eq!(http::get(&key("k")).1["value"], "v1");
+    assert_eq!(
+        http::get(&format!("{}?local=true", key("k"))).0,
+        200,
+        "the leaf cached it"
+    );
+
+    // The parent's new process has an empty directory: it does not know the
+    // leaf holds k, so the next write's invalidation would stop at it.
+    cluster.restart(parent);
+    assert_eq!(
+        http::put(&format!("{}/store/k", cluster.url(1)), &json!("v2")).0,
+        200
+    );
+    assert_eq!(
+        http::get(&key("k")).1["value"],
+        "v2",
+        "the leaf must not serve the old value"
+    );
+}
