@@ -444,7 +444,7 @@ fn run(mode: Mode) {
         .collect();
 
     let root = cluster.url(cluster.root_id);
-    let leaf = cluster.url(cluster.at_slot(4));
+    let leaf = cluster.url(cluster.at_slot(first_slot_at(3)));
     let all: Vec<String> = cluster.ids().iter().map(|&id| cluster.url(id)).collect();
 
     let baseline = Baseline::start();
@@ -549,7 +549,7 @@ fn run(mode: Mode) {
     let mut by_depth = Vec::new();
     if mode.depths.iter().all(|&d| d <= 3) {
         for &d in mode.depths {
-            let url = cluster.url(cluster.at_slot(1 << (d - 1)));
+            let url = cluster.url(cluster.at_slot(first_slot_at(d)));
             by_depth.push((d, miss_at(&url, 1)));
         }
     }
@@ -563,16 +563,6 @@ fn run(mode: Mode) {
         t.elapsed().as_secs_f64()
     );
     drop(cluster);
-
-    if mode.depths.iter().any(|&d| d > 3) {
-        by_depth = miss_by_depth(mode);
-    }
-    for (d, stats) in &by_depth {
-        report.row(
-            &format!("GET miss at depth {d} ({} hops), 1 conn", d - 1),
-            stats,
-        );
-    }
 
     report.figure(format!(
         "idle RSS of the 7 nodes: {:.1} to {:.1} MiB",
@@ -593,6 +583,16 @@ fn run(mode: Mode) {
     report.figure(format!(
         "7 nodes started and joined in {start_seconds:.2} s (ZooKeeper already up; it took {zk_seconds:.1} s)"
     ));
+    if mode.depths.iter().any(|&d| d > 3) {
+        by_depth = miss_by_depth(mode);
+    }
+    for (d, stats) in &by_depth {
+        report.row(
+            &format!("GET miss at depth {d} ({} hops), 1 conn", d - 1),
+            stats,
+        );
+    }
+
     if by_depth.len() >= 2 {
         let (d0, s0) = &by_depth[0];
         let (d1, s1) = &by_depth[by_depth.len() - 1];
@@ -604,8 +604,13 @@ fn run(mode: Mode) {
     report.print();
 }
 
+/// The first slot at depth `d` (slots count from 0 at the root, level by level).
+fn first_slot_at(d: u32) -> u64 {
+    (1u64 << (d - 1)) - 1
+}
+
 /// Miss latency at each depth of `mode.depths`, in a tree just deep enough:
-/// nodes fill slots in order of arrival, so slots 1 to 2^(d-1) hold a node at
+/// nodes fill slots in order of arrival, so 2^(d-1) nodes reach a node at
 /// every depth up to d.
 fn miss_by_depth(mode: Mode) -> Vec<(u32, Stats)> {
     let deepest = *mode.depths.iter().max().unwrap();
@@ -623,7 +628,7 @@ fn miss_by_depth(mode: Mode) -> Vec<(u32, Stats)> {
     mode.depths
         .iter()
         .map(|&d| {
-            let url = cluster.url(cluster.at_slot(1 << (d - 1)));
+            let url = cluster.url(cluster.at_slot(first_slot_at(d)));
             let fresh = &fresh;
             let stats = load(1, mode.warmup, mode.measure, move |_, _| {
                 let i = fresh.fetch_add(1, Ordering::Relaxed);
