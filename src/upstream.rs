@@ -250,63 +250,42 @@ impl Upstream {
         version: u64,
         deadline: Deadline,
     ) -> Result<(), UpstreamError> {
-        let body = serde_json::to_vec(&serde_json::json!({"key": key, "version": version}))
-            .expect("JSON serializes");
-        let (status, _, answer) = self.retry_once(deadline, || {
-            self.call(
-                child,
-                "POST",
-                "/internal/invalidate",
-                Some(&body),
-                deadline,
-                &[],
-            )
-        })?;
-        match status {
-            200 => Ok(()),
-            status => Err(UpstreamError::Relayed {
-                status,
-                body: answer,
-            }),
-        }
+        let body = serde_json::json!({"key": key, "version": version});
+        self.retry_once(deadline, || {
+            self.post(child, "/internal/invalidate", &body, deadline)
+        })
+        .and_then(acknowledged)
     }
 
     /// Tells a child to drop everything it caches (this node lost its directory).
     pub fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
-        let (status, _, answer) = self.retry_once(deadline, || {
-            self.call(child, "POST", "/internal/flush", Some(b"{}"), deadline, &[])
-        })?;
-        match status {
-            200 => Ok(()),
-            status => Err(UpstreamError::Relayed {
-                status,
-                body: answer,
-            }),
-        }
+        let body = serde_json::json!({});
+        self.retry_once(deadline, || {
+            self.post(child, "/internal/flush", &body, deadline)
+        })
+        .and_then(acknowledged)
     }
 
     /// Tells the parent that this node no longer holds `keys`.
     pub fn release(&self, keys: &[String], deadline: Deadline) -> Result<(), UpstreamError> {
         let me = self.me.read().unwrap().clone().ok_or_else(not_joined)?;
-        let body = serde_json::to_vec(&serde_json::json!({"keys": keys, "slot": me.slot}))
-            .expect("JSON serializes");
-        let (status, _, answer) = self.to_parent(deadline, |peer| {
-            self.call(
-                peer,
-                "POST",
-                "/internal/evicted",
-                Some(&body),
-                deadline,
-                &[],
-            )
-        })?;
-        match status {
-            200 => Ok(()),
-            status => Err(UpstreamError::Relayed {
-                status,
-                body: answer,
-            }),
-        }
+        let body = serde_json::json!({"keys": keys, "slot": me.slot});
+        self.to_parent(deadline, |peer| {
+            self.post(peer, "/internal/evicted", &body, deadline)
+        })
+        .and_then(acknowledged)
+    }
+
+    /// `POST` a JSON body to a node-to-node endpoint.
+    fn post(
+        &self,
+        peer: &Peer,
+        path: &str,
+        body: &serde_json::Value,
+        deadline: Deadline,
+    ) -> Result<Answer, UpstreamError> {
+        let body = serde_json::to_vec(body).expect("JSON serializes");
+        self.call(peer, "POST", path, Some(&body), deadline, &[])
     }
 
     /// `GET {path}` at the root (the tree), answer relayed unchanged.
@@ -468,6 +447,14 @@ struct AnswerHeaders {
 }
 
 type Answer = (u16, AnswerHeaders, Vec<u8>);
+
+/// A 200 acknowledges; any other answer is relayed as the error it is.
+fn acknowledged((status, _, body): Answer) -> Result<(), UpstreamError> {
+    match status {
+        200 => Ok(()),
+        status => Err(UpstreamError::Relayed { status, body }),
+    }
+}
 
 fn not_joined() -> UpstreamError {
     UpstreamError::Relayed {

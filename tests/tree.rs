@@ -154,23 +154,9 @@ fn a_restarted_root_rebuilds_the_same_tree() {
     });
     assert_eq!(cluster.tree(), before);
     // A node that restarts now still gets its old slot from the rebuilt table.
-    let slot_of_2 = before["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "NODE-2")
-        .unwrap()["slot"]
-        .clone();
+    let slot_of_2 = cluster.slot_of(2);
     cluster.restart(2);
-    let after = cluster.tree();
-    let again = after["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "NODE-2")
-        .unwrap()["slot"]
-        .clone();
-    assert_eq!(again, slot_of_2);
+    assert_eq!(cluster.slot_of(2), slot_of_2);
     // Writes through a leaf reach the restarted root.
     assert_eq!(
         http::put(&format!("{}/store/k", cluster.url(7)), &json!(1)).0,

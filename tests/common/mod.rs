@@ -387,6 +387,19 @@ impl Cluster {
         doc
     }
 
+    /// The slot of node `id`, from the root's table.
+    pub fn slot_of(&self, id: u32) -> u64 {
+        let doc = self.tree();
+        let name = format!("NODE-{id}");
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name.as_str())
+            .and_then(|n| n["slot"].as_u64())
+            .unwrap_or_else(|| panic!("{name} is not in the tree: {doc}"))
+    }
+
     /// The name of the node in `slot`, from the root's table.
     pub fn at_slot(&self, slot: u64) -> u32 {
         let doc = self.tree();
