@@ -46,6 +46,17 @@ start_group() {
   started+=("$!")
 }
 
+# Runs "$@" like start_group and waits for it. Waiting this way (rather than
+# in the foreground) lets a signal to this script stop it at once: the trap
+# runs during `wait`, and cleanup stops the group.
+run_group() {
+  local status=0
+  start_group "$@"
+  wait "${started[-1]}" || status=$?
+  unset 'started[-1]'
+  return "$status"
+}
+
 # Stops a process group: SIGTERM first (the cluster command stops its
 # children on it), SIGKILL for whatever is left after 15 seconds.
 stop_group() {
@@ -167,7 +178,11 @@ validate_document() {
 }
 
 build_node() {
-  cargo build --quiet -p treecache && [ -x "$node_bin" ]
+  if ! run_group "$work/build.log" cargo build -p treecache; then
+    tail -n 40 "$work/build.log" >&2
+    return 1
+  fi
+  [ -x "$node_bin" ]
 }
 
 tree_has_three_nodes() {
@@ -227,7 +242,8 @@ fuzz() {
   local id=$1 label=$2
   shift 2
   local url="http://127.0.0.1:$((base + id))"
-  "$venv/bin/schemathesis" --config-file "$st_config" run "$url/openapi.yaml" \
+  local log=$work/schemathesis-$label.log status=0
+  run_group "$log" "$venv/bin/schemathesis" --config-file "$st_config" run "$url/openapi.yaml" \
     --url "$url" \
     --checks all \
     --seed "$seed" \
@@ -238,8 +254,9 @@ fuzz() {
     --request-timeout 10 \
     --no-color \
     --report junit,har --report-dir "$work/reports-$label" \
-    "$@" 2>&1 | tee "$work/schemathesis-$label.log"
-  return "${PIPESTATUS[0]}"
+    "$@" || status=$?
+  cat "$log"
+  return "$status"
 }
 
 # A node must survive the fuzzing: every node still answers, and the tree is whole.
@@ -281,11 +298,12 @@ render_docs() {
   wait_until 30 "${started[-1]}" docs_node_answers || return 1
 
   local dom=$work/docs-dom.html
-  timeout -k 5 120 chromium --headless --no-sandbox --disable-gpu \
+  # The page's DOM goes to stdout (kept in $dom), Chromium's chatter to the log.
+  run_group "$work/chromium.log" sh -c 'out=$1; shift; exec "$@" 2>&1 >"$out"' sh "$dom" \
+    timeout -k 5 120 chromium --headless --no-sandbox --disable-gpu \
     --disable-background-networking --disable-component-update --disable-sync \
     --no-first-run --user-data-dir="$work/chromium-profile" \
-    --virtual-time-budget=30000 --dump-dom "http://127.0.0.1:$docs_port/docs" \
-    >"$dom" 2>"$work/chromium.log" || {
+    --virtual-time-budget=30000 --dump-dom "http://127.0.0.1:$docs_port/docs" || {
     say "chromium failed:"
     tail -n 20 "$work/chromium.log" >&2
     return 1
