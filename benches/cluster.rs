@@ -622,7 +622,8 @@ fn miss_by_depth(mode: Mode) -> Vec<(u32, Stats)> {
         .order(&order)
         .start();
     let root = cluster.url(cluster.root_id);
-    let keys = 20_000;
+    // Enough fresh keys for one connection at a few thousand misses a second.
+    let keys = 20_000 * mode.depths.len() as u64;
     load_keys(&root, 0, keys);
     let fresh = AtomicU64::new(0);
     mode.depths
