@@ -259,7 +259,8 @@ fuzz() {
   return "$status"
 }
 
-# A node must survive the fuzzing: every node still answers, and the tree is whole.
+# The nodes must survive the fuzzing: each still answers, and the cluster
+# command (which stops when one of its nodes exits) still runs.
 nodes_survived() {
   local id ok=0
   for id in 1 2 3; do
@@ -328,7 +329,7 @@ render_docs() {
     missing=1
   fi
   if ((missing)); then
-    say "rendered page saved in the log above; first 40 lines:"
+    say "the start of the rendered page:"
     head -c 4000 "$dom" >&2
     return 1
   fi
