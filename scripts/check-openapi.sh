@@ -300,6 +300,7 @@ render_docs() {
 
   local dom=$work/docs-dom.html
   # The page's DOM goes to stdout (kept in $dom), Chromium's chatter to the log.
+  # shellcheck disable=SC2016 # $1 and $@ are the inner shell's
   run_group "$work/chromium.log" sh -c 'out=$1; shift; exec "$@" 2>&1 >"$out"' sh "$dom" \
     timeout -k 5 120 chromium --headless --no-sandbox --disable-gpu \
     --disable-background-networking --disable-component-update --disable-sync \
