@@ -11,9 +11,11 @@
 #   docker build --target runtime-prebuilt -t treecache .
 #       copies binaries already built on the host (scripts/build-image.sh).
 #
-# "runtime-prebuilt" comes before "builder" on purpose: the classic
-# (non-BuildKit) builder builds every stage up to the --target one, so this
-# order lets it build the prebuilt image without the Rust image.
+# The classic (non-BuildKit) builder builds every stage up to the target
+# one, even stages the target does not use. Hence "runtime-prebuilt" comes
+# before "builder", so that it needs no Rust image, and it still builds when
+# the host binaries are absent, so that the default target "runtime" needs
+# none. BuildKit builds only the stages the target uses.
 
 # Settings shared by both runtime images. The defaults are those of SPEC.md
 # section 3; NODE_ID has no default and is given per container. The image
@@ -32,11 +34,14 @@ USER 10001:10001
 EXPOSE 5000
 ENTRYPOINT ["/treecache", "node"]
 
-# Runtime image from binaries built on the host. BIN_DIR is relative to the
-# build context.
+# Runtime image from binaries built on the host; BIN_DIR is relative to the
+# build context. Both images carry the Cargo.lock of their build, the exact
+# dependency versions inside the binaries. Cargo.lock is always there, and
+# the bracket patterns match the binaries or nothing, so this stage builds
+# without them (giving an image that lacks them) instead of failing.
 FROM runtime-base AS runtime-prebuilt
 ARG BIN_DIR=target/x86_64-unknown-linux-gnu/release
-COPY ${BIN_DIR}/treecache ${BIN_DIR}/treecache-cli /
+COPY Cargo.lock ${BIN_DIR}/treecach[e] ${BIN_DIR}/treecache-cl[i] /
 
 # Static binaries built from source. glibc's static libc resolves names
 # through /etc/hosts and DNS on its own, which is all the nodes need.
@@ -49,6 +54,7 @@ RUN cargo build --release --locked --workspace --target x86_64-unknown-linux-gnu
 # The default image: the binaries of the builder stage.
 FROM runtime-base AS runtime
 COPY --from=builder \
+     /src/Cargo.lock \
      /src/target/x86_64-unknown-linux-gnu/release/treecache \
      /src/target/x86_64-unknown-linux-gnu/release/treecache-cli \
      /

