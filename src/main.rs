@@ -106,6 +106,7 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 fn run_node(args: pico_args::Arguments) {
+    treecache::process::limit_malloc_arenas();
     let config = match Config::parse(args, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
