@@ -8,7 +8,8 @@
 #       builds the whole Dockerfile (target "runtime"): compiles inside the
 #       official Rust image, which Docker must be able to pull.
 #
-# Prints the image's tag and size on the last line.
+# Prints the image's tag and size on the last line. --force-rm: the classic
+# builder otherwise keeps the container of a failed step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ fi
 tag=${1:-treecache:local}
 
 if $from_source; then
-  docker build --target runtime -t "$tag" .
+  docker build --force-rm --target runtime -t "$tag" .
 else
   RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --workspace --target "$target_triple"
@@ -39,7 +40,7 @@ else
       exit 1
     fi
   done
-  docker build --target runtime-prebuilt --build-arg "BIN_DIR=$bin_dir" -t "$tag" .
+  docker build --force-rm --target runtime-prebuilt --build-arg "BIN_DIR=$bin_dir" -t "$tag" .
 fi
 
 size=$(docker image inspect --format '{{.Size}}' "$tag")
