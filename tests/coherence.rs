@@ -1,0 +1,633 @@
+//! Coherent caches (issue 6), refereed on real node processes.
+//!
+//! - A write through any node is seen at once by every node, and the caches
+//!   that held the old value were invalidated, not left stale.
+//! - Random concurrent GET/PUT/DELETE traffic at random nodes gives a
+//!   linearizable history for every key (checked by `common::linearizability`).
+//! - A node's cache stays within `CACHE_MAX_BYTES`, evicts, and what it
+//!   evicted is fetched again right, also after a write.
+//! - Concurrent misses of one key on one node cost one upstream fetch.
+//!
+//! Random choices print their seed; `COHERENCE_SEED=<n>` replays one.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::linearizability::{self, Call, Clock, Operation, Outcome};
+use common::{http, Cluster};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------
+// Scripted: warm every cache, write through one node, look everywhere.
+
+#[test]
+fn a_put_through_any_node_replaces_the_value_in_every_warm_cache_at_once() {
+    let cluster = Cluster::start(3);
+    let mut rng = Rng::seeded("put scenario");
+    let key = "scripted-put";
+    assert_eq!(put(&cluster, cluster.root_id, key, "v0").0, 200);
+
+    for round in 1..=3 {
+        let old = format!("v{}", round - 1);
+        warm_every_cache(&cluster, key, &old);
+
+        let writer = rng.pick(&non_root(&cluster));
+        let new = format!("v{round}");
+        let (status, body) = put(&cluster, writer, key, &new);
+        assert_eq!(status, 200, "PUT through NODE-{writer}: {body}");
+
+        // Before anything refills them: every cache dropped the old value.
+        for id in cluster.ids() {
+            let (status, body) = http::get(&local_url(&cluster, id, key));
+            let held = (status == 200).then(|| body["value"].clone());
+            assert!(
+                status == 404 || held == Some(json!(new)),
+                "round {round}: after the PUT of {new:?} through NODE-{writer} was \
+                 acknowledged, NODE-{id} still holds {held:?} (status {status}): its cache \
+                 was not invalidated"
+            );
+        }
+        for id in cluster.ids() {
+            let (status, body) = http::get(&store_url(&cluster, id, key));
+            assert_eq!(
+                (status, &body["value"]),
+                (200, &json!(new)),
+                "round {round}: GET on NODE-{id} after the PUT through NODE-{writer}: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_delete_through_any_node_removes_the_key_from_every_warm_cache_at_once() {
+    let cluster = Cluster::start(3);
+    let mut rng = Rng::seeded("delete scenario");
+    let key = "scripted-delete";
+
+    for round in 1..=2 {
+        let value = format!("before-delete-{round}");
+        assert_eq!(put(&cluster, cluster.root_id, key, &value).0, 200);
+        warm_every_cache(&cluster, key, &value);
+
+        let deleter = rng.pick(&non_root(&cluster));
+        let (status, body) = http::delete(&store_url(&cluster, deleter, key));
+        assert_eq!(status, 200, "DELETE through NODE-{deleter}: {body}");
+
+        for id in cluster.ids() {
+            let (status, body) = http::get(&local_url(&cluster, id, key));
+            assert_eq!(
+                status, 404,
+                "round {round}: after the DELETE through NODE-{deleter} was acknowledged, \
+                 NODE-{id} still holds the key: {body}"
+            );
+        }
+        for id in cluster.ids() {
+            let (status, body) = http::get(&store_url(&cluster, id, key));
+            assert_eq!(
+                status, 404,
+                "round {round}: GET on NODE-{id} after the DELETE through NODE-{deleter}: {body}"
+            );
+        }
+        let again = rng.pick(&cluster.ids());
+        let (status, body) = http::delete(&store_url(&cluster, again, key));
+        assert_eq!(status, 404, "a second DELETE through NODE-{again}: {body}");
+    }
+}
+
+/// GETs `key` on every node (leaves first, so the whole path fills) and
+/// checks that each now holds `value` in its own cache.
+fn warm_every_cache(cluster: &Cluster, key: &str, value: &str) {
+    let mut ids = cluster.ids();
+    ids.reverse();
+    for &id in &ids {
+        let (status, body) = http::get(&store_url(cluster, id, key));
+        assert_eq!(
+            (status, &body["value"]),
+            (200, &json!(value)),
+            "GET on NODE-{id} while warming: {body}"
+        );
+    }
+    for &id in &ids {
+        let (status, body) = http::get(&local_url(cluster, id, key));
+        assert_eq!(
+            (status, &body["value"]),
+            (200, &json!(value)),
+            "NODE-{id} should hold {key:?} after reading it: {body}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Randomized: concurrent clients, then the linearizability checker.
+
+const CLIENTS: usize = 6;
+const OPS_PER_CLIENT: usize = 300;
+const KEYS: [&str; 3] = ["lin-a", "lin-b", "lin-c"];
+/// Bound on the traffic phase, whatever the speed of the machine.
+const TRAFFIC_LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn random_concurrent_traffic_at_random_nodes_is_linearizable_per_key() {
+    let cluster = Cluster::start(3);
+    let ids = cluster.ids();
+    let urls: Vec<(u32, String)> = ids.iter().map(|&id| (id, cluster.url(id))).collect();
+    let before: Vec<Metrics> = ids
+        .iter()
+        .map(|&id| Metrics::scrape(&cluster, id))
+        .collect();
+
+    let seed = Rng::seeded("traffic").0;
+    let clock = Clock::start();
+    let stop_at = Instant::now() + TRAFFIC_LIMIT;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let urls = urls.clone();
+            let rng = Rng((seed ^ (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+            thread::spawn(move || run_client(client, &urls, rng, clock, stop_at))
+        })
+        .collect();
+    let history: Vec<Operation> = clients
+        .into_iter()
+        .flat_map(|client| client.join().expect("a client thread panicked"))
+        .collect();
+
+    let started = Instant::now();
+    let violations = linearizability::check(&history);
+    let checked_in = started.elapsed();
+    let tally = Tally::of(&history);
+    eprintln!(
+        "{} operations by {CLIENTS} clients on {} keys (seed {seed}), checked in {checked_in:?}: {tally:?}",
+        history.len(),
+        KEYS.len()
+    );
+    for violation in &violations {
+        eprintln!("{violation}");
+    }
+    assert!(
+        violations.is_empty(),
+        "{} of {} keys have a history that is not linearizable (explanations above); \
+         seed {seed}",
+        violations.len(),
+        KEYS.len()
+    );
+
+    // The traffic must have been worth checking.
+    assert_eq!(
+        tally.unknown, 0,
+        "with no faults every request must get a definite answer: {tally:?}"
+    );
+    assert!(
+        tally.reads_of_values >= 150,
+        "too few GETs found a value: {tally:?}"
+    );
+    assert!(
+        tally.reads_of_absent >= 10,
+        "too few GETs found no value: {tally:?}"
+    );
+    assert!(tally.puts >= 150, "too few PUTs: {tally:?}");
+    assert!(
+        tally.deletes_found >= 30,
+        "too few DELETEs found the key: {tally:?}"
+    );
+    assert!(
+        tally.deletes_missed >= 5,
+        "too few DELETEs found no key: {tally:?}"
+    );
+    assert!(
+        tally.overlapping_writes >= 10,
+        "too few writes overlapped another operation on their key: {tally:?}"
+    );
+    let after: Vec<Metrics> = ids
+        .iter()
+        .map(|&id| Metrics::scrape(&cluster, id))
+        .collect();
+    let rise = |name: &str, nodes: &mut dyn Iterator<Item = usize>| -> f64 {
+        nodes
+            .map(|i| after[i].get(name) - before[i].get(name))
+            .sum()
+    };
+    let caches = || (0..ids.len()).filter(|&i| ids[i] != cluster.root_id);
+    let hits = rise("treecache_cache_hits_total", &mut caches());
+    let invalidations = rise("treecache_invalidations_received_total", &mut caches());
+    assert!(
+        hits >= 50.0,
+        "the caches answered only {hits} reads themselves: the traffic did not exercise them"
+    );
+    assert!(
+        invalidations >= 10.0,
+        "the caches received only {invalidations} invalidations during the traffic"
+    );
+}
+
+/// One client: its own keep-alive connections, random operations on random
+/// keys at random nodes, each recorded with its invoke and return instants.
+fn run_client(
+    client: usize,
+    urls: &[(u32, String)],
+    mut rng: Rng,
+    clock: Clock,
+    stop_at: Instant,
+) -> Vec<Operation> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let mut history = Vec::with_capacity(OPS_PER_CLIENT);
+    for n in 0..OPS_PER_CLIENT {
+        if Instant::now() >= stop_at {
+            break;
+        }
+        let key = KEYS[rng.below(KEYS.len() as u64) as usize];
+        let (_, base) = &urls[rng.below(urls.len() as u64) as usize];
+        let url = format!("{base}/store/{key}");
+        let call = match rng.below(20) {
+            0..=9 => Call::Get,
+            10..=16 => Call::Put(format!("c{client}-{n}")),
+            _ => Call::Delete,
+        };
+        let invoked = clock.now();
+        let answer = match &call {
+            Call::Get => send(agent.get(&url), None),
+            Call::Put(value) => send(agent.put(&url), Some(json!({ "value": value }))),
+            Call::Delete => send(agent.delete(&url), None),
+        };
+        let returned = clock.now();
+        let outcome = match (&call, answer) {
+            (Call::Get, Some((200, body))) => Outcome::Read(Some(value_text(&body["value"]))),
+            (Call::Get, Some((404, _))) => Outcome::Read(None),
+            (Call::Put(_), Some((200, _))) => Outcome::Written,
+            (Call::Delete, Some((200, _))) => Outcome::Deleted(true),
+            (Call::Delete, Some((404, _))) => Outcome::Deleted(false),
+            (_, other) => {
+                eprintln!(
+                    "client {client}: {call:?} {url} got {other:?} after {:.1} ms",
+                    (returned - invoked) as f64 / 1e6
+                );
+                Outcome::Unknown
+            }
+        };
+        history.push(Operation {
+            key: key.to_string(),
+            client,
+            call,
+            outcome,
+            invoked,
+            returned,
+        });
+    }
+    history
+}
+
+/// Sends a request; `None` when no HTTP answer came back.
+fn send(request: ureq::Request, body: Option<Value>) -> Option<(u16, Value)> {
+    let result = match body {
+        Some(body) => request
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string()),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(ureq::Error::Transport(_)) => return None,
+    };
+    let status = response.status();
+    let text = response.into_string().ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// A value as the checker compares it: a string as itself, anything else as JSON.
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What a history holds, to tell a meaningful run from a vacuous one.
+#[derive(Debug, Default)]
+struct Tally {
+    reads_of_values: usize,
+    reads_of_absent: usize,
+    puts: usize,
+    deletes_found: usize,
+    deletes_missed: usize,
+    unknown: usize,
+    /// Acknowledged writes that overlapped in time another operation on their key.
+    overlapping_writes: usize,
+}
+
+impl Tally {
+    fn of(history: &[Operation]) -> Tally {
+        let mut tally = Tally::default();
+        for op in history {
+            match op.outcome {
+                Outcome::Read(Some(_)) => tally.reads_of_values += 1,
+                Outcome::Read(None) => tally.reads_of_absent += 1,
+                Outcome::Written => tally.puts += 1,
+                Outcome::Deleted(true) => tally.deletes_found += 1,
+                Outcome::Deleted(false) => tally.deletes_missed += 1,
+                Outcome::Unknown => tally.unknown += 1,
+            }
+        }
+        tally.overlapping_writes = history
+            .iter()
+            .filter(|w| matches!(w.outcome, Outcome::Written | Outcome::Deleted(_)))
+            .filter(|w| {
+                history.iter().any(|other| {
+                    other.key == w.key
+                        && other.client != w.client
+                        && other.invoked < w.returned
+                        && w.invoked < other.returned
+                })
+            })
+            .count();
+        tally
+    }
+}
+
+// ---------------------------------------------------------------------------
+// LRU: a small cache stays within its bound and still answers right.
+
+const CACHE_CAP: u64 = 64 * 1024;
+const LRU_KEYS: usize = 400;
+/// Size of each value: 400 of them are three times the bound.
+const VALUE_BYTES: usize = 512;
+
+#[test]
+fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
+    let cluster = Cluster::builder(3)
+        .env("CACHE_MAX_BYTES", &CACHE_CAP.to_string())
+        .start();
+    let leaf = cluster.at_slot(3);
+    let middle = cluster.at_slot(1);
+    let root = cluster.root_id;
+    let key = |i: usize| format!("lru-{i:03}");
+    let value =
+        |i: usize, generation: u32| format!("g{generation}-{i:03}-{}", "x".repeat(VALUE_BYTES));
+
+    for i in 0..LRU_KEYS {
+        assert_eq!(put(&cluster, root, &key(i), &value(i, 1)).0, 200);
+    }
+    let read_all_through_leaf = |generation: u32| {
+        for i in 0..LRU_KEYS {
+            let (status, body) = http::get(&store_url(&cluster, leaf, &key(i)));
+            assert_eq!(
+                (status, &body["value"]),
+                (200, &json!(value(i, generation))),
+                "GET {} through the leaf NODE-{leaf} (generation {generation})",
+                key(i)
+            );
+        }
+    };
+    let within_bound = |when: &str| {
+        for id in [leaf, middle] {
+            let metrics = Metrics::scrape(&cluster, id);
+            let bytes = metrics.get("treecache_cache_bytes");
+            assert!(
+                bytes <= CACHE_CAP as f64,
+                "{when}: NODE-{id} caches {bytes} bytes, over its bound of {CACHE_CAP}"
+            );
+        }
+    };
+
+    let start = Metrics::scrape(&cluster, leaf);
+    read_all_through_leaf(1);
+    within_bound("after the first pass");
+    let first = Metrics::scrape(&cluster, leaf);
+    let evictions = first.get("treecache_evictions_total") - start.get("treecache_evictions_total");
+    assert!(
+        evictions > 0.0,
+        "NODE-{leaf} read {LRU_KEYS} values of {VALUE_BYTES} bytes into a {CACHE_CAP}-byte \
+         cache without evicting"
+    );
+    assert!(
+        Metrics::scrape(&cluster, middle).get("treecache_evictions_total") > 0.0,
+        "the middle NODE-{middle} saw every value too and should have evicted"
+    );
+
+    // Most keys were evicted again by the end of the pass: a second pass
+    // fetches them again, and must get them right.
+    read_all_through_leaf(1);
+    within_bound("after the second pass");
+    let second = Metrics::scrape(&cluster, leaf);
+    let refetched = second.get("treecache_upstream_fetches_total")
+        - first.get("treecache_upstream_fetches_total");
+    let fit = (CACHE_CAP / VALUE_BYTES as u64) as f64;
+    assert!(
+        refetched >= LRU_KEYS as f64 - fit,
+        "the second pass over {LRU_KEYS} keys fetched only {refetched} upstream, \
+         but at most {fit} of them fit in the leaf"
+    );
+
+    // Evicting must not forget who holds a key: new values written at the
+    // root must reach the leaf whatever the middle node evicted meanwhile.
+    for i in 0..LRU_KEYS {
+        assert_eq!(put(&cluster, root, &key(i), &value(i, 2)).0, 200);
+    }
+    read_all_through_leaf(2);
+    within_bound("after the rewrite");
+}
+
+// ---------------------------------------------------------------------------
+// Coalescing: simultaneous misses of one key share one upstream fetch.
+
+const READERS: usize = 32;
+
+#[test]
+fn simultaneous_misses_of_a_cold_key_make_one_upstream_fetch() {
+    let cluster = Cluster::start(2);
+    let leaf = cluster.at_slot(1);
+    let parent = cluster.root_id;
+
+    for round in 0..3 {
+        let key = format!("cold-{round}");
+        let value = format!("coalesced-{round}");
+        assert_eq!(put(&cluster, parent, &key, &value).0, 200);
+        let before = Metrics::scrape(&cluster, leaf);
+
+        // The parent is stopped while the readers arrive, so the first fill
+        // cannot finish before the others have missed too.
+        let frozen = Frozen::new(&cluster, parent);
+        let barrier = Arc::new(Barrier::new(READERS));
+        let url = store_url(&cluster, leaf, &key);
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                let (barrier, url) = (barrier.clone(), url.clone());
+                thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(10))
+                        .build();
+                    barrier.wait();
+                    send(agent.get(&url), None)
+                })
+            })
+            .collect();
+        let waiting = wait_for_waiters(&cluster, leaf, &before);
+        drop(frozen);
+        for (n, reader) in readers.into_iter().enumerate() {
+            let answer = reader.join().expect("a reader panicked");
+            let got = answer
+                .as_ref()
+                .map(|(status, body)| (*status, &body["value"]));
+            assert_eq!(
+                got,
+                Some((200, &json!(value))),
+                "round {round}: reader {n} of {key:?} on NODE-{leaf}"
+            );
+        }
+
+        let after = Metrics::scrape(&cluster, leaf);
+        let fetches = after.get("treecache_upstream_fetches_total")
+            - before.get("treecache_upstream_fetches_total");
+        assert_eq!(
+            fetches, 1.0,
+            "round {round}: {READERS} simultaneous GETs of the cold key {key:?} on NODE-{leaf} \
+             made {fetches} upstream fetches ({waiting} requests were seen waiting on a fill)"
+        );
+        assert!(
+            waiting >= 1.0,
+            "round {round}: no request waited on another's fill, so this round tested nothing"
+        );
+    }
+}
+
+/// Waits while node `id`'s count of requests waiting on another's fill
+/// grows, and returns how much it grew (since `before`).
+fn wait_for_waiters(cluster: &Cluster, id: u32, before: &Metrics) -> f64 {
+    let waits = || {
+        Metrics::scrape(cluster, id).get("treecache_coalesced_waits_total")
+            - before.get("treecache_coalesced_waits_total")
+    };
+    let give_up = Instant::now() + Duration::from_secs(2);
+    let (mut seen, mut steady_since) = (waits(), Instant::now());
+    while Instant::now() < give_up {
+        thread::sleep(Duration::from_millis(50));
+        let now = waits();
+        if now != seen {
+            (seen, steady_since) = (now, Instant::now());
+        } else if seen >= (READERS - 1) as f64
+            || (seen > 0.0 && steady_since.elapsed() > Duration::from_millis(300))
+        {
+            break;
+        }
+    }
+    seen
+}
+
+/// A node stopped with SIGSTOP until this is dropped (also when a test fails).
+struct Frozen<'a> {
+    cluster: &'a Cluster,
+    id: u32,
+}
+
+impl<'a> Frozen<'a> {
+    fn new(cluster: &'a Cluster, id: u32) -> Self {
+        cluster.freeze(id);
+        Frozen { cluster, id }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.cluster.thaw(self.id);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small tools.
+
+fn store_url(cluster: &Cluster, id: u32, key: &str) -> String {
+    format!("{}/store/{}", cluster.url(id), http::enc(key))
+}
+
+fn local_url(cluster: &Cluster, id: u32, key: &str) -> String {
+    format!("{}?local=true", store_url(cluster, id, key))
+}
+
+fn put(cluster: &Cluster, id: u32, key: &str, value: &str) -> (u16, Value) {
+    http::put(&store_url(cluster, id, key), &json!(value))
+}
+
+fn non_root(cluster: &Cluster) -> Vec<u32> {
+    cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != cluster.root_id)
+        .collect()
+}
+
+/// A node's `/metrics`, Prometheus text format.
+struct Metrics(String);
+
+impl Metrics {
+    fn scrape(cluster: &Cluster, id: u32) -> Metrics {
+        let answer = http::request("GET", &format!("{}/metrics", cluster.url(id)), None, &[]);
+        assert_eq!(
+            answer.status,
+            200,
+            "GET /metrics on NODE-{id}: {}",
+            answer.text()
+        );
+        Metrics(answer.text())
+    }
+
+    /// The value of a metric, summed over its label sets; fails the test
+    /// when the node does not export it.
+    fn get(&self, name: &str) -> f64 {
+        let samples: Vec<f64> = self
+            .0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let metric = series.split('{').next()?.trim();
+                (metric == name).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .collect();
+        assert!(!samples.is_empty(), "no metric {name} in:\n{}", self.0);
+        samples.iter().sum()
+    }
+}
+
+/// A small generator (xorshift64*) whose seed is printed, so a failing run
+/// can be replayed with `COHERENCE_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded(what: &str) -> Rng {
+        let seed = std::env::var("COHERENCE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64);
+                nanos | 1
+            });
+        eprintln!("{what}: seed {seed} (COHERENCE_SEED={seed} replays it)");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+
+    fn pick(&mut self, ids: &[u32]) -> u32 {
+        ids[self.below(ids.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn the_metrics_parser_reads_plain_and_labelled_series() {
+    let text = "# HELP treecache_x x\n# TYPE treecache_x counter\ntreecache_x 3\n\
+                treecache_requests_total{status=\"200\"} 5\n\
+                treecache_requests_total{status=\"404\"} 2\ntreecache_x_more 9\n";
+    let metrics = Metrics(text.to_string());
+    assert_eq!(metrics.get("treecache_x"), 3.0);
+    assert_eq!(metrics.get("treecache_requests_total"), 7.0);
+}
