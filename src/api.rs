@@ -214,7 +214,9 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
             }
         }
         Route::Nodes => match &node.membership {
-            Some(m) => Ok(Step::Done(json_reply(&m.lock().unwrap().document()))),
+            Some(m) => Ok(Step::Done(json_reply(
+                &m.lock().unwrap_or_else(|e| e.into_inner()).document(),
+            ))),
             None => Ok(Step::Defer(Work::Tree { deadline })),
         },
         Route::Join => join(node, &read_body(request)?),
@@ -358,7 +360,7 @@ fn join(node: &Node, body: &[u8]) -> Result<Step, Error> {
     }
     let joined = membership
         .lock()
-        .unwrap()
+        .unwrap_or_else(|e| e.into_inner())
         .join(&body.name, &body.address)
         .map_err(|e| match e {
             JoinError::BadName(m) => Error::BadRequest(m),

@@ -174,7 +174,11 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
 pub fn parse_host_port(s: &str) -> Result<String, String> {
     let ok = match s.rsplit_once(':') {
         Some((host, port)) => {
-            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+            !host.is_empty()
+                && !host.contains(|c: char| c == '/' || c.is_whitespace())
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok()
         }
         None => false,
     };
@@ -398,6 +402,8 @@ mod tests {
             (&["--id", "1", "--root-id", "9"], "--root-id"),
             (&["--id", "1", "--listen", "nowhere"], "--listen"),
             (&["--id", "1", "--advertise", "host"], "--advertise"),
+            (&["--id", "1", "--advertise", "a b:1"], "--advertise"),
+            (&["--id", "1", "--advertise", "host:+1"], "--advertise"),
             (&["--id", "1", "--zookeeper", "a:1,b"], "--zookeeper"),
             (&["--id", "1", "--zk-prefix", "x"], "--zk-prefix"),
             (&["--id", "1", "--startup-delay", "-1"], "--startup-delay"),

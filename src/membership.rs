@@ -81,6 +81,8 @@ impl Membership {
             .strip_prefix("NODE-")
             .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|d| d.parse::<u32>().ok())
+            // Exactly NODE-{id}: "NODE-02" would be a second name for node 2.
+            .filter(|&id| node_name(id) == name)
             .ok_or_else(|| {
                 JoinError::BadName(format!("{name:?} is not a node name such as NODE-4."))
             })?;
@@ -101,14 +103,13 @@ impl Membership {
     /// Places a joining node: its old slot if it had one, else the first free slot.
     pub fn join(&mut self, name: &str, address: &str) -> Result<Joined, JoinError> {
         self.parse_name(name)?;
-        let slot = match self.slot_of(name) {
-            Some(slot) => slot,
-            None => self
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .expect("a tree of N slots has room for its N-1 non-root ids"),
-        };
+        let free = || self.slots.iter().position(Option::is_none);
+        // With one name per id, N slots always have room for the N-1 other
+        // ids; a table restored from damaged znodes is the only way to fill up.
+        let slot = self
+            .slot_of(name)
+            .or_else(free)
+            .ok_or_else(|| JoinError::BadName(format!("The tree has no free slot for {name}.")))?;
         self.slots[slot] = Some(Peer {
             name: name.to_string(),
             address: address.to_string(),
@@ -281,7 +282,7 @@ mod tests {
     fn bad_names_are_refused() {
         let mut m = table();
         for name in [
-            "NODE-8", "NODE-0", "node-2", "NODE-", "NODE-x", "2", "NODE-+2",
+            "NODE-8", "NODE-0", "node-2", "NODE-", "NODE-x", "2", "NODE-+2", "NODE-02",
         ] {
             assert!(
                 matches!(m.join(name, "h:1"), Err(JoinError::BadName(_))),
