@@ -101,12 +101,14 @@ fn init_logging(level: log::LevelFilter) {
         .with_level(level)
         .with_module_level("ureq", log::LevelFilter::Warn);
     log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
-    // The client's error records must reach NodeLogger even at a quieter level.
-    log::set_max_level(level.max(log::LevelFilter::Error));
+    // The client's records down to info must reach NodeLogger even at a
+    // quieter level: its reconnect loop is paced there.
+    log::set_max_level(level.max(log::LevelFilter::Info));
 }
 
 fn run_node(args: pico_args::Arguments) {
     treecache::process::limit_malloc_arenas();
+    treecache::process::raise_open_files_limit();
     let config = match Config::parse(args, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -116,13 +118,14 @@ fn run_node(args: pico_args::Arguments) {
     };
     init_logging(config.log_level);
 
-    let http = match tiny_http::Server::http(config.listen) {
+    let http = match std::net::TcpListener::bind(config.listen) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("treecache node: cannot listen on {}: {e}", config.listen);
             std::process::exit(1);
         }
     };
+    treecache::process::exit_on_stop_signals();
     let registry = Registry::start(&config.zookeeper);
     let locate_root: treecache::upstream::RootLocator = match &config.root {
         Some(address) => {
@@ -160,5 +163,8 @@ fn run_node(args: pico_args::Arguments) {
     let threads = config.threads;
     let node = Arc::new(Node::new(config, upstream, registry));
     startup::start(node.clone());
-    server::serve(node, http, threads);
+    if let Err(e) = server::serve(node, http, threads) {
+        log::error!("the server stopped: {e}");
+        std::process::exit(1);
+    }
 }

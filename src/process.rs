@@ -52,6 +52,39 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Raises this process's limit on open files to the most it may have:
+/// every client connection holds one.
+pub fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// Exits with status 0 on SIGINT or SIGTERM. A node keeps nothing that a
+/// clean stop would have to save; this matters most as a container's first
+/// process, which the kernel gives no default handling of SIGTERM.
+pub fn exit_on_stop_signals() {
+    catch_stop_signals();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(|| loop {
+            if stop_requested() {
+                log::info!("stopping on a signal");
+                std::process::exit(0);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        })
+        .expect("spawn the signal watcher");
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: libc::c_int) -> bool {
     // SAFETY: kill(2) with a pid we started.

@@ -41,14 +41,19 @@ pub fn is_client_log(target: &str) -> bool {
 
 /// Handles a log record of the `zookeeper` crate instead of printing it.
 ///
-/// While the server is down, the client's I/O thread retries connecting in a
-/// loop with no pause, and the only code of ours it runs on each attempt is
-/// this log call ("Failed to connect ..."). Sleeping here turns a loop that
-/// would burn a core for a whole session timeout into ten attempts a second.
+/// While the server is down, the client's I/O thread retries connecting
+/// with no pause: either an immediate "Failed to connect" and round again,
+/// or a connect that is refused a moment later ("Reconnect due to HUP"),
+/// which starts over with "Establishing Zk connection". The only code of
+/// ours it runs on each attempt is these log calls. Sleeping in them turns a
+/// loop that would burn a core for a whole session timeout into about ten
+/// attempts a second. (`main.rs` lets the crate's info records through.)
 pub fn pace_client_log(record: &log::Record<'_>) {
-    if record.level() == log::Level::Error
-        && record.target() == "zookeeper::io"
-        && record.args().to_string().starts_with("Failed to connect")
+    if record.target() != "zookeeper::io" || record.level() > log::Level::Info {
+        return;
+    }
+    let message = record.args().to_string();
+    if message.starts_with("Failed to connect") || message.starts_with("Establishing Zk connection")
     {
         std::thread::sleep(CLIENT_RETRY_PAUSE);
     }

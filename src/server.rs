@@ -6,16 +6,122 @@
 //! - The upstream pool runs work that waits on the parent or the root. It is
 //!   separate so that however many requests wait upstream, receivers remain
 //!   to answer the invalidations those very requests may depend on.
+//!
+//! tiny_http's accept thread ends for good on the first failed `accept`
+//! (too many open files, say), or panics when it cannot duplicate an
+//! accepted socket (the same cause, one step later), after which a server
+//! would silently stop taking connections. When either happens here (a panic
+//! hook notices the second), a new tiny_http server is
+//! built on the same listening socket (retrying until that works), workers
+//! move to it within `POLL`, and one thread keeps serving the connections
+//! the old one still has open.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::api;
 use crate::node::Node;
 
+/// How often an idle receiver checks that its server is still the current one.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Set when code of tiny_http panicked: its accept thread may be gone.
+static TINY_HTTP_PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// Notes panics in tiny_http's own threads (then reports them as usual).
+fn watch_tiny_http_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("tiny_http"))
+        {
+            TINY_HTTP_PANICKED.store(true, Ordering::SeqCst);
+        }
+        report(info);
+    }));
+}
+
+/// The tiny_http server currently accepting, replaced if its accept loop dies.
+struct Acceptor {
+    listener: TcpListener,
+    current: RwLock<Arc<tiny_http::Server>>,
+    replacing: Mutex<()>,
+}
+
+impl Acceptor {
+    fn new(listener: TcpListener) -> std::io::Result<Acceptor> {
+        let server = Self::build(&listener)?;
+        Ok(Acceptor {
+            listener,
+            current: RwLock::new(Arc::new(server)),
+            replacing: Mutex::new(()),
+        })
+    }
+
+    fn build(listener: &TcpListener) -> std::io::Result<tiny_http::Server> {
+        tiny_http::Server::from_listener(listener.try_clone()?, None)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    fn current(&self) -> Arc<tiny_http::Server> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces `failed` (once, however many workers saw it fail) and returns
+    /// it, so that its open connections can still be served. Listening again
+    /// needs a descriptor too, so under EMFILE this waits until one is free.
+    fn replace(
+        &self,
+        failed: &Arc<tiny_http::Server>,
+        error: &dyn std::fmt::Display,
+    ) -> Option<Arc<tiny_http::Server>> {
+        let _one_at_a_time = self.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&self.current(), failed) {
+            return None;
+        }
+        log::error!("accepting connections failed ({error}); listening again");
+        let server = loop {
+            // A failure such as EMFILE can last a while: do not spin on it.
+            std::thread::sleep(Duration::from_millis(100));
+            match Self::build(&self.listener) {
+                Ok(server) => break server,
+                Err(e) => log::debug!("cannot listen again yet: {e}"),
+            }
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(server);
+        log::info!("accepting connections again");
+        Some(failed.clone())
+    }
+}
+
+/// Handles one request if one arrives within `wait` (forever with `None`).
+fn receive(
+    node: &Node,
+    server: &tiny_http::Server,
+    deferred: &Sender<api::Deferred>,
+    wait: Option<Duration>,
+) -> Result<(), std::io::Error> {
+    let request = match wait {
+        Some(wait) => server.recv_timeout(wait)?,
+        None => Some(server.recv()?),
+    };
+    if let Some(job) = request.and_then(|r| api::handle(node, r)) {
+        let _ = deferred.send(job);
+    }
+    Ok(())
+}
+
 /// Runs the server until the process ends.
-pub fn serve(node: Arc<Node>, server: tiny_http::Server, threads: usize) {
-    let server = Arc::new(server);
+pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io::Result<()> {
+    let acceptor = Arc::new(Acceptor::new(listener)?);
+    watch_tiny_http_panics();
     let upstream_threads = (threads * 4).clamp(16, 256);
     let (tx, rx) = mpsc::channel::<api::Deferred>();
     let rx = Arc::new(Mutex::new(rx));
@@ -30,30 +136,40 @@ pub fn serve(node: Arc<Node>, server: tiny_http::Server, threads: usize) {
                     Ok(job) => api::finish(&node, job),
                     Err(_) => return,
                 }
-            })
-            .expect("spawn an upstream worker");
+            })?;
     }
-    let receivers: Vec<_> = (0..threads)
+    let receivers = (0..threads)
         .map(|i| {
-            let node = node.clone();
-            let server = server.clone();
-            let tx = tx.clone();
+            let (node, acceptor, tx) = (node.clone(), acceptor.clone(), tx.clone());
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || loop {
-                    match server.recv() {
-                        Ok(request) => {
-                            if let Some(job) = api::handle(&node, request) {
-                                let _ = tx.send(job);
-                            }
+                    let server = acceptor.current();
+                    let failure: Option<(Arc<tiny_http::Server>, Box<dyn std::fmt::Display>)> =
+                        match receive(&node, &server, &tx, Some(POLL)) {
+                            Err(e) => Some((server, Box::new(e))),
+                            // The panic may have ended the accept thread of a
+                            // server installed since we fetched ours.
+                            Ok(()) if TINY_HTTP_PANICKED.swap(false, Ordering::SeqCst) => Some((
+                                acceptor.current(),
+                                Box::new("tiny_http's accept thread panicked"),
+                            )),
+                            Ok(()) => None,
+                        };
+                    if let Some((server, e)) = failure {
+                        if let Some(old) = acceptor.replace(&server, &e) {
+                            let (node, tx) = (node.clone(), tx.clone());
+                            // Requests on connections the old server accepted.
+                            std::thread::spawn(
+                                move || while receive(&node, &old, &tx, None).is_ok() {},
+                            );
                         }
-                        Err(e) => log::warn!("accepting a request failed: {e}"),
                     }
                 })
-                .expect("spawn an HTTP worker")
         })
-        .collect();
+        .collect::<std::io::Result<Vec<_>>>()?;
     for r in receivers {
         let _ = r.join();
     }
+    Ok(())
 }

@@ -190,3 +190,48 @@ fn a_restarted_parent_makes_the_caches_below_it_drop_what_it_no_longer_tracks() 
         "the leaf must not serve the old value"
     );
 }
+
+/// Sends `GET /` on a new connection; true on a 200 within one second.
+fn answers(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) =
+        std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(1))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut head = [0u8; 12];
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/1.1 200"
+}
+
+#[test]
+fn a_node_that_ran_out_of_file_descriptors_accepts_connections_again() {
+    let cluster = Cluster::builder(1).open_files(64).start();
+    let address = cluster.address(1);
+    // Hold idle connections until the node can accept no more.
+    let mut held = Vec::new();
+    let socket_address = address.parse().unwrap();
+    for _ in 0..200 {
+        // Once the accept backlog is full, a connect only ends by time-out.
+        match std::net::TcpStream::connect_timeout(&socket_address, Duration::from_millis(300)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    common::wait_until(
+        Duration::from_secs(10),
+        "the node ran out of descriptors",
+        || cluster.log(1).contains("Too many open files"),
+    );
+    drop(held);
+    common::wait_until(Duration::from_secs(10), "the node answers again", || {
+        answers(&address)
+    });
+    assert_eq!(
+        http::put(&format!("{}/store/k", cluster.url(1)), &json!(1)).0,
+        200
+    );
+}

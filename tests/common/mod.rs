@@ -134,9 +134,16 @@ pub struct Builder {
     args: Vec<String>,
     own_zookeeper: bool,
     wait: bool,
+    open_files: Option<u64>,
 }
 
 impl Builder {
+    /// Starts every node with this limit on open files (RLIMIT_NOFILE).
+    pub fn open_files(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+
     pub fn root_id(mut self, id: u32) -> Self {
         self.root_id = id;
         self
@@ -185,6 +192,7 @@ impl Builder {
             dir: temp_dir("cluster"),
             env: self.env,
             args: self.args,
+            open_files: self.open_files,
             nodes: BTreeMap::new(),
         };
         cluster.spawn(self.root_id);
@@ -219,6 +227,7 @@ pub struct Cluster {
     pub dir: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    open_files: Option<u64>,
     nodes: BTreeMap<u32, NodeProc>,
 }
 
@@ -237,6 +246,7 @@ impl Cluster {
             args: Vec::new(),
             own_zookeeper: false,
             wait: true,
+            open_files: None,
         }
     }
 
@@ -322,6 +332,22 @@ impl Cluster {
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         treecache::process::die_with_parent(&mut command);
+        if let Some(limit) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = command.spawn().expect("start a node");
         self.nodes.insert(
             id,
