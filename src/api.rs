@@ -17,14 +17,17 @@ use crate::docs;
 use crate::error::Error;
 use crate::input::{self, decode_key, key_value_body, MAX_BODY_BYTES};
 use crate::membership::JoinError;
-use crate::node::{Child, Node};
+use crate::node::{Answer, Child, Node};
 use crate::store::{Lookup, Mutation};
 use crate::upstream::{
     Deadline, BUDGET_HEADER, CACHEABLE_HEADER, CHILD_ADDRESS_HEADER, CHILD_NAME_HEADER,
-    CHILD_SLOT_HEADER, VERSION_HEADER,
+    CHILD_SLOT_HEADER, FENCED_HEADER, VERSION_HEADER,
 };
 
 const JSON: &str = "application/json";
+
+/// Slack past the end of a child's fill during which it is still sent invalidations.
+const FILL_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An answer to send.
 pub struct Reply {
@@ -152,10 +155,12 @@ pub fn finish(node: &Node, deferred: Deferred) {
             deadline,
         } => node
             .read_through(&key, child.as_ref(), deadline)
-            .and_then(|found| match (found, &child) {
-                (None, _) => Err(not_found(&key)),
-                (Some(a), None) => Ok(Reply::json(200, key_value_body(&key, &a.value))),
-                (Some(a), Some(_)) => Ok(fill_reply(a.value, a.version, a.cacheable)),
+            .map(|answer| match child {
+                Some(_) => fill_reply(&key, answer),
+                None => match answer.value {
+                    Some(v) => Reply::json(200, key_value_body(&key, &v)),
+                    None => Reply::error(&not_found(&key)),
+                },
             }),
         Work::Write {
             key,
@@ -241,14 +246,37 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
         Route::Fill(segment) => {
             let key = decode_key(segment)?;
             let child = child_of(node, request)?;
+            // Until this child's fill has surely ended, invalidations of the
+            // key go to it too, whatever we answer (see Store::note_fill).
+            // The child's own deadline is up to a tenth later than the budget it
+            // sent us (Deadline::for_next_hop); its fill cannot outlast that.
+            let until = deadline.0 + deadline.remaining() / 8 + FILL_GRACE;
+            node.store.note_fill(&key, child.side, until);
             match node.read_local(&key, Some(&child), <[u8]>::to_vec) {
                 Lookup::Hit {
                     out,
                     version,
                     cacheable,
-                } => Ok(Step::Done(fill_reply(out, version, cacheable))),
-                Lookup::Miss if node.is_root() => Err(not_found(&key)),
-                Lookup::Miss => Ok(Step::Defer(Work::Read {
+                    pending,
+                } => Ok(Step::Done(fill_reply(
+                    &key,
+                    Answer {
+                        value: Some(out),
+                        version,
+                        cacheable,
+                        fenced: pending,
+                    },
+                ))),
+                Lookup::Miss { pending } if node.is_root() => Ok(Step::Done(fill_reply(
+                    &key,
+                    Answer {
+                        value: None,
+                        version: 0,
+                        cacheable: false,
+                        fenced: pending,
+                    },
+                ))),
+                Lookup::Miss { .. } => Ok(Step::Defer(Work::Read {
                     key,
                     child: Some(child),
                     deadline,
@@ -293,8 +321,8 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
 fn read(node: &Node, key: String, local: bool, deadline: Deadline) -> Result<Step, Error> {
     match node.read_local(&key, None, |v| key_value_body(&key, v)) {
         Lookup::Hit { out, .. } => Ok(Step::Done(Reply::json(200, out))),
-        Lookup::Miss if local || node.is_root() => Err(not_found(&key)),
-        Lookup::Miss => Ok(Step::Defer(Work::Read {
+        Lookup::Miss { .. } if local || node.is_root() => Err(not_found(&key)),
+        Lookup::Miss { .. } => Ok(Step::Defer(Work::Read {
             key,
             child: None,
             deadline,
@@ -407,13 +435,17 @@ fn child_of(node: &Node, request: &Request) -> Result<Child, Error> {
     node.child_from(slot, &name, &address)
 }
 
-fn fill_reply(value: Vec<u8>, version: u64, cacheable: bool) -> Reply {
-    Reply::json(200, value)
-        .with_header(VERSION_HEADER, version.to_string())
-        .with_header(
-            CACHEABLE_HEADER,
-            if cacheable { "1" } else { "0" }.to_string(),
-        )
+/// The answer to a child's fill: the raw value (or a 404) and what the
+/// child may do with it.
+fn fill_reply(key: &str, answer: Answer) -> Reply {
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    let reply = match answer.value {
+        Some(value) => Reply::json(200, value)
+            .with_header(VERSION_HEADER, answer.version.to_string())
+            .with_header(CACHEABLE_HEADER, flag(answer.cacheable)),
+        None => Reply::error(&not_found(key)),
+    };
+    reply.with_header(FENCED_HEADER, flag(answer.fenced))
 }
 
 fn not_found(key: &str) -> Error {

@@ -11,19 +11,25 @@ use std::time::Instant;
 
 use crate::error::Error;
 
-/// A value fetched from upstream.
+/// What a fill brought from upstream.
 #[derive(Clone, Debug)]
 pub struct Fetched {
-    /// The value as compact JSON.
-    pub value: Arc<[u8]>,
+    /// The value as compact JSON; `None` when the key exists nowhere (404).
+    pub value: Option<Arc<[u8]>>,
     /// The version the root gave the write that produced it.
     pub version: u64,
     /// Whether this node kept it in its cache.
     pub cached: bool,
+    /// The answer may be older than a write acknowledged before it arrived:
+    /// an invalidation passed the fill (here or upstream), or the root
+    /// answered while writing the key. The request that led the fill started
+    /// before that write ended and may use it; requests that joined the fill
+    /// may have started after, and must fill again.
+    pub fenced: bool,
 }
 
-/// The outcome of a fill: a value, absence (404), or an error.
-pub type FillOutcome = Result<Option<Fetched>, Error>;
+/// The outcome of a fill, or an error.
+pub type FillOutcome = Result<Fetched, Error>;
 
 /// A fill in progress.
 #[derive(Default)]
@@ -104,9 +110,18 @@ mod tests {
                 std::thread::spawn(move || f.wait(Instant::now() + Duration::from_secs(5)))
             })
             .collect();
-        Leader::new(flight.clone()).finish(Ok(None));
+        let absent = Fetched {
+            value: None,
+            version: 0,
+            cached: false,
+            fenced: false,
+        };
+        Leader::new(flight.clone()).finish(Ok(absent));
         for w in waiters {
-            assert!(matches!(w.join().unwrap(), Some(Ok(None))));
+            assert!(matches!(
+                w.join().unwrap(),
+                Some(Ok(Fetched { value: None, .. }))
+            ));
         }
     }
 

@@ -45,13 +45,17 @@ pub struct Child {
     pub peer: Peer,
 }
 
-/// A value as a node answers it.
+/// A read as a node answers it.
 #[derive(Debug)]
 pub struct Answer {
-    pub value: Vec<u8>,
+    /// The value as compact JSON; `None` when the key exists nowhere.
+    pub value: Option<Vec<u8>>,
     pub version: u64,
     /// Whether the asking child may cache it (it was recorded as a holder).
     pub cacheable: bool,
+    /// Whether requests that joined the asking child's fill must fill again
+    /// (see `flight::Fetched::fenced`).
+    pub fenced: bool,
 }
 
 /// A node's shared state.
@@ -178,39 +182,45 @@ impl Node {
         let found = self.store.lookup(key, child.map(|c| c.side), render);
         match found {
             Lookup::Hit { .. } => bump(&self.metrics.hits),
-            Lookup::Miss => bump(&self.metrics.misses),
+            Lookup::Miss { .. } => bump(&self.metrics.misses),
         }
         found
     }
 
-    /// Reads `key` through the parent after a local miss; `None` when it exists nowhere.
+    /// Reads `key` through the parent after a local miss.
+    ///
+    /// Concurrent misses share one fill. A request that joined a fill whose
+    /// answer came back fenced fills again: the answer may predate a write
+    /// that was acknowledged after the fill began but before this request
+    /// did (see `flight::Fetched::fenced`).
     pub fn read_through(
         &self,
         key: &str,
         child: Option<&Child>,
         deadline: Deadline,
-    ) -> Result<Option<Answer>, Error> {
+    ) -> Result<Answer, Error> {
         if self.is_root() {
             return Ok(self.answer_from_store(key, child));
         }
         loop {
-            let outcome = match self.store.begin_fill(key) {
+            let fetched = match self.store.begin_fill(key) {
                 Begin::Present => match self.answer_from_store(key, child) {
-                    Some(answer) => return Ok(Some(answer)),
-                    None => continue,
+                    found @ Answer { value: Some(_), .. } => return Ok(found),
+                    _ => continue,
                 },
                 Begin::Join(flight) => {
                     bump(&self.metrics.coalesced_waits);
-                    flight
+                    let fetched = flight
                         .wait(deadline.0)
-                        .ok_or_else(|| self.parent_timed_out())?
+                        .ok_or_else(|| self.parent_timed_out())??;
+                    if fetched.fenced {
+                        continue;
+                    }
+                    fetched
                 }
-                Begin::Lead { id, flight } => self.fill(key, id, Leader::new(flight), deadline),
+                Begin::Lead { id, flight } => self.fill(key, id, Leader::new(flight), deadline)?,
             };
-            return match outcome? {
-                None => Ok(None),
-                Some(fetched) => Ok(Some(self.answer_fetched(key, child, fetched))),
-            };
+            return Ok(self.answer_fetched(key, child, fetched));
         }
     }
 
@@ -222,19 +232,26 @@ impl Node {
                 value,
                 version,
                 cacheable,
+                fenced,
             }) => {
-                let cached = self
+                let end = self
                     .store
                     .complete_fill(key, id, &value, version, cacheable);
-                Ok(Some(Fetched {
-                    value: value.into(),
+                Ok(Fetched {
+                    value: Some(value.into()),
                     version,
-                    cached,
-                }))
+                    cached: end.cached,
+                    fenced: fenced || end.fenced,
+                })
             }
-            Ok(Fill::Absent) => {
-                self.store.abandon_fill(key, id);
-                Ok(None)
+            Ok(Fill::Absent { fenced }) => {
+                let fenced_here = self.store.abandon_fill(key, id);
+                Ok(Fetched {
+                    value: None,
+                    version: 0,
+                    cached: false,
+                    fenced: fenced || fenced_here,
+                })
             }
             Err(e) => {
                 self.store.abandon_fill(key, id);
@@ -253,13 +270,14 @@ impl Node {
             None => false,
         };
         Answer {
-            value: f.value.to_vec(),
+            value: f.value.map(|v| v.to_vec()),
             version: f.version,
             cacheable,
+            fenced: f.fenced,
         }
     }
 
-    fn answer_from_store(&self, key: &str, child: Option<&Child>) -> Option<Answer> {
+    fn answer_from_store(&self, key: &str, child: Option<&Child>) -> Answer {
         match self
             .store
             .lookup(key, child.map(|c| c.side), <[u8]>::to_vec)
@@ -268,12 +286,19 @@ impl Node {
                 out,
                 version,
                 cacheable,
-            } => Some(Answer {
-                value: out,
+                pending,
+            } => Answer {
+                value: Some(out),
                 version,
                 cacheable,
-            }),
-            Lookup::Miss => None,
+                fenced: pending,
+            },
+            Lookup::Miss { pending } => Answer {
+                value: None,
+                version: 0,
+                cacheable: false,
+                fenced: pending,
+            },
         }
     }
 
@@ -357,7 +382,14 @@ impl Node {
             bump(&self.metrics.invalidations_sent);
             self.upstream
                 .invalidate(peer, key, version, deadline)
-                .map_err(|e| (Error::from(e), side.bit()))
+                .map_err(|e| {
+                    log::warn!(
+                        "invalidating {key:?} at {} ({}) failed: {e:?}",
+                        peer.name,
+                        peer.address
+                    );
+                    (Error::from(e), side.bit())
+                })
         };
         match targets.as_slice() {
             [] => Ok(()),

@@ -4,7 +4,9 @@
 //! evicts, and may refuse writes once `--max-store-bytes` is reached. On every
 //! other node it is a byte-bounded LRU cache. In both it keeps, per key:
 //! - the value (compact JSON) and the version of the write that produced it;
-//! - the directory: which children hold the key (two bits);
+//! - the directory: which children hold the key (two bits), and which
+//!   children were answered a fill of it recently (they may still be passing
+//!   that answer to requests that joined their fill);
 //! - on the root, whether a write of the key is under way (`pending`);
 //! - on caches, the fill in flight for the key, if any, and whether an
 //!   invalidation has passed it (then its answer must not be cached).
@@ -21,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::flight::Flight;
 use crate::lru::Lru;
@@ -133,9 +136,21 @@ struct InFlight {
     flight: Arc<Flight>,
 }
 
+/// Children answered a fill of a key, until their fills have surely ended.
+struct Recent {
+    bits: u8,
+    until: Instant,
+}
+
 #[derive(Default)]
 struct Shard {
     map: HashMap<Blob, Meta>,
+    /// Children recently answered a fill, by key; kept apart from the
+    /// directory because they may hold nothing (a 404, an uncacheable value)
+    /// and must be forgotten once their fills are over.
+    recent: HashMap<Box<str>, Recent>,
+    /// `recent` is swept of expired entries when it grows to this size.
+    recent_sweep_at: usize,
     lru: Lru<Box<str>>,
     flights: HashMap<Box<str>, InFlight>,
     /// Keys this cache dropped entirely whose release the parent has not yet
@@ -147,7 +162,8 @@ struct Shard {
     bytes: u64,
 }
 
-/// How a lookup ended.
+/// How a lookup ended. `pending` (root only): a write of the key is under
+/// way, so the answer may be superseded before it arrives.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<R> {
     /// The key is here; `cacheable` says whether the asking child was recorded as a holder.
@@ -155,8 +171,11 @@ pub enum Lookup<R> {
         out: R,
         version: u64,
         cacheable: bool,
+        pending: bool,
     },
-    Miss,
+    Miss {
+        pending: bool,
+    },
 }
 
 /// How an attempt to start a fill ended.
@@ -167,6 +186,15 @@ pub enum Begin {
     Join(Arc<Flight>),
     /// This request leads a new fill; finish it with `complete_fill`/`abandon_fill`.
     Lead { id: u64, flight: Arc<Flight> },
+}
+
+/// How a fill ended at this node.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct FillEnd {
+    /// The value was cached here.
+    pub cached: bool,
+    /// An invalidation passed the fill while it was under way.
+    pub fenced: bool,
 }
 
 /// Counters the store keeps for `/metrics`.
@@ -240,15 +268,18 @@ impl Store {
         let mut shard = self.shard(key);
         let shard = &mut *shard;
         let Some((blob, meta)) = shard.map.get_key_value(key) else {
-            return Lookup::Miss;
+            return Lookup::Miss { pending: false };
         };
         if !meta.has_value() {
-            return Lookup::Miss;
+            return Lookup::Miss {
+                pending: meta.pending(),
+            };
         }
         let out = out(blob.value());
         let version = meta.version;
         let lru = meta.lru;
-        let cacheable = !meta.pending();
+        let pending = meta.pending();
+        let cacheable = !pending;
         if let Some(side) = child.filter(|_| cacheable) {
             if let Some(meta) = shard.map.get_mut(key) {
                 meta.holders |= side.bit();
@@ -261,6 +292,45 @@ impl Store {
             out,
             version,
             cacheable: cacheable && child.is_some(),
+            pending,
+        }
+    }
+
+    /// Records that `side` is being answered a fill of `key`: until `until`
+    /// (the end of that fill's time budget) invalidations of the key go to it
+    /// too, whatever the answer. A child whose fill is still under way may
+    /// have other requests waiting on it; the invalidation fences that fill,
+    /// so that none of them can be handed a value older than the write.
+    pub fn note_fill(&self, key: &str, side: Side, until: Instant) {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        if shard.recent.len() >= shard.recent_sweep_at.max(1024) {
+            let now = Instant::now();
+            shard.recent.retain(|_, r| r.until > now);
+            shard.recent_sweep_at = 2 * shard.recent.len();
+        }
+        match shard.recent.get_mut(key) {
+            Some(r) => {
+                r.bits |= side.bit();
+                r.until = r.until.max(until);
+            }
+            None => {
+                shard.recent.insert(
+                    key.into(),
+                    Recent {
+                        bits: side.bit(),
+                        until,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Takes the bits of children recently answered a fill of `key`.
+    fn take_recent(shard: &mut Shard, key: &str) -> u8 {
+        match shard.recent.remove(key) {
+            Some(r) if r.until > Instant::now() => r.bits,
+            _ => 0,
         }
     }
 
@@ -305,7 +375,7 @@ impl Store {
 
     /// Ends fill `id` that brought `value`. It is cached only if upstream said
     /// it may be, no invalidation passed the fill meanwhile, and the parent has
-    /// acknowledged any earlier release of the key. Returns whether it was cached.
+    /// acknowledged any earlier release of the key.
     pub fn complete_fill(
         &self,
         key: &str,
@@ -313,20 +383,16 @@ impl Store {
         value: &[u8],
         version: u64,
         cacheable: bool,
-    ) -> bool {
+    ) -> FillEnd {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
-        let fenced = match shard.flights.get(key) {
-            Some(f) if f.id == id => {
-                let fenced = f.fenced;
-                shard.flights.remove(key);
-                fenced
-            }
-            // Replaced by a newer fill after an invalidation: fenced.
-            _ => true,
+        let fenced = Self::end_flight(shard, key, id);
+        let not_cached = FillEnd {
+            cached: false,
+            fenced,
         };
         let Mode::Cache { max_bytes } = self.mode else {
-            return false;
+            return not_cached;
         };
         let cost = self.entry_cost(key, value.len());
         if !cacheable
@@ -334,11 +400,11 @@ impl Store {
             || shard.unacknowledged.contains(key)
             || cost > max_bytes / SHARDS as u64
         {
-            return false;
+            return not_cached;
         }
         if let Some(meta) = shard.map.get(key) {
             if meta.has_value() && meta.version >= version {
-                return false;
+                return not_cached;
             }
         }
         // Keep the directory bits of a tombstone being refilled.
@@ -355,14 +421,29 @@ impl Store {
         );
         self.charge(shard, cost as i64, 1);
         self.evict(shard, max_bytes / SHARDS as u64);
-        true
+        FillEnd {
+            cached: true,
+            fenced: false,
+        }
     }
 
     /// Ends fill `id` without a value (absent upstream, or an error).
-    pub fn abandon_fill(&self, key: &str, id: u64) {
-        let mut shard = self.shard(key);
-        if shard.flights.get(key).is_some_and(|f| f.id == id) {
-            shard.flights.remove(key);
+    /// Returns whether an invalidation passed it.
+    pub fn abandon_fill(&self, key: &str, id: u64) -> bool {
+        let mut guard = self.shard(key);
+        Self::end_flight(&mut guard, key, id)
+    }
+
+    /// Removes fill `id` from the flights; returns whether it was fenced.
+    fn end_flight(shard: &mut Shard, key: &str, id: u64) -> bool {
+        match shard.flights.get(key) {
+            Some(f) if f.id == id => {
+                let fenced = f.fenced;
+                shard.flights.remove(key);
+                fenced
+            }
+            // Replaced by a newer fill after an invalidation: fenced.
+            _ => true,
         }
     }
 
@@ -375,9 +456,10 @@ impl Store {
         if let Some(f) = shard.flights.get_mut(key) {
             f.fenced = true;
         }
+        let recent = Self::take_recent(shard, key);
         match self.remove_entry(shard, key) {
-            Some(meta) => (meta.has_value(), meta.holders),
-            None => (false, 0),
+            Some(meta) => (meta.has_value(), meta.holders | recent),
+            None => (false, recent),
         }
     }
 
@@ -432,15 +514,29 @@ impl Store {
     /// Starts a write of `key` at the root: marks it pending (fills answered
     /// meanwhile are not cacheable) and takes its directory bits, which the
     /// caller must invalidate before calling [`Store::apply`].
+    /// A key with no value gets a placeholder entry for the time of the
+    /// write, so that fills answered meanwhile (404s) are marked pending too.
+    /// The bits include children recently answered a fill of the key.
     pub fn begin_write(&self, key: &str) -> u8 {
-        let mut shard = self.shard(key);
-        match shard.map.get_mut(key) {
-            Some(meta) => {
-                meta.flags |= PENDING;
-                std::mem::take(&mut meta.holders)
-            }
-            None => 0,
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        let recent = Self::take_recent(shard, key);
+        if let Some(meta) = shard.map.get_mut(key) {
+            meta.flags |= PENDING;
+            return std::mem::take(&mut meta.holders) | recent;
         }
+        shard.map.insert(
+            Blob::new(key, b""),
+            Meta {
+                version: 0,
+                lru: NO_LRU,
+                holders: 0,
+                flags: PENDING,
+            },
+        );
+        let cost = self.entry_cost(key, 0);
+        self.charge(shard, cost as i64, 0);
+        recent
     }
 
     /// Whether `key` currently has a value.
@@ -488,9 +584,7 @@ impl Store {
                         .get_key_value(key)
                         .map_or(0, |(b, _)| self.entry_cost(key, b.value().len()));
                     if self.bytes() - old + self.entry_cost(key, value.len()) > max {
-                        if let Some(meta) = shard.map.get_mut(key) {
-                            meta.flags &= !PENDING;
-                        }
+                        self.end_pending(shard, key, 0);
                         return Applied::Full;
                     }
                 }
@@ -513,10 +607,19 @@ impl Store {
 
     /// Ends a write that could not be applied, restoring directory bits.
     pub fn abort_write(&self, key: &str, holders: u8) {
-        let mut shard = self.shard(key);
-        if let Some(meta) = shard.map.get_mut(key) {
-            meta.flags &= !PENDING;
-            meta.holders |= holders;
+        let mut guard = self.shard(key);
+        self.end_pending(&mut guard, key, holders);
+    }
+
+    /// Clears the pending mark, restores bits, and drops a placeholder left empty.
+    fn end_pending(&self, shard: &mut Shard, key: &str, holders: u8) {
+        let Some(meta) = shard.map.get_mut(key) else {
+            return;
+        };
+        meta.flags &= !PENDING;
+        meta.holders |= holders;
+        if !meta.has_value() && meta.holders == 0 {
+            self.remove_entry(shard, key);
         }
     }
 
@@ -621,7 +724,7 @@ mod tests {
     fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
         match store.lookup(key, None, |v| v.to_vec()) {
             Lookup::Hit { out, .. } => Some(out),
-            Lookup::Miss => None,
+            Lookup::Miss { .. } => None,
         }
     }
 
@@ -637,7 +740,7 @@ mod tests {
         let Begin::Lead { id, .. } = store.begin_fill(key) else {
             panic!("expected to lead");
         };
-        store.complete_fill(key, id, v, version, true)
+        store.complete_fill(key, id, v, version, true).cached
     }
 
     #[test]
@@ -743,9 +846,16 @@ mod tests {
         let Begin::Lead { id: id2, .. } = s.begin_fill("k") else {
             panic!("a fenced fill must not be joined")
         };
-        assert!(!s.complete_fill("k", id, b"old", 1, true));
+        let end = s.complete_fill("k", id, b"old", 1, true);
+        assert_eq!(
+            end,
+            FillEnd {
+                cached: false,
+                fenced: true
+            }
+        );
         assert_eq!(value(&s, "k"), None);
-        assert!(s.complete_fill("k", id2, b"new", 2, true));
+        assert!(s.complete_fill("k", id2, b"new", 2, true).cached);
         assert_eq!(value(&s, "k").unwrap(), b"new");
     }
 
@@ -756,7 +866,7 @@ mod tests {
             panic!()
         };
         assert!(matches!(s.begin_fill("k"), Begin::Join(_)));
-        assert!(s.complete_fill("k", id, b"v", 1, true));
+        assert!(s.complete_fill("k", id, b"v", 1, true).cached);
     }
 
     #[test]
@@ -765,7 +875,7 @@ mod tests {
         let Begin::Lead { id, .. } = s.begin_fill("k") else {
             panic!()
         };
-        assert!(!s.complete_fill("k", id, b"v", 1, false));
+        assert!(!s.complete_fill("k", id, b"v", 1, false).cached);
         assert_eq!(value(&s, "k"), None);
     }
 
@@ -835,5 +945,71 @@ mod tests {
         s.clear();
         assert_eq!((s.keys(), s.bytes()), (0, 0));
         assert_eq!(value(&s, "a"), None);
+    }
+}
+
+#[cfg(test)]
+mod coherence_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn children_answered_recently_are_invalidated_even_without_holding_the_key() {
+        let s = Store::new(Mode::Cache { max_bytes: 1 << 20 });
+        let soon = Instant::now() + Duration::from_secs(5);
+        // A child was answered a fill of a key this node does not hold (a 404).
+        s.note_fill("k", Side::Right, soon);
+        assert_eq!(s.invalidate("k"), (false, Side::Right.bit()));
+        // Taken once: the next invalidation does not go there again.
+        assert_eq!(s.invalidate("k"), (false, 0));
+        // An expired note is forgotten.
+        s.note_fill("k", Side::Left, Instant::now() - Duration::from_millis(1));
+        assert_eq!(s.invalidate("k"), (false, 0));
+    }
+
+    #[test]
+    fn a_write_of_an_absent_key_marks_fills_pending_and_takes_recent_children() {
+        let s = Store::new(Mode::Primary { max_bytes: None });
+        s.note_fill("k", Side::Left, Instant::now() + Duration::from_secs(5));
+        assert_eq!(s.begin_write("k"), Side::Left.bit());
+        assert_eq!(
+            s.lookup("k", Some(Side::Right), |_| ()),
+            Lookup::Miss { pending: true }
+        );
+        assert_eq!(
+            s.apply("k", Mutation::Put(b"1".to_vec()), 7),
+            Applied::Stored
+        );
+        assert!(matches!(
+            s.lookup("k", None, |_| ()),
+            Lookup::Hit {
+                pending: false,
+                version: 7,
+                ..
+            }
+        ));
+        // An aborted write of an absent key leaves nothing behind.
+        s.begin_write("other");
+        s.abort_write("other", 0);
+        assert_eq!(
+            s.lookup("other", None, |_| ()),
+            Lookup::Miss { pending: false }
+        );
+        assert_eq!(s.keys(), 1);
+    }
+
+    #[test]
+    fn the_recent_table_is_swept_of_expired_entries() {
+        let s = Store::new(Mode::Cache { max_bytes: 1 << 20 });
+        let past = Instant::now() - Duration::from_millis(1);
+        for i in 0..50_000 {
+            s.note_fill(&format!("k{i}"), Side::Left, past);
+        }
+        let held: usize = s
+            .shards
+            .iter()
+            .map(|sh| sh.lock().unwrap().recent.len())
+            .sum();
+        assert!(held < 20_000, "{held} expired entries kept");
     }
 }

@@ -23,6 +23,7 @@ use crate::input::{percent_encode, MAX_BODY_BYTES};
 pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
 pub const VERSION_HEADER: &str = "X-Treecache-Version";
 pub const CACHEABLE_HEADER: &str = "X-Treecache-Cacheable";
+pub const FENCED_HEADER: &str = "X-Treecache-Fenced";
 pub const CHILD_SLOT_HEADER: &str = "X-Treecache-Child-Slot";
 pub const CHILD_NAME_HEADER: &str = "X-Treecache-Child-Name";
 pub const CHILD_ADDRESS_HEADER: &str = "X-Treecache-Child-Address";
@@ -73,15 +74,18 @@ pub struct Me {
     pub slot: usize,
 }
 
-/// What the parent said to a fill.
+/// What the parent said to a fill. `fenced`: see `flight::Fetched`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fill {
     Found {
         value: Vec<u8>,
         version: u64,
         cacheable: bool,
+        fenced: bool,
     },
-    Absent,
+    Absent {
+        fenced: bool,
+    },
 }
 
 /// The root's answer to a join.
@@ -203,9 +207,12 @@ impl Upstream {
                     value: body,
                     version,
                     cacheable: headers.cacheable,
+                    fenced: headers.fenced,
                 })
             }
-            404 => Ok(Fill::Absent),
+            404 => Ok(Fill::Absent {
+                fenced: headers.fenced,
+            }),
             status => Err(UpstreamError::Relayed { status, body }),
         }
     }
@@ -418,6 +425,7 @@ impl Upstream {
         let meta = AnswerHeaders {
             version: response.header(VERSION_HEADER).and_then(|v| v.parse().ok()),
             cacheable: response.header(CACHEABLE_HEADER) == Some("1"),
+            fenced: response.header(FENCED_HEADER) == Some("1"),
         };
         let mut body = Vec::new();
         response
@@ -444,6 +452,7 @@ impl Upstream {
 struct AnswerHeaders {
     version: Option<u64>,
     cacheable: bool,
+    fenced: bool,
 }
 
 type Answer = (u16, AnswerHeaders, Vec<u8>);
