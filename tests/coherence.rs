@@ -240,7 +240,7 @@ fn run_client(
             break;
         }
         let key = KEYS[rng.below(KEYS.len() as u64) as usize];
-        let (_, base) = &urls[rng.below(urls.len() as u64) as usize];
+        let (node, base) = &urls[rng.below(urls.len() as u64) as usize];
         let url = format!("{base}/store/{key}");
         let call = match rng.below(20) {
             0..=9 => Call::Get,
@@ -271,6 +271,7 @@ fn run_client(
         history.push(Operation {
             key: key.to_string(),
             client,
+            node: Some(*node),
             call,
             outcome,
             invoked,
@@ -361,6 +362,7 @@ fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
         .env("CACHE_MAX_BYTES", &CACHE_CAP.to_string())
         .start();
     let leaf = cluster.at_slot(3);
+    let sibling = cluster.at_slot(4);
     let middle = cluster.at_slot(1);
     let root = cluster.root_id;
     let key = |i: usize| format!("lru-{i:03}");
@@ -370,8 +372,8 @@ fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
     for i in 0..LRU_KEYS {
         assert_eq!(put(&cluster, root, &key(i), &value(i, 1)).0, 200);
     }
-    let read_all_through_leaf = |generation: u32| {
-        for i in 0..LRU_KEYS {
+    let read_through_leaf = |order: &mut dyn Iterator<Item = usize>, generation: u32| {
+        for i in order {
             let (status, body) = http::get(&store_url(&cluster, leaf, &key(i)));
             assert_eq!(
                 (status, &body["value"]),
@@ -382,9 +384,8 @@ fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
         }
     };
     let within_bound = |when: &str| {
-        for id in [leaf, middle] {
-            let metrics = Metrics::scrape(&cluster, id);
-            let bytes = metrics.get("treecache_cache_bytes");
+        for id in [leaf, sibling, middle] {
+            let bytes = Metrics::scrape(&cluster, id).get("treecache_cache_bytes");
             assert!(
                 bytes <= CACHE_CAP as f64,
                 "{when}: NODE-{id} caches {bytes} bytes, over its bound of {CACHE_CAP}"
@@ -393,7 +394,7 @@ fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
     };
 
     let start = Metrics::scrape(&cluster, leaf);
-    read_all_through_leaf(1);
+    read_through_leaf(&mut (0..LRU_KEYS), 1);
     within_bound("after the first pass");
     let first = Metrics::scrape(&cluster, leaf);
     let evictions = first.get("treecache_evictions_total") - start.get("treecache_evictions_total");
@@ -409,7 +410,7 @@ fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
 
     // Most keys were evicted again by the end of the pass: a second pass
     // fetches them again, and must get them right.
-    read_all_through_leaf(1);
+    read_through_leaf(&mut (0..LRU_KEYS), 1);
     within_bound("after the second pass");
     let second = Metrics::scrape(&cluster, leaf);
     let refetched = second.get("treecache_upstream_fetches_total")
@@ -421,12 +422,32 @@ fn a_small_cache_stays_within_its_bound_evicts_and_refetches_correctly() {
          but at most {fit} of them fit in the leaf"
     );
 
-    // Evicting must not forget who holds a key: new values written at the
-    // root must reach the leaf whatever the middle node evicted meanwhile.
+    // Other keys read through the sibling leaf push the leaf's keys out of
+    // the middle node, while the leaf itself still holds its latest ones.
+    for i in 0..LRU_KEYS / 2 {
+        let other = format!("lru-other-{i:03}");
+        assert_eq!(put(&cluster, root, &other, &value(i, 0)).0, 200);
+        assert_eq!(http::get(&store_url(&cluster, sibling, &other)).0, 200);
+    }
+    within_bound("after the sibling's reads");
+    let orphaned = (0..LRU_KEYS)
+        .filter(|&i| {
+            http::get(&local_url(&cluster, leaf, &key(i))).0 == 200
+                && http::get(&local_url(&cluster, middle, &key(i))).0 == 404
+        })
+        .count();
+    assert!(
+        orphaned > 0,
+        "no key is held by the leaf NODE-{leaf} but evicted from the middle NODE-{middle}: \
+         the rest of this test would prove nothing"
+    );
+
+    // Evicting a value must not forget who holds it: new values written at
+    // the root reach the leaf's copies, most recently cached first.
     for i in 0..LRU_KEYS {
         assert_eq!(put(&cluster, root, &key(i), &value(i, 2)).0, 200);
     }
-    read_all_through_leaf(2);
+    read_through_leaf(&mut (0..LRU_KEYS).rev(), 2);
     within_bound("after the rewrite");
 }
 

@@ -12,6 +12,7 @@ fn op(client: usize, call: Call, outcome: Outcome, invoked: Nanos, returned: Nan
     Operation {
         key: "k".to_string(),
         client,
+        node: None,
         call,
         outcome,
         invoked,

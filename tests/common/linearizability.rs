@@ -90,6 +90,8 @@ pub enum Outcome {
 pub struct Operation {
     pub key: String,
     pub client: usize,
+    /// The node the request was sent to, when known (shown in explanations).
+    pub node: Option<u32>,
     pub call: Call,
     pub outcome: Outcome,
     /// When the client sent the request.
@@ -117,9 +119,13 @@ impl fmt::Display for Operation {
             Outcome::Unknown => "open".to_string(),
             _ => millis(self.returned),
         };
+        let node = self
+            .node
+            .map(|id| format!(" at NODE-{id}"))
+            .unwrap_or_default();
         write!(
             f,
-            "[client {}] {:>10} .. {:>10}  {call} -> {outcome}",
+            "[client {}{node}] {:>10} .. {:>10}  {call} -> {outcome}",
             self.client,
             millis(self.invoked),
             returned
