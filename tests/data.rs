@@ -202,11 +202,19 @@ fn bad_input_gets_a_clear_error_and_every_node_survives_it() {
         // A second name for an existing id, on a full tree: refused, and the
         // root's table stays usable.
         assert_error(
-            &req("POST", "/nodes/join", Some(b"{\"name\":\"NODE-02\",\"address\":\"h:1\"}")),
+            &req(
+                "POST",
+                "/nodes/join",
+                Some(b"{\"name\":\"NODE-02\",\"address\":\"h:1\"}"),
+            ),
             if id == 1 { 400 } else { 421 },
             "join as NODE-02",
         );
-        assert_eq!(req("GET", "/nodes", None).status, 200, "/nodes after the bad joins");
+        assert_eq!(
+            req("GET", "/nodes", None).status,
+            200,
+            "/nodes after the bad joins"
+        );
         assert_eq!(req("GET", "/", None).status, 200, "NODE-{id} survived");
     }
     // The node still serves data after all that.
