@@ -177,7 +177,8 @@ fn random_concurrent_traffic_at_random_nodes_is_linearizable_per_key() {
     // The traffic must have been worth checking.
     assert_eq!(
         tally.unknown, 0,
-        "with no faults every request must get a definite answer: {tally:?}"
+        "with no faults every request must get a definite answer (the failed ones are \
+         printed above): {tally:?}"
     );
     assert!(
         tally.reads_of_values >= 150,
