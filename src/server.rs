@@ -15,6 +15,14 @@
 //! built on the same listening socket (retrying until that works), workers
 //! move to it within `POLL`, and one thread keeps serving the connections
 //! the old one still has open.
+//!
+//! tiny_http's connection thread pool can also strand a connection: when two
+//! connections are accepted while one idle pool thread is waking up, the
+//! second is queued with no thread to serve it until some other connection
+//! closes (seen as invalidations that went unanswered for seconds). Any new
+//! connection makes the pool hand a thread its queue, so the node opens and
+//! closes a connection to itself every `NUDGE`: a stranded connection waits
+//! that long at most.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +35,79 @@ use crate::node::Node;
 
 /// How often an idle receiver checks that its server is still the current one.
 const POLL: Duration = Duration::from_millis(250);
+
+/// How often the node connects to itself to unstrand queued connections.
+const NUDGE: Duration = Duration::from_millis(50);
+
+/// Connects to our own listening socket every `NUDGE` (see the module docs).
+fn nudge_connection_pool(listening: std::net::SocketAddr) {
+    let target = match listening.ip() {
+        ip if ip.is_unspecified() && listening.is_ipv4() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], listening.port()))
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listening.port()))
+        }
+        _ => listening,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("pool-nudge".into())
+        .spawn(move || loop {
+            std::thread::sleep(NUDGE);
+            // Opened and reset at once (no TIME_WAIT left behind): the pool
+            // thread that takes it reads the reset and goes on to the next
+            // queued connection.
+            if let Ok(stream) = std::net::TcpStream::connect_timeout(&target, NUDGE) {
+                reset_on_close(&stream);
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the connection-pool nudge: {e}");
+    }
+}
+
+/// Makes closing `stream` send a reset rather than wait in TIME_WAIT.
+fn reset_on_close(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a valid linger struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Sets TCP_NODELAY on the listening socket; accepted sockets inherit it on
+/// Linux. tiny_http writes a response over about 1 KiB in two pieces, and
+/// without it the second waits for the peer's delayed ACK: 40 ms per hop.
+fn no_delay(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a valid int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "cannot set TCP_NODELAY: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
 
 /// Set when code of tiny_http panicked: its accept thread may be gone.
 static TINY_HTTP_PANICKED: AtomicBool = AtomicBool::new(false);
@@ -120,7 +201,10 @@ fn receive(
 
 /// Runs the server until the process ends.
 pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io::Result<()> {
+    no_delay(&listener);
+    let listening = listener.local_addr()?;
     let acceptor = Arc::new(Acceptor::new(listener)?);
+    nudge_connection_pool(listening);
     watch_tiny_http_panics();
     let upstream_threads = (threads * 4).clamp(16, 256);
     let (tx, rx) = mpsc::channel::<api::Deferred>();

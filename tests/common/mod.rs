@@ -104,6 +104,7 @@ impl ZooKeeper {
 pub fn shared_zookeeper() -> String {
     static ADDR: OnceLock<String> = OnceLock::new();
     ADDR.get_or_init(|| {
+        remove_leftovers();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let zk = ZooKeeper::start();
@@ -115,6 +116,28 @@ pub fn shared_zookeeper() -> String {
         rx.recv().expect("the shared ZooKeeper started")
     })
     .clone()
+}
+
+/// Removes the temporary directories of earlier test processes that have
+/// exited (the shared ZooKeeper's outlives its process, which cannot clean up
+/// after a static).
+fn remove_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("treecache-test-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A running node process.
