@@ -85,6 +85,24 @@ pub fn exit_on_stop_signals() {
         .expect("spawn the signal watcher");
 }
 
+/// Starts the child with at most `limit` open files (RLIMIT_NOFILE).
+pub fn limit_open_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: libc::c_int) -> bool {
     // SAFETY: kill(2) with a pid we started.

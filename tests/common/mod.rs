@@ -356,20 +356,7 @@ impl Cluster {
             .stderr(out);
         treecache::process::die_with_parent(&mut command);
         if let Some(limit) = self.open_files {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe and touches only the child.
-            unsafe {
-                command.pre_exec(move || {
-                    let l = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            treecache::process::limit_open_files(&mut command, limit);
         }
         let child = command.spawn().expect("start a node");
         self.nodes.insert(
