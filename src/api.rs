@@ -352,15 +352,13 @@ fn write(
         )?;
         return Ok(Reply::json(status, answer));
     }
-    let stored = match &mutation {
-        Mutation::Put(v) => Some(v.clone()),
-        Mutation::Delete => None,
+    // The answer is rendered before the value moves into the store.
+    let answer = match &mutation {
+        Mutation::Put(v) => Reply::json(200, key_value_body(key, v)),
+        Mutation::Delete => json_reply(&serde_json::json!({ "key": key })),
     };
     node.write_at_root(key, mutation, deadline)?;
-    Ok(match stored {
-        Some(v) => Reply::json(200, key_value_body(key, &v)),
-        None => json_reply(&serde_json::json!({ "key": key })),
-    })
+    Ok(answer)
 }
 
 /// `POST /nodes/join`, on the root only.

@@ -45,11 +45,18 @@ pub struct ClusterArgs {
 
 impl ClusterArgs {
     pub fn parse(mut args: pico_args::Arguments) -> Result<ClusterArgs, String> {
-        let flag = |e: pico_args::Error, f: &str| format!("{f}: {e}");
-        let depth: u32 = args
-            .opt_value_from_str("--depth")
-            .map_err(|e| flag(e, "--depth"))?
-            .unwrap_or(3);
+        /// An optional flag's value, an error naming the flag if it does not parse.
+        fn opt<T: std::str::FromStr>(
+            args: &mut pico_args::Arguments,
+            name: &'static str,
+        ) -> Result<Option<T>, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            args.opt_value_from_str(name)
+                .map_err(|e| format!("{name}: {e}"))
+        }
+        let depth: u32 = opt(&mut args, "--depth")?.unwrap_or(3);
         if !(1..=Tree::MAX_DEPTH).contains(&depth) {
             return Err(format!(
                 "--depth: must be between 1 and {} (got {depth})",
@@ -57,35 +64,24 @@ impl ClusterArgs {
             ));
         }
         let tree = Tree::new(depth);
-        let root_id: u32 = args
-            .opt_value_from_str("--root-id")
-            .map_err(|e| flag(e, "--root-id"))?
-            .unwrap_or(1);
+        let root_id: u32 = opt(&mut args, "--root-id")?.unwrap_or(1);
         if !tree.contains_id(root_id) {
             return Err(format!(
                 "--root-id: must be between 1 and {} (got {root_id})",
                 tree.capacity()
             ));
         }
-        let base_port: u16 = args
-            .opt_value_from_str("--base-port")
-            .map_err(|e| flag(e, "--base-port"))?
-            .unwrap_or(5000);
+        let base_port: u16 = opt(&mut args, "--base-port")?.unwrap_or(5000);
         if base_port as usize + tree.capacity() > u16::MAX as usize {
             return Err(format!(
                 "--base-port: {base_port} + {} is past the last port",
                 tree.capacity()
             ));
         }
-        let zookeeper: String = args
-            .opt_value_from_str("--zookeeper")
-            .map_err(|e| flag(e, "--zookeeper"))?
-            .unwrap_or_else(|| "127.0.0.1:2181".into());
+        let zookeeper: String =
+            opt(&mut args, "--zookeeper")?.unwrap_or_else(|| "127.0.0.1:2181".into());
         parse_host_port(&zookeeper).map_err(|m| format!("--zookeeper: {m} (got {zookeeper:?})"))?;
-        let log_level: String = args
-            .opt_value_from_str("--log-level")
-            .map_err(|e| flag(e, "--log-level"))?
-            .unwrap_or_else(|| "info".into());
+        let log_level: String = opt(&mut args, "--log-level")?.unwrap_or_else(|| "info".into());
         if let Some(extra) = args.finish().first() {
             return Err(format!(
                 "{}: is not a flag of treecache cluster",

@@ -554,6 +554,11 @@ impl Store {
             return true;
         };
         let shard = self.shard(key);
+        self.within(&shard, key, len, max)
+    }
+
+    /// Whether `len` bytes under `key` instead of what it holds now stay within `max`.
+    fn within(&self, shard: &Shard, key: &str, len: usize, max: u64) -> bool {
         let old = shard
             .map
             .get_key_value(key)
@@ -579,11 +584,7 @@ impl Store {
                     max_bytes: Some(max),
                 } = self.mode
                 {
-                    let old = shard
-                        .map
-                        .get_key_value(key)
-                        .map_or(0, |(b, _)| self.entry_cost(key, b.value().len()));
-                    if self.bytes() - old + self.entry_cost(key, value.len()) > max {
+                    if !self.within(shard, key, value.len(), max) {
                         self.end_pending(shard, key, 0);
                         return Applied::Full;
                     }

@@ -121,10 +121,6 @@ pub struct Upstream {
     pub stats: Arc<UpstreamStats>,
 }
 
-fn to_string_lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 impl Upstream {
     pub fn new(
         root_name: String,
@@ -498,7 +494,7 @@ fn transport_error(peer: &Peer, t: &ureq::Transport) -> UpstreamError {
         UpstreamError::Unreachable {
             name: peer.name.clone(),
             address: peer.address.clone(),
-            detail: to_string_lossy(detail.as_bytes()),
+            detail,
         }
     }
 }
