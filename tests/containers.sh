@@ -38,10 +38,8 @@ zk_pid=""
 depth=3
 count=7
 
-passed=0
-failed=0
-pass() { echo "PASS: $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $1"; failed=$((failed + 1)); }
+# shellcheck source=scripts/tally.sh
+. scripts/tally.sh
 # check NAME COMMAND...: PASS when the command succeeds.
 check() {
   local name=$1
@@ -81,8 +79,7 @@ trap 'exit 130' INT TERM
 
 finish() {
   echo "containers: ${SECONDS}s in all"
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
+  tally
   exit
 }
 
