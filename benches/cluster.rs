@@ -288,7 +288,7 @@ fn baseline_server(port: u16) {
     );
     let content_type =
         tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();
-    let workers: Vec<_> = (0..treecache::config::default_threads())
+    let workers: Vec<_> = (0..treecache::default_threads())
         .map(|_| {
             let server = server.clone();
             let map = map.clone();

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{node_name, parse_host_port};
-use crate::membership::NodesDoc;
 use crate::process;
 use crate::tree::Tree;
+use crate::wire::NodesDoc;
 use crate::zk_local::{self, LocalZooKeeper};
 
 /// Prints a line, ignoring a closed stdout: whoever started us may have stopped

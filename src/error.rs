@@ -15,8 +15,25 @@ pub enum UpstreamError {
     },
     /// The node did not answer within the time budget.
     TimedOut { name: String, address: String },
+    /// The node answered something this node cannot use.
+    Invalid {
+        name: String,
+        address: String,
+        detail: String,
+    },
     /// The node answered with an error of its own, relayed unchanged.
     Relayed { status: u16, body: Vec<u8> },
+}
+
+impl UpstreamError {
+    /// `peer` answered something unusable: `detail` says what.
+    pub fn invalid(peer: &crate::wire::Peer, detail: String) -> UpstreamError {
+        UpstreamError::Invalid {
+            name: peer.name.clone(),
+            address: peer.address.clone(),
+            detail,
+        }
+    }
 }
 
 /// Everything a request can fail with.
@@ -39,6 +56,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// 404 for a key that exists nowhere.
+    pub fn not_found(key: &str) -> Error {
+        Error::NotFound(format!("The key {key:?} does not exist."))
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
@@ -50,6 +72,7 @@ impl Error {
             Error::Unavailable(_) => 503,
             Error::StoreFull(_) => 507,
             Error::Upstream(UpstreamError::Unreachable { .. }) => 502,
+            Error::Upstream(UpstreamError::Invalid { .. }) => 502,
             Error::Upstream(UpstreamError::TimedOut { .. }) => 504,
             Error::Upstream(UpstreamError::Relayed { status, .. }) => *status,
         }
@@ -83,6 +106,14 @@ impl fmt::Display for Error {
                 address,
                 detail,
             }) => write!(f, "{name} at {address} could not be reached: {detail}."),
+            Error::Upstream(UpstreamError::Invalid {
+                name,
+                address,
+                detail,
+            }) => write!(
+                f,
+                "{name} at {address} answered what this node cannot use: {detail}."
+            ),
             Error::Upstream(UpstreamError::TimedOut { name, address }) => {
                 write!(f, "{name} at {address} did not answer in time.")
             }

@@ -6,39 +6,52 @@
 //! write. Membership lives in the root and in ZooKeeper.
 //!
 //! # Layout
+//! A request enters through `http`, is decided by `node`, keeps its data in
+//! `store`, and reaches other nodes through the seams of `node::peers`,
+//! whose HTTP implementation is `http::client` speaking `wire`.
+//!
+//! - `launch`: `treecache node`, the wiring from flags to a serving node.
 //! - `config`: flags and environment into one validated `Config`.
-//! - `tree`: slot arithmetic of the binary tree (no I/O).
-//! - `input`: keys, query strings and bodies from clients, validated.
-//! - `error`: the error type of the HTTP boundary and its status codes.
-//! - `lru`: least-recently-used order over a slab.
+//! - `http/`: both ends of HTTP: `server` (tiny_http and the worker pools),
+//!   `api` (routing: decode, call the node, encode), `docs` (openapi.yaml and
+//!   /docs), `client` (calls to other nodes).
+//! - `wire`: the node-to-node protocol: every path, header and body, both ends.
+//! - `node/`: the policy: reads and fills (`read`), writes and invalidations
+//!   (`write`), flushes and release notices (`upkeep`), where calls go
+//!   (`route`), where this node sits (`position`), the seams (`peers`).
+//! - `root/`: what only the root does: the slot table (`membership`), joins,
+//!   versions and write locks, and its start-up (`bootstrap`).
+//! - `store/`: the data under per-shard locks: values and LRU, fills and
+//!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
-//! - `store`: values, versions, the directory of holders, fill fences, LRU.
-//! - `node`: the policy: read through, write at the root, invalidate.
-//! - `membership`: the root's slot table and the `/nodes` document.
-//! - `upstream`: every call to another node (parent, root, children).
-//! - `registry`: ZooKeeper, guarded against its client's weaknesses.
-//! - `startup`: registering, rebuilding the table, joining.
-//! - `api`: routing and handlers; `server`: tiny_http and the worker pools.
-//! - `metrics`: counters in the Prometheus text format.
-//! - `docs`: the embedded openapi.yaml and the Swagger UI page.
-//! - `cluster`, `zk_local`, `process`: the local-cluster command.
+//! - `startup`: bringing a node into the tree (joining, registering).
+//! - `registry`: ZooKeeper: the layout of the cluster's znodes and a client
+//!   guarded against the crate's weaknesses.
+//! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
+//!   `input`: what clients send, validated; `error`: errors and their statuses;
+//!   `metrics`: counters in the Prometheus text format; `process`: this
+//!   process's signals and limits.
+//! - `cluster`, `zk_local`: `treecache cluster`, a whole cluster on one machine.
 
-pub mod api;
 pub mod cluster;
-pub mod config;
-pub mod docs;
-pub mod error;
-pub mod flight;
-pub mod input;
-pub mod lru;
-pub mod membership;
-pub mod metrics;
-pub mod node;
+mod config;
+mod deadline;
+mod error;
+mod flight;
+mod http;
+mod input;
+pub mod launch;
+mod lru;
+mod metrics;
+mod node;
 pub mod process;
 pub mod registry;
-pub mod server;
-pub mod startup;
-pub mod store;
-pub mod tree;
-pub mod upstream;
+mod root;
+mod startup;
+mod store;
+mod tree;
+mod wire;
 pub mod zk_local;
+
+pub use config::default_threads;
+pub use input::percent_encode;

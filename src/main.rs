@@ -1,13 +1,6 @@
 //! The `treecache` binary: wiring only.
 
-use std::sync::Arc;
-
 use treecache::cluster::{self, ClusterArgs};
-use treecache::config::Config;
-use treecache::node::Node;
-use treecache::registry::{self, Registry};
-use treecache::upstream::Upstream;
-use treecache::{server, startup};
 
 const USAGE: &str = "\
 treecache: a distributed key-value cache whose nodes form a binary tree
@@ -52,7 +45,7 @@ fn main() {
         return;
     }
     match args.subcommand() {
-        Ok(Some(cmd)) if cmd == "node" => run_node(args),
+        Ok(Some(cmd)) if cmd == "node" => treecache::launch::node(args),
         Ok(Some(cmd)) if cmd == "cluster" => match ClusterArgs::parse(args) {
             Ok(a) => std::process::exit(cluster::run(a)),
             Err(e) => {
@@ -68,103 +61,5 @@ fn main() {
             eprint!("{USAGE}");
             std::process::exit(2);
         }
-    }
-}
-
-/// The node's logger: simple_logger for our records; the ZooKeeper client's
-/// records (an error per reconnect attempt, thousands a second while
-/// ZooKeeper is down) go to the registry, which logs state changes itself.
-struct NodeLogger {
-    inner: simple_logger::SimpleLogger,
-}
-
-impl log::Log for NodeLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        registry::is_client_log(metadata.target()) || self.inner.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if registry::is_client_log(record.target()) {
-            registry::pace_client_log(record);
-        } else {
-            self.inner.log(record);
-        }
-    }
-
-    fn flush(&self) {
-        self.inner.flush();
-    }
-}
-
-fn init_logging(level: log::LevelFilter) {
-    let inner = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_module_level("ureq", log::LevelFilter::Warn);
-    log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
-    // The client's records down to info must reach NodeLogger even at a
-    // quieter level: its reconnect loop is paced there.
-    log::set_max_level(level.max(log::LevelFilter::Info));
-}
-
-fn run_node(args: pico_args::Arguments) {
-    treecache::process::limit_malloc_arenas();
-    treecache::process::raise_open_files_limit();
-    let config = match Config::parse(args, &|k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("treecache node: {e}");
-            std::process::exit(2);
-        }
-    };
-    init_logging(config.log_level);
-
-    let http = match std::net::TcpListener::bind(config.listen) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("treecache node: cannot listen on {}: {e}", config.listen);
-            std::process::exit(1);
-        }
-    };
-    treecache::process::exit_on_stop_signals();
-    let registry = Registry::start(&config.zookeeper);
-    let locate_root: treecache::upstream::RootLocator = match &config.root {
-        Some(address) => {
-            let address = address.clone();
-            Box::new(move || Some(address.clone()))
-        }
-        None => {
-            let (registry, prefix, root_id) =
-                (registry.clone(), config.zk_prefix.clone(), config.root_id);
-            Box::new(move || startup::find_root(&registry, &prefix, root_id))
-        }
-    };
-    let root_address = if config.is_root() {
-        Some(config.advertise.clone())
-    } else {
-        config.root.clone()
-    };
-    let upstream = Upstream::new(
-        treecache::config::node_name(config.root_id),
-        root_address,
-        config
-            .upstream_timeout
-            .min(std::time::Duration::from_secs(2)),
-        locate_root,
-    );
-    log::info!(
-        "{} listening on {} (advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
-        config.name(),
-        config.listen,
-        config.advertise,
-        if config.is_root() { "root" } else { "cache" },
-        config.tree.depth(),
-        config.zookeeper
-    );
-    let threads = config.threads;
-    let node = Arc::new(Node::new(config, upstream, registry));
-    startup::start(node.clone());
-    if let Err(e) = server::serve(node, http, threads) {
-        log::error!("the server stopped: {e}");
-        std::process::exit(1);
     }
 }

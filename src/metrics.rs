@@ -12,6 +12,8 @@ pub struct Metrics {
     pub invalidations_sent: AtomicU64,
     pub invalidations_received: AtomicU64,
     pub releases_sent: AtomicU64,
+    /// New TCP connections opened to other nodes.
+    pub upstream_connections: AtomicU64,
     /// Responses by status code, 100 to 599.
     responses: Box<[AtomicU64]>,
 }
@@ -26,6 +28,7 @@ impl Default for Metrics {
             invalidations_sent: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
             releases_sent: AtomicU64::new(0),
+            upstream_connections: AtomicU64::new(0),
             responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -36,7 +39,6 @@ pub struct Gauges {
     pub evictions: u64,
     pub cache_bytes: u64,
     pub store_keys: u64,
-    pub upstream_connections: u64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -124,7 +126,7 @@ impl Metrics {
             "treecache_upstream_connections_total",
             "counter",
             "TCP connections this node opened to other nodes.",
-            g.upstream_connections,
+            get(&self.upstream_connections),
         );
         let _ = writeln!(out, "# HELP treecache_requests_total Responses sent, by HTTP status.\n# TYPE treecache_requests_total counter");
         for (i, c) in self.responses.iter().enumerate() {
@@ -158,7 +160,6 @@ mod tests {
             evictions: 3,
             cache_bytes: 10,
             store_keys: 1,
-            upstream_connections: 0,
         });
         assert!(text.contains("\ntreecache_cache_hits_total 2\n"));
         assert!(text.contains("\ntreecache_evictions_total 3\n"));

@@ -25,7 +25,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use zookeeper::{Acl, CreateMode, WatchedEvent, Watcher, ZkError, ZkState, ZooKeeper};
+
+use crate::config::node_name;
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -57,6 +60,38 @@ pub fn pace_client_log(record: &log::Record<'_>) {
     {
         std::thread::sleep(CLIENT_RETRY_PAUSE);
     }
+}
+
+/// Where a cluster's znodes live under its prefix.
+pub mod layout {
+    use super::node_name;
+
+    /// The root's znode, where other nodes find its address; every other
+    /// node's znode is nested below it along the node's path from the root.
+    pub fn root(prefix: &str, root_id: u32) -> String {
+        format!("{prefix}/{}", node_name(root_id))
+    }
+
+    /// Where a node's liveness (ephemeral) znodes live.
+    pub fn live_dir(prefix: &str) -> String {
+        format!("{prefix}/live")
+    }
+
+    /// A node's liveness (ephemeral) znode.
+    pub fn live(prefix: &str, id: u32) -> String {
+        format!("{}/{}", live_dir(prefix), node_name(id))
+    }
+}
+
+/// What a node's persistent znode holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZnodeData {
+    pub name: String,
+    pub address: String,
+    pub slot: usize,
+    pub depth: u32,
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// A znode this node keeps in ZooKeeper for as long as it runs.
@@ -218,6 +253,13 @@ impl Registry {
     pub fn delete_subtree(&self, path: &str) -> Result<(), RegistryError> {
         let path = path.to_string();
         self.call(move |zk| delete_recursive(zk, &path))
+    }
+
+    /// The root's advertised address, as registered in its znode.
+    pub fn find_root(&self, prefix: &str, root_id: u32) -> Option<String> {
+        let data = self.get(&layout::root(prefix, root_id)).ok()??;
+        let d: ZnodeData = serde_json::from_slice(&data).ok()?;
+        Some(d.address)
     }
 
     /// The data of `path`, or `None` when it does not exist.

@@ -1,52 +1,31 @@
-//! Bringing a node up: registration in ZooKeeper, the root's table, joining.
-//!
-//! - The root registers itself and serves at once; in the background it
-//!   rebuilds its table from the znodes of an earlier run, deletes the ones
-//!   that no longer fit, and then accepts joins.
-//! - Any other node waits `STARTUP_DELAY`, finds the root (in ZooKeeper, unless
-//!   `--root` names it), joins it, and registers itself under its parent.
+//! Bringing a node up, in the background while it already serves `/`:
+//! - the root runs `root::bootstrap`;
+//! - any other node waits `STARTUP_DELAY`, finds the root (in ZooKeeper,
+//!   unless `--root` names it), joins it, registers itself under its parent,
+//!   tells the caches below it to drop what an earlier run of it served, and
+//!   then sends release notices to its parent for as long as it runs.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::node_name;
-use crate::membership::ZnodeData;
-use crate::node::{Node, Position};
-use crate::registry::{Registry, Znode};
-use crate::upstream::{Deadline, Me, Peer};
+use crate::deadline::Deadline;
+use crate::node::{Node, Place};
+use crate::registry::{layout, Registry, Znode, ZnodeData};
+use crate::tree::{Side, Tree};
+use crate::wire::{self, Join, NodesDoc};
 
-/// How long the root waits for ZooKeeper before it starts with an empty table.
-const TREE_LOAD_WAIT: Duration = Duration::from_secs(15);
-
-/// The root's znode path.
-pub fn root_path(prefix: &str, root_id: u32) -> String {
-    format!("{prefix}/{}", node_name(root_id))
-}
-
-/// Where a node's liveness (ephemeral) znode lives.
-pub fn live_path(prefix: &str, id: u32) -> String {
-    format!("{prefix}/live/{}", node_name(id))
-}
-
-/// Looks the root's advertised address up in ZooKeeper.
-pub fn find_root(registry: &Registry, prefix: &str, root_id: u32) -> Option<String> {
-    let data = registry.get(&root_path(prefix, root_id)).ok()??;
-    let d: ZnodeData = serde_json::from_slice(&data).ok()?;
-    Some(d.address)
-}
-
-fn keep_live(node: &Node) {
-    let c = &node.config;
-    node.registry.keep(Znode {
-        path: live_path(&c.zk_prefix, c.id),
+/// Keeps this node's liveness znode (ephemeral) registered.
+pub fn keep_live(node: &Node, registry: &Registry) {
+    let c = node.config();
+    registry.keep(Znode {
+        path: layout::live(&c.zk_prefix, c.id),
         data: c.advertise.clone().into_bytes(),
         ephemeral: true,
     });
 }
 
 /// Starts the work that brings the node into the tree, in the background.
-pub fn start(node: Arc<Node>) {
+pub fn start(node: Arc<Node>, registry: Registry) {
     let name = if node.is_root() {
         "root-startup"
     } else {
@@ -56,128 +35,23 @@ pub fn start(node: Arc<Node>) {
         .name(name.into())
         .spawn(move || {
             if node.is_root() {
-                start_root(&node)
+                crate::root::bootstrap::run(&node, &registry)
             } else {
-                join_tree(&node);
+                join_tree(&node, &registry);
                 send_releases_forever(&node);
             }
         })
         .expect("spawn the start-up thread");
 }
 
-fn start_root(node: &Node) {
-    let c = &node.config;
-    let path = root_path(&c.zk_prefix, c.root_id);
-    let data = ZnodeData {
-        name: c.name(),
-        address: c.advertise.clone(),
-        slot: 0,
-        depth: 1,
-        parent: None,
-    };
-    node.registry.keep(Znode {
-        path: path.clone(),
-        data: serde_json::to_vec(&data).expect("znode data serializes"),
-        ephemeral: false,
-    });
-    keep_live(node);
-    load_tree(node, &path);
-    node.tree_loaded.store(true, Ordering::Release);
-    let children: Vec<Peer> = {
-        let table = node
-            .membership
-            .as_ref()
-            .expect("the root has a table")
-            .lock()
-            .unwrap();
-        [1, 2]
-            .iter()
-            .filter_map(|&s| table.peer_at(s).cloned())
-            .collect()
-    };
-    flush_below(node, &children);
-}
-
-/// A node that (re)starts has an empty directory: caches below it may hold
-/// values it no longer tracks, which later writes would not reach. Tell them
-/// to drop everything.
-fn flush_below(node: &Node, children: &[Peer]) {
-    if children.is_empty() {
-        return;
-    }
-    let flushed = node.flush_children(children, Deadline::after(node.config.upstream_timeout));
-    log::info!(
-        "told {flushed} of {} children to drop what they cached from an earlier run",
-        children.len()
-    );
-}
-
-/// The children of `slot` in the root's `/nodes` document.
-fn children_in_tree(doc: &[u8], slot: usize) -> Vec<Peer> {
-    let Ok(doc) = serde_json::from_slice::<crate::membership::NodesDoc>(doc) else {
-        return Vec::new();
-    };
-    doc.nodes
-        .into_iter()
-        .filter(|n| n.slot == 2 * slot + 1 || n.slot == 2 * slot + 2)
-        .map(|n| Peer {
-            name: n.name,
-            address: n.address,
-        })
-        .collect()
-}
-
-/// Rebuilds the root's table from ZooKeeper, waiting for it a while.
-fn load_tree(node: &Node, root_path: &str) {
-    let c = &node.config;
-    let until = std::time::Instant::now() + TREE_LOAD_WAIT;
-    let records = loop {
-        match node.registry.read_subtree(root_path) {
-            Ok(records) => break records,
-            Err(e) if std::time::Instant::now() < until => {
-                log::debug!("reading the tree from ZooKeeper: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => {
-                log::warn!(
-                    "could not read the tree from ZooKeeper ({e}); starting with an empty tree"
-                );
-                return;
-            }
-        }
-    };
-    let records: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| (r.path, r.data)).collect();
-    let membership = node.membership.as_ref().expect("the root has a table");
-    let stale = membership.lock().unwrap().restore(&records);
-    let restored = membership.lock().unwrap().document().nodes.len() - 1;
-    if restored > 0 {
-        log::info!("rebuilt the tree from ZooKeeper: {restored} nodes keep their slots");
-    }
-    for path in stale {
-        log::info!("removing stale znode {path}");
-        let _ = node.registry.delete_subtree(&path);
-    }
-    // Trees of an earlier run under another root id.
-    if let Ok(children) = node.registry.children(&c.zk_prefix) {
-        for child in children {
-            if child != "live" && child != c.name() {
-                log::info!("removing stale znode {}/{child}", c.zk_prefix);
-                let _ = node
-                    .registry
-                    .delete_subtree(&format!("{}/{child}", c.zk_prefix));
-            }
-        }
-    }
-}
-
 /// Finds the root, joins it, and registers in ZooKeeper. Retries until it has joined.
-fn join_tree(node: &Node) {
-    let c = &node.config;
+fn join_tree(node: &Node, registry: &Registry) {
+    let c = node.config();
     if !c.startup_delay.is_zero() {
         log::info!("waiting {:?} before joining", c.startup_delay);
         std::thread::sleep(c.startup_delay);
     }
-    let me = Peer {
+    let me = Join {
         name: c.name(),
         address: c.advertise.clone(),
     };
@@ -185,13 +59,13 @@ fn join_tree(node: &Node) {
     let mut said_failing = false;
     loop {
         if c.root.is_none() {
-            match find_root(&node.registry, &c.zk_prefix, c.root_id) {
-                Some(address) => node.upstream.set_root_address(address),
+            match registry.find_root(&c.zk_prefix, c.root_id) {
+                Some(address) => node.position().set_root_address(address),
                 None => {
                     if !said_waiting {
                         log::info!(
                             "waiting for the root {} to register in ZooKeeper at {}",
-                            node_name(c.root_id),
+                            node.position().root_name(),
                             c.zookeeper
                         );
                         said_waiting = true;
@@ -201,22 +75,13 @@ fn join_tree(node: &Node) {
                 }
             }
         }
-        match node.upstream.join(&me, Deadline::after(c.upstream_timeout)) {
+        match node.join_root(&me, Deadline::after(c.upstream_timeout)) {
             Ok(Ok(joined)) => {
-                let position = Position {
+                node.position().set_place(Place {
                     slot: joined.slot,
                     depth: joined.depth,
                     parent: joined.parent.clone(),
-                };
-                node.upstream.set_position(
-                    Me {
-                        name: me.name.clone(),
-                        address: me.address.clone(),
-                        slot: joined.slot,
-                    },
-                    joined.parent.clone(),
-                );
-                node.set_position(position);
+                });
                 let data = ZnodeData {
                     name: me.name.clone(),
                     address: me.address.clone(),
@@ -224,18 +89,13 @@ fn join_tree(node: &Node) {
                     depth: joined.depth,
                     parent: joined.parent.as_ref().map(|p| p.name.clone()),
                 };
-                node.registry.keep(Znode {
+                registry.keep(Znode {
                     path: joined.path.clone(),
                     data: serde_json::to_vec(&data).expect("znode data serializes"),
                     ephemeral: false,
                 });
-                keep_live(node);
-                if let Ok((200, doc)) = node
-                    .upstream
-                    .get_from_root("/nodes", Deadline::after(c.upstream_timeout))
-                {
-                    flush_below(node, &children_in_tree(&doc, joined.slot));
-                }
+                keep_live(node, registry);
+                flush_below(node, joined.slot);
                 log::info!(
                     "joined the tree at slot {} (depth {}) under {}; znode {}",
                     joined.slot,
@@ -247,16 +107,20 @@ fn join_tree(node: &Node) {
                 );
                 return;
             }
-            Ok(Err((status, body))) => {
-                if status < 500 {
+            Ok(Err(refused)) => {
+                if refused.status < 500 {
                     log::error!(
-                        "the root refused the join: {status} {}",
-                        String::from_utf8_lossy(&body)
+                        "the root refused the join: {} {}",
+                        refused.status,
+                        String::from_utf8_lossy(&refused.body)
                     );
                     std::process::exit(2);
                 }
                 if !said_failing {
-                    log::warn!("the root cannot take the join yet ({status}); retrying");
+                    log::warn!(
+                        "the root cannot take the join yet ({}); retrying",
+                        refused.status
+                    );
                     said_failing = true;
                 }
             }
@@ -269,6 +133,36 @@ fn join_tree(node: &Node) {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A node that (re)starts has an empty directory: the caches below it may
+/// hold values it no longer tracks, which later writes would not reach.
+/// Tell them to drop everything.
+fn flush_below(node: &Node, slot: usize) {
+    let deadline = Deadline::after(node.config().upstream_timeout);
+    let Ok(answer) = node.nodes(deadline) else {
+        return;
+    };
+    let Some(root) = node.position().root() else {
+        return;
+    };
+    let Ok(Ok(doc)) = wire::decode_reply::<NodesDoc>(answer, &root) else {
+        return;
+    };
+    let tree = Tree::new(doc.depth);
+    let children: Vec<_> = [Side::Left, Side::Right]
+        .into_iter()
+        .filter_map(|side| tree.child(slot, side))
+        .filter_map(|s| doc.at_slot(s))
+        .collect();
+    if children.is_empty() {
+        return;
+    }
+    let flushed = node.flush_children(&children, deadline);
+    log::info!(
+        "told {flushed} of {} children to drop what they cached from an earlier run",
+        children.len()
+    );
 }
 
 /// Tells the parent, every 100 ms, which keys this node dropped.

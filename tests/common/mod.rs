@@ -606,6 +606,6 @@ pub mod http {
 
     /// Percent-encodes a key for a URL path.
     pub fn enc(key: &str) -> String {
-        treecache::input::percent_encode(key)
+        treecache::percent_encode(key)
     }
 }

@@ -2,7 +2,7 @@
 //! the binary, and the Swagger UI page that renders it at `/docs`.
 
 /// The repository's `openapi.yaml`, byte for byte; served at `/openapi.yaml`.
-pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 /// Where the page finds the document it renders.
 const OPENAPI_PATH: &str = "/openapi.yaml";

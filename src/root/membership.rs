@@ -4,11 +4,10 @@
 //! same name keeps its slot and only its address changes. A restarted root
 //! rebuilds the table from the znodes the nodes registered.
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::node_name;
+use crate::registry::ZnodeData;
 use crate::tree::{Side, Tree};
-use crate::upstream::{Joined, Peer};
+use crate::wire::{Joined, NodeEntry, NodesDoc, Peer};
 
 /// Why a join was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,38 +16,6 @@ pub enum JoinError {
     BadName(String),
     /// The name is the root's own (409).
     IsRoot(String),
-}
-
-/// One node of the `/nodes` document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    pub name: String,
-    pub address: String,
-    pub slot: usize,
-    pub depth: u32,
-    pub parent: Option<String>,
-    pub left: Option<String>,
-    pub right: Option<String>,
-}
-
-/// The `/nodes` document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodesDoc {
-    pub depth: u32,
-    pub capacity: usize,
-    pub root: String,
-    pub nodes: Vec<NodeEntry>,
-}
-
-/// What a node's znode holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ZnodeData {
-    pub name: String,
-    pub address: String,
-    pub slot: usize,
-    pub depth: u32,
-    #[serde(default)]
-    pub parent: Option<String>,
 }
 
 /// The slot table.
@@ -150,7 +117,8 @@ impl Membership {
         path
     }
 
-    /// The data a slot's znode holds.
+    /// The data a slot's znode holds (the node registers it itself).
+    #[cfg(test)]
     pub fn znode_data(&self, slot: usize) -> Option<ZnodeData> {
         let peer = self.peer_at(slot)?;
         Some(ZnodeData {

@@ -30,7 +30,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::api;
+use crate::http::api;
 use crate::node::Node;
 
 /// How often an idle receiver checks that its server is still the current one.

@@ -1,0 +1,360 @@
+//! Routing and handlers: each request is decoded, handed to the node, and
+//! its outcome encoded. No decision about data or the tree is made here;
+//! those are the node's (`node`), and node-to-node bodies and headers are
+//! read and written by `wire`.
+//!
+//! A request is handled in one of two lanes (see `server`). Anything the
+//! node answers alone (a cache hit, `/metrics`, an invalidation) is answered
+//! at once by the thread that received it. Anything that must wait on
+//! another node (a miss, a forwarded write, a write at the root that waits
+//! for invalidations) becomes [`Deferred`] work for the upstream pool, so
+//! that waiting on a parent can never use up the threads that answer the
+//! invalidations the parent may be sending us.
+
+use std::io::Read;
+
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::deadline::Deadline;
+use crate::error::Error;
+use crate::http::docs;
+use crate::input::{self, decode_key, key_value_body, MAX_BODY_BYTES};
+use crate::node::{Node, Written};
+use crate::store::Mutation;
+use crate::wire::{
+    self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Release, FILL_PREFIX,
+    STORE_PREFIX,
+};
+
+const JSON: &str = "application/json";
+
+/// An answer to send.
+pub struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    content_type: &'static str,
+    headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    fn json(status: u16, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type: JSON,
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(e: &Error) -> Reply {
+        let mut reply = Reply::json(e.status(), e.body());
+        if let Error::MethodNotAllowed { allow } = e {
+            reply.headers.push(("Allow".into(), allow.to_string()));
+        }
+        reply
+    }
+
+    /// A 200 with `value` as its JSON body.
+    fn of<T: serde::Serialize>(value: &T) -> Reply {
+        Reply::from(Answer::json(value))
+    }
+}
+
+impl From<Answer> for Reply {
+    fn from(a: Answer) -> Reply {
+        Reply {
+            status: a.status,
+            body: a.body,
+            content_type: JSON,
+            headers: a.headers,
+        }
+    }
+}
+
+/// Work that waits on another node, for the upstream pool.
+pub struct Deferred {
+    request: Request,
+    work: Work,
+}
+
+enum Work {
+    Read {
+        key: String,
+        deadline: Deadline,
+    },
+    Fill {
+        request: FillRequest,
+        deadline: Deadline,
+    },
+    Write {
+        key: String,
+        mutation: Mutation,
+        body: Vec<u8>,
+        deadline: Deadline,
+    },
+    Tree {
+        deadline: Deadline,
+    },
+}
+
+enum Step {
+    Done(Reply),
+    Defer(Work),
+}
+
+/// The routes, and the methods each allows.
+enum Route<'a> {
+    Info,
+    Store(&'a str),
+    Nodes,
+    Join,
+    Metrics,
+    OpenApi,
+    Docs,
+    Fill(&'a str),
+    Invalidate,
+    Evicted,
+    Flush,
+}
+
+fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
+    let r = match path {
+        "/" => (Route::Info, "GET"),
+        wire::NODES_PATH => (Route::Nodes, "GET"),
+        wire::JOIN_PATH => (Route::Join, "POST"),
+        "/metrics" => (Route::Metrics, "GET"),
+        "/openapi.yaml" => (Route::OpenApi, "GET"),
+        "/docs" => (Route::Docs, "GET"),
+        wire::INVALIDATE_PATH => (Route::Invalidate, "POST"),
+        wire::EVICTED_PATH => (Route::Evicted, "POST"),
+        wire::FLUSH_PATH => (Route::Flush, "POST"),
+        _ => {
+            let segment = |prefix| path.strip_prefix(prefix).filter(|s| !s.contains('/'));
+            if let Some(seg) = segment(STORE_PREFIX) {
+                (Route::Store(seg), "GET, PUT, DELETE")
+            } else if let Some(seg) = segment(FILL_PREFIX) {
+                (Route::Fill(seg), "GET")
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(r)
+}
+
+/// Handles a request on the receiving thread; returns the work to defer, if any.
+pub fn handle(node: &Node, mut request: Request) -> Option<Deferred> {
+    match dispatch(node, &mut request) {
+        Ok(Step::Done(reply)) => {
+            respond(node, request, reply);
+            None
+        }
+        Ok(Step::Defer(work)) => Some(Deferred { request, work }),
+        Err(e) => {
+            respond(node, request, Reply::error(&e));
+            None
+        }
+    }
+}
+
+/// Runs deferred work on the upstream pool and answers.
+pub fn finish(node: &Node, deferred: Deferred) {
+    let reply = match deferred.work {
+        Work::Read { key, deadline } => node.read(&key, deadline).and_then(|value| match value {
+            Some(v) => Ok(Reply::json(200, key_value_body(&key, &v))),
+            None => Err(Error::not_found(&key)),
+        }),
+        Work::Fill { request, deadline } => node
+            .serve_fill(&request, deadline)
+            .map(|fill| fill.answer(&request.key).into()),
+        Work::Write {
+            key,
+            mutation,
+            body,
+            deadline,
+        } => write(node, &key, mutation, &body, deadline),
+        Work::Tree { deadline } => node.nodes(deadline).map(Reply::from),
+    };
+    let reply = reply.unwrap_or_else(|e| Reply::error(&e));
+    respond(node, deferred.request, reply);
+}
+
+fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let Some((route, allow)) = route(path) else {
+        drain(request);
+        return Err(Error::NotFound(format!("There is no resource at {path}.")));
+    };
+    let method = request.method().clone();
+    if !allow.split(", ").any(|m| m == method.as_str()) {
+        drain(request);
+        return Err(Error::MethodNotAllowed { allow });
+    }
+    let deadline = Deadline::from_budget(
+        wire::budget(&RequestHeaders(request)),
+        node.config().upstream_timeout,
+    );
+    match route {
+        Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
+        Route::Store(segment) => {
+            let key = decode_key(segment)?;
+            node.require_joined()?;
+            match method {
+                Method::Get => {
+                    let local = input::local_flag(query)?;
+                    match node.read_now(&key, local, |v| key_value_body(&key, v))? {
+                        Some(body) => Ok(Step::Done(Reply::json(200, body))),
+                        None => Ok(Step::Defer(Work::Read { key, deadline })),
+                    }
+                }
+                Method::Put => {
+                    let body = read_body(request)?;
+                    let value = input::put_value(&body)?;
+                    Ok(Step::Defer(Work::Write {
+                        key,
+                        mutation: Mutation::Put(value),
+                        body,
+                        deadline,
+                    }))
+                }
+                _ => Ok(Step::Defer(Work::Write {
+                    key,
+                    mutation: Mutation::Delete,
+                    body: Vec::new(),
+                    deadline,
+                })),
+            }
+        }
+        Route::Nodes => match node.nodes_here() {
+            Some(doc) => Ok(Step::Done(Reply::of(&doc))),
+            None => Ok(Step::Defer(Work::Tree { deadline })),
+        },
+        Route::Join => {
+            let join = Join::decode(&read_body(request)?)?;
+            Ok(Step::Done(Reply::of(&node.join(&join)?)))
+        }
+        Route::Metrics => Ok(Step::Done(Reply {
+            status: 200,
+            body: node.metrics_text().into_bytes(),
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+        })),
+        Route::OpenApi => Ok(Step::Done(Reply {
+            status: 200,
+            body: docs::OPENAPI_YAML.as_bytes().to_vec(),
+            content_type: "application/yaml",
+            headers: Vec::new(),
+        })),
+        Route::Docs => Ok(Step::Done(Reply {
+            status: 200,
+            body: docs::swagger_page(&node.config().docs_assets_url).into_bytes(),
+            content_type: "text/html; charset=utf-8",
+            headers: Vec::new(),
+        })),
+        Route::Fill(segment) => {
+            let fill = FillRequest::decode(decode_key(segment)?, &RequestHeaders(request))?;
+            match node.serve_fill_now(&fill, deadline)? {
+                Some(answer) => Ok(Step::Done(answer.answer(&fill.key).into())),
+                None => Ok(Step::Defer(Work::Fill {
+                    request: fill,
+                    deadline,
+                })),
+            }
+        }
+        Route::Invalidate => {
+            let message = Invalidate::decode(&read_body(request)?)?;
+            Ok(Step::Done(Reply::of(&node.invalidate(&message, deadline)?)))
+        }
+        Route::Flush => {
+            Flush::decode(&read_body(request)?)?;
+            Ok(Step::Done(Reply::of(&node.flush(deadline))))
+        }
+        Route::Evicted => {
+            let notice = Release::decode(&read_body(request)?)?;
+            Ok(Step::Done(Reply::of(&node.release(&notice)?)))
+        }
+    }
+}
+
+/// `PUT`/`DELETE /store/{key}`: the node applies or forwards it.
+fn write(
+    node: &Node,
+    key: &str,
+    mutation: Mutation,
+    body: &[u8],
+    deadline: Deadline,
+) -> Result<Reply, Error> {
+    let written = node.write(key, mutation, body, deadline, |m| match m {
+        Mutation::Put(v) => Reply::json(200, key_value_body(key, v)),
+        Mutation::Delete => Reply::of(&serde_json::json!({ "key": key })),
+    })?;
+    Ok(match written {
+        Written::Applied(reply) => reply,
+        Written::Relayed(answer) => Reply::json(answer.status, answer.body),
+    })
+}
+
+/// The headers of a request received, as `wire` reads them.
+struct RequestHeaders<'r>(&'r Request);
+
+impl Headers for RequestHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0
+            .headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+}
+
+/// Reads the body, refusing one over the limit before reading it.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
+    let too_large = || {
+        Error::PayloadTooLarge(format!(
+            "The request body is larger than {MAX_BODY_BYTES} bytes."
+        ))
+    };
+    if request.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::BadRequest(format!("The request body could not be read: {e}.")))?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// Reads and discards a small unread body, so the connection stays usable.
+fn drain(request: &mut Request) {
+    if request.body_length().is_some_and(|n| n <= MAX_BODY_BYTES) {
+        let _ = std::io::copy(&mut request.as_reader(), &mut std::io::sink());
+    }
+}
+
+fn respond(node: &Node, request: Request, reply: Reply) {
+    node.count_response(reply.status);
+    let mut response = Response::from_data(reply.body)
+        .with_status_code(reply.status)
+        .with_header(header_of("Content-Type", reply.content_type));
+    for (name, value) in &reply.headers {
+        response.add_header(header_of(name, value));
+    }
+    if reply.status == 413 {
+        // The rest of an oversized body is not read: end the connection.
+        response.add_header(header_of("Connection", "close"));
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("could not send a response: {e}");
+    }
+}
+
+fn header_of(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("header names and values are ASCII")
+}

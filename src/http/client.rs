@@ -1,0 +1,240 @@
+//! The HTTP client of node-to-node calls: the real implementation of the
+//! seams in `node::peers`, over one shared ureq agent that keeps
+//! connections alive. Requests and answers are built and read by `wire`;
+//! this module only moves them, each call bounded by the deadline of the
+//! request it serves (and carrying what is left of it).
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::deadline::Deadline;
+use crate::error::UpstreamError;
+use crate::input::MAX_BODY_BYTES;
+use crate::metrics::Metrics;
+use crate::node::{Downstream, Upstream};
+use crate::wire::{
+    self, Answer, Fill, FillRequest, Flush, ForwardedWrite, Invalidate, Join, Joined, Message,
+    Peer, Release, Request,
+};
+
+/// Calls to other nodes over HTTP. Cheap to share.
+pub struct HttpClient {
+    agent: ureq::Agent,
+}
+
+impl HttpClient {
+    /// A client whose connections take at most `connect_timeout` to open;
+    /// each one opened is counted in `metrics`.
+    pub fn new(connect_timeout: Duration, metrics: Arc<Metrics>) -> HttpClient {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(connect_timeout)
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(64)
+            .no_delay(true)
+            .redirects(0)
+            .resolver(move |addr: &str| {
+                metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
+                std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect())
+            })
+            .build();
+        HttpClient { agent }
+    }
+
+    /// One call within the deadline. Any HTTP status is an answer; only
+    /// transport failures are errors.
+    fn call(
+        &self,
+        peer: &Peer,
+        request: &Request,
+        deadline: Deadline,
+    ) -> Result<Answer, UpstreamError> {
+        let timeout = deadline.remaining();
+        if timeout.is_zero() {
+            return Err(timed_out(peer));
+        }
+        let url = format!("http://{}{}", peer.address, request.path);
+        let (name, budget) = wire::budget_header(deadline);
+        let mut call = self
+            .agent
+            .request(request.method, &url)
+            .timeout(timeout)
+            .set(name, &budget);
+        for (name, value) in &request.headers {
+            call = call.set(name, value);
+        }
+        let result = match &request.body {
+            Some(b) => call.set("Content-Type", "application/json").send_bytes(b),
+            None => call.call(),
+        };
+        let response = match result {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => return Err(transport_error(peer, &t)),
+        };
+        let status = response.status();
+        let headers = response
+            .headers_names()
+            .into_iter()
+            .filter(|n| n.len() > 12 && n[..12].eq_ignore_ascii_case("x-treecache-"))
+            .filter_map(|n| {
+                let v = response.header(&n)?.to_string();
+                Some((n, v))
+            })
+            .collect();
+        let mut body = Vec::new();
+        response
+            .into_reader()
+            .take(MAX_BODY_BYTES as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => timed_out(peer),
+                _ => UpstreamError::Unreachable {
+                    name: peer.name.clone(),
+                    address: peer.address.clone(),
+                    detail: format!("the answer broke off ({e})"),
+                },
+            })?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends an idempotent message and requires a 200. Tried twice when the
+    /// first attempt could not connect: a pooled connection to a restarted
+    /// peer fails on first use.
+    fn acknowledged(
+        &self,
+        peer: &Peer,
+        request: &Request,
+        deadline: Deadline,
+    ) -> Result<(), UpstreamError> {
+        let answer = match self.call(peer, request, deadline) {
+            Err(UpstreamError::Unreachable { .. }) if !deadline.passed() => {
+                self.call(peer, request, deadline)
+            }
+            other => other,
+        }?;
+        match answer.status {
+            200 => Ok(()),
+            _ => Err(answer.relayed()),
+        }
+    }
+}
+
+impl Upstream for HttpClient {
+    fn fill(
+        &self,
+        parent: &Peer,
+        request: &FillRequest,
+        deadline: Deadline,
+    ) -> Result<Fill, UpstreamError> {
+        let answer = self.call(parent, &request.request(), deadline)?;
+        Fill::decode(answer, parent)
+    }
+
+    fn release(
+        &self,
+        parent: &Peer,
+        release: &Release,
+        deadline: Deadline,
+    ) -> Result<(), UpstreamError> {
+        let answer = self.call(parent, &release.request(), deadline)?;
+        match answer.status {
+            200 => Ok(()),
+            _ => Err(answer.relayed()),
+        }
+    }
+
+    fn forward(
+        &self,
+        root: &Peer,
+        write: &ForwardedWrite<'_>,
+        deadline: Deadline,
+    ) -> Result<Answer, UpstreamError> {
+        self.call(root, &write.request(), deadline)
+    }
+
+    fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError> {
+        self.call(root, &wire::nodes_request(), deadline)
+    }
+
+    fn join(
+        &self,
+        root: &Peer,
+        join: &Join,
+        deadline: Deadline,
+    ) -> Result<Result<Joined, Answer>, UpstreamError> {
+        let answer = self.call(root, &join.request(), deadline)?;
+        wire::decode_reply(answer, root)
+    }
+}
+
+impl Downstream for HttpClient {
+    fn invalidate(
+        &self,
+        child: &Peer,
+        invalidate: &Invalidate,
+        deadline: Deadline,
+    ) -> Result<(), UpstreamError> {
+        self.acknowledged(child, &invalidate.request(), deadline)
+    }
+
+    fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
+        self.acknowledged(child, &Flush {}.request(), deadline)
+    }
+}
+
+fn timed_out(peer: &Peer) -> UpstreamError {
+    UpstreamError::TimedOut {
+        name: peer.name.clone(),
+        address: peer.address.clone(),
+    }
+}
+
+fn transport_error(peer: &Peer, t: &ureq::Transport) -> UpstreamError {
+    let io = std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>());
+    if io.is_some_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        )
+    }) {
+        return timed_out(peer);
+    }
+    let detail = match std::error::Error::source(t) {
+        Some(source) => source.to_string(),
+        None => t.kind().to_string(),
+    };
+    UpstreamError::Unreachable {
+        name: peer.name.clone(),
+        address: peer.address.clone(),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_peer_is_named() {
+        let client = HttpClient::new(Duration::from_millis(500), Arc::default());
+        // Port 1 on loopback: nothing listens there.
+        let root = Peer {
+            name: "NODE-1".into(),
+            address: "127.0.0.1:1".into(),
+        };
+        let err = client
+            .nodes(&root, Deadline::after(Duration::from_secs(1)))
+            .unwrap_err();
+        match err {
+            UpstreamError::Unreachable { name, address, .. } => {
+                assert_eq!((name.as_str(), address.as_str()), ("NODE-1", "127.0.0.1:1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `treecache node`: from flags to a serving node. This is the wiring: it
+//! builds each part and hands it to the next, and decides nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::http::client::HttpClient;
+use crate::metrics::Metrics;
+use crate::node::{Links, Node, RootLocator};
+use crate::registry::{self, Registry};
+
+/// Runs one node until the process ends; exits 2 on bad flags, 1 when it
+/// cannot listen.
+pub fn node(args: pico_args::Arguments) {
+    crate::process::limit_malloc_arenas();
+    crate::process::raise_open_files_limit();
+    let config = match Config::parse(args, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("treecache node: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(config.log_level);
+
+    let listener = match std::net::TcpListener::bind(config.listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("treecache node: cannot listen on {}: {e}", config.listen);
+            std::process::exit(1);
+        }
+    };
+    crate::process::exit_on_stop_signals();
+    let registry = Registry::start(&config.zookeeper);
+    let locate_root: RootLocator = match &config.root {
+        Some(address) => {
+            let address = address.clone();
+            Box::new(move || Some(address.clone()))
+        }
+        None => {
+            let (registry, prefix, root_id) =
+                (registry.clone(), config.zk_prefix.clone(), config.root_id);
+            Box::new(move || registry.find_root(&prefix, root_id))
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let client = Arc::new(HttpClient::new(
+        config.upstream_timeout.min(Duration::from_secs(2)),
+        metrics.clone(),
+    ));
+    log::info!(
+        "{} listening on {} (advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
+        config.name(),
+        config.listen,
+        config.advertise,
+        if config.is_root() { "root" } else { "cache" },
+        config.tree.depth(),
+        config.zookeeper
+    );
+    let threads = config.threads;
+    let links = Links {
+        up: client.clone(),
+        down: client,
+        locate_root,
+    };
+    let node = Arc::new(Node::new(config, links, metrics));
+    crate::startup::start(node.clone(), registry);
+    if let Err(e) = crate::http::server::serve(node, listener, threads) {
+        log::error!("the server stopped: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The node's logger: simple_logger for our records; the ZooKeeper client's
+/// records (an error per reconnect attempt, thousands a second while
+/// ZooKeeper is down) go to the registry, which logs state changes itself.
+struct NodeLogger {
+    inner: simple_logger::SimpleLogger,
+}
+
+impl log::Log for NodeLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        registry::is_client_log(metadata.target()) || self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if registry::is_client_log(record.target()) {
+            registry::pace_client_log(record);
+        } else {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let inner = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_module_level("ureq", log::LevelFilter::Warn);
+    log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
+    // The client's records down to info must reach NodeLogger even at a
+    // quieter level: its reconnect loop is paced there.
+    log::set_max_level(level.max(log::LevelFilter::Info));
+}

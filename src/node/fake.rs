@@ -1,0 +1,332 @@
+//! An in-process network for the node's tests: every node of a tree in one
+//! process, calling each other through the seams of `peers` without HTTP.
+//!
+//! A test can hold one message on its way ([`Net::hold`]): the sender stops
+//! there until the test releases it, which is how the races of the tree of
+//! caches are played in a fixed order rather than hoped for.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::error::{Error, UpstreamError};
+use crate::input;
+use crate::metrics::Metrics;
+use crate::node::{Downstream, Links, Node, Place, Upstream, Written};
+use crate::store::Mutation;
+use crate::wire::{
+    Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Release,
+};
+
+/// A message a test may hold on its way.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Hop {
+    /// A parent's answer to a fill of `key`, on its way back to `child`.
+    FillAnswer { child: String, key: String },
+    /// An invalidation of `key`, on its way to `child`.
+    Invalidate { child: String, key: String },
+}
+
+/// A held message: the test waits for it to arrive, then lets it go.
+pub struct Held {
+    arrived: Receiver<()>,
+    release: SyncSender<()>,
+}
+
+impl Held {
+    /// Waits until the message has reached the point where it is held.
+    pub fn arrived(&self) {
+        self.arrived
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the held message arrived");
+    }
+
+    /// Lets the message go on.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
+struct Gate {
+    arrived: SyncSender<()>,
+    release: Receiver<()>,
+}
+
+/// Every node of one tree, by address.
+#[derive(Default)]
+pub struct Net {
+    nodes: Mutex<HashMap<String, Arc<Node>>>,
+    gates: Mutex<HashMap<Hop, Gate>>,
+}
+
+/// A tree of in-process nodes: `nodes[slot]`.
+pub struct Tree {
+    pub net: Arc<Net>,
+    pub nodes: Vec<Arc<Node>>,
+}
+
+impl Tree {
+    /// A full tree of `depth`, NODE-{slot+1} in each slot, caches bounded
+    /// by `cache_max_bytes`.
+    pub fn new(depth: u32, cache_max_bytes: u64) -> Tree {
+        let net = Arc::new(Net::default());
+        let capacity = (1usize << depth) - 1;
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        for slot in 0..capacity {
+            let id = slot + 1;
+            let args: Vec<std::ffi::OsString> = [
+                "--id".to_string(),
+                id.to_string(),
+                "--depth".into(),
+                depth.to_string(),
+                "--advertise".into(),
+                address(id),
+                "--cache-max-bytes".into(),
+                cache_max_bytes.to_string(),
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+            let config = Config::parse(pico_args::Arguments::from_vec(args), &|_| None)
+                .expect("a valid test configuration");
+            let links = Arc::new(FakeLinks {
+                net: Arc::downgrade(&net),
+            });
+            let node = Arc::new(Node::new(
+                config,
+                Links {
+                    up: links.clone(),
+                    down: links,
+                    locate_root: Box::new(|| Some(address(1))),
+                },
+                Arc::new(Metrics::default()),
+            ));
+            if slot == 0 {
+                node.root().unwrap().set_loaded();
+            } else {
+                node.position().set_root_address(address(1));
+                let joined = nodes[0]
+                    .join(&Join {
+                        name: format!("NODE-{id}"),
+                        address: address(id),
+                    })
+                    .unwrap();
+                assert_eq!(joined.slot, slot);
+                node.position().set_place(Place {
+                    slot,
+                    depth: joined.depth,
+                    parent: joined.parent,
+                });
+            }
+            net.nodes.lock().unwrap().insert(address(id), node.clone());
+            nodes.push(node);
+        }
+        Tree { net, nodes }
+    }
+
+    /// Reads `key` at the node in `slot` as a client would; `None` when absent.
+    pub fn get(&self, slot: usize, key: &str) -> Option<String> {
+        let node = &self.nodes[slot];
+        let found = match node.read_now(key, false, <[u8]>::to_vec) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => node.read(key, deadline()).expect("read through"),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => panic!("read at slot {slot}: {e}"),
+        };
+        found.map(|v| String::from_utf8(v).unwrap())
+    }
+
+    /// What the node in `slot` holds itself (`?local=true`).
+    pub fn local(&self, slot: usize, key: &str) -> Option<String> {
+        match self.nodes[slot].read_now(key, true, <[u8]>::to_vec) {
+            Ok(v) => v.map(|v| String::from_utf8(v).unwrap()),
+            Err(_) => None,
+        }
+    }
+
+    /// Writes `key` = `value` (compact JSON) through the node in `slot`.
+    pub fn put(&self, slot: usize, key: &str, value: &str) {
+        let body = format!("{{\"value\":{value}}}");
+        let answer = write(&self.nodes[slot], key, "PUT", body.as_bytes());
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+
+    /// The test's handle on one message, held when it gets there.
+    pub fn hold(&self, hop: Hop) -> Held {
+        let (arrived_tx, arrived) = sync_channel(1);
+        let (release, release_rx) = sync_channel(1);
+        self.net.gates.lock().unwrap().insert(
+            hop,
+            Gate {
+                arrived: arrived_tx,
+                release: release_rx,
+            },
+        );
+        Held { arrived, release }
+    }
+}
+
+/// A generous deadline: the tests hold messages, never lose them.
+pub fn deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(20))
+}
+
+fn address(id: usize) -> String {
+    format!("node-{id}.test:5000")
+}
+
+/// A `PUT` or `DELETE` at `node` as the HTTP layer would make it.
+fn write(node: &Node, key: &str, method: &str, body: &[u8]) -> Answer {
+    let mutation = match method {
+        "PUT" => Mutation::Put(input::put_value(body).expect("a valid body")),
+        _ => Mutation::Delete,
+    };
+    match node.write(key, mutation, body, deadline(), |_| ()) {
+        Ok(Written::Applied(())) => Answer::new(200, b"{}".to_vec()),
+        Ok(Written::Relayed(answer)) => answer,
+        Err(e) => Answer::new(e.status(), e.body()),
+    }
+}
+
+impl Net {
+    fn node(&self, peer: &Peer) -> Result<Arc<Node>, UpstreamError> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(&peer.address)
+            .cloned()
+            .ok_or_else(|| UpstreamError::Unreachable {
+                name: peer.name.clone(),
+                address: peer.address.clone(),
+                detail: "no such node in this test".into(),
+            })
+    }
+
+    /// Stops here while the test holds `hop`.
+    fn pass(&self, hop: Hop) {
+        let gate = self.gates.lock().unwrap().remove(&hop);
+        if let Some(gate) = gate {
+            let _ = gate.arrived.send(());
+            let _ = gate.release.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Moves the node at `from` to the address `to`.
+    pub fn move_node(&self, from: &str, to: &str) {
+        let mut nodes = self.nodes.lock().unwrap();
+        let node = nodes.remove(from).expect("a node at that address");
+        nodes.insert(to.to_string(), node);
+    }
+}
+
+/// The seams, served by the nodes of a [`Net`].
+struct FakeLinks {
+    net: Weak<Net>,
+}
+
+impl FakeLinks {
+    fn net(&self) -> Arc<Net> {
+        self.net.upgrade().expect("the test's network is alive")
+    }
+}
+
+fn relayed(e: Error) -> UpstreamError {
+    UpstreamError::Relayed {
+        status: e.status(),
+        body: e.body(),
+    }
+}
+
+impl Upstream for FakeLinks {
+    fn fill(
+        &self,
+        parent: &Peer,
+        request: &FillRequest,
+        deadline: Deadline,
+    ) -> Result<Fill, UpstreamError> {
+        let net = self.net();
+        let node = net.node(parent)?;
+        let answer = match node.serve_fill_now(request, deadline) {
+            Ok(Some(fill)) => Ok(fill),
+            Ok(None) => node.serve_fill(request, deadline),
+            Err(e) => Err(e),
+        };
+        net.pass(Hop::FillAnswer {
+            child: request.child.name.clone(),
+            key: request.key.clone(),
+        });
+        answer.map_err(relayed)
+    }
+
+    fn release(&self, parent: &Peer, release: &Release, _: Deadline) -> Result<(), UpstreamError> {
+        self.net()
+            .node(parent)?
+            .release(release)
+            .map(drop)
+            .map_err(relayed)
+    }
+
+    fn forward(
+        &self,
+        root: &Peer,
+        w: &ForwardedWrite<'_>,
+        _: Deadline,
+    ) -> Result<Answer, UpstreamError> {
+        let root = self.net().node(root)?;
+        Ok(write(&root, w.key, w.method, w.body))
+    }
+
+    fn nodes(&self, root: &Peer, _: Deadline) -> Result<Answer, UpstreamError> {
+        let doc = self
+            .net()
+            .node(root)?
+            .nodes_here()
+            .expect("asked of the root");
+        Ok(Answer::json(&doc))
+    }
+
+    fn join(
+        &self,
+        root: &Peer,
+        join: &Join,
+        _: Deadline,
+    ) -> Result<Result<Joined, Answer>, UpstreamError> {
+        Ok(self
+            .net()
+            .node(root)?
+            .join(join)
+            .map_err(|e| Answer::new(e.status(), e.body())))
+    }
+}
+
+impl Downstream for FakeLinks {
+    fn invalidate(
+        &self,
+        child: &Peer,
+        invalidate: &Invalidate,
+        deadline: Deadline,
+    ) -> Result<(), UpstreamError> {
+        let net = self.net();
+        let node = net.node(child)?;
+        net.pass(Hop::Invalidate {
+            child: child.name.clone(),
+            key: invalidate.key.clone(),
+        });
+        node.invalidate(invalidate, deadline)
+            .map(drop)
+            .map_err(relayed)
+    }
+
+    fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
+        self.net().node(child)?.flush(deadline);
+        Ok(())
+    }
+}

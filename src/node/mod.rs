@@ -1,0 +1,216 @@
+//! The node: what it does with data and with the tree. This is the policy:
+//! read through the parent, write at the root, keep every cached copy
+//! coherent, follow a parent or root that moved. It never sees HTTP: it
+//! calls other nodes through the two traits of [`peers`], and the HTTP
+//! layer (`http::api`) calls it through the operations below.
+//!
+//! - [`read`]: reads, and fills served to children.
+//! - [`write`]: writes at the root (or forwarded to it), invalidations.
+//! - [`upkeep`]: flushes after a restart, and release notices.
+//! - [`route`]: which node a call goes to, and following nodes that moved.
+//! - [`position`]: where this node sits; [`peers`]: the seams.
+//!
+//! A write at the root, for one key, under that key's write lock:
+//! 1. mark the key pending and take its directory bits (`Store::begin_write`);
+//! 2. invalidate every child that holds it and wait for their acknowledgements
+//!    (each passes the invalidation on to its own holders first);
+//! 3. apply the write with a new version, and answer.
+//!
+//! Applying last is what makes a write linearizable: until step 3 every reader
+//! sees the old value, and after it no cache anywhere still holds the old one.
+//! Fills answered while the key is pending are marked not cacheable, so no
+//! child can pick up the old value after the directory was emptied.
+
+pub mod peers;
+pub mod position;
+mod read;
+mod route;
+mod upkeep;
+mod write;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{bump, Gauges, Metrics};
+use crate::root::Root;
+use crate::store::{Lookup, Mode, Store};
+use crate::tree::Side;
+use crate::wire::{Join, Joined, NodesDoc, Peer};
+
+pub use peers::{Downstream, RootLocator, Upstream};
+pub use position::{Place, Position};
+pub use write::Written;
+
+/// The calls a node makes to others, and how it finds the root again.
+pub struct Links {
+    pub up: Arc<dyn Upstream>,
+    pub down: Arc<dyn Downstream>,
+    pub locate_root: RootLocator,
+}
+
+/// A node's shared state. See the module documentation.
+pub struct Node {
+    config: Config,
+    store: Store,
+    metrics: Arc<Metrics>,
+    position: Position,
+    links: Links,
+    /// Everything only the root has: its table, versions, write locks.
+    root: Option<Root>,
+}
+
+/// `GET /`: what this node is and where it sits.
+#[derive(Serialize)]
+pub struct Info {
+    pub status: &'static str,
+    pub node: String,
+    pub address: String,
+    pub role: &'static str,
+    pub slot: Option<usize>,
+    pub depth: Option<u32>,
+    pub parent: Option<String>,
+    /// Where this node reaches its parent (it follows a parent that moved).
+    pub parent_address: Option<String>,
+    pub joined: bool,
+}
+
+impl Node {
+    pub fn new(config: Config, links: Links, metrics: Arc<Metrics>) -> Node {
+        let me = Peer {
+            name: config.name(),
+            address: config.advertise.clone(),
+        };
+        let root = config.is_root().then(|| Root::new(&config));
+        let (mode, place, root_address) = match &root {
+            Some(_) => (
+                Mode::Primary {
+                    max_bytes: config.max_store_bytes,
+                },
+                Some(Place {
+                    slot: 0,
+                    depth: 1,
+                    parent: None,
+                }),
+                Some(config.advertise.clone()),
+            ),
+            None => (
+                Mode::Cache {
+                    max_bytes: config.cache_max_bytes,
+                },
+                None,
+                config.root.clone(),
+            ),
+        };
+        let root_name = crate::config::node_name(config.root_id);
+        Node {
+            store: Store::new(mode),
+            metrics,
+            position: Position::new(me, root_name, root_address, place),
+            links,
+            root,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// The root's own state, on the root only.
+    pub fn root(&self) -> Option<&Root> {
+        self.root.as_ref()
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.root.is_some()
+    }
+
+    /// Fails with 503 until the node has joined the tree.
+    pub fn require_joined(&self) -> Result<(), Error> {
+        if self.position.joined() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "{} is still joining the tree; try again shortly.",
+                self.config.name()
+            )))
+        }
+    }
+
+    /// `GET /`.
+    pub fn info(&self) -> Info {
+        let place = self.position.place();
+        let parent = place.as_ref().and_then(|p| p.parent.clone());
+        Info {
+            status: "alive",
+            node: self.config.name(),
+            address: self.config.advertised_host().to_string(),
+            role: if self.is_root() { "root" } else { "cache" },
+            slot: place.as_ref().map(|p| p.slot),
+            depth: place.as_ref().map(|p| p.depth),
+            parent: parent.as_ref().map(|p| p.name.clone()),
+            parent_address: parent.map(|p| p.address),
+            joined: place.is_some(),
+        }
+    }
+
+    /// The `/nodes` document when this node has it (the root); others ask the
+    /// root (`Node::nodes`).
+    pub fn nodes_here(&self) -> Option<NodesDoc> {
+        self.root.as_ref().map(Root::document)
+    }
+
+    /// `POST /nodes/join`: only the root places nodes.
+    pub fn join(&self, join: &Join) -> Result<Joined, Error> {
+        match &self.root {
+            Some(root) => root.join(join),
+            None => Err(Error::NotRoot(format!(
+                "{} is not the root; join {}.",
+                self.config.name(),
+                self.position.root_name()
+            ))),
+        }
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&Gauges {
+            evictions: self.store.stats.evictions.load(Ordering::Relaxed),
+            cache_bytes: self.store.bytes(),
+            store_keys: self.store.keys(),
+        })
+    }
+
+    pub fn count_response(&self, status: u16) {
+        self.metrics.count_response(status);
+    }
+
+    /// Looks `key` up in this node's own copy, counting the hit or miss;
+    /// `child` is the asking child when the lookup answers a fill.
+    fn lookup<R>(
+        &self,
+        key: &str,
+        child: Option<Side>,
+        render: impl FnOnce(&[u8]) -> R,
+    ) -> Lookup<R> {
+        let found = self.store.lookup(key, child, render);
+        match found {
+            Lookup::Hit { .. } => bump(&self.metrics.hits),
+            Lookup::Miss { .. } => bump(&self.metrics.misses),
+        }
+        found
+    }
+}

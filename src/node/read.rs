@@ -1,0 +1,226 @@
+//! Reads: from this node's copy, else through the parent; and the fills this
+//! node serves to its children.
+//!
+//! Concurrent misses of one key share one fill (`flight`). Two rules keep
+//! what a fill brings coherent (the store enforces both under the key's
+//! shard lock):
+//! - A fill that an invalidation passed on its way is not cached, and
+//!   requests that joined it fill again (they may have started after the
+//!   write that invalidated it was acknowledged).
+//! - A child may cache a value only if this node holds that very version and
+//!   records the child as a holder, so that the next invalidation reaches it.
+
+use std::time::Duration;
+
+use crate::deadline::Deadline;
+use crate::error::{Error, UpstreamError};
+use crate::flight::{Fetched, FillOutcome, Leader};
+use crate::metrics::bump;
+use crate::store::{Begin, Lookup};
+use crate::tree::Side;
+use crate::wire::{Fill, FillRequest};
+
+use super::Node;
+
+/// Slack past the end of a child's fill during which it is still sent invalidations.
+const FILL_GRACE: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// `GET /store/{key}` from this node's copy: `Some` on a hit (rendered by
+    /// `render` while the value is locked), `None` when the read must go to the
+    /// parent (`Node::read`), 404 when it may not (`local`, or at the root).
+    pub fn read_now<R>(
+        &self,
+        key: &str,
+        local: bool,
+        render: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        match self.lookup(key, None, render) {
+            Lookup::Hit { out, .. } => Ok(Some(out)),
+            Lookup::Miss { .. } if local || self.is_root() => Err(Error::not_found(key)),
+            Lookup::Miss { .. } => Ok(None),
+        }
+    }
+
+    /// `GET /store/{key}` after a miss: through the parent. `None`: the key
+    /// exists nowhere.
+    pub fn read(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, Error> {
+        match self.read_through(key, None, deadline)? {
+            Fill::Found { value, .. } => Ok(Some(value)),
+            Fill::Absent { .. } => Ok(None),
+        }
+    }
+
+    /// A child's fill, answered from this node's copy when it can be; `None`
+    /// when it must go to the parent first (`Node::serve_fill`).
+    pub fn serve_fill_now(
+        &self,
+        request: &FillRequest,
+        deadline: Deadline,
+    ) -> Result<Option<Fill>, Error> {
+        let side = self.asking_child(request)?;
+        // Until this child's fill has surely ended, invalidations of the key
+        // go to it too, whatever we answer (see `Store::note_fill`).
+        self.store
+            .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
+        match self.lookup(&request.key, Some(side), <[u8]>::to_vec) {
+            Lookup::Hit {
+                out,
+                version,
+                cacheable,
+                pending,
+            } => Ok(Some(Fill::Found {
+                value: out,
+                version,
+                cacheable,
+                fenced: pending,
+            })),
+            Lookup::Miss { pending } if self.is_root() => {
+                Ok(Some(Fill::Absent { fenced: pending }))
+            }
+            Lookup::Miss { .. } => Ok(None),
+        }
+    }
+
+    /// A child's fill that missed here: read through our own parent first.
+    pub fn serve_fill(&self, request: &FillRequest, deadline: Deadline) -> Result<Fill, Error> {
+        let side = self.asking_child(request)?;
+        self.read_through(&request.key, Some(side), deadline)
+    }
+
+    fn asking_child(&self, request: &FillRequest) -> Result<Side, Error> {
+        self.position
+            .child_at(&request.child)
+            .map_err(|e| match e.mine {
+                None => Error::Unavailable("This node is still joining the tree.".into()),
+                Some(mine) => Error::Conflict(format!(
+                    "Slot {} is not a child of {} (slot {mine}).",
+                    request.child.slot,
+                    self.config.name()
+                )),
+            })
+    }
+
+    /// Reads `key` through the parent after a local miss, for a client
+    /// (`child` is `None`) or a child.
+    ///
+    /// Concurrent misses share one fill. A request that joined a fill whose
+    /// answer came back fenced fills again: the answer may predate a write
+    /// that was acknowledged after the fill began but before this request
+    /// did (see `flight::Fetched::fenced`).
+    fn read_through(
+        &self,
+        key: &str,
+        child: Option<Side>,
+        deadline: Deadline,
+    ) -> Result<Fill, Error> {
+        if self.is_root() {
+            return Ok(self.answer_from_store(key, child));
+        }
+        loop {
+            let fetched = match self.store.begin_fill(key) {
+                Begin::Present => match self.answer_from_store(key, child) {
+                    found @ Fill::Found { .. } => return Ok(found),
+                    Fill::Absent { .. } => continue,
+                },
+                Begin::Join(flight) => {
+                    bump(&self.metrics.coalesced_waits);
+                    let fetched = flight
+                        .wait(deadline.0)
+                        .ok_or_else(|| self.parent_timed_out())??;
+                    if fetched.fenced {
+                        continue;
+                    }
+                    fetched
+                }
+                Begin::Lead { id, flight } => {
+                    self.lead_fill(key, id, Leader::new(flight), deadline)?
+                }
+            };
+            return Ok(self.answer_fetched(key, child, fetched));
+        }
+    }
+
+    /// Leads one fill from the parent and publishes its outcome to any waiters.
+    fn lead_fill(&self, key: &str, id: u64, leader: Leader, deadline: Deadline) -> FillOutcome {
+        bump(&self.metrics.upstream_fetches);
+        let outcome = match self.fill_from_parent(key, deadline) {
+            Ok(Fill::Found {
+                value,
+                version,
+                cacheable,
+                fenced,
+            }) => {
+                let end = self
+                    .store
+                    .complete_fill(key, id, &value, version, cacheable);
+                Ok(Fetched {
+                    value: Some(value.into()),
+                    version,
+                    cached: end.cached,
+                    fenced: fenced || end.fenced,
+                })
+            }
+            Ok(Fill::Absent { fenced }) => {
+                let fenced_here = self.store.abandon_fill(key, id);
+                Ok(Fetched {
+                    value: None,
+                    version: 0,
+                    cached: false,
+                    fenced: fenced || fenced_here,
+                })
+            }
+            Err(e) => {
+                self.store.abandon_fill(key, id);
+                Err(Error::from(e))
+            }
+        };
+        leader.finish(outcome.clone());
+        outcome
+    }
+
+    /// A fetched value as answered to a client or a child. A child may cache
+    /// it only if this node cached that very version and records the child.
+    fn answer_fetched(&self, key: &str, child: Option<Side>, f: Fetched) -> Fill {
+        let Some(value) = f.value else {
+            return Fill::Absent { fenced: f.fenced };
+        };
+        let cacheable = match child {
+            Some(side) => f.cached && self.store.register_holder(key, f.version, side),
+            None => false,
+        };
+        Fill::Found {
+            value: value.to_vec(),
+            version: f.version,
+            cacheable,
+            fenced: f.fenced,
+        }
+    }
+
+    fn answer_from_store(&self, key: &str, child: Option<Side>) -> Fill {
+        match self.store.lookup(key, child, <[u8]>::to_vec) {
+            Lookup::Hit {
+                out,
+                version,
+                cacheable,
+                pending,
+            } => Fill::Found {
+                value: out,
+                version,
+                cacheable,
+                fenced: pending,
+            },
+            Lookup::Miss { pending } => Fill::Absent { fenced: pending },
+        }
+    }
+
+    fn parent_timed_out(&self) -> Error {
+        let parent = self.position.parent();
+        Error::Upstream(UpstreamError::TimedOut {
+            name: parent
+                .as_ref()
+                .map_or("the parent".into(), |p| p.name.clone()),
+            address: parent.map_or("(unknown)".into(), |p| p.address),
+        })
+    }
+}

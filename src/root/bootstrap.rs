@@ -1,0 +1,88 @@
+//! The root's start-up: it registers itself in ZooKeeper and serves at once;
+//! in the background it rebuilds its table from the znodes of an earlier
+//! run, deletes the ones that no longer fit, accepts joins, and tells the
+//! caches below it to drop what it no longer tracks.
+
+use std::time::{Duration, Instant};
+
+use crate::deadline::Deadline;
+use crate::node::Node;
+use crate::registry::{layout, Registry, ZnodeData};
+
+/// How long the root waits for ZooKeeper before it starts with an empty table.
+const TREE_LOAD_WAIT: Duration = Duration::from_secs(15);
+
+/// Runs the root's start-up (on the start-up thread).
+pub fn run(node: &Node, registry: &Registry) {
+    let c = node.config();
+    let root = node.root().expect("bootstrap runs on the root");
+    let path = root.znode_path();
+    let data = ZnodeData {
+        name: c.name(),
+        address: c.advertise.clone(),
+        slot: 0,
+        depth: 1,
+        parent: None,
+    };
+    registry.keep(crate::registry::Znode {
+        path: path.clone(),
+        data: serde_json::to_vec(&data).expect("znode data serializes"),
+        ephemeral: false,
+    });
+    crate::startup::keep_live(node, registry);
+    load_tree(node, registry, &path);
+    root.set_loaded();
+    // A restarted root has an empty directory: caches below it may hold
+    // values it no longer tracks, which later writes would not reach.
+    let children = root.children();
+    if !children.is_empty() {
+        let flushed = node.flush_children(&children, Deadline::after(c.upstream_timeout));
+        log::info!(
+            "told {flushed} of {} children to drop what they cached from an earlier run",
+            children.len()
+        );
+    }
+}
+
+/// Rebuilds the root's table from ZooKeeper, waiting for it a while.
+fn load_tree(node: &Node, registry: &Registry, root_path: &str) {
+    let c = node.config();
+    let root = node.root().expect("bootstrap runs on the root");
+    let until = Instant::now() + TREE_LOAD_WAIT;
+    let records = loop {
+        match registry.read_subtree(root_path) {
+            Ok(records) => break records,
+            Err(e) if Instant::now() < until => {
+                log::debug!("reading the tree from ZooKeeper: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                log::warn!(
+                    "could not read the tree from ZooKeeper ({e}); starting with an empty tree"
+                );
+                return;
+            }
+        }
+    };
+    let records: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| (r.path, r.data)).collect();
+    let stale = root.restore(&records);
+    let restored = root.document().nodes.len() - 1;
+    if restored > 0 {
+        log::info!("rebuilt the tree from ZooKeeper: {restored} nodes keep their slots");
+    }
+    for path in stale {
+        log::info!("removing stale znode {path}");
+        let _ = registry.delete_subtree(&path);
+    }
+    // Trees of an earlier run under another root id.
+    let live = layout::live_dir(&c.zk_prefix);
+    if let Ok(children) = registry.children(&c.zk_prefix) {
+        for child in children {
+            let path = format!("{}/{child}", c.zk_prefix);
+            if path != live && path != root_path {
+                log::info!("removing stale znode {path}");
+                let _ = registry.delete_subtree(&path);
+            }
+        }
+    }
+}

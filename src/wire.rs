@@ -1,0 +1,587 @@
+//! The node-to-node protocol, both ends of it: every path, header and body
+//! one node sends another, with its encoding and its decoding.
+//!
+//! The HTTP client (`http::client`) builds its requests and reads its answers
+//! here; the HTTP server (`http::api`) reads those requests and builds those
+//! answers here. No other module names a header or builds a node-to-node
+//! body, so a change to the protocol is a change to this file (and the
+//! contract in openapi.yaml).
+//!
+//! The calls:
+//! - `GET /internal/fill/{key}` ([`FillRequest`] → [`Fill`]): a child asks
+//!   its parent for a key it missed; the answer carries the value's version
+//!   and whether the child may cache it.
+//! - `POST /internal/invalidate` ([`Invalidate`] → [`Invalidated`]): a
+//!   parent tells a child to drop a key before a write is applied.
+//! - `POST /internal/evicted` ([`Release`] → [`Released`]): a child tells
+//!   its parent it no longer holds some keys.
+//! - `POST /internal/flush` ([`Flush`] → [`Flushed`]): a restarted node
+//!   tells a child to drop everything.
+//! - `POST /nodes/join` ([`Join`] → [`Joined`]) and `GET /nodes`
+//!   ([`NodesDoc`]): joining the root, and the tree as the root knows it.
+//! - `PUT`/`DELETE /store/{key}` ([`ForwardedWrite`]): a write passed on to
+//!   the root, whose answer is relayed unchanged.
+//!
+//! Every call carries the budget left to its request ([`BUDGET_HEADER`]).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::deadline::Deadline;
+use crate::error::{Error, UpstreamError};
+use crate::input;
+
+/// The time budget left to the request a call serves, in milliseconds.
+pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
+/// The version of the value in a fill answer.
+pub const VERSION_HEADER: &str = "X-Treecache-Version";
+/// `1` when the asking child may cache the fill answer (it is recorded as a holder).
+pub const CACHEABLE_HEADER: &str = "X-Treecache-Cacheable";
+/// `1` when requests that joined the child's fill must fill again.
+pub const FENCED_HEADER: &str = "X-Treecache-Fenced";
+/// The slot, name and address of the child asking for a fill.
+pub const CHILD_SLOT_HEADER: &str = "X-Treecache-Child-Slot";
+pub const CHILD_NAME_HEADER: &str = "X-Treecache-Child-Name";
+pub const CHILD_ADDRESS_HEADER: &str = "X-Treecache-Child-Address";
+
+pub const NODES_PATH: &str = "/nodes";
+pub const JOIN_PATH: &str = "/nodes/join";
+pub const STORE_PREFIX: &str = "/store/";
+pub const FILL_PREFIX: &str = "/internal/fill/";
+pub const INVALIDATE_PATH: &str = "/internal/invalidate";
+pub const EVICTED_PATH: &str = "/internal/evicted";
+pub const FLUSH_PATH: &str = "/internal/flush";
+
+/// Another node: its name and `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    pub address: String,
+}
+
+/// Header lookup, case-insensitive, on whichever end holds the headers.
+pub trait Headers {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// A call to another node as it goes on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: &'static str,
+    /// Starts with `/`; a key in it is percent-encoded.
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    /// A JSON body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Request {
+    fn get(path: String) -> Request {
+        Request {
+            method: "GET",
+            path,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+}
+
+/// An answer as it goes on the wire: status, headers, JSON body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn new(status: u16, body: Vec<u8>) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// A 200 answer with `value` as its JSON body.
+    pub fn json<T: Serialize>(value: &T) -> Answer {
+        Answer::new(
+            200,
+            serde_json::to_vec(value).expect("an answer serializes"),
+        )
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Answer {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// The answer relayed unchanged as an error.
+    pub fn relayed(self) -> UpstreamError {
+        UpstreamError::Relayed {
+            status: self.status,
+            body: self.body,
+        }
+    }
+}
+
+impl Headers for Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The budget a call carries, read back by the node it reached; `None` when
+/// absent or unreadable (the node's own bound applies then).
+pub fn budget(headers: &impl Headers) -> Option<Duration> {
+    headers
+        .header(BUDGET_HEADER)
+        .and_then(|h| h.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// The budget header for a call made on behalf of a request with `deadline`.
+pub fn budget_header(deadline: Deadline) -> (&'static str, String) {
+    (
+        BUDGET_HEADER,
+        deadline.for_next_hop().as_millis().to_string(),
+    )
+}
+
+/// A JSON request body of a node-to-node endpoint, with its path and the
+/// body of the 200 answer it gets.
+pub trait Message: Serialize + DeserializeOwned {
+    const PATH: &'static str;
+    type Reply: Serialize + DeserializeOwned;
+
+    /// The `POST` that carries this message.
+    fn request(&self) -> Request {
+        Request {
+            method: "POST",
+            path: Self::PATH.to_string(),
+            headers: Vec::new(),
+            body: Some(serde_json::to_vec(self).expect("a message serializes")),
+        }
+    }
+
+    /// Reads the message from a request body (400 when it is not one).
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        decode_body(body)
+    }
+}
+
+/// Reads a JSON request body into `T`; 400 with the reason when it does not fit.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "The request body is not what this endpoint takes: {e}."
+        ))
+    })
+}
+
+/// Reads `from`'s answer: a 200 as `T`, any other status as itself (to be
+/// relayed or judged by the caller). A 200 that is not a `T` is `from`'s
+/// fault, reported as such.
+pub fn decode_reply<T: DeserializeOwned>(
+    answer: Answer,
+    from: &Peer,
+) -> Result<Result<T, Answer>, UpstreamError> {
+    if answer.status != 200 {
+        return Ok(Err(answer));
+    }
+    serde_json::from_slice(&answer.body)
+        .map(Ok)
+        .map_err(|e| UpstreamError::invalid(from, format!("its answer was not understood: {e}")))
+}
+
+/// `POST /internal/invalidate`: drop `key`, whose write got `version`, and
+/// pass the invalidation on before acknowledging.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidate {
+    pub key: String,
+    pub version: u64,
+}
+
+/// The answer to [`Invalidate`]: whether this node dropped a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidated {
+    pub key: String,
+    pub dropped: bool,
+}
+
+impl Message for Invalidate {
+    const PATH: &'static str = INVALIDATE_PATH;
+    type Reply = Invalidated;
+}
+
+/// `POST /internal/evicted`: the child in `slot` no longer holds `keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub keys: Vec<String>,
+    pub slot: usize,
+}
+
+/// The answer to [`Release`]: how many directory entries were cleared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub released: usize,
+}
+
+impl Message for Release {
+    const PATH: &'static str = EVICTED_PATH;
+    type Reply = Released;
+}
+
+/// `POST /internal/flush`: drop everything cached, and pass it on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flush {}
+
+/// The answer to [`Flush`]: how many children acknowledged it in turn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flushed {
+    pub flushed: bool,
+    pub children: usize,
+}
+
+impl Message for Flush {
+    const PATH: &'static str = FLUSH_PATH;
+    type Reply = Flushed;
+
+    /// A flush carries nothing; any body is ignored.
+    fn decode(_: &[u8]) -> Result<Flush, Error> {
+        Ok(Flush {})
+    }
+}
+
+/// `POST /nodes/join`: a node asks the root for its slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    pub name: String,
+    pub address: String,
+}
+
+/// The root's answer to a join: where the node sits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub slot: usize,
+    pub depth: u32,
+    pub parent: Option<Peer>,
+    /// The node's znode path.
+    pub path: String,
+}
+
+impl Message for Join {
+    const PATH: &'static str = JOIN_PATH;
+    type Reply = Joined;
+}
+
+/// One node of the `/nodes` document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub address: String,
+    pub slot: usize,
+    pub depth: u32,
+    pub parent: Option<String>,
+    pub left: Option<String>,
+    pub right: Option<String>,
+}
+
+/// The `/nodes` document: the tree as the root knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesDoc {
+    pub depth: u32,
+    pub capacity: usize,
+    pub root: String,
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl NodesDoc {
+    /// The node in `slot`, if one has joined there.
+    pub fn at_slot(&self, slot: usize) -> Option<Peer> {
+        self.nodes.iter().find(|n| n.slot == slot).map(|n| Peer {
+            name: n.name.clone(),
+            address: n.address.clone(),
+        })
+    }
+}
+
+/// `GET /nodes`, asked of the root.
+pub fn nodes_request() -> Request {
+    Request::get(NODES_PATH.to_string())
+}
+
+/// A child, as it introduces itself to its parent in a fill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildId {
+    pub slot: usize,
+    pub name: String,
+    pub address: String,
+}
+
+/// `GET /internal/fill/{key}`: a child asks its parent for a key it missed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FillRequest {
+    pub key: String,
+    pub child: ChildId,
+}
+
+impl FillRequest {
+    pub fn request(&self) -> Request {
+        Request {
+            method: "GET",
+            path: format!("{FILL_PREFIX}{}", input::percent_encode(&self.key)),
+            headers: vec![
+                (CHILD_SLOT_HEADER, self.child.slot.to_string()),
+                (CHILD_NAME_HEADER, self.child.name.clone()),
+                (CHILD_ADDRESS_HEADER, self.child.address.clone()),
+            ],
+            body: None,
+        }
+    }
+
+    /// Reads a fill request for the already decoded `key`.
+    pub fn decode(key: String, headers: &impl Headers) -> Result<FillRequest, Error> {
+        let slot = headers
+            .header(CHILD_SLOT_HEADER)
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or_else(|| {
+                Error::BadRequest(format!("A fill needs the {CHILD_SLOT_HEADER} header."))
+            })?;
+        let address = headers.header(CHILD_ADDRESS_HEADER).ok_or_else(|| {
+            Error::BadRequest(format!("A fill needs the {CHILD_ADDRESS_HEADER} header."))
+        })?;
+        let name = headers.header(CHILD_NAME_HEADER).unwrap_or("a child");
+        Ok(FillRequest {
+            key,
+            child: ChildId {
+                slot,
+                name: name.to_string(),
+                address: address.to_string(),
+            },
+        })
+    }
+}
+
+/// A parent's answer to a fill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fill {
+    Found {
+        /// The value as compact JSON.
+        value: Vec<u8>,
+        /// The version of the write that produced it.
+        version: u64,
+        /// The asking child was recorded as a holder and may cache it.
+        cacheable: bool,
+        /// Requests that joined the child's fill must fill again (see
+        /// `node::flight::Fetched::fenced`).
+        fenced: bool,
+    },
+    /// The key exists nowhere.
+    Absent { fenced: bool },
+}
+
+impl Fill {
+    /// The answer as the parent sends it: the raw value with its version, or a 404.
+    pub fn answer(self, key: &str) -> Answer {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        match self {
+            Fill::Found {
+                value,
+                version,
+                cacheable,
+                fenced,
+            } => Answer::new(200, value)
+                .with_header(VERSION_HEADER, version.to_string())
+                .with_header(CACHEABLE_HEADER, flag(cacheable))
+                .with_header(FENCED_HEADER, flag(fenced)),
+            Fill::Absent { fenced } => {
+                let e = Error::not_found(key);
+                Answer::new(e.status(), e.body()).with_header(FENCED_HEADER, flag(fenced))
+            }
+        }
+    }
+
+    /// Reads `from`'s answer to a fill. A 200 without a version is `from`'s
+    /// fault; statuses other than 200 and 404 are relayed as they came.
+    pub fn decode(answer: Answer, from: &Peer) -> Result<Fill, UpstreamError> {
+        let fenced = answer.header(FENCED_HEADER) == Some("1");
+        match answer.status {
+            200 => {
+                let version = answer
+                    .header(VERSION_HEADER)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        UpstreamError::invalid(from, "its fill answer had no version".into())
+                    })?;
+                let cacheable = answer.header(CACHEABLE_HEADER) == Some("1");
+                Ok(Fill::Found {
+                    value: answer.body,
+                    version,
+                    cacheable,
+                    fenced,
+                })
+            }
+            404 => Ok(Fill::Absent { fenced }),
+            _ => Err(answer.relayed()),
+        }
+    }
+}
+
+/// A `PUT` or `DELETE` of a key, passed on to the root with the body it came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedWrite<'a> {
+    pub method: &'static str,
+    pub key: &'a str,
+    pub body: &'a [u8],
+}
+
+impl ForwardedWrite<'_> {
+    pub fn request(&self) -> Request {
+        Request {
+            method: self.method,
+            path: format!("{STORE_PREFIX}{}", input::percent_encode(self.key)),
+            headers: Vec::new(),
+            body: Some(self.body.to_vec()).filter(|b| !b.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Map(Vec<(&'static str, String)>);
+
+    impl Headers for Map {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            name: "NODE-2".into(),
+            address: "127.0.0.1:5002".into(),
+        }
+    }
+
+    #[test]
+    fn a_fill_request_round_trips_through_its_path_and_headers() {
+        let asked = FillRequest {
+            key: "a b?ü".into(),
+            child: ChildId {
+                slot: 3,
+                name: "NODE-4".into(),
+                address: "127.0.0.1:5004".into(),
+            },
+        };
+        let request = asked.request();
+        assert_eq!(request.path, "/internal/fill/a%20b%3F%C3%BC");
+        let segment = request.path.strip_prefix(FILL_PREFIX).unwrap();
+        let key = input::decode_key(segment).unwrap();
+        let read = FillRequest::decode(key, &Map(request.headers)).unwrap();
+        assert_eq!(read, asked);
+    }
+
+    #[test]
+    fn a_fill_request_without_a_slot_is_refused() {
+        let e = FillRequest::decode("k".into(), &Map(vec![])).unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn fill_answers_round_trip() {
+        for fill in [
+            Fill::Found {
+                value: b"[1,2]".to_vec(),
+                version: 42,
+                cacheable: true,
+                fenced: false,
+            },
+            Fill::Found {
+                value: b"null".to_vec(),
+                version: 7,
+                cacheable: false,
+                fenced: true,
+            },
+            Fill::Absent { fenced: true },
+            Fill::Absent { fenced: false },
+        ] {
+            let answer = fill.clone().answer("k");
+            assert_eq!(Fill::decode(answer, &peer()).unwrap(), fill);
+        }
+    }
+
+    #[test]
+    fn a_fill_answer_without_a_version_is_the_parents_fault() {
+        let e = Fill::decode(Answer::new(200, b"1".to_vec()), &peer()).unwrap_err();
+        let e = Error::from(e);
+        assert_eq!(e.status(), 502);
+        assert!(e.to_string().contains("NODE-2 at 127.0.0.1:5002"), "{e}");
+    }
+
+    #[test]
+    fn other_fill_statuses_are_relayed() {
+        let e = Fill::decode(Answer::new(504, b"{}".to_vec()), &peer()).unwrap_err();
+        assert_eq!(Error::from(e).status(), 504);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let m = Invalidate {
+            key: "k".into(),
+            version: 9,
+        };
+        let request = m.request();
+        assert_eq!(
+            (request.method, request.path.as_str()),
+            ("POST", INVALIDATE_PATH)
+        );
+        assert_eq!(Invalidate::decode(&request.body.unwrap()).unwrap(), m);
+        let reply = Answer::json(&Invalidated {
+            key: "k".into(),
+            dropped: true,
+        });
+        let read: Invalidated = decode_reply(reply, &peer()).unwrap().unwrap();
+        assert!(read.dropped);
+        assert_eq!(Flush::decode(b"").unwrap(), Flush {});
+        assert_eq!(Release::decode(b"{}").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn a_reply_that_is_not_understood_names_the_peer() {
+        let e = decode_reply::<Joined>(Answer::new(200, b"{}".to_vec()), &peer()).unwrap_err();
+        assert!(Error::from(e).to_string().contains("NODE-2"));
+        let other = decode_reply::<Joined>(Answer::new(421, b"{}".to_vec()), &peer()).unwrap();
+        assert_eq!(other.unwrap_err().status, 421);
+    }
+
+    #[test]
+    fn budgets_travel_in_a_header() {
+        let d = Deadline::after(Duration::from_secs(2));
+        let (name, value) = budget_header(d);
+        let carried = budget(&Map(vec![(name, value)])).unwrap();
+        assert!(carried > Duration::from_millis(1500) && carried < Duration::from_secs(2));
+        assert_eq!(budget(&Map(vec![(BUDGET_HEADER, "junk".into())])), None);
+    }
+
+    #[test]
+    fn forwarded_writes_keep_their_body() {
+        let w = ForwardedWrite {
+            method: "DELETE",
+            key: "a?b",
+            body: b"",
+        };
+        let r = w.request();
+        assert_eq!((r.path.as_str(), r.body), ("/store/a%3Fb", None));
+    }
+}
