@@ -50,6 +50,7 @@ mod root;
 mod startup;
 mod store;
 mod tree;
+mod wal;
 mod wire;
 pub mod zk_local;
 

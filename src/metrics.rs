@@ -41,6 +41,68 @@ pub struct Gauges {
     pub store_keys: u64,
 }
 
+/// Bucket bounds, in seconds, of the latency histograms.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A Prometheus histogram of durations: cumulative buckets, sum and count.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = self.bounds.partition_point(|&b| b < secs);
+        bump(&self.counts[i]);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// How many observations there were.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the series of the histogram `name` with `labels` (`a="b",...`
+    /// or empty); the `# HELP`/`# TYPE` lines are the caller's.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            let le = match self.bounds.get(i) {
+                Some(b) => b.to_string(),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {total}");
+        }
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+        let _ = writeln!(out, "{name}_count{} {total}", braces(labels));
+    }
+}
+
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -146,6 +208,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let h = Histogram::new(&[0.001, 0.01]);
+        h.observe(std::time::Duration::from_micros(500));
+        h.observe(std::time::Duration::from_millis(5));
+        h.observe(std::time::Duration::from_secs(1));
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "");
+        assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.01\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_count 3\n"), "{out}");
+        let mut labelled = String::new();
+        h.render(&mut labelled, "x_seconds", "method=\"GET\"");
+        assert!(labelled.contains("x_seconds_bucket{method=\"GET\",le=\"0.01\"} 2\n"));
+        assert!(
+            labelled.contains("x_seconds_sum{method=\"GET\"} 1.0055"),
+            "{labelled}"
+        );
+        assert_eq!(h.count(), 3);
+    }
 
     #[test]
     fn renders_counters_and_statuses() {

@@ -1,0 +1,306 @@
+//! The root's data directory: a write-ahead log of applied writes,
+//! snapshots, recovery at start, and compaction in the background.
+//!
+//! - `record`: one record and its frame on disk (checksummed).
+//! - `dir`: the directory: which cluster it belongs to, its lock, file names.
+//! - `writer`: appending with group commit; disk-full, I/O and sync failures.
+//! - `snapshot`: the whole state in one file, written whole or not at all.
+//! - `recovery`: the latest snapshot, then the logs after it.
+//! - `compaction`: a new snapshot once the log outgrows the live data.
+//!
+//! The root calls [`Wal::commit`] for every write, after the invalidations
+//! and before it changes memory: the record is made as durable as `--fsync`
+//! promises, then the write is applied in memory. A write whose record
+//! could not be written is not applied. Compaction cuts the log only at a
+//! point where every write logged before it has been applied (the `gate`),
+//! so that the snapshot taken after that point holds all of them.
+
+mod compaction;
+pub mod dir;
+pub mod record;
+mod recovery;
+mod snapshot;
+mod writer;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::metrics::{Histogram, LATENCY_BUCKETS};
+
+pub use dir::Identity;
+pub use record::{Change, Record};
+
+/// How often the log is synced: the names and meanings of Redis' `appendfsync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before every answer; concurrent writes share one sync.
+    Always,
+    /// Once a second: a machine crash may lose up to a second of
+    /// acknowledged writes, a process crash none.
+    EverySec,
+    /// When the kernel decides (and at rotation and shutdown).
+    No,
+}
+
+impl Fsync {
+    pub fn parse(s: &str) -> Result<Fsync, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "everysec" => Ok(Fsync::EverySec),
+            "no" => Ok(Fsync::No),
+            _ => Err("expected always, everysec or no".into()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+            Fsync::No => "no",
+        }
+    }
+}
+
+/// Why a write could not be logged (and so was not applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalError {
+    /// The disk is full (507).
+    DiskFull(String),
+    /// Another error writing the log (500).
+    Io(String),
+    /// A sync failed: what is on disk is unknown, so no write is taken
+    /// until a restart (503).
+    Poisoned(String),
+    /// The log is closed: the node is stopping (503).
+    Closed,
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::DiskFull(m) => write!(f, "the disk is full ({m})"),
+            WalError::Io(m) => write!(f, "writing the log failed ({m})"),
+            WalError::Poisoned(m) => f.write_str(m),
+            WalError::Closed => f.write_str("the log is closed: the node is stopping"),
+        }
+    }
+}
+
+/// Why a data directory could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Not this cluster's directory, or in use (exit status 2).
+    Refused(String),
+    /// A record is damaged before the end of the log (exit status 1).
+    Corrupt {
+        file: String,
+        offset: u64,
+        detail: String,
+    },
+    /// Reading or creating the directory failed (exit status 1).
+    Io(String),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Refused(m) | OpenError::Io(m) => f.write_str(m),
+            OpenError::Corrupt {
+                file,
+                offset,
+                detail,
+            } => write!(
+                f,
+                "{file} is damaged at offset {offset}: {detail}; refusing to start with \
+                 acknowledged writes missing"
+            ),
+        }
+    }
+}
+
+impl OpenError {
+    /// The exit status a node stops with.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            OpenError::Refused(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The figures `/metrics` shows.
+pub struct WalStats {
+    fsync: Histogram,
+    /// Bytes of the log files not yet replaced by a snapshot.
+    bytes: AtomicU64,
+}
+
+impl Default for WalStats {
+    fn default() -> Self {
+        WalStats {
+            fsync: Histogram::new(LATENCY_BUCKETS),
+            bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WalStats {
+    fn observe_fsync(&self, d: Duration) {
+        self.fsync.observe(d);
+    }
+
+    fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn fsync(&self) -> &Histogram {
+        &self.fsync
+    }
+}
+
+/// The live state, as the store shows it to a snapshot.
+pub trait Source: Send + Sync {
+    /// Bytes of live keys and values: the log is compacted when it has grown
+    /// past twice this.
+    fn live_bytes(&self) -> u64;
+
+    /// Calls `visit` with every live key: key, value, version, expiry (Unix
+    /// ms, 0 for none). `visit` is never called under a lock of the store.
+    fn dump(
+        &self,
+        visit: &mut dyn FnMut(&str, &[u8], u64, u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()>;
+}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Records applied (snapshot and logs).
+    pub records: u64,
+    /// The highest version among them: versions go on from above it.
+    pub max_version: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// The open data directory. See the module documentation.
+pub struct Wal {
+    dir: Arc<dir::DataDir>,
+    writer: Arc<writer::Writer>,
+    gate: RwLock<()>,
+    stats: Arc<WalStats>,
+    mode: Fsync,
+}
+
+impl Wal {
+    /// Opens `path` for `identity`, replays it through `load` (in order:
+    /// the snapshot's records, then the logs'), and starts a new log.
+    pub fn open(
+        path: &Path,
+        identity: &Identity,
+        mode: Fsync,
+        load: &mut dyn FnMut(Record),
+    ) -> Result<(Wal, Recovered), OpenError> {
+        let started = Instant::now();
+        let dir = Arc::new(dir::DataDir::open(path, identity)?);
+        let found = recovery::recover(&dir, load)?;
+        let stats = Arc::new(WalStats::default());
+        stats.add_bytes(found.log_bytes);
+        let writer = writer::Writer::start(
+            dir.clone(),
+            found.next_log,
+            found.next_seq,
+            mode,
+            stats.clone(),
+        )
+        .map_err(|e| OpenError::Io(e.to_string()))?;
+        let recovered = Recovered {
+            records: found.records,
+            max_version: found.max_version,
+            took: started.elapsed(),
+        };
+        Ok((
+            Wal {
+                dir,
+                writer,
+                gate: RwLock::new(()),
+                stats,
+                mode,
+            },
+            recovered,
+        ))
+    }
+
+    pub fn mode(&self) -> Fsync {
+        self.mode
+    }
+
+    pub fn stats(&self) -> &WalStats {
+        &self.stats
+    }
+
+    /// Logs a write of `key` and, once it is durable, applies it with
+    /// `apply`. The write is not applied when it could not be logged.
+    pub fn commit<T>(
+        &self,
+        key: &str,
+        version: u64,
+        expires_ms: u64,
+        change: Change,
+        apply: impl FnOnce() -> T,
+    ) -> Result<T, WalError> {
+        let _logged_then_applied = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut record = Record {
+            seq: 0,
+            key: key.to_string(),
+            version,
+            expires_ms,
+            change,
+        };
+        self.writer.append(&mut record)?;
+        Ok(apply())
+    }
+
+    /// Why the log refuses writes, if it does (a sync failed).
+    pub fn poisoned(&self) -> Option<String> {
+        self.writer.poisoned()
+    }
+
+    /// Waits up to `wait` for the writes under way to finish, then syncs
+    /// and closes the log: later writes get [`WalError::Closed`].
+    pub fn close(&self, wait: Duration) -> Result<(), WalError> {
+        let until = Instant::now() + wait;
+        let _quiet = loop {
+            match self.gate.try_write() {
+                Ok(g) => break Some(g),
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => break None,
+            }
+        };
+        self.writer.close()
+    }
+
+    /// Compacts in the background whenever the log outgrows `source`'s live data.
+    pub fn compact_in_background(self: &Arc<Self>, source: Arc<dyn Source>) {
+        let wal = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("wal-compact".into())
+            .spawn(move || compaction::run(&wal, source.as_ref()));
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.writer.close();
+    }
+}
+
+#[cfg(test)]
+mod tests;
