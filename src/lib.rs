@@ -10,7 +10,6 @@
 //! - `tree`: slot arithmetic of the binary tree (no I/O).
 //! - `input`: keys, query strings and bodies from clients, validated.
 //! - `error`: the error type of the HTTP boundary and its status codes.
-//! - `lru`: least-recently-used order over a slab.
 //! - `flight`: one upstream fill shared by concurrent misses.
 //! - `store`: values, versions, the directory of holders, fill fences, LRU.
 //! - `node`: the policy: read through, write at the root, invalidate.
@@ -30,7 +29,6 @@ pub mod docs;
 pub mod error;
 pub mod flight;
 pub mod input;
-pub mod lru;
 pub mod membership;
 pub mod metrics;
 pub mod node;

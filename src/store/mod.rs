@@ -26,8 +26,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::flight::Flight;
-use crate::lru::Lru;
 use crate::tree::Side;
+use lru::Lru;
+
+// The store never asks the order for its length: `Lru::len` and `Lru::is_empty`
+// serve only the order's own tests now that the module is private to the store.
+#[allow(dead_code)]
+mod lru;
 
 const SHARDS: usize = 16;
 /// Bytes charged per entry beyond its key and value: map slot, LRU link, allocation.
