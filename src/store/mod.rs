@@ -18,16 +18,18 @@
 //! All changes go through a few methods ([`Store::apply`] for the root's writes);
 //! a write-ahead log can later be put in front of `apply` without touching callers.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::flight::Flight;
 use crate::tree::Side;
+use entry::{Blob, Meta, HAS_VALUE, NO_LRU, PENDING};
 use lru::Lru;
+
+mod entry;
 
 // The store never asks the order for its length: `Lru::len` and `Lru::is_empty`
 // serve only the order's own tests now that the module is private to the store.
@@ -37,7 +39,6 @@ mod lru;
 const SHARDS: usize = 16;
 /// Bytes charged per entry beyond its key and value: map slot, LRU link, allocation.
 const ENTRY_OVERHEAD: u64 = 64;
-const NO_LRU: u32 = u32::MAX;
 
 /// What the store is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,74 +65,6 @@ pub enum Applied {
     Absent,
     /// A put that would grow the store past its bound.
     Full,
-}
-
-/// A key and its value in one allocation: `[key length: u16][key][value]`.
-/// Keeping both in one block is what keeps the root near 100 bytes per small key.
-struct Blob(Box<[u8]>);
-
-impl Blob {
-    fn new(key: &str, value: &[u8]) -> Blob {
-        let mut b = Vec::with_capacity(2 + key.len() + value.len());
-        b.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        b.extend_from_slice(key.as_bytes());
-        b.extend_from_slice(value);
-        Blob(b.into_boxed_slice())
-    }
-
-    fn key_len(&self) -> usize {
-        u16::from_le_bytes([self.0[0], self.0[1]]) as usize
-    }
-
-    fn key(&self) -> &str {
-        let bytes = &self.0[2..2 + self.key_len()];
-        // SAFETY: the bytes were copied from a `&str` in `Blob::new` and never change.
-        unsafe { std::str::from_utf8_unchecked(bytes) }
-    }
-
-    fn value(&self) -> &[u8] {
-        &self.0[2 + self.key_len()..]
-    }
-}
-
-impl Borrow<str> for Blob {
-    fn borrow(&self) -> &str {
-        self.key()
-    }
-}
-
-impl Hash for Blob {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state)
-    }
-}
-
-impl PartialEq for Blob {
-    fn eq(&self, other: &Blob) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Blob {}
-
-const HAS_VALUE: u8 = 1;
-const PENDING: u8 = 2;
-
-struct Meta {
-    version: u64,
-    lru: u32,
-    /// Directory: `Side::bit`s of the children that hold this key.
-    holders: u8,
-    flags: u8,
-}
-
-impl Meta {
-    fn has_value(&self) -> bool {
-        self.flags & HAS_VALUE != 0
-    }
-    fn pending(&self) -> bool {
-        self.flags & PENDING != 0
-    }
 }
 
 struct InFlight {
@@ -481,17 +414,7 @@ impl Store {
             meta.flags &= !PENDING;
             return;
         }
-        shard.map.insert(
-            Blob::new(key, b""),
-            Meta {
-                version: 0,
-                lru: NO_LRU,
-                holders: bits,
-                flags: 0,
-            },
-        );
-        let cost = self.entry_cost(key, 0);
-        self.charge(shard, cost as i64, 0);
+        self.insert_placeholder(shard, key, 0, bits, 0);
     }
 
     /// A child's notice that it no longer holds `keys`.
@@ -530,17 +453,7 @@ impl Store {
             meta.flags |= PENDING;
             return std::mem::take(&mut meta.holders) | recent;
         }
-        shard.map.insert(
-            Blob::new(key, b""),
-            Meta {
-                version: 0,
-                lru: NO_LRU,
-                holders: 0,
-                flags: PENDING,
-            },
-        );
-        let cost = self.entry_cost(key, 0);
-        self.charge(shard, cost as i64, 0);
+        self.insert_placeholder(shard, key, 0, 0, PENDING);
         recent
     }
 
@@ -676,18 +589,6 @@ impl Store {
         }
     }
 
-    /// Removes an entry with its LRU link and byte charge.
-    fn remove_entry(&self, shard: &mut Shard, key: &str) -> Option<Meta> {
-        let (blob, meta) = shard.map.remove_entry(key)?;
-        if meta.lru != NO_LRU {
-            shard.lru.remove(meta.lru);
-        }
-        let cost = self.entry_cost(key, blob.value().len());
-        let keys = if meta.has_value() { -1 } else { 0 };
-        self.charge(shard, -(cost as i64), keys);
-        Some(meta)
-    }
-
     /// A cache no longer holds `key` at all: the parent must be told.
     fn note_release(&self, shard: &mut Shard, key: &str) {
         if matches!(self.mode, Mode::Cache { .. }) {
@@ -705,7 +606,7 @@ impl Store {
                 break;
             };
             self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-            let Some((blob, mut meta)) = shard.map.remove_entry(&*key) else {
+            let Some((blob, meta)) = shard.map.remove_entry(&*key) else {
                 continue;
             };
             let cost = self.entry_cost(&key, blob.value().len());
@@ -713,41 +614,45 @@ impl Store {
             if meta.holders == 0 {
                 self.note_release(shard, &key);
             } else {
-                meta.lru = NO_LRU;
-                meta.flags &= !HAS_VALUE;
-                shard.map.insert(Blob::new(&key, b""), meta);
-                let cost = self.entry_cost(&key, 0);
-                self.charge(shard, cost as i64, 0);
+                self.insert_placeholder(shard, &key, meta.version, meta.holders, meta.flags);
             }
         }
     }
 }
 
+/// Helpers shared by the tests of the store's files.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod test_support {
+    use super::{Begin, Lookup, Mode, Store};
 
-    fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
+    pub(super) fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
         match store.lookup(key, None, |v| v.to_vec()) {
             Lookup::Hit { out, .. } => Some(out),
             Lookup::Miss { .. } => None,
         }
     }
 
-    fn primary() -> Store {
+    pub(super) fn primary() -> Store {
         Store::new(Mode::Primary { max_bytes: None })
     }
 
-    fn cache(max_bytes: u64) -> Store {
+    pub(super) fn cache(max_bytes: u64) -> Store {
         Store::new(Mode::Cache { max_bytes })
     }
 
-    fn fill(store: &Store, key: &str, v: &[u8], version: u64) -> bool {
+    /// Leads a fill of `key` and completes it with `v`; returns whether it was cached.
+    pub(super) fn fill(store: &Store, key: &str, v: &[u8], version: u64) -> bool {
         let Begin::Lead { id, .. } = store.begin_fill(key) else {
             panic!("expected to lead");
         };
         store.complete_fill(key, id, v, version, true).cached
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{cache, fill, primary, value};
+    use super::*;
 
     #[test]
     fn the_primary_applies_puts_and_deletes() {
