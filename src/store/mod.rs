@@ -18,7 +18,7 @@
 //! All changes go through a few methods ([`Store::apply`] for the root's writes);
 //! a write-ahead log can later be put in front of `apply` without touching callers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +28,7 @@ use crate::flight::Flight;
 use crate::tree::Side;
 use entry::{Blob, Meta, HAS_VALUE, NO_LRU, PENDING};
 use lru::Lru;
+use releases::Releases;
 
 mod entry;
 
@@ -35,6 +36,7 @@ mod entry;
 // serve only the order's own tests now that the module is private to the store.
 #[allow(dead_code)]
 mod lru;
+mod releases;
 
 const SHARDS: usize = 16;
 /// Bytes charged per entry beyond its key and value: map slot, LRU link, allocation.
@@ -91,12 +93,7 @@ struct Shard {
     recent_sweep_at: usize,
     lru: Lru<Box<str>>,
     flights: HashMap<Box<str>, InFlight>,
-    /// Keys this cache dropped entirely whose release the parent has not yet
-    /// acknowledged. Fills of these keys are not cached until it has, or the
-    /// parent could forget us as a holder after we cached again.
-    unacknowledged: HashSet<Box<str>>,
-    /// Released keys not yet sent to the parent.
-    outbox: Vec<Box<str>>,
+    releases: Releases,
     bytes: u64,
 }
 
@@ -181,7 +178,12 @@ impl Store {
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shards[i])
+    }
+
+    /// Every shard in turn, each locked only until the next is taken.
+    fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.shards.iter().map(lock)
     }
 
     fn entry_cost(&self, key: &str, value_len: usize) -> u64 {
@@ -335,7 +337,7 @@ impl Store {
         let cost = self.entry_cost(key, value.len());
         if !cacheable
             || fenced
-            || shard.unacknowledged.contains(key)
+            || shard.releases.unacknowledged(key)
             || cost > max_bytes / SHARDS as u64
         {
             return not_cached;
@@ -542,27 +544,9 @@ impl Store {
         }
     }
 
-    /// Takes the keys released since the last call, to tell the parent.
-    pub fn take_releases(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            keys.extend(shard.outbox.drain(..).map(String::from));
-        }
-        keys
-    }
-
-    /// The parent has acknowledged these releases: the keys may be cached again.
-    pub fn releases_acknowledged(&self, keys: &[String]) {
-        for key in keys {
-            self.shard(key).unacknowledged.remove(key.as_str());
-        }
-    }
-
     /// Drops everything (a cache whose parent lost track of it).
     pub fn clear(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        for mut shard in self.each_shard() {
             let keys = shard.map.values().filter(|m| m.has_value()).count() as u64;
             self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
             self.keys.fetch_sub(keys, Ordering::Relaxed);
@@ -586,14 +570,6 @@ impl Store {
             self.keys.fetch_add(keys as u64, Ordering::Relaxed);
         } else {
             self.keys.fetch_sub((-keys) as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// A cache no longer holds `key` at all: the parent must be told.
-    fn note_release(&self, shard: &mut Shard, key: &str) {
-        if matches!(self.mode, Mode::Cache { .. }) {
-            shard.unacknowledged.insert(key.into());
-            shard.outbox.push(key.into());
         }
     }
 
@@ -621,6 +597,12 @@ impl Store {
 }
 
 /// Helpers shared by the tests of the store's files.
+/// Locks a shard. A thread that panicked while holding the lock does not
+/// make the shard unusable for the others.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod test_support {
     use super::{Begin, Lookup, Mode, Store};
