@@ -22,15 +22,16 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use crate::flight::Flight;
 use crate::tree::Side;
 use entry::{Blob, Meta, HAS_VALUE, NO_LRU, PENDING};
+use fills::Fills;
 use lru::Lru;
 use releases::Releases;
 
 mod entry;
+mod fills;
 
 // The store never asks the order for its length: `Lru::len` and `Lru::is_empty`
 // serve only the order's own tests now that the module is private to the store.
@@ -69,30 +70,11 @@ pub enum Applied {
     Full,
 }
 
-struct InFlight {
-    id: u64,
-    /// Set when an invalidation passed while the fill was under way.
-    fenced: bool,
-    flight: Arc<Flight>,
-}
-
-/// Children answered a fill of a key, until their fills have surely ended.
-struct Recent {
-    bits: u8,
-    until: Instant,
-}
-
 #[derive(Default)]
 struct Shard {
     map: HashMap<Blob, Meta>,
-    /// Children recently answered a fill, by key; kept apart from the
-    /// directory because they may hold nothing (a 404, an uncacheable value)
-    /// and must be forgotten once their fills are over.
-    recent: HashMap<Box<str>, Recent>,
-    /// `recent` is swept of expired entries when it grows to this size.
-    recent_sweep_at: usize,
     lru: Lru<Box<str>>,
-    flights: HashMap<Box<str>, InFlight>,
+    fills: Fills,
     releases: Releases,
     bytes: u64,
 }
@@ -236,44 +218,6 @@ impl Store {
         }
     }
 
-    /// Records that `side` is being answered a fill of `key`: until `until`
-    /// (the end of that fill's time budget) invalidations of the key go to it
-    /// too, whatever the answer. A child whose fill is still under way may
-    /// have other requests waiting on it; the invalidation fences that fill,
-    /// so that none of them can be handed a value older than the write.
-    pub fn note_fill(&self, key: &str, side: Side, until: Instant) {
-        let mut guard = self.shard(key);
-        let shard = &mut *guard;
-        if shard.recent.len() >= shard.recent_sweep_at.max(1024) {
-            let now = Instant::now();
-            shard.recent.retain(|_, r| r.until > now);
-            shard.recent_sweep_at = 2 * shard.recent.len();
-        }
-        match shard.recent.get_mut(key) {
-            Some(r) => {
-                r.bits |= side.bit();
-                r.until = r.until.max(until);
-            }
-            None => {
-                shard.recent.insert(
-                    key.into(),
-                    Recent {
-                        bits: side.bit(),
-                        until,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Takes the bits of children recently answered a fill of `key`.
-    fn take_recent(shard: &mut Shard, key: &str) -> u8 {
-        match shard.recent.remove(key) {
-            Some(r) if r.until > Instant::now() => r.bits,
-            _ => 0,
-        }
-    }
-
     /// Records `side` as a holder of `key` if this node holds exactly `version`
     /// of it. Returns whether it did: the child may cache the value only then.
     pub fn register_holder(&self, key: &str, version: u64, side: Side) -> bool {
@@ -287,116 +231,14 @@ impl Store {
         }
     }
 
-    /// Starts a fill of `key`, or joins one under way. A fill that an
-    /// invalidation has passed is never joined: a request that starts after a
-    /// write was acknowledged must not receive a value fetched before it.
-    pub fn begin_fill(&self, key: &str) -> Begin {
-        let mut shard = self.shard(key);
-        if shard.map.get(key).is_some_and(Meta::has_value) {
-            return Begin::Present;
-        }
-        if let Some(f) = shard.flights.get(key) {
-            if !f.fenced {
-                return Begin::Join(f.flight.clone());
-            }
-        }
-        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-        let flight = Flight::new();
-        shard.flights.insert(
-            key.into(),
-            InFlight {
-                id,
-                fenced: false,
-                flight: flight.clone(),
-            },
-        );
-        Begin::Lead { id, flight }
-    }
-
-    /// Ends fill `id` that brought `value`. It is cached only if upstream said
-    /// it may be, no invalidation passed the fill meanwhile, and the parent has
-    /// acknowledged any earlier release of the key.
-    pub fn complete_fill(
-        &self,
-        key: &str,
-        id: u64,
-        value: &[u8],
-        version: u64,
-        cacheable: bool,
-    ) -> FillEnd {
-        let mut guard = self.shard(key);
-        let shard = &mut *guard;
-        let fenced = Self::end_flight(shard, key, id);
-        let not_cached = FillEnd {
-            cached: false,
-            fenced,
-        };
-        let Mode::Cache { max_bytes } = self.mode else {
-            return not_cached;
-        };
-        let cost = self.entry_cost(key, value.len());
-        if !cacheable
-            || fenced
-            || shard.releases.unacknowledged(key)
-            || cost > max_bytes / SHARDS as u64
-        {
-            return not_cached;
-        }
-        if let Some(meta) = shard.map.get(key) {
-            if meta.has_value() && meta.version >= version {
-                return not_cached;
-            }
-        }
-        // Keep the directory bits of a tombstone being refilled.
-        let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
-        let lru = shard.lru.insert(key.into());
-        shard.map.insert(
-            Blob::new(key, value),
-            Meta {
-                version,
-                lru,
-                holders,
-                flags: HAS_VALUE,
-            },
-        );
-        self.charge(shard, cost as i64, 1);
-        self.evict(shard, max_bytes / SHARDS as u64);
-        FillEnd {
-            cached: true,
-            fenced: false,
-        }
-    }
-
-    /// Ends fill `id` without a value (absent upstream, or an error).
-    /// Returns whether an invalidation passed it.
-    pub fn abandon_fill(&self, key: &str, id: u64) -> bool {
-        let mut guard = self.shard(key);
-        Self::end_flight(&mut guard, key, id)
-    }
-
-    /// Removes fill `id` from the flights; returns whether it was fenced.
-    fn end_flight(shard: &mut Shard, key: &str, id: u64) -> bool {
-        match shard.flights.get(key) {
-            Some(f) if f.id == id => {
-                let fenced = f.fenced;
-                shard.flights.remove(key);
-                fenced
-            }
-            // Replaced by a newer fill after an invalidation: fenced.
-            _ => true,
-        }
-    }
-
     /// An invalidation from the parent: drops the value and the directory
     /// entry, fences any fill under way, and returns the holders that must be
     /// invalidated in turn. Returns whether a value was dropped.
     pub fn invalidate(&self, key: &str) -> (bool, u8) {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
-        if let Some(f) = shard.flights.get_mut(key) {
-            f.fenced = true;
-        }
-        let recent = Self::take_recent(shard, key);
+        shard.fills.fence(key);
+        let recent = shard.fills.take_recent(key);
         match self.remove_entry(shard, key) {
             Some(meta) => (meta.has_value(), meta.holders | recent),
             None => (false, recent),
@@ -450,7 +292,7 @@ impl Store {
     pub fn begin_write(&self, key: &str) -> u8 {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
-        let recent = Self::take_recent(shard, key);
+        let recent = shard.fills.take_recent(key);
         if let Some(meta) = shard.map.get_mut(key) {
             meta.flags |= PENDING;
             return std::mem::take(&mut meta.holders) | recent;
@@ -550,9 +392,7 @@ impl Store {
             let keys = shard.map.values().filter(|m| m.has_value()).count() as u64;
             self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
             self.keys.fetch_sub(keys, Ordering::Relaxed);
-            for f in shard.flights.values_mut() {
-                f.fenced = true;
-            }
+            shard.fills.fence_all();
             shard.map.clear();
             shard.lru = Lru::default();
             shard.bytes = 0;
@@ -571,6 +411,39 @@ impl Store {
         } else {
             self.keys.fetch_sub((-keys) as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Caches the value a fill brought, unless this is not a cache, the value
+    /// would take more than the shard's share of the bound, or a newer value
+    /// is here already. Returns whether it did.
+    fn cache_fill(&self, shard: &mut Shard, key: &str, value: &[u8], version: u64) -> bool {
+        let Mode::Cache { max_bytes } = self.mode else {
+            return false;
+        };
+        let cost = self.entry_cost(key, value.len());
+        if cost > max_bytes / SHARDS as u64 {
+            return false;
+        }
+        if let Some(meta) = shard.map.get(key) {
+            if meta.has_value() && meta.version >= version {
+                return false;
+            }
+        }
+        // Keep the directory bits of a tombstone being refilled.
+        let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
+        let lru = shard.lru.insert(key.into());
+        shard.map.insert(
+            Blob::new(key, value),
+            Meta {
+                version,
+                lru,
+                holders,
+                flags: HAS_VALUE,
+            },
+        );
+        self.charge(shard, cost as i64, 1);
+        self.evict(shard, max_bytes / SHARDS as u64);
+        true
     }
 
     /// Evicts least recently used values until the shard is within `cap`.
@@ -728,51 +601,6 @@ mod tests {
     }
 
     #[test]
-    fn a_fill_passed_by_an_invalidation_is_not_cached() {
-        let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
-            panic!()
-        };
-        // The invalidation overtakes the fill's answer.
-        assert_eq!(s.invalidate("k"), (false, 0));
-        // A new reader does not join the fenced fill.
-        let Begin::Lead { id: id2, .. } = s.begin_fill("k") else {
-            panic!("a fenced fill must not be joined")
-        };
-        let end = s.complete_fill("k", id, b"old", 1, true);
-        assert_eq!(
-            end,
-            FillEnd {
-                cached: false,
-                fenced: true
-            }
-        );
-        assert_eq!(value(&s, "k"), None);
-        assert!(s.complete_fill("k", id2, b"new", 2, true).cached);
-        assert_eq!(value(&s, "k").unwrap(), b"new");
-    }
-
-    #[test]
-    fn concurrent_misses_join_one_fill() {
-        let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
-            panic!()
-        };
-        assert!(matches!(s.begin_fill("k"), Begin::Join(_)));
-        assert!(s.complete_fill("k", id, b"v", 1, true).cached);
-    }
-
-    #[test]
-    fn uncacheable_answers_are_not_cached() {
-        let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
-            panic!()
-        };
-        assert!(!s.complete_fill("k", id, b"v", 1, false).cached);
-        assert_eq!(value(&s, "k"), None);
-    }
-
-    #[test]
     fn invalidation_returns_the_holders_to_pass_it_to() {
         let s = cache(1 << 20);
         fill(&s, "k", b"v", 1);
@@ -844,21 +672,7 @@ mod tests {
 #[cfg(test)]
 mod coherence_tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn children_answered_recently_are_invalidated_even_without_holding_the_key() {
-        let s = Store::new(Mode::Cache { max_bytes: 1 << 20 });
-        let soon = Instant::now() + Duration::from_secs(5);
-        // A child was answered a fill of a key this node does not hold (a 404).
-        s.note_fill("k", Side::Right, soon);
-        assert_eq!(s.invalidate("k"), (false, Side::Right.bit()));
-        // Taken once: the next invalidation does not go there again.
-        assert_eq!(s.invalidate("k"), (false, 0));
-        // An expired note is forgotten.
-        s.note_fill("k", Side::Left, Instant::now() - Duration::from_millis(1));
-        assert_eq!(s.invalidate("k"), (false, 0));
-    }
+    use std::time::{Duration, Instant};
 
     #[test]
     fn a_write_of_an_absent_key_marks_fills_pending_and_takes_recent_children() {
@@ -889,20 +703,5 @@ mod coherence_tests {
             Lookup::Miss { pending: false }
         );
         assert_eq!(s.keys(), 1);
-    }
-
-    #[test]
-    fn the_recent_table_is_swept_of_expired_entries() {
-        let s = Store::new(Mode::Cache { max_bytes: 1 << 20 });
-        let past = Instant::now() - Duration::from_millis(1);
-        for i in 0..50_000 {
-            s.note_fill(&format!("k{i}"), Side::Left, past);
-        }
-        let held: usize = s
-            .shards
-            .iter()
-            .map(|sh| sh.lock().unwrap().recent.len())
-            .sum();
-        assert!(held < 20_000, "{held} expired entries kept");
     }
 }
