@@ -30,6 +30,7 @@ use fills::Fills;
 use lru::Lru;
 use releases::Releases;
 
+mod directory;
 mod entry;
 mod fills;
 
@@ -216,71 +217,6 @@ impl Store {
             cacheable: cacheable && child.is_some(),
             pending,
         }
-    }
-
-    /// Records `side` as a holder of `key` if this node holds exactly `version`
-    /// of it. Returns whether it did: the child may cache the value only then.
-    pub fn register_holder(&self, key: &str, version: u64, side: Side) -> bool {
-        let mut shard = self.shard(key);
-        match shard.map.get_mut(key) {
-            Some(meta) if meta.has_value() && !meta.pending() && meta.version == version => {
-                meta.holders |= side.bit();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// An invalidation from the parent: drops the value and the directory
-    /// entry, fences any fill under way, and returns the holders that must be
-    /// invalidated in turn. Returns whether a value was dropped.
-    pub fn invalidate(&self, key: &str) -> (bool, u8) {
-        let mut guard = self.shard(key);
-        let shard = &mut *guard;
-        shard.fills.fence(key);
-        let recent = shard.fills.take_recent(key);
-        match self.remove_entry(shard, key) {
-            Some(meta) => (meta.has_value(), meta.holders | recent),
-            None => (false, recent),
-        }
-    }
-
-    /// Puts back directory bits for children whose invalidation failed: they
-    /// may still hold the key, so the next write must try them again.
-    pub fn restore_holders(&self, key: &str, bits: u8) {
-        if bits == 0 {
-            return;
-        }
-        let mut guard = self.shard(key);
-        let shard = &mut *guard;
-        if let Some(meta) = shard.map.get_mut(key) {
-            meta.holders |= bits;
-            meta.flags &= !PENDING;
-            return;
-        }
-        self.insert_placeholder(shard, key, 0, bits, 0);
-    }
-
-    /// A child's notice that it no longer holds `keys`.
-    /// Returns how many directory bits were cleared.
-    pub fn release(&self, keys: &[String], side: Side) -> usize {
-        let mut released = 0;
-        for key in keys {
-            let mut guard = self.shard(key);
-            let shard = &mut *guard;
-            let Some(meta) = shard.map.get_mut(key.as_str()) else {
-                continue;
-            };
-            if meta.holders & side.bit() != 0 {
-                meta.holders &= !side.bit();
-                released += 1;
-            }
-            if !meta.has_value() && meta.holders == 0 && !meta.pending() {
-                self.remove_entry(shard, key);
-                self.note_release(shard, key);
-            }
-        }
-        released
     }
 
     /// Starts a write of `key` at the root: marks it pending (fills answered
@@ -552,45 +488,6 @@ mod tests {
     }
 
     #[test]
-    fn children_are_recorded_only_when_the_answer_is_cacheable() {
-        let s = primary();
-        s.apply("k", Mutation::Put(b"1".to_vec()), 1);
-        let hit = s.lookup("k", Some(Side::Left), |_| ());
-        assert!(matches!(
-            hit,
-            Lookup::Hit {
-                cacheable: true,
-                version: 1,
-                ..
-            }
-        ));
-        // A write takes the directory bits and makes fills uncacheable.
-        assert_eq!(s.begin_write("k"), Side::Left.bit());
-        let hit = s.lookup("k", Some(Side::Right), |_| ());
-        assert!(matches!(
-            hit,
-            Lookup::Hit {
-                cacheable: false,
-                ..
-            }
-        ));
-        assert_eq!(
-            s.apply("k", Mutation::Put(b"2".to_vec()), 2),
-            Applied::Stored
-        );
-        assert_eq!(s.begin_write("k"), 0, "no child registered while pending");
-        s.abort_write("k", 0);
-        assert!(matches!(
-            s.lookup("k", Some(Side::Right), |_| ()),
-            Lookup::Hit {
-                cacheable: true,
-                version: 2,
-                ..
-            }
-        ));
-    }
-
-    #[test]
     fn a_failed_invalidation_keeps_the_holder() {
         let s = primary();
         s.apply("k", Mutation::Put(b"1".to_vec()), 1);
@@ -598,17 +495,6 @@ mod tests {
         let bits = s.begin_write("k");
         s.abort_write("k", bits);
         assert_eq!(s.begin_write("k"), Side::Right.bit());
-    }
-
-    #[test]
-    fn invalidation_returns_the_holders_to_pass_it_to() {
-        let s = cache(1 << 20);
-        fill(&s, "k", b"v", 1);
-        assert!(s.register_holder("k", 1, Side::Left));
-        assert!(!s.register_holder("k", 2, Side::Right), "version mismatch");
-        assert_eq!(s.invalidate("k"), (true, Side::Left.bit()));
-        assert_eq!(value(&s, "k"), None);
-        assert!(!s.register_holder("k", 1, Side::Left));
     }
 
     #[test]
@@ -642,20 +528,6 @@ mod tests {
         assert!(!s.take_releases().contains(&"held".to_string()));
         // The next invalidation still names the child.
         assert_eq!(s.invalidate("held"), (false, Side::Right.bit()));
-    }
-
-    #[test]
-    fn a_tombstone_goes_when_its_last_holder_releases_it() {
-        let s = cache(4 * 1024);
-        fill(&s, "held", &[b'x'; 100], 1);
-        s.register_holder("held", 1, Side::Left);
-        for i in 0..200 {
-            fill(&s, &format!("key-{i}"), &[b'x'; 100], 1);
-        }
-        s.take_releases();
-        assert_eq!(s.release(&["held".to_string()], Side::Left), 1);
-        assert!(s.take_releases().contains(&"held".to_string()));
-        assert_eq!(s.invalidate("held"), (false, 0));
     }
 
     #[test]
