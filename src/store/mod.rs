@@ -9,14 +9,44 @@
 //!   that answer to requests that joined their fill);
 //! - on the root, whether a write of the key is under way (`pending`);
 //! - on caches, the fill in flight for the key, if any, and whether an
-//!   invalidation has passed it (then its answer must not be cached).
+//!   invalidation has passed it (then its answer must not be cached);
+//! - on caches, whether the key was dropped and the parent has yet to
+//!   acknowledge the release notice.
 //!
+//! # What lives where
+//! - this file: [`Store`] and its shards, choosing and locking a shard, the
+//!   byte and key accounting, and the public types;
+//! - `entry`: one key's entry, the key and value in one allocation plus the
+//!   bits every concern keeps (version, LRU handle, holder bits, flags), and
+//!   the one way to insert a placeholder entry that has no value;
+//! - `lru`: the least-recently-used order caches evict by;
+//! - `values`: lookups, caching what a fill brought, eviction, clearing;
+//! - `fills`: fills in flight and their fences, and the children recently
+//!   answered a fill;
+//! - `writes`: the root's writes (pending mark, apply, abort, the bound), and
+//!   the place where a write-ahead log will record them;
+//! - `directory`: which children hold each key: recording, restoring and
+//!   releasing holders, and invalidating;
+//! - `releases`: the release notices a cache owes its parent.
+//!
+//! A concern with data of its own keeps it in its own struct inside each
+//! shard (`Fills`, `Releases`). The entry map is shared, because one entry
+//! carries bits of several concerns: one allocation per key is what keeps
+//! the root near 100 bytes per small key.
+//!
+//! # The one rule
 //! Everything about one key happens under its shard's lock, which is what makes
 //! "check the fence, then cache" and "answer a child, then record it as a
-//! holder" atomic with respect to invalidations.
+//! holder" atomic with respect to invalidations. A public method does all its
+//! work on a key within one hold of that lock; a helper that takes
+//! `&mut Shard` runs inside the hold of its caller and never locks again.
 //!
-//! All changes go through a few methods ([`Store::apply`] for the root's writes);
-//! a write-ahead log can later be put in front of `apply` without touching callers.
+//! # Outside and inside
+//! Code outside this module may use the public methods of [`Store`], its
+//! `stats`, and the public types declared here; nothing else. Shards,
+//! entries, the LRU order, the per-concern structs and every helper that
+//! takes a `&mut Shard` are internal: private to `store`, and shared among its
+//! files only through `pub(super)`.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -24,8 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::flight::Flight;
-use crate::tree::Side;
-use entry::{Blob, Meta, HAS_VALUE, NO_LRU};
+use entry::{Blob, Meta};
 use fills::Fills;
 use lru::Lru;
 use releases::Releases;
@@ -39,6 +68,7 @@ mod fills;
 #[allow(dead_code)]
 mod lru;
 mod releases;
+mod values;
 mod writes;
 
 const SHARDS: usize = 16;
@@ -72,12 +102,17 @@ pub enum Applied {
     Full,
 }
 
+/// One of the `SHARDS` parts of the store, each behind its own lock.
 #[derive(Default)]
 struct Shard {
+    /// Every key the shard knows, with the bits each concern keeps about it.
     map: HashMap<Blob, Meta>,
+    /// Caches only: the order in which values are evicted.
     lru: Lru<Box<str>>,
     fills: Fills,
     releases: Releases,
+    /// What this shard is charged; a cache holds each shard to its share of
+    /// the bound.
     bytes: u64,
 }
 
@@ -160,6 +195,7 @@ impl Store {
         self.keys.load(Ordering::Relaxed)
     }
 
+    /// Locks the shard of `key`: everything about one key happens under it.
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         lock(&self.shards[i])
@@ -170,6 +206,7 @@ impl Store {
         self.shards.iter().map(lock)
     }
 
+    /// What an entry is charged against the bound: an estimate of its memory.
     fn entry_cost(&self, key: &str, value_len: usize) -> u64 {
         let key_copies = match self.mode {
             Mode::Cache { .. } => 2, // the blob and the LRU's copy
@@ -178,61 +215,9 @@ impl Store {
         2 + key_copies * key.len() as u64 + value_len as u64 + ENTRY_OVERHEAD
     }
 
-    /// Looks a key up. `out` renders the value while the lock is held, so a hit
-    /// costs one copy. When a child asks (`child` is set) the answer is
-    /// cacheable only if this node holds the value and records the child as a
-    /// holder, in the same critical section; a key whose write is pending at
-    /// the root is never cacheable.
-    pub fn lookup<R>(
-        &self,
-        key: &str,
-        child: Option<Side>,
-        out: impl FnOnce(&[u8]) -> R,
-    ) -> Lookup<R> {
-        let mut shard = self.shard(key);
-        let shard = &mut *shard;
-        let Some((blob, meta)) = shard.map.get_key_value(key) else {
-            return Lookup::Miss { pending: false };
-        };
-        if !meta.has_value() {
-            return Lookup::Miss {
-                pending: meta.pending(),
-            };
-        }
-        let out = out(blob.value());
-        let version = meta.version;
-        let lru = meta.lru;
-        let pending = meta.pending();
-        let cacheable = !pending;
-        if let Some(side) = child.filter(|_| cacheable) {
-            if let Some(meta) = shard.map.get_mut(key) {
-                meta.holders |= side.bit();
-            }
-        }
-        if lru != NO_LRU {
-            shard.lru.touch(lru);
-        }
-        Lookup::Hit {
-            out,
-            version,
-            cacheable: cacheable && child.is_some(),
-            pending,
-        }
-    }
-
-    /// Drops everything (a cache whose parent lost track of it).
-    pub fn clear(&self) {
-        for mut shard in self.each_shard() {
-            let keys = shard.map.values().filter(|m| m.has_value()).count() as u64;
-            self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
-            self.keys.fetch_sub(keys, Ordering::Relaxed);
-            shard.fills.fence_all();
-            shard.map.clear();
-            shard.lru = Lru::default();
-            shard.bytes = 0;
-        }
-    }
-
+    /// Adds to (or, negative, takes from) the shard's and the store's bytes
+    /// and keys. The store's totals are read without a lock, by `/metrics`
+    /// and by the root's bound check.
     fn charge(&self, shard: &mut Shard, bytes: i64, keys: i64) {
         shard.bytes = (shard.bytes as i64 + bytes) as u64;
         if bytes >= 0 {
@@ -246,70 +231,15 @@ impl Store {
             self.keys.fetch_sub((-keys) as u64, Ordering::Relaxed);
         }
     }
-
-    /// Caches the value a fill brought, unless this is not a cache, the value
-    /// would take more than the shard's share of the bound, or a newer value
-    /// is here already. Returns whether it did.
-    fn cache_fill(&self, shard: &mut Shard, key: &str, value: &[u8], version: u64) -> bool {
-        let Mode::Cache { max_bytes } = self.mode else {
-            return false;
-        };
-        let cost = self.entry_cost(key, value.len());
-        if cost > max_bytes / SHARDS as u64 {
-            return false;
-        }
-        if let Some(meta) = shard.map.get(key) {
-            if meta.has_value() && meta.version >= version {
-                return false;
-            }
-        }
-        // Keep the directory bits of a tombstone being refilled.
-        let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
-        let lru = shard.lru.insert(key.into());
-        shard.map.insert(
-            Blob::new(key, value),
-            Meta {
-                version,
-                lru,
-                holders,
-                flags: HAS_VALUE,
-            },
-        );
-        self.charge(shard, cost as i64, 1);
-        self.evict(shard, max_bytes / SHARDS as u64);
-        true
-    }
-
-    /// Evicts least recently used values until the shard is within `cap`.
-    /// A value some child still holds leaves a tombstone with its directory
-    /// bits, so the next invalidation still reaches that child.
-    fn evict(&self, shard: &mut Shard, cap: u64) {
-        while shard.bytes > cap {
-            let Some(key) = shard.lru.pop_oldest() else {
-                break;
-            };
-            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-            let Some((blob, meta)) = shard.map.remove_entry(&*key) else {
-                continue;
-            };
-            let cost = self.entry_cost(&key, blob.value().len());
-            self.charge(shard, -(cost as i64), -1);
-            if meta.holders == 0 {
-                self.note_release(shard, &key);
-            } else {
-                self.insert_placeholder(shard, &key, meta.version, meta.holders, meta.flags);
-            }
-        }
-    }
 }
 
-/// Helpers shared by the tests of the store's files.
 /// Locks a shard. A thread that panicked while holding the lock does not
 /// make the shard unusable for the others.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Helpers shared by the tests of the store's files.
 #[cfg(test)]
 mod test_support {
     use super::{Begin, Lookup, Mode, Store};
@@ -335,54 +265,5 @@ mod test_support {
             panic!("expected to lead");
         };
         store.complete_fill(key, id, v, version, true).cached
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::test_support::{cache, fill, value};
-    use super::*;
-
-    #[test]
-    fn the_cache_stays_within_its_bound_and_evicts_oldest_first() {
-        let cap = 16 * 1024;
-        let s = cache(cap);
-        for i in 0..400 {
-            fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
-            assert!(s.bytes() <= cap, "{} > {cap}", s.bytes());
-        }
-        assert!(s.stats.evictions.load(Ordering::Relaxed) > 0);
-        assert!(value(&s, "key-399").is_some());
-        assert!(value(&s, "key-0").is_none());
-        // Released keys are reported, and not cached again until acknowledged.
-        let released = s.take_releases();
-        assert!(released.contains(&"key-0".to_string()));
-        assert!(!fill(&s, "key-0", b"1", 1));
-        s.releases_acknowledged(&released);
-        assert!(fill(&s, "key-0", b"1", 1));
-    }
-
-    #[test]
-    fn an_evicted_value_with_holders_leaves_its_directory_entry() {
-        let s = cache(16 * 1024);
-        fill(&s, "held", &[b'x'; 200], 1);
-        assert!(s.register_holder("held", 1, Side::Right));
-        for i in 0..400 {
-            fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
-        }
-        assert_eq!(value(&s, "held"), None, "the value was evicted");
-        assert!(!s.take_releases().contains(&"held".to_string()));
-        // The next invalidation still names the child.
-        assert_eq!(s.invalidate("held"), (false, Side::Right.bit()));
-    }
-
-    #[test]
-    fn clearing_drops_everything() {
-        let s = cache(1 << 20);
-        fill(&s, "a", b"1", 1);
-        fill(&s, "b", b"2", 1);
-        s.clear();
-        assert_eq!((s.keys(), s.bytes()), (0, 0));
-        assert_eq!(value(&s, "a"), None);
     }
 }
