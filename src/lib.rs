@@ -41,7 +41,6 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
-mod lru;
 mod metrics;
 mod node;
 pub mod process;

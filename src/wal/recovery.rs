@@ -34,7 +34,7 @@ pub(super) fn recover(dir: &DataDir, load: &mut dyn FnMut(Record)) -> Result<Fou
         next_seq: 1,
         ..Found::default()
     };
-    let mut note = |r: &Record, found: &mut Found| {
+    let note = |r: &Record, found: &mut Found| {
         found.records += 1;
         found.max_version = found.max_version.max(r.version);
     };

@@ -1,0 +1,182 @@
+//! Values on caches and on the root: looking them up, caching what a fill
+//! brought, and, on caches, evicting the least recently used ones to stay
+//! within the bound.
+//!
+//! Eviction never loses directory bits: a value some child still holds
+//! leaves a placeholder (a tombstone) carrying them, so the next invalidation
+//! still reaches that child. A value no child holds goes entirely, and the
+//! parent is told (see `releases`).
+
+use std::sync::atomic::Ordering;
+
+use super::entry::{Blob, Meta, HAS_VALUE, NO_LRU};
+use super::lru::Lru;
+use super::{Lookup, Mode, Shard, Store, SHARDS};
+use crate::tree::Side;
+
+impl Store {
+    /// Looks a key up. `out` renders the value while the lock is held, so a hit
+    /// costs one copy. When a child asks (`child` is set) the answer is
+    /// cacheable only if this node holds the value and records the child as a
+    /// holder, in the same critical section; a key whose write is pending at
+    /// the root is never cacheable.
+    pub fn lookup<R>(
+        &self,
+        key: &str,
+        child: Option<Side>,
+        out: impl FnOnce(&[u8]) -> R,
+    ) -> Lookup<R> {
+        let mut shard = self.shard(key);
+        let shard = &mut *shard;
+        let Some((blob, meta)) = shard.map.get_key_value(key) else {
+            return Lookup::Miss { pending: false };
+        };
+        if !meta.has_value() {
+            return Lookup::Miss {
+                pending: meta.pending(),
+            };
+        }
+        let out = out(blob.value());
+        let version = meta.version;
+        let lru = meta.lru;
+        let pending = meta.pending();
+        let cacheable = !pending;
+        if let Some(side) = child.filter(|_| cacheable) {
+            if let Some(meta) = shard.map.get_mut(key) {
+                meta.holders |= side.bit();
+            }
+        }
+        if lru != NO_LRU {
+            shard.lru.touch(lru);
+        }
+        Lookup::Hit {
+            out,
+            version,
+            cacheable: cacheable && child.is_some(),
+            pending,
+        }
+    }
+
+    /// Drops everything (a cache whose parent lost track of it).
+    pub fn clear(&self) {
+        for mut shard in self.each_shard() {
+            let keys = shard.map.values().filter(|m| m.has_value()).count() as u64;
+            self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
+            self.keys.fetch_sub(keys, Ordering::Relaxed);
+            shard.fills.fence_all();
+            shard.map.clear();
+            shard.lru = Lru::default();
+            shard.bytes = 0;
+        }
+    }
+
+    /// Caches the value a fill brought, unless this is not a cache, the value
+    /// would take more than the shard's share of the bound, or a newer value
+    /// is here already. Returns whether it did.
+    pub(super) fn cache_fill(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        value: &[u8],
+        version: u64,
+    ) -> bool {
+        let Mode::Cache { max_bytes } = self.mode else {
+            return false;
+        };
+        let cost = self.entry_cost(key, value.len());
+        if cost > max_bytes / SHARDS as u64 {
+            return false;
+        }
+        if let Some(meta) = shard.map.get(key) {
+            if meta.has_value() && meta.version >= version {
+                return false;
+            }
+        }
+        // Keep the directory bits of a tombstone being refilled.
+        let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
+        let lru = shard.lru.insert(key.into());
+        shard.map.insert(
+            Blob::new(key, value),
+            Meta {
+                version,
+                lru,
+                holders,
+                flags: HAS_VALUE,
+            },
+        );
+        self.charge(shard, cost as i64, 1);
+        self.evict(shard, max_bytes / SHARDS as u64);
+        true
+    }
+
+    /// Evicts least recently used values until the shard is within `cap`.
+    /// A value some child still holds leaves a tombstone with its directory
+    /// bits, so the next invalidation still reaches that child.
+    fn evict(&self, shard: &mut Shard, cap: u64) {
+        while shard.bytes > cap {
+            let Some(key) = shard.lru.pop_oldest() else {
+                break;
+            };
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            let Some((blob, meta)) = shard.map.remove_entry(&*key) else {
+                continue;
+            };
+            let cost = self.entry_cost(&key, blob.value().len());
+            self.charge(shard, -(cost as i64), -1);
+            if meta.holders == 0 {
+                self.note_release(shard, &key);
+            } else {
+                self.insert_placeholder(shard, &key, meta.version, meta.holders, meta.flags);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{cache, fill, value};
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_evicts_oldest_first() {
+        let cap = 16 * 1024;
+        let s = cache(cap);
+        for i in 0..400 {
+            fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
+            assert!(s.bytes() <= cap, "{} > {cap}", s.bytes());
+        }
+        assert!(s.stats.evictions.load(Ordering::Relaxed) > 0);
+        assert!(value(&s, "key-399").is_some());
+        assert!(value(&s, "key-0").is_none());
+        // Released keys are reported, and not cached again until acknowledged.
+        let released = s.take_releases();
+        assert!(released.contains(&"key-0".to_string()));
+        assert!(!fill(&s, "key-0", b"1", 1));
+        s.releases_acknowledged(&released);
+        assert!(fill(&s, "key-0", b"1", 1));
+    }
+
+    #[test]
+    fn an_evicted_value_with_holders_leaves_its_directory_entry() {
+        let s = cache(16 * 1024);
+        fill(&s, "held", &[b'x'; 200], 1);
+        assert!(s.register_holder("held", 1, Side::Right));
+        for i in 0..400 {
+            fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
+        }
+        assert_eq!(value(&s, "held"), None, "the value was evicted");
+        assert!(!s.take_releases().contains(&"held".to_string()));
+        // The next invalidation still names the child.
+        assert_eq!(s.invalidate("held"), (false, Side::Right.bit()));
+    }
+
+    #[test]
+    fn clearing_drops_everything() {
+        let s = cache(1 << 20);
+        fill(&s, "a", b"1", 1);
+        fill(&s, "b", b"2", 1);
+        s.clear();
+        assert_eq!((s.keys(), s.bytes()), (0, 0));
+        assert_eq!(value(&s, "a"), None);
+    }
+}
