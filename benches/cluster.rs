@@ -15,9 +15,7 @@
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
 
-#[path = "../tests/common/mod.rs"]
-#[allow(unused_imports)]
-mod common;
+use treecache_harness as common;
 
 use std::collections::HashMap;
 use std::io::Read;

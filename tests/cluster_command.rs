@@ -1,6 +1,6 @@
 //! `treecache cluster`: comes up, serves, and leaves nothing running after SIGTERM.
 
-mod common;
+use treecache_harness as common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -1,6 +1,6 @@
 //! Forming the tree: slots, znodes, restarts, configuration.
 
-mod common;
+use treecache_harness as common;
 
 use std::process::Command;
 use std::time::Duration;

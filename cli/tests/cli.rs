@@ -1,12 +1,11 @@
 //! The `treecache-cli` binary against real node processes and a real
-//! ZooKeeper (through the shared harness), and against ports where nothing
-//! answers. Run `cargo build -p treecache` first: the harness starts
-//! `target/debug/treecache`.
+//! ZooKeeper (through the harness of the node's tests, `treecache-harness`),
+//! and against ports where nothing answers. Run `cargo build -p treecache`
+//! first: the harness starts `target/debug/treecache`.
 //!
 //! One cluster serves every scenario that needs one, so the suite stays fast.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use treecache_harness as common;
 
 use std::net::TcpListener;
 use std::process::Command;
