@@ -50,9 +50,7 @@ impl Config {
 }
 
 /// `NODE-{id}`.
-pub fn node_name(id: u32) -> String {
-    format!("NODE-{id}")
-}
+pub use treecache_common::names::node_name;
 
 /// The host of a `host:port` address (brackets of an IPv6 literal kept).
 pub fn split_host(address: &str) -> &str {
@@ -118,46 +116,9 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     s.parse().map_err(|_| "expected a whole number".to_string())
 }
 
-/// Seconds as a number (`5`, `0.5`) or with a unit (`250ms`, `2s`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale <= 86_400.0 => {
-            Ok(Duration::from_secs_f64(v * scale))
-        }
-        _ => Err("expected seconds, such as 5, 0.5 or 250ms".to_string()),
-    }
-}
-
-/// Bytes as a number or with a unit: `65536`, `64KiB`, `64MiB`, `1GiB`, `10MB`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let units: [(&str, u64); 8] = [
-        ("KiB", 1 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("KB", 1000),
-        ("MB", 1_000_000),
-        ("GB", 1_000_000_000),
-        ("K", 1 << 10),
-        ("M", 1 << 20),
-    ];
-    let (number, scale) = units
-        .iter()
-        .find_map(|(u, k)| s.strip_suffix(u).map(|n| (n, *k)))
-        .unwrap_or((s, 1));
-    number
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| "expected a size in bytes, such as 65536, 64KiB or 64MiB".to_string())
-}
+/// Durations (`5`, `0.5`, `250ms`, `2s`, `1m`) and sizes (`65536`, `64KiB`,
+/// `64M`, `1G`, `10MB`): the parsers the CLI uses too.
+pub use treecache_common::units::{parse_duration, parse_size as parse_bytes};
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -431,6 +392,28 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_take_every_unit_of_the_shared_parsers() {
+        let c = parse(
+            &[
+                "--id",
+                "2",
+                "--cache-max-bytes",
+                "1G",
+                "--startup-delay",
+                "1m",
+            ],
+            &[("MAX_STORE_BYTES", "2GB"), ("UPSTREAM_TIMEOUT", "1500ms")],
+        )
+        .unwrap();
+        assert_eq!(c.cache_max_bytes, 1 << 30);
+        assert_eq!(c.max_store_bytes, Some(2_000_000_000));
+        assert_eq!(c.startup_delay, Duration::from_secs(60));
+        assert_eq!(c.upstream_timeout, Duration::from_millis(1500));
+        let c = parse(&["--id", "2", "--cache-max-bytes", "2GiB"], &[]).unwrap();
+        assert_eq!(c.cache_max_bytes, 2 << 30);
     }
 
     #[test]

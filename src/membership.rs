@@ -19,26 +19,8 @@ pub enum JoinError {
     IsRoot(String),
 }
 
-/// One node of the `/nodes` document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    pub name: String,
-    pub address: String,
-    pub slot: usize,
-    pub depth: u32,
-    pub parent: Option<String>,
-    pub left: Option<String>,
-    pub right: Option<String>,
-}
-
-/// The `/nodes` document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodesDoc {
-    pub depth: u32,
-    pub capacity: usize,
-    pub root: String,
-    pub nodes: Vec<NodeEntry>,
-}
+/// The `/nodes` document and its entries, shared with the CLI.
+pub use treecache_common::nodes::{NodeEntry, NodesDoc};
 
 /// What a node's znode holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,15 +59,10 @@ impl Membership {
 
     /// Checks a joining name: `NODE-i`, i inside the tree, not the root.
     pub fn parse_name(&self, name: &str) -> Result<u32, JoinError> {
-        let id = name
-            .strip_prefix("NODE-")
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<u32>().ok())
-            // Exactly NODE-{id}: "NODE-02" would be a second name for node 2.
-            .filter(|&id| node_name(id) == name)
-            .ok_or_else(|| {
-                JoinError::BadName(format!("{name:?} is not a node name such as NODE-4."))
-            })?;
+        // Exactly NODE-{id}: "NODE-02" would be a second name for node 2.
+        let id = treecache_common::names::parse_node_name(name).ok_or_else(|| {
+            JoinError::BadName(format!("{name:?} is not a node name such as NODE-4."))
+        })?;
         if !self.tree.contains_id(id) {
             return Err(JoinError::BadName(format!(
                 "{name} is outside the tree: ids run from 1 to {}.",

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde_json::Value;
+use treecache_common::units;
 
 use crate::help;
 
@@ -349,11 +350,14 @@ fn parse_base_port(text: &str) -> Result<u16, String> {
         .map_err(|_| format!("'{text}' is not a port number (0-65535)"))
 }
 
+/// Seconds (`2`, `0.5`) or a time with a unit (`500ms`, `2s`, `1m`), more
+/// than 0 and at most a day: the node's parser of durations.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
+    match units::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
         _ => Err(format!(
-            "'{text}' is not a time-out: give seconds, more than 0 (e.g. 2 or 0.5)"
+            "'{text}' is not a time-out: give seconds (2, 0.5) or a time with a unit \
+             (500ms, 2s, 1m), more than 0"
         )),
     }
 }
@@ -479,6 +483,18 @@ mod tests {
             run(&["--timeout=3", "health", "1"]).options.timeout,
             Duration::from_secs(3)
         );
+    }
+
+    #[test]
+    fn a_timeout_may_have_a_unit() {
+        let timeout = |text: &str| run(&["--timeout", text, "health", "1"]).options.timeout;
+        assert_eq!(timeout("500ms"), Duration::from_millis(500));
+        assert_eq!(timeout("2s"), Duration::from_secs(2));
+        assert_eq!(timeout("1m"), Duration::from_secs(60));
+        for refused in ["0ms", "0s", "-1", "5h", "1441m"] {
+            let message = error(&["--timeout", refused, "get", "1", "k"]).message;
+            assert!(message.contains("time-out"), "{refused}: {message}");
+        }
     }
 
     #[test]

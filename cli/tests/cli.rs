@@ -305,6 +305,26 @@ fn a_node_that_never_answers_times_out_within_the_bound() {
 }
 
 #[test]
+fn a_timeout_may_have_a_unit_and_must_be_more_than_zero() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    let outcome = cli(&["--timeout=500ms", "health", &address]);
+    assert_eq!(outcome.code, 3, "{outcome:?}");
+    assert_eq!(
+        outcome.stderr,
+        format!("treecache-cli: cannot reach http://{address}/: no answer within 0.5s\n")
+    );
+    for refused in ["0", "0ms", "soon", "-1"] {
+        let outcome = cli(&["--timeout", refused, "health", &address]);
+        assert_eq!(outcome.code, 2, "{refused}: {outcome:?}");
+        assert!(
+            outcome.stderr.contains("time-out"),
+            "{refused}: {outcome:?}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2_and_say_what_is_wrong() {
     let cases: [(&[&str], &str); 9] = [
         (&[], "no command given"),
