@@ -324,6 +324,8 @@ mod tests {
         );
         let a = parse(&["--depth", "2", "--root-id", "3", "--base-port", "7000"]).unwrap();
         assert_eq!((a.depth, a.root_id, a.base_port), (2, 3, 7000));
+        let a = parse(&["--depth=2", "--base-port=7000"]).unwrap();
+        assert_eq!((a.depth, a.base_port), (2, 7000));
     }
 
     #[test]

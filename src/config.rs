@@ -341,6 +341,27 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_may_take_its_value_after_an_equals_sign() {
+        let c = parse(
+            &[
+                "--id=4",
+                "--port=6000",
+                "--zookeeper=a:1,b:2",
+                "--root-id",
+                "2",
+                "--root=h:7000",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.id, c.listen.port(), c.root_id), (4, 6000, 2));
+        assert_eq!(c.zookeeper, "a:1,b:2");
+        assert_eq!(c.root.as_deref(), Some("h:7000"));
+        assert_eq!(parse(&["--id=x"], &[]).unwrap_err().flag, "--id");
+        assert_eq!(parse(&["--id="], &[]).unwrap_err().flag, "--id");
+    }
+
+    #[test]
     fn listen_overrides_port() {
         let c = parse(
             &["--id", "1", "--port", "1", "--listen", "127.0.0.1:7001"],

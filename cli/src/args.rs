@@ -163,7 +163,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         None => (&argv[..], &[][..]),
     };
 
-    let mut args = pico_args::Arguments::from_vec(split_equals(before));
+    let mut args = pico_args::Arguments::from_vec(before.iter().map(OsString::from).collect());
     let help = flag(&mut args, &["-h", "--help"]);
     let version = flag(&mut args, &["-V", "--version"]);
     let status = flag(&mut args, &["--status"]);
@@ -181,7 +181,9 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
     for arg in args.finish() {
         let arg = arg.into_string().unwrap_or_default();
         if looks_like_option(&arg) {
-            let problem = if VALUE_OPTIONS.contains(&arg.as_str()) {
+            // pico-args took the first `--timeout 1` or `--timeout=1`; another is left.
+            let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+            let problem = if VALUE_OPTIONS.contains(&name) {
                 format!("option {arg} is given more than once")
             } else {
                 format!("unknown option '{arg}' (put '--' before an operand that starts with '-')")
@@ -318,21 +320,6 @@ fn flag(args: &mut pico_args::Arguments, keys: &[&'static str]) -> bool {
         }
     }
     seen
-}
-
-/// Turns `--base-port=7000` into `--base-port 7000`, the form pico-args reads.
-fn split_equals(args: &[String]) -> Vec<OsString> {
-    let mut split = Vec::with_capacity(args.len());
-    for arg in args {
-        match arg.split_once('=') {
-            Some((name, value)) if VALUE_OPTIONS.contains(&name) => {
-                split.push(OsString::from(name));
-                split.push(OsString::from(value));
-            }
-            _ => split.push(OsString::from(arg)),
-        }
-    }
-    split
 }
 
 /// An argument that starts with `-` is an option, unless it is `-` alone or a
@@ -589,6 +576,16 @@ mod tests {
             "{}",
             twice.message
         );
+        for twice in [
+            &["--timeout=1", "--timeout=2", "get", "1", "k"][..],
+            &["--base-port=1", "get", "1", "k", "--base-port", "2"],
+        ] {
+            let message = error(twice).message;
+            assert!(message.contains("more than once"), "{twice:?}: {message}");
+        }
+        assert!(error(&["--timeout=", "get", "1", "k"])
+            .message
+            .contains("--timeout"));
     }
 
     #[test]
