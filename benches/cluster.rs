@@ -15,9 +15,7 @@
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
 
-#[path = "../tests/common/mod.rs"]
-#[allow(unused_imports)]
-mod common;
+use treecache_harness as common;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -324,7 +322,7 @@ impl Baseline {
         command
             .args(["--baseline-server", &port.to_string()])
             .stdin(Stdio::null());
-        treecache::process::die_with_parent(&mut command);
+        treecache::local::children::die_with_parent(&mut command);
         let child = command.spawn().expect("start the baseline server");
         let url = format!("http://127.0.0.1:{port}");
         common::wait_until(Duration::from_secs(10), "the baseline answers", || {

@@ -2,6 +2,10 @@
 //!
 //! Every flag has an environment variable; the flag wins where both are given.
 //! A bad value is reported as one line naming the flag, and the node exits with 2.
+//!
+//! [`FLAGS`] is the one list of the flags: their environment variables and
+//! defaults are read from it, `treecache --help` is rendered from it, and a
+//! test checks README.md's configuration table against it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,6 +15,202 @@ use crate::tree::Tree;
 
 /// Default base URL of the swagger-ui assets that `/docs` loads.
 pub const DEFAULT_DOCS_ASSETS_URL: &str = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14";
+
+/// One flag of `treecache node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flag {
+    pub flag: &'static str,
+    /// What the usage text writes after the flag, e.g. `N` in `--id N`.
+    pub value: &'static str,
+    /// The environment variable read when the flag is not given.
+    pub env: &'static str,
+    pub default: DefaultValue,
+    pub meaning: &'static str,
+}
+
+/// What a flag is when neither it nor its environment variable is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// The node does not start without it.
+    Required,
+    /// This text, read by the flag's own parser: the table is the code's default.
+    Value(&'static str),
+    /// A default that the code works out, or none; the text says which.
+    Described(&'static str),
+}
+
+impl DefaultValue {
+    /// The default as the usage text shows it.
+    pub fn text(&self) -> &'static str {
+        match self {
+            DefaultValue::Required => "required",
+            DefaultValue::Value(text) | DefaultValue::Described(text) => text,
+        }
+    }
+}
+
+/// The flags of `treecache node`, in the order of the usage text.
+pub const FLAGS: &[Flag] = {
+    use DefaultValue::{Described, Required, Value};
+    const fn flag(
+        flag: &'static str,
+        value: &'static str,
+        env: &'static str,
+        default: DefaultValue,
+        meaning: &'static str,
+    ) -> Flag {
+        Flag {
+            flag,
+            value,
+            env,
+            default,
+            meaning,
+        }
+    }
+    &[
+        flag(
+            "--id",
+            "N",
+            "NODE_ID",
+            Required,
+            "this node's id, 1 to 2^depth - 1",
+        ),
+        flag(
+            "--depth",
+            "D",
+            "TREE_DEPTH",
+            Value("3"),
+            "depth of the tree (1 to 10), root at depth 1",
+        ),
+        flag(
+            "--root-id",
+            "N",
+            "ROOT_NODE_ID",
+            Value("1"),
+            "id of the root node",
+        ),
+        flag(
+            "--port",
+            "P",
+            "API_PORT",
+            Value("5000"),
+            "port the API listens on, all interfaces",
+        ),
+        flag(
+            "--listen",
+            "IP:PORT",
+            "LISTEN_ADDRESS",
+            Described("0.0.0.0:{port}"),
+            "full bind address; overrides --port",
+        ),
+        flag(
+            "--advertise",
+            "HOST:PORT",
+            "ADVERTISE_ADDRESS",
+            Described("NODE-{id}:{listen port}"),
+            "address other nodes use to reach this one",
+        ),
+        flag(
+            "--zookeeper",
+            "H:P[,H:P]",
+            "ZOOKEEPER",
+            Value("127.0.0.1:2181"),
+            "ZooKeeper connect string",
+        ),
+        flag(
+            "--zk-prefix",
+            "PATH",
+            "ZK_PREFIX",
+            Value("/treecache"),
+            "base znode of this cluster",
+        ),
+        flag(
+            "--root",
+            "HOST:PORT",
+            "ROOT_ADDRESS",
+            Described("found in ZooKeeper"),
+            "the root's address; skips discovery",
+        ),
+        flag(
+            "--startup-delay",
+            "TIME",
+            "STARTUP_DELAY",
+            Value("5"),
+            "wait of a non-root node before it joins; the root never waits",
+        ),
+        flag(
+            "--threads",
+            "N",
+            "THREADS",
+            Described("2 per core, 4 to 32"),
+            "HTTP receiver threads, 1 to 1024",
+        ),
+        flag(
+            "--log-level",
+            "LEVEL",
+            "LOG_LEVEL",
+            Value("info"),
+            "error, warn, info, debug or trace",
+        ),
+        flag(
+            "--upstream-timeout",
+            "TIME",
+            "UPSTREAM_TIMEOUT",
+            Value("3"),
+            "time budget of one request across all its hops, at least 10ms",
+        ),
+        flag(
+            "--cache-max-bytes",
+            "SIZE",
+            "CACHE_MAX_BYTES",
+            Value("64MiB"),
+            "byte bound of a cache node's store (LRU)",
+        ),
+        flag(
+            "--max-store-bytes",
+            "SIZE",
+            "MAX_STORE_BYTES",
+            Described("none"),
+            "byte bound of the root's store; a PUT past it gets 507",
+        ),
+        flag(
+            "--docs-assets-url",
+            "URL",
+            "DOCS_ASSETS_URL",
+            Value(DEFAULT_DOCS_ASSETS_URL),
+            "base URL of the swagger-ui assets that /docs loads",
+        ),
+    ]
+};
+
+/// The entry of `flag` in [`FLAGS`].
+fn flag_entry(flag: &str) -> &'static Flag {
+    FLAGS
+        .iter()
+        .find(|f| f.flag == flag)
+        .unwrap_or_else(|| panic!("{flag} is missing from FLAGS"))
+}
+
+/// The lines of `treecache --help` that list the node's flags, from [`FLAGS`]:
+/// each flag with its meaning, and under it its variable and default.
+pub fn flags_usage() -> String {
+    let width = FLAGS
+        .iter()
+        .map(|f| f.flag.len() + 1 + f.value.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for f in FLAGS {
+        let flag = format!("{} {}", f.flag, f.value);
+        let default = match f.default {
+            DefaultValue::Required => "required".to_string(),
+            default => format!("default: {}", default.text()),
+        };
+        out.push_str(&format!("  {flag:width$}  {}\n", f.meaning));
+        out.push_str(&format!("  {:width$}  env {}; {default}\n", "", f.env));
+    }
+    out
+}
 
 /// Everything a node needs to know at start.
 #[derive(Clone, Debug)]
@@ -50,9 +250,7 @@ impl Config {
 }
 
 /// `NODE-{id}`.
-pub fn node_name(id: u32) -> String {
-    format!("NODE-{id}")
-}
+pub use treecache_common::names::node_name;
 
 /// The host of a `host:port` address (brackets of an IPv6 literal kept).
 pub fn split_host(address: &str) -> &str {
@@ -84,32 +282,48 @@ fn error(flag: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Reads a flag, falling back to its environment variable.
+/// Reads a flag, falling back to its environment variable (from [`FLAGS`]).
 struct Source<'a> {
     args: pico_args::Arguments,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Source<'_> {
-    fn raw(&mut self, flag: &'static str, var: &str) -> Result<Option<String>, ConfigError> {
+    fn raw(&mut self, flag: &'static str) -> Result<Option<String>, ConfigError> {
         match self.args.opt_value_from_str::<_, String>(flag) {
             Ok(Some(v)) => Ok(Some(v)),
-            Ok(None) => Ok((self.env)(var).filter(|v| !v.is_empty())),
+            Ok(None) => Ok((self.env)(flag_entry(flag).env).filter(|v| !v.is_empty())),
             Err(e) => Err(error(flag, e.to_string())),
         }
     }
 
+    /// The flag's value, `None` when neither it nor its variable is given.
     fn parsed<T>(
         &mut self,
         flag: &'static str,
-        var: &str,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
-        match self.raw(flag, var)? {
+        match self.raw(flag)? {
             None => Ok(None),
             Some(v) => parse(v.trim())
                 .map(Some)
                 .map_err(|m| error(flag, format!("{m} (got {v:?})"))),
+        }
+    }
+
+    /// The flag's value, else its [`DefaultValue::Value`] read by the same parser.
+    fn parsed_or_default<T>(
+        &mut self,
+        flag: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        if let Some(value) = self.parsed(flag, &parse)? {
+            return Ok(value);
+        }
+        match flag_entry(flag).default {
+            DefaultValue::Value(text) => Ok(parse(text)
+                .unwrap_or_else(|m| panic!("the default of {flag}, {text:?}, is wrong: {m}"))),
+            other => panic!("{flag} has no default value in FLAGS, only {other:?}"),
         }
     }
 }
@@ -118,46 +332,9 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     s.parse().map_err(|_| "expected a whole number".to_string())
 }
 
-/// Seconds as a number (`5`, `0.5`) or with a unit (`250ms`, `2s`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale <= 86_400.0 => {
-            Ok(Duration::from_secs_f64(v * scale))
-        }
-        _ => Err("expected seconds, such as 5, 0.5 or 250ms".to_string()),
-    }
-}
-
-/// Bytes as a number or with a unit: `65536`, `64KiB`, `64MiB`, `1GiB`, `10MB`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let units: [(&str, u64); 8] = [
-        ("KiB", 1 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("KB", 1000),
-        ("MB", 1_000_000),
-        ("GB", 1_000_000_000),
-        ("K", 1 << 10),
-        ("M", 1 << 20),
-    ];
-    let (number, scale) = units
-        .iter()
-        .find_map(|(u, k)| s.strip_suffix(u).map(|n| (n, *k)))
-        .unwrap_or((s, 1));
-    number
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| "expected a size in bytes, such as 65536, 64KiB or 64MiB".to_string())
-}
+/// Durations (`5`, `0.5`, `250ms`, `2s`, `1m`) and sizes (`65536`, `64KiB`,
+/// `64M`, `1G`, `10MB`): the parsers the CLI uses too.
+pub use treecache_common::units::{parse_duration, parse_size as parse_bytes};
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -224,7 +401,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut src = Source { args, env };
 
-        let depth = src.parsed("--depth", "TREE_DEPTH", parse_u32)?.unwrap_or(3);
+        let depth = src.parsed_or_default("--depth", parse_u32)?;
         if !(1..=Tree::MAX_DEPTH).contains(&depth) {
             return Err(error(
                 "--depth",
@@ -246,73 +423,53 @@ impl Config {
             }
         };
 
-        let id = match src.parsed("--id", "NODE_ID", parse_u32)? {
+        let id = match src.parsed("--id", parse_u32)? {
             Some(id) => in_tree("--id", id)?,
             None => return Err(error("--id", "is required (or set NODE_ID)")),
         };
-        let root_id = in_tree(
-            "--root-id",
-            src.parsed("--root-id", "ROOT_NODE_ID", parse_u32)?
-                .unwrap_or(1),
-        )?;
-        let port = src
-            .parsed("--port", "API_PORT", |s| {
-                s.parse::<u16>()
-                    .map_err(|_| "expected a port number".to_string())
-            })?
-            .unwrap_or(5000);
+        let root_id = in_tree("--root-id", src.parsed_or_default("--root-id", parse_u32)?)?;
+        let port = src.parsed_or_default("--port", |s| {
+            s.parse::<u16>()
+                .map_err(|_| "expected a port number".to_string())
+        })?;
         let listen = src
-            .parsed("--listen", "LISTEN_ADDRESS", |s| {
+            .parsed("--listen", |s| {
                 s.parse::<SocketAddr>()
                     .map_err(|_| "expected ip:port, such as 0.0.0.0:5000".to_string())
             })?
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
         let advertise = src
-            .parsed("--advertise", "ADVERTISE_ADDRESS", parse_host_port)?
+            .parsed("--advertise", parse_host_port)?
             .unwrap_or_else(|| format!("{}:{}", node_name(id), listen.port()));
-        let zookeeper = src
-            .parsed("--zookeeper", "ZOOKEEPER", parse_zookeeper)?
-            .unwrap_or_else(|| "127.0.0.1:2181".to_string());
-        let zk_prefix = src
-            .parsed("--zk-prefix", "ZK_PREFIX", parse_prefix)?
-            .unwrap_or_else(|| "/treecache".to_string());
-        let root = src.parsed("--root", "ROOT_ADDRESS", parse_host_port)?;
-        let startup_delay = src
-            .parsed("--startup-delay", "STARTUP_DELAY", parse_duration)?
-            .unwrap_or(Duration::from_secs(5));
+        let zookeeper = src.parsed_or_default("--zookeeper", parse_zookeeper)?;
+        let zk_prefix = src.parsed_or_default("--zk-prefix", parse_prefix)?;
+        let root = src.parsed("--root", parse_host_port)?;
+        let startup_delay = src.parsed_or_default("--startup-delay", parse_duration)?;
         let threads = src
-            .parsed("--threads", "THREADS", |s| match s.parse::<usize>() {
+            .parsed("--threads", |s| match s.parse::<usize>() {
                 Ok(n) if (1..=1024).contains(&n) => Ok(n),
                 _ => Err("expected a number of threads from 1 to 1024".to_string()),
             })?
             .unwrap_or_else(default_threads);
-        let log_level = src
-            .parsed("--log-level", "LOG_LEVEL", parse_level)?
-            .unwrap_or(log::LevelFilter::Info);
-        let upstream_timeout = src
-            .parsed("--upstream-timeout", "UPSTREAM_TIMEOUT", |s| {
-                parse_duration(s).and_then(|d| {
-                    if d >= Duration::from_millis(10) {
-                        Ok(d)
-                    } else {
-                        Err("must be at least 10ms".to_string())
-                    }
-                })
-            })?
-            .unwrap_or(Duration::from_secs(3));
-        let cache_max_bytes = src
-            .parsed("--cache-max-bytes", "CACHE_MAX_BYTES", parse_bytes)?
-            .unwrap_or(64 << 20);
-        let max_store_bytes = src.parsed("--max-store-bytes", "MAX_STORE_BYTES", parse_bytes)?;
-        let docs_assets_url = src
-            .parsed("--docs-assets-url", "DOCS_ASSETS_URL", |s| {
-                if s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') {
-                    Ok(s.trim_end_matches('/').to_string())
+        let log_level = src.parsed_or_default("--log-level", parse_level)?;
+        let upstream_timeout = src.parsed_or_default("--upstream-timeout", |s| {
+            parse_duration(s).and_then(|d| {
+                if d >= Duration::from_millis(10) {
+                    Ok(d)
                 } else {
-                    Err("expected an http(s) URL or an absolute path".to_string())
+                    Err("must be at least 10ms".to_string())
                 }
-            })?
-            .unwrap_or_else(|| DEFAULT_DOCS_ASSETS_URL.to_string());
+            })
+        })?;
+        let cache_max_bytes = src.parsed_or_default("--cache-max-bytes", parse_bytes)?;
+        let max_store_bytes = src.parsed("--max-store-bytes", parse_bytes)?;
+        let docs_assets_url = src.parsed_or_default("--docs-assets-url", |s| {
+            if s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') {
+                Ok(s.trim_end_matches('/').to_string())
+            } else {
+                Err("expected an http(s) URL or an absolute path".to_string())
+            }
+        })?;
 
         let rest = src.args.finish();
         if let Some(extra) = rest.first() {
@@ -343,7 +500,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: HashMap<String, String> = env
@@ -377,6 +534,27 @@ mod tests {
         let c = parse(&["--port", "6100", "--id", "3"], &env).unwrap();
         assert_eq!((c.id, c.listen.port()), (3, 6100));
         assert_eq!(c.advertise, "NODE-3:6100");
+    }
+
+    #[test]
+    fn a_flag_may_take_its_value_after_an_equals_sign() {
+        let c = parse(
+            &[
+                "--id=4",
+                "--port=6000",
+                "--zookeeper=a:1,b:2",
+                "--root-id",
+                "2",
+                "--root=h:7000",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.id, c.listen.port(), c.root_id), (4, 6000, 2));
+        assert_eq!(c.zookeeper, "a:1,b:2");
+        assert_eq!(c.root.as_deref(), Some("h:7000"));
+        assert_eq!(parse(&["--id=x"], &[]).unwrap_err().flag, "--id");
+        assert_eq!(parse(&["--id="], &[]).unwrap_err().flag, "--id");
     }
 
     #[test]
@@ -431,6 +609,126 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_take_every_unit_of_the_shared_parsers() {
+        let c = parse(
+            &[
+                "--id",
+                "2",
+                "--cache-max-bytes",
+                "1G",
+                "--startup-delay",
+                "1m",
+            ],
+            &[("MAX_STORE_BYTES", "2GB"), ("UPSTREAM_TIMEOUT", "1500ms")],
+        )
+        .unwrap();
+        assert_eq!(c.cache_max_bytes, 1 << 30);
+        assert_eq!(c.max_store_bytes, Some(2_000_000_000));
+        assert_eq!(c.startup_delay, Duration::from_secs(60));
+        assert_eq!(c.upstream_timeout, Duration::from_millis(1500));
+        let c = parse(&["--id", "2", "--cache-max-bytes", "2GiB"], &[]).unwrap();
+        assert_eq!(c.cache_max_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn the_flag_table_has_one_row_per_flag_and_variable() {
+        let flags: BTreeSet<&str> = FLAGS.iter().map(|f| f.flag).collect();
+        let vars: BTreeSet<&str> = FLAGS.iter().map(|f| f.env).collect();
+        assert_eq!((flags.len(), vars.len()), (FLAGS.len(), FLAGS.len()));
+        for f in FLAGS {
+            assert!(f.flag.starts_with("--"), "{f:?}");
+            assert!(
+                f.env.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{f:?}"
+            );
+            assert!(!f.value.is_empty() && !f.meaning.is_empty(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn every_flag_of_the_table_and_its_variable_are_read() {
+        for f in FLAGS {
+            let id: &[&str] = if f.flag == "--id" {
+                &[]
+            } else {
+                &["--id", "1"]
+            };
+            let mut args = id.to_vec();
+            args.extend([f.flag, "%%"]);
+            assert_eq!(parse(&args, &[]).unwrap_err().flag, f.flag, "{f:?}");
+            let error = parse(id, &[(f.env, "%%")]).unwrap_err();
+            assert_eq!(error.flag, f.flag, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn the_usage_text_shows_every_flag_with_its_variable_and_default() {
+        let usage = flags_usage();
+        for f in FLAGS {
+            let line = usage
+                .lines()
+                .position(|l| {
+                    l.trim_start()
+                        .starts_with(&format!("{} {} ", f.flag, f.value))
+                })
+                .unwrap_or_else(|| panic!("{} is not in\n{usage}", f.flag));
+            let under = usage.lines().nth(line + 1).unwrap();
+            assert!(under.contains(&format!("env {};", f.env)), "{under}");
+            assert!(under.ends_with(f.default.text()), "{under}");
+            assert!(usage.lines().nth(line).unwrap().ends_with(f.meaning));
+        }
+        assert!(usage.contains("env THREADS; default: 2 per core, 4 to 32"));
+        assert!(usage.contains("env NODE_ID; required"));
+    }
+
+    /// The (flag, variable) rows of README.md's configuration table: the
+    /// markdown table whose header is `flag | env | default | meaning`.
+    fn readme_flags() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let cells = |line: &str| -> Vec<String> {
+            let line = line.trim();
+            let line = line.strip_prefix('|').unwrap_or(line);
+            let line = line.strip_suffix('|').unwrap_or(line);
+            line.split('|')
+                .map(|cell| cell.trim().trim_matches('`').trim().to_string())
+                .collect()
+        };
+        let mut tables = 0;
+        let mut rows = Vec::new();
+        let mut lines = readme.lines();
+        while let Some(line) = lines.next() {
+            let header: Vec<String> = cells(line).iter().map(|c| c.to_lowercase()).collect();
+            if header != ["flag", "env", "default", "meaning"] {
+                continue;
+            }
+            tables += 1;
+            lines.next(); // |---|---|...
+            for row in lines.by_ref() {
+                if !row.trim_start().starts_with('|') {
+                    break;
+                }
+                let row = cells(row);
+                rows.push((row[0].clone(), row[1].clone()));
+            }
+        }
+        assert_eq!(tables, 1, "README.md should have one configuration table");
+        rows
+    }
+
+    #[test]
+    fn the_readme_configuration_table_lists_the_same_flags_and_variables() {
+        let mut documented = readme_flags();
+        documented.sort();
+        let mut ours: Vec<(String, String)> = FLAGS
+            .iter()
+            .map(|f| (f.flag.to_string(), f.env.to_string()))
+            .collect();
+        ours.sort();
+        assert_eq!(documented, ours, "README.md's table against config::FLAGS");
     }
 
     #[test]

@@ -31,9 +31,10 @@
 //!   `input`: what clients send, validated; `error`: errors and their statuses;
 //!   `metrics`: counters in the Prometheus text format; `process`: this
 //!   process's signals and limits.
-//! - `cluster`, `zk_local`: `treecache cluster`, a whole cluster on one machine.
+//! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
+//! - `local/`: `treecache cluster` (a whole cluster on one machine), a
+//!   throwaway ZooKeeper, and child processes; used by the tests too.
 
-pub mod cluster;
 mod config;
 mod deadline;
 mod error;
@@ -41,9 +42,10 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
+pub mod local;
 mod metrics;
 mod node;
-pub mod process;
+mod process;
 pub mod registry;
 mod root;
 mod startup;
@@ -51,7 +53,6 @@ mod store;
 mod tree;
 mod wal;
 mod wire;
-pub mod zk_local;
 
 pub use config::default_threads;
-pub use input::percent_encode;
+pub use config::flags_usage;

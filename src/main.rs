@@ -1,8 +1,11 @@
 //! The `treecache` binary: wiring only.
 
-use treecache::cluster::{self, ClusterArgs};
+use treecache::local::cluster::{self, ClusterArgs};
 
-const USAGE: &str = "\
+/// `treecache --help`: the node's flags come from `config::FLAGS`.
+fn usage() -> String {
+    format!(
+        "\
 treecache: a distributed key-value cache whose nodes form a binary tree
 
 Usage:
@@ -10,34 +13,26 @@ Usage:
   treecache cluster [FLAGS]   run a whole local cluster with its own ZooKeeper
   treecache --version
 
-Node flags (environment variable, default):
-  --id N                  NODE_ID (required)       this node's id, 1..2^depth-1
-  --depth D               TREE_DEPTH (3)           depth of the tree, root at depth 1
-  --root-id N             ROOT_NODE_ID (1)         id of the root node
-  --port P                API_PORT (5000)          port the API listens on, all interfaces
-  --listen IP:PORT        LISTEN_ADDRESS           full bind address; overrides --port
-  --advertise HOST:PORT   ADVERTISE_ADDRESS        address other nodes use (NODE-{id}:{port})
-  --zookeeper H:P[,H:P]   ZOOKEEPER (127.0.0.1:2181)
-  --zk-prefix PATH        ZK_PREFIX (/treecache)   base znode of this cluster
-  --root HOST:PORT        ROOT_ADDRESS             root's address; skips discovery
-  --startup-delay SECS    STARTUP_DELAY (5)        wait before joining; the root never waits
-  --threads N             THREADS (2 x cores)      HTTP receiver threads
-  --log-level LEVEL       LOG_LEVEL (info)         error, warn, info, debug, trace
-  --upstream-timeout SECS UPSTREAM_TIMEOUT (3)     time budget of one request across hops
-  --cache-max-bytes SIZE  CACHE_MAX_BYTES (64MiB)  byte bound of a cache node (LRU)
-  --max-store-bytes SIZE  MAX_STORE_BYTES (none)   byte bound of the root's store (507 when full)
-  --docs-assets-url URL   DOCS_ASSETS_URL          base URL of the swagger-ui assets for /docs
+Node flags (--flag VALUE or --flag=VALUE; each has an environment variable, and the flag wins):
+{}
+
+  TIME is seconds (5, 0.5) or a number with a unit: 250ms, 2s, 1m.
+  SIZE is bytes (65536) or a number with a unit: K or KiB, M or MiB, G or GiB
+  (powers of 1024); KB, MB, GB (powers of 1000).
 
 Cluster flags:
   --depth D (3)  --root-id N (1)  --base-port P (5000: NODE-i on 127.0.0.1:P+i)
   --zookeeper H:P (127.0.0.1:2181; started from the local installation when none answers)
   --log-level LEVEL (info)
-";
+",
+        treecache::flags_usage().trim_end()
+    )
+}
 
 fn main() {
     let mut args = pico_args::Arguments::from_env();
     if args.contains(["-h", "--help"]) {
-        print!("{USAGE}");
+        print!("{}", usage());
         return;
     }
     if args.contains(["-V", "--version"]) {
@@ -58,7 +53,7 @@ fn main() {
             std::process::exit(2);
         }
         _ => {
-            eprint!("{USAGE}");
+            eprint!("{}", usage());
             std::process::exit(2);
         }
     }

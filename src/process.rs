@@ -1,6 +1,5 @@
-//! Child processes and signals, for the commands that start other processes.
+//! This process: its stop signals and its limits (open files, malloc arenas).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -20,21 +19,6 @@ pub fn catch_stop_signals() {
 
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
-}
-
-/// Makes the child receive SIGTERM when this process dies, however it dies,
-/// so that nothing we started outlives us.
-pub fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Keeps the allocator from holding freed memory in one arena per thread.
@@ -83,28 +67,4 @@ pub fn exit_on_stop_signals() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         })
         .expect("spawn the signal watcher");
-}
-
-/// Starts the child with at most `limit` open files (RLIMIT_NOFILE).
-pub fn limit_open_files(command: &mut Command, limit: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(move || {
-            let l = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Sends `signal` to process `pid`.
-pub fn signal(pid: u32, signal: libc::c_int) -> bool {
-    // SAFETY: kill(2) with a pid we started.
-    unsafe { libc::kill(pid as libc::pid_t, signal) == 0 }
 }

@@ -153,7 +153,7 @@ fn flush_below(node: &Node, slot: usize) {
     let children: Vec<_> = [Side::Left, Side::Right]
         .into_iter()
         .filter_map(|side| tree.child(slot, side))
-        .filter_map(|s| doc.at_slot(s))
+        .filter_map(|s| wire::peer_at(&doc, s))
         .collect();
     if children.is_empty() {
         return;

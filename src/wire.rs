@@ -280,35 +280,15 @@ impl Message for Join {
     type Reply = Joined;
 }
 
-/// One node of the `/nodes` document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    pub name: String,
-    pub address: String,
-    pub slot: usize,
-    pub depth: u32,
-    pub parent: Option<String>,
-    pub left: Option<String>,
-    pub right: Option<String>,
-}
+/// The `/nodes` document and its entries, shared with the CLI.
+pub use treecache_common::nodes::{NodeEntry, NodesDoc};
 
-/// The `/nodes` document: the tree as the root knows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodesDoc {
-    pub depth: u32,
-    pub capacity: usize,
-    pub root: String,
-    pub nodes: Vec<NodeEntry>,
-}
-
-impl NodesDoc {
-    /// The node in `slot`, if one has joined there.
-    pub fn at_slot(&self, slot: usize) -> Option<Peer> {
-        self.nodes.iter().find(|n| n.slot == slot).map(|n| Peer {
-            name: n.name.clone(),
-            address: n.address.clone(),
-        })
-    }
+/// The node in `slot` of a `/nodes` document, if one has joined there.
+pub fn peer_at(doc: &NodesDoc, slot: usize) -> Option<Peer> {
+    doc.nodes.iter().find(|n| n.slot == slot).map(|n| Peer {
+        name: n.name.clone(),
+        address: n.address.clone(),
+    })
 }
 
 /// `GET /nodes`, asked of the root.

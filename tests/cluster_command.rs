@@ -1,6 +1,6 @@
 //! `treecache cluster`: comes up, serves, and leaves nothing running after SIGTERM.
 
-mod common;
+use treecache_harness as common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -25,7 +25,7 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    treecache::process::die_with_parent(&mut command);
+    treecache::local::children::die_with_parent(&mut command);
     let started = Instant::now();
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -59,7 +59,7 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
         json!({"key": "hello", "value": "world"})
     );
 
-    assert!(treecache::process::signal(child.id(), 15));
+    assert!(treecache::local::children::signal(child.id(), 15));
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(rest.join().unwrap().contains("Stopping the cluster"));

@@ -10,7 +10,7 @@
 //!
 //! Random choices print their seed; `COHERENCE_SEED=<n>` replays one.
 
-mod common;
+use treecache_harness as common;
 
 use std::sync::{Arc, Barrier};
 use std::thread;

@@ -1,6 +1,6 @@
 //! Reading through, writing at the root, and refusing bad input (SPEC.md §4).
 
-mod common;
+use treecache_harness as common;
 
 use common::http::{self, enc};
 use common::Cluster;

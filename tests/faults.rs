@@ -1,6 +1,6 @@
 //! Failures: dead and frozen parents, and ZooKeeper going away under a cluster.
 
-mod common;
+use treecache_harness as common;
 
 use std::time::{Duration, Instant};
 

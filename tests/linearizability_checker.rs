@@ -2,11 +2,8 @@
 //! an atomic register can produce and reject the ones it cannot, or the
 //! coherence tests that rely on it prove nothing.
 
-#[path = "common/linearizability.rs"]
-mod linearizability;
-
-use linearizability::{check, check_key, Call, Nanos, Operation, Outcome};
 use std::time::{Duration, Instant};
+use treecache_harness::linearizability::{check, check_key, Call, Nanos, Operation, Outcome};
 
 fn op(client: usize, call: Call, outcome: Outcome, invoked: Nanos, returned: Nanos) -> Operation {
     Operation {

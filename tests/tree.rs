@@ -1,6 +1,6 @@
 //! Forming the tree: slots, znodes, restarts, configuration.
 
-mod common;
+use treecache_harness as common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -230,7 +230,7 @@ fn a_cluster_configured_only_through_environment_variables_works_and_a_flag_wins
             // The flag wins over API_PORT.
             c.args(["--port", &p.to_string()]);
         }
-        treecache::process::die_with_parent(&mut c);
+        treecache::local::children::die_with_parent(&mut c);
         children.push(c.spawn().unwrap());
     }
     let child_url = format!("http://127.0.0.1:{child_port}");

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde_json::Value;
+use treecache_common::units;
 
 use crate::help;
 
@@ -162,7 +163,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         None => (&argv[..], &[][..]),
     };
 
-    let mut args = pico_args::Arguments::from_vec(split_equals(before));
+    let mut args = pico_args::Arguments::from_vec(before.iter().map(OsString::from).collect());
     let help = flag(&mut args, &["-h", "--help"]);
     let version = flag(&mut args, &["-V", "--version"]);
     let status = flag(&mut args, &["--status"]);
@@ -180,7 +181,9 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
     for arg in args.finish() {
         let arg = arg.into_string().unwrap_or_default();
         if looks_like_option(&arg) {
-            let problem = if VALUE_OPTIONS.contains(&arg.as_str()) {
+            // pico-args took the first `--timeout 1` or `--timeout=1`; another is left.
+            let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+            let problem = if VALUE_OPTIONS.contains(&name) {
                 format!("option {arg} is given more than once")
             } else {
                 format!("unknown option '{arg}' (put '--' before an operand that starts with '-')")
@@ -319,21 +322,6 @@ fn flag(args: &mut pico_args::Arguments, keys: &[&'static str]) -> bool {
     seen
 }
 
-/// Turns `--base-port=7000` into `--base-port 7000`, the form pico-args reads.
-fn split_equals(args: &[String]) -> Vec<OsString> {
-    let mut split = Vec::with_capacity(args.len());
-    for arg in args {
-        match arg.split_once('=') {
-            Some((name, value)) if VALUE_OPTIONS.contains(&name) => {
-                split.push(OsString::from(name));
-                split.push(OsString::from(value));
-            }
-            _ => split.push(OsString::from(arg)),
-        }
-    }
-    split
-}
-
 /// An argument that starts with `-` is an option, unless it is `-` alone or a
 /// negative number such as `-5` or `-0.5`.
 fn looks_like_option(arg: &str) -> bool {
@@ -349,11 +337,14 @@ fn parse_base_port(text: &str) -> Result<u16, String> {
         .map_err(|_| format!("'{text}' is not a port number (0-65535)"))
 }
 
+/// Seconds (`2`, `0.5`) or a time with a unit (`500ms`, `2s`, `1m`), more
+/// than 0 and at most a day: the node's parser of durations.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
+    match units::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
         _ => Err(format!(
-            "'{text}' is not a time-out: give seconds, more than 0 (e.g. 2 or 0.5)"
+            "'{text}' is not a time-out: give seconds (2, 0.5) or a time with a unit \
+             (500ms, 2s, 1m), more than 0"
         )),
     }
 }
@@ -482,6 +473,18 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_may_have_a_unit() {
+        let timeout = |text: &str| run(&["--timeout", text, "health", "1"]).options.timeout;
+        assert_eq!(timeout("500ms"), Duration::from_millis(500));
+        assert_eq!(timeout("2s"), Duration::from_secs(2));
+        assert_eq!(timeout("1m"), Duration::from_secs(60));
+        for refused in ["0ms", "0s", "-1", "5h", "1441m"] {
+            let message = error(&["--timeout", refused, "get", "1", "k"]).message;
+            assert!(message.contains("time-out"), "{refused}: {message}");
+        }
+    }
+
+    #[test]
     fn a_value_may_start_with_a_dash() {
         assert_eq!(put_value(&["put", "1", "k", "-5"]), json!(-5));
         assert_eq!(put_value(&["put", "1", "k", "-0.5"]), json!(-0.5));
@@ -573,6 +576,16 @@ mod tests {
             "{}",
             twice.message
         );
+        for twice in [
+            &["--timeout=1", "--timeout=2", "get", "1", "k"][..],
+            &["--base-port=1", "get", "1", "k", "--base-port", "2"],
+        ] {
+            let message = error(twice).message;
+            assert!(message.contains("more than once"), "{twice:?}: {message}");
+        }
+        assert!(error(&["--timeout=", "get", "1", "k"])
+            .message
+            .contains("--timeout"));
     }
 
     #[test]

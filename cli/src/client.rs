@@ -31,7 +31,7 @@ pub struct Request {
     pub body: Option<Value>,
 }
 
-/// The request a command sends (SPEC §4).
+/// The request a command sends.
 pub fn request_for(command: &Command) -> Request {
     let (method, path, body) = match command {
         Command::Get { key, .. } => (Method::Get, store_path(key), None),
@@ -54,17 +54,8 @@ fn store_path(key: &str) -> String {
 /// Percent-encodes every byte of the key's UTF-8 except the unreserved
 /// characters of RFC 3986, so that `/`, `?`, `#`, `%` and spaces stay inside
 /// the one path segment (a `/` arrives as `%2F`, which the node refuses).
-pub fn encode_key(key: &str) -> String {
-    let mut encoded = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
+/// The node encodes keys the same way.
+pub use treecache_common::segment::encode as encode_key;
 
 /// A node's answer, whatever its status.
 #[derive(Debug)]

@@ -39,7 +39,8 @@ Options:
   --json             tree: print the raw /nodes document instead of a drawing
   --docker           docker mode (also TREECACHE_MODE=docker; TREECACHE_MODE=host is the default)
   --base-port PORT   host mode: node id i is on localhost:PORT+i (also TREECACHE_BASE_PORT)
-  --timeout SECONDS  give up on a request after this long (default 10; connecting: at most 3)
+  --timeout TIME     give up on a request after this long: seconds (2, 0.5) or with a unit
+                     (500ms, 2s, 1m); default 10, of which connecting at most 3
   -h, --help         this help; with a command, that command's help
   -V, --version      print the version
   --                 end of options: what follows is NODE, KEY or VALUE even if it starts with -
@@ -82,7 +83,7 @@ the way back keeps a copy.
 Prints {"key": KEY, "value": VALUE}.
 Exit status: 0 found, 1 the key exists nowhere (404), 3 unreachable or another error.
 
-Options: --status, --timeout SECONDS, --docker, --base-port PORT
+Options: --status, --timeout TIME, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -111,7 +112,7 @@ Prints {"key": KEY, "value": VALUE}.
 Exit status: 0 stored, 3 unreachable or refused (400 bad key, 413 too large,
 507 store full, 502/504 the root could not be reached, ...).
 
-Options: --status, --timeout SECONDS, --docker, --base-port PORT
+Options: --status, --timeout TIME, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -133,7 +134,7 @@ is acknowledged once every cached copy of the key has been invalidated.
 Prints {"key": KEY}.
 Exit status: 0 deleted, 1 the key did not exist (404), 3 unreachable or another error.
 
-Options: --status, --timeout SECONDS, --docker, --base-port PORT
+Options: --status, --timeout TIME, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -151,7 +152,7 @@ Sends GET / to NODE and prints its answer, for example
 
 Exit status: 0 the node answered, 3 it could not be reached or answered with an error.
 
-Options: --status, --timeout SECONDS, --docker, --base-port PORT
+Options: --status, --timeout TIME, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -179,7 +180,7 @@ With --status the HTTP status comes first (on its own line above a drawing).
 
 Exit status: 0 the tree was shown, 3 unreachable or another error.
 
-Options: --json, --status, --timeout SECONDS, --docker, --base-port PORT
+Options: --json, --status, --timeout TIME, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:

@@ -1,5 +1,5 @@
-//! `treecache-cli`: the command-line client of a treecache cluster
-//! (SPEC.md §7). It sends one request to one node and prints the answer.
+//! `treecache-cli`: the command-line client of a treecache cluster. It sends
+//! one request to one node and prints the answer.
 //!
 //! Layout:
 //! - `args`: the command line turned into a command and its options
@@ -28,7 +28,7 @@ use args::{Command, Invocation, Parsed, UsageError};
 use client::{Client, Reply};
 use target::{Mode, ModeSettings};
 
-/// The exit statuses of SPEC §7.
+/// The exit statuses (`treecache-cli --help`, "Exit status").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
     Success = 0,

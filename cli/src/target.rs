@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-/// Port of the API inside a container (SPEC §3 default `API_PORT`).
+use treecache_common::names;
+
+/// Port of the API inside a container (the node's default `API_PORT`).
 const CONTAINER_API_PORT: u16 = 5000;
 
 /// Base port of `treecache cluster` on this machine: node `i` is on `base + i`.
@@ -120,17 +122,21 @@ fn node_id(node: &str) -> Result<Option<u32>, TargetError> {
             Ok(None)
         };
     }
-    match digits.parse::<u32>() {
-        Ok(id) if id >= 1 => Ok(Some(id)),
+    // The node's own rule for the digits of a name: no leading zeros.
+    match names::parse_node_id(digits) {
+        Some(id) if id >= 1 => Ok(Some(id)),
         _ => Err(TargetError(format!(
-            "'{node}' is not a node id: ids are whole numbers from 1"
+            "'{node}' is not a node id: ids are whole numbers from 1, without leading zeros"
         ))),
     }
 }
 
 fn address_of_id(id: u32, mode: Mode) -> Result<String, TargetError> {
     match mode {
-        Mode::Docker => Ok(format!("http://NODE-{id}:{CONTAINER_API_PORT}")),
+        Mode::Docker => Ok(format!(
+            "http://{}:{CONTAINER_API_PORT}",
+            names::node_name(id)
+        )),
         Mode::Host { base_port } => {
             let port = u32::from(base_port) + id;
             if port > u32::from(u16::MAX) {
@@ -247,6 +253,8 @@ mod tests {
             ("http://", "no host"),
             ("http://h:1/?a=b", "query"),
             ("99999999999", "ids are whole numbers from 1"),
+            ("NODE-03", "without leading zeros"),
+            ("03", "without leading zeros"),
         ];
         for (node, reason) in refused {
             let error = resolve(node, HOST).expect_err(node).0;

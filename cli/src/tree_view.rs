@@ -1,182 +1,49 @@
 //! Draws the `/nodes` document as an indented tree: one row per node with its
 //! name, address and slot, children under their parent, free slots marked.
-
-use std::collections::{HashMap, HashSet};
+//! The drawing itself is the one `treecache cluster` prints too.
 
 use serde_json::Value;
-
-/// One node as `/nodes` lists it.
-struct Member<'a> {
-    name: &'a str,
-    address: &'a str,
-    slot: Option<u64>,
-    left: Option<&'a str>,
-    right: Option<&'a str>,
-}
-
-impl<'a> Member<'a> {
-    fn from_json(node: &'a Value) -> Result<Member<'a>, String> {
-        let text = |field: &str| node.get(field).and_then(Value::as_str);
-        Ok(Member {
-            name: text("name").ok_or("a node in the /nodes answer has no name")?,
-            address: text("address").unwrap_or("?"),
-            slot: node.get("slot").and_then(Value::as_u64),
-            left: text("left"),
-            right: text("right"),
-        })
-    }
-}
-
-/// A child position under a node: taken by a node, or free.
-enum Child<'a> {
-    Node(&'a str),
-    Free(u64),
-}
-
-/// One line of the drawing before the columns are aligned.
-struct Row {
-    /// Branch lines and the name, e.g. `│   ├── NODE-4`.
-    label: String,
-    address: String,
-    slot: String,
-}
-
-struct Drawing<'a> {
-    members: HashMap<&'a str, &'a Member<'a>>,
-    capacity: Option<u64>,
-    drawn: HashSet<&'a str>,
-    rows: Vec<Row>,
-}
+use treecache_common::drawing::{draw_tree, Place};
+use treecache_common::nodes::NodesDoc;
 
 /// Renders the `/nodes` document; an error says what the document lacks.
 pub fn render(doc: &Value) -> Result<String, String> {
-    let root = doc
-        .get("root")
-        .and_then(Value::as_str)
-        .ok_or("the /nodes answer names no root")?;
-    let members = doc
-        .get("nodes")
-        .and_then(Value::as_array)
-        .ok_or("the /nodes answer has no list of nodes")?
-        .iter()
-        .map(Member::from_json)
-        .collect::<Result<Vec<_>, String>>()?;
-    let capacity = doc.get("capacity").and_then(Value::as_u64);
-
-    let mut drawing = Drawing {
-        members: members.iter().map(|member| (member.name, member)).collect(),
-        capacity,
-        drawn: HashSet::new(),
-        rows: Vec::new(),
-    };
-    drawing.draw(root, "", "");
-    // Nodes that no parent points to would otherwise vanish from the picture.
-    let detached: Vec<&Member> = members
-        .iter()
-        .filter(|member| !drawing.drawn.contains(member.name))
-        .collect();
-    let attached_rows = drawing.rows.len();
-    for member in &detached {
-        drawing.rows.push(row(format!("  {}", member.name), member));
-    }
-    let mut lines = align(&drawing.rows);
-    if !detached.is_empty() {
-        lines.insert(attached_rows, "not attached to the tree:".to_string());
-    }
-
-    let header = match (doc.get("depth").and_then(Value::as_u64), capacity) {
-        (Some(depth), Some(capacity)) => format!(
-            "tree of depth {depth}: {} of {capacity} slots taken, root {root}",
-            members.len()
-        ),
-        _ => format!("{} nodes, root {root}", members.len()),
-    };
+    let doc = parse(doc)?;
+    let lines = draw_tree(&doc, |place| match place {
+        Place::Node(node) => vec![
+            node.name.clone(),
+            node.address.clone(),
+            format!("slot {}", node.slot),
+        ],
+        Place::Missing(name) => vec![name.to_string(), "(not in the node list)".to_string()],
+        Place::Free(slot) => vec!["(free)".to_string(), String::new(), format!("slot {slot}")],
+    });
+    let header = format!(
+        "tree of depth {}: {} of {} slots taken, root {}",
+        doc.depth,
+        doc.nodes.len(),
+        doc.capacity,
+        doc.root
+    );
     Ok(format!("{header}\n{}", lines.join("\n")))
 }
 
-impl<'a> Drawing<'a> {
-    /// Adds the row of `name` behind `lead`, then its children, indented by `indent`.
-    fn draw(&mut self, name: &'a str, lead: &str, indent: &str) {
-        self.drawn.insert(name);
-        let Some(member) = self.members.get(name).copied() else {
-            self.rows.push(Row {
-                label: format!("{lead}{name}"),
-                address: "(not in the node list)".to_string(),
-                slot: String::new(),
-            });
-            return;
-        };
-        self.rows.push(row(format!("{lead}{name}"), member));
-
-        let children = self.children(member);
-        for (at, child) in children.iter().enumerate() {
-            let last = at + 1 == children.len();
-            let lead = format!("{indent}{}", if last { "└── " } else { "├── " });
-            let deeper = format!("{indent}{}", if last { "    " } else { "│   " });
-            match child {
-                Child::Node(child) => self.draw(child, &lead, &deeper),
-                Child::Free(slot) => self.rows.push(Row {
-                    label: format!("{lead}(free)"),
-                    address: String::new(),
-                    slot: format!("slot {slot}"),
-                }),
-            }
-        }
+/// The document as [`NodesDoc`], with the most likely omissions named.
+fn parse(doc: &Value) -> Result<NodesDoc, String> {
+    if !doc.get("root").is_some_and(Value::is_string) {
+        return Err("the /nodes answer names no root".to_string());
     }
-
-    /// The left and right positions under `member`; a position beyond the tree's
-    /// capacity is not shown, and a node already drawn is not drawn again.
-    fn children(&self, member: &Member<'a>) -> Vec<Child<'a>> {
-        let mut children = Vec::new();
-        for (offset, name) in [(1, member.left), (2, member.right)] {
-            let slot = member.slot.map(|slot| 2 * slot + offset);
-            match name {
-                Some(name) if !self.drawn.contains(name) => children.push(Child::Node(name)),
-                Some(_) => {}
-                None => {
-                    if let (Some(slot), Some(capacity)) = (slot, self.capacity) {
-                        if slot < capacity {
-                            children.push(Child::Free(slot));
-                        }
-                    }
-                }
-            }
-        }
-        children
-    }
-}
-
-fn row(label: String, member: &Member) -> Row {
-    Row {
-        label,
-        address: member.address.to_string(),
-        slot: member
-            .slot
-            .map_or_else(|| "slot ?".to_string(), |slot| format!("slot {slot}")),
-    }
-}
-
-/// Lines up the address and slot columns.
-fn align(rows: &[Row]) -> Vec<String> {
-    let label_width = rows
+    let Some(nodes) = doc.get("nodes").and_then(Value::as_array) else {
+        return Err("the /nodes answer has no list of nodes".to_string());
+    };
+    if !nodes
         .iter()
-        .map(|row| row.label.chars().count())
-        .max()
-        .unwrap_or(0);
-    let address_width = rows
-        .iter()
-        .map(|row| row.address.chars().count())
-        .max()
-        .unwrap_or(0);
-    rows.iter()
-        .map(|row| {
-            let line = format!(
-                "{:label_width$}  {:address_width$}  {}",
-                row.label, row.address, row.slot
-            );
-            line.trim_end().to_string()
-        })
-        .collect()
+        .all(|node| node.get("name").is_some_and(Value::is_string))
+    {
+        return Err("a node in the /nodes answer has no name".to_string());
+    }
+    serde_json::from_value(doc.clone())
+        .map_err(|error| format!("the /nodes answer is not a /nodes document: {error}"))
 }
 
 #[cfg(test)]
@@ -287,5 +154,18 @@ NODE-1      127.0.0.1:5001  slot 0
             .contains("list of nodes"));
         let nameless = json!({"root": "NODE-1", "nodes": [{"slot": 0}]});
         assert!(render(&nameless).unwrap_err().contains("no name"));
+    }
+
+    #[test]
+    fn documents_missing_other_fields_are_refused_naming_the_field() {
+        let doc = json!({
+            "depth": 2, "capacity": 3, "root": "NODE-1",
+            "nodes": [{"name": "NODE-1", "slot": 0, "depth": 1}],
+        });
+        let error = render(&doc).unwrap_err();
+        assert!(error.contains("not a /nodes document"), "{error}");
+        assert!(error.contains("address"), "{error}");
+        let doc = json!({"root": "NODE-1", "nodes": []});
+        assert!(render(&doc).unwrap_err().contains("depth"));
     }
 }

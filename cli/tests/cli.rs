@@ -1,12 +1,11 @@
 //! The `treecache-cli` binary against real node processes and a real
-//! ZooKeeper (through the shared harness), and against ports where nothing
-//! answers. Run `cargo build -p treecache` first: the harness starts
-//! `target/debug/treecache`.
+//! ZooKeeper (through the harness of the node's tests, `treecache-harness`),
+//! and against ports where nothing answers. Run `cargo build -p treecache`
+//! first: the harness starts `target/debug/treecache`.
 //!
 //! One cluster serves every scenario that needs one, so the suite stays fast.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use treecache_harness as common;
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -303,6 +302,26 @@ fn a_node_that_never_answers_times_out_within_the_bound() {
         outcome.stderr,
         format!("treecache-cli: cannot reach http://{address}/: no answer within 0.5s\n")
     );
+}
+
+#[test]
+fn a_timeout_may_have_a_unit_and_must_be_more_than_zero() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    let outcome = cli(&["--timeout=500ms", "health", &address]);
+    assert_eq!(outcome.code, 3, "{outcome:?}");
+    assert_eq!(
+        outcome.stderr,
+        format!("treecache-cli: cannot reach http://{address}/: no answer within 0.5s\n")
+    );
+    for refused in ["0", "0ms", "soon", "-1"] {
+        let outcome = cli(&["--timeout", refused, "health", &address]);
+        assert_eq!(outcome.code, 2, "{refused}: {outcome:?}");
+        assert!(
+            outcome.stderr.contains("time-out"),
+            "{refused}: {outcome:?}"
+        );
+    }
 }
 
 #[test]

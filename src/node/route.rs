@@ -103,7 +103,7 @@ impl Node {
         let doc: NodesDoc = wire::decode_reply(answer, &self.position.root()?)
             .ok()?
             .ok()?;
-        doc.at_slot(Tree::parent(slot)?)
+        wire::peer_at(&doc, Tree::parent(slot)?)
     }
 }
 

@@ -44,15 +44,10 @@ impl Membership {
 
     /// Checks a joining name: `NODE-i`, i inside the tree, not the root.
     pub fn parse_name(&self, name: &str) -> Result<u32, JoinError> {
-        let id = name
-            .strip_prefix("NODE-")
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<u32>().ok())
-            // Exactly NODE-{id}: "NODE-02" would be a second name for node 2.
-            .filter(|&id| node_name(id) == name)
-            .ok_or_else(|| {
-                JoinError::BadName(format!("{name:?} is not a node name such as NODE-4."))
-            })?;
+        // Exactly NODE-{id}: "NODE-02" would be a second name for node 2.
+        let id = treecache_common::names::parse_node_name(name).ok_or_else(|| {
+            JoinError::BadName(format!("{name:?} is not a node name such as NODE-4."))
+        })?;
         if !self.tree.contains_id(id) {
             return Err(JoinError::BadName(format!(
                 "{name} is outside the tree: ids run from 1 to {}.",

@@ -11,10 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{node_name, parse_host_port};
+use crate::local::children;
+use crate::local::zookeeper::{self as zk_local, LocalZooKeeper};
 use crate::process;
 use crate::tree::Tree;
 use crate::wire::NodesDoc;
-use crate::zk_local::{self, LocalZooKeeper};
+use treecache_common::drawing::{draw_tree, Place};
 
 /// Prints a line, ignoring a closed stdout: whoever started us may have stopped
 /// reading, and the cluster must still stop everything it started.
@@ -157,7 +159,7 @@ pub fn run(args: ClusterArgs) -> i32 {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        process::die_with_parent(&mut command);
+        children::die_with_parent(&mut command);
         match command.spawn() {
             Ok(mut child) => {
                 prefix_output(&mut child, &node_name(id));
@@ -174,7 +176,7 @@ pub fn run(args: ClusterArgs) -> i32 {
     let root_url = format!("http://127.0.0.1:{}", args.base_port as u32 + args.root_id);
     let status = match wait_for_tree(&root_url, tree.capacity(), &mut children) {
         Ok(doc) => {
-            print_tree(&doc, args.base_port);
+            print_tree(&doc);
             say!(
                 "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper). Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
@@ -236,7 +238,7 @@ fn exited(children: &mut [(u32, Child)]) -> Option<(u32, std::process::ExitStatu
 
 fn stop_all(children: &mut Vec<(u32, Child)>) {
     for (_, child) in children.iter() {
-        process::signal(child.id(), libc::SIGTERM);
+        children::signal(child.id(), libc::SIGTERM);
     }
     let until = Instant::now() + Duration::from_secs(3);
     for (_, child) in children.iter_mut() {
@@ -283,42 +285,25 @@ fn wait_for_tree(
     Err(format!("the cluster did not come up within 60 s ({last})"))
 }
 
-/// Prints the tree as an indented drawing with each node's URL.
-fn print_tree(doc: &NodesDoc, base_port: u16) {
+/// Prints the tree as an indented drawing with each node's slot and URL.
+fn print_tree(doc: &NodesDoc) {
     say!(
         "\ntreecache: depth {}, {} nodes, root {}",
         doc.depth,
         doc.nodes.len(),
         doc.root
     );
-    fn walk(doc: &NodesDoc, name: &str, prefix: &str, last: bool, top: bool, base_port: u16) {
-        let Some(n) = doc.nodes.iter().find(|n| n.name == name) else {
-            return;
-        };
-        let branch = if top {
-            ""
-        } else if last {
-            "└── "
-        } else {
-            "├── "
-        };
-        say!(
-            "{prefix}{branch}{} (slot {}) http://127.0.0.1:{}",
-            n.name,
-            n.slot,
-            base_port as u32 + id_of(&n.name)
-        );
-        let kids: Vec<&String> = [&n.left, &n.right].into_iter().flatten().collect();
-        let next = if top {
-            String::new()
-        } else {
-            format!("{prefix}{}", if last { "    " } else { "│   " })
-        };
-        for (i, k) in kids.iter().enumerate() {
-            walk(doc, k, &next, i + 1 == kids.len(), false, base_port);
-        }
+    let lines = draw_tree(doc, |place| match place {
+        Place::Node(n) => vec![
+            format!("{} (slot {})", n.name, n.slot),
+            format!("http://{}", n.address),
+        ],
+        Place::Missing(name) => vec![name.to_string(), "(not in the node list)".to_string()],
+        Place::Free(slot) => vec![format!("(free slot {slot})")],
+    });
+    for line in lines {
+        say!("{line}");
     }
-    walk(doc, &doc.root, "", true, true, base_port);
 }
 
 #[cfg(test)]
@@ -340,6 +325,8 @@ mod tests {
         );
         let a = parse(&["--depth", "2", "--root-id", "3", "--base-port", "7000"]).unwrap();
         assert_eq!((a.depth, a.root_id, a.base_port), (2, 3, 7000));
+        let a = parse(&["--depth=2", "--base-port=7000"]).unwrap();
+        assert_eq!((a.depth, a.base_port), (2, 7000));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The harness of the integration tests: a real ZooKeeper and real node
-//! processes on loopback, and a small HTTP client.
+//! The harness of the integration tests (the node's, in `tests/`, and the
+//! CLI's) and of the benchmark: a real ZooKeeper and real node processes on
+//! loopback, and a small HTTP client.
 //!
 //! - [`Cluster::start`] brings up every node of a tree (root first, then the
 //!   others in id order, `STARTUP_DELAY=0`) and waits until all have joined;
@@ -12,8 +13,8 @@
 //!   log is printed.
 //!
 //! A test that needs ZooKeeper fails loudly when it is not installed.
-
-#![allow(dead_code)]
+//!
+//! [`linearizability`] judges the histories that the coherence tests record.
 
 pub mod linearizability;
 
@@ -26,18 +27,24 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use treecache::zk_local::LocalZooKeeper;
+use treecache::local::zookeeper::LocalZooKeeper;
 
-/// The node binary: Cargo's for this package's tests, else `target/debug/treecache`.
+/// The node binary: Cargo's for the `treecache` package's tests and
+/// benchmarks (`CARGO_BIN_EXE_treecache`, which Cargo sets when it runs them),
+/// else the `treecache` built beside the running test binary, in the same
+/// target and profile directory (`target/debug/treecache` for the CLI's tests).
 pub fn treecache_bin() -> PathBuf {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_treecache") {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_treecache") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|dir| dir.join("cli/Cargo.toml").exists())
-        .expect("the workspace root");
-    let bin = root.join("target/debug/treecache");
+    // A test or benchmark binary lives in `target/<profile>/deps/`.
+    let exe = std::env::current_exe().expect("the path of the running test binary");
+    let profile_dir = exe
+        .parent()
+        .filter(|dir| dir.ends_with("deps"))
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in a target directory", exe.display()));
+    let bin = profile_dir.join("treecache");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build -p treecache` first",
@@ -354,9 +361,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
-        treecache::process::die_with_parent(&mut command);
+        treecache::local::children::die_with_parent(&mut command);
         if let Some(limit) = self.open_files {
-            treecache::process::limit_open_files(&mut command, limit);
+            treecache::local::children::limit_open_files(&mut command, limit);
         }
         let child = command.spawn().expect("start a node");
         self.nodes.insert(
@@ -408,12 +415,18 @@ impl Cluster {
 
     /// Stops node `id` without killing it (SIGSTOP).
     pub fn freeze(&self, id: u32) {
-        assert!(treecache::process::signal(self.pid(id), libc_sigstop()));
+        assert!(treecache::local::children::signal(
+            self.pid(id),
+            libc_sigstop()
+        ));
     }
 
     /// Resumes a frozen node (SIGCONT).
     pub fn thaw(&self, id: u32) {
-        assert!(treecache::process::signal(self.pid(id), libc_sigcont()));
+        assert!(treecache::local::children::signal(
+            self.pid(id),
+            libc_sigcont()
+        ));
     }
 
     /// The root's `/nodes` document.
@@ -465,7 +478,7 @@ impl Drop for Cluster {
         let failing = std::thread::panicking();
         for node in self.nodes.values_mut() {
             if let Some(mut child) = node.child.take() {
-                treecache::process::signal(child.id(), libc_sigcont());
+                treecache::local::children::signal(child.id(), libc_sigcont());
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -606,6 +619,6 @@ pub mod http {
 
     /// Percent-encodes a key for a URL path.
     pub fn enc(key: &str) -> String {
-        treecache::percent_encode(key)
+        treecache_common::segment::encode(key)
     }
 }

@@ -29,10 +29,7 @@
 //! ends the shortest failing prefix of the history, with its neighbours.
 //!
 //! Pure logic, no I/O: the integration tests record the history, this module
-//! judges it. Its own tests are in tests/linearizability_checker.rs.
-
-// Each test binary that includes this module uses only part of it.
-#![allow(dead_code)]
+//! judges it. Its own tests are in the node's tests/linearizability_checker.rs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

@@ -72,7 +72,7 @@ impl LocalZooKeeper {
         let log = std::fs::File::create(self.dir.join("zookeeper.log"))
             .map_err(|e| format!("zookeeper.log: {e}"))?;
         let mut command = Command::new(ZK_SERVER_SCRIPT);
-        crate::process::die_with_parent(&mut command);
+        crate::local::children::die_with_parent(&mut command);
         let child = command
             .arg("start-foreground")
             .arg(&config)

@@ -1,0 +1,74 @@
+//! The `/nodes` document: the tree as the root knows it. The root builds it
+//! from its slot table; the CLI and the cluster command read it.
+
+use serde::{Deserialize, Serialize};
+
+/// One node of the `/nodes` document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub address: String,
+    pub slot: usize,
+    pub depth: u32,
+    pub parent: Option<String>,
+    pub left: Option<String>,
+    pub right: Option<String>,
+}
+
+/// The `/nodes` document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesDoc {
+    pub depth: u32,
+    pub capacity: usize,
+    pub root: String,
+    pub nodes: Vec<NodeEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc() -> NodesDoc {
+        let entry = |name: &str, slot, parent: Option<&str>, left: Option<&str>| NodeEntry {
+            name: name.into(),
+            address: format!("127.0.0.1:500{}", &name[5..]),
+            slot,
+            depth: if slot == 0 { 1 } else { 2 },
+            parent: parent.map(Into::into),
+            left: left.map(Into::into),
+            right: None,
+        };
+        NodesDoc {
+            depth: 2,
+            capacity: 3,
+            root: "NODE-1".into(),
+            nodes: vec![
+                entry("NODE-1", 0, None, Some("NODE-3")),
+                entry("NODE-3", 1, Some("NODE-1"), None),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_document_has_the_fields_the_api_documents() {
+        let expected = json!({
+            "depth": 2, "capacity": 3, "root": "NODE-1",
+            "nodes": [
+                {"name": "NODE-1", "address": "127.0.0.1:5001", "slot": 0, "depth": 1,
+                 "parent": null, "left": "NODE-3", "right": null},
+                {"name": "NODE-3", "address": "127.0.0.1:5003", "slot": 1, "depth": 2,
+                 "parent": "NODE-1", "left": null, "right": null},
+            ],
+        });
+        assert_eq!(serde_json::to_value(doc()).unwrap(), expected);
+        assert_eq!(serde_json::from_value::<NodesDoc>(expected).unwrap(), doc());
+    }
+
+    #[test]
+    fn a_document_without_its_fields_is_refused() {
+        assert!(serde_json::from_value::<NodesDoc>(json!({"root": "NODE-1"})).is_err());
+        let nameless = json!({"depth": 1, "capacity": 1, "root": "NODE-1", "nodes": [{"slot": 0}]});
+        assert!(serde_json::from_value::<NodesDoc>(nameless).is_err());
+    }
+}
