@@ -55,4 +55,4 @@ mod wal;
 mod wire;
 
 pub use config::default_threads;
-pub use config::flags_usage;
+pub use config::{flags_usage, FLAGS};

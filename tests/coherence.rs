@@ -1,4 +1,4 @@
-//! Coherent caches (issue 6), refereed on real node processes.
+//! Coherent caches, refereed on real node processes.
 //!
 //! - A write through any node is seen at once by every node, and the caches
 //!   that held the old value were invalidated, not left stale.
@@ -16,9 +16,13 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::linearizability::{self, Call, Clock, Operation, Outcome};
+use common::linearizability::Clock;
+use common::traffic::{assert_linearizable, send, Rng, Tally, Traffic};
 use common::{http, Cluster};
 use serde_json::{json, Value};
+
+/// Replays the random choices of a run: `COHERENCE_SEED=<n>`.
+const SEED_VAR: &str = "COHERENCE_SEED";
 
 // ---------------------------------------------------------------------------
 // Scripted: warm every cache, write through one node, look everywhere.
@@ -26,7 +30,7 @@ use serde_json::{json, Value};
 #[test]
 fn a_put_through_any_node_replaces_the_value_in_every_warm_cache_at_once() {
     let cluster = Cluster::start(3);
-    let mut rng = Rng::seeded("put scenario");
+    let mut rng = Rng::seeded("put scenario", SEED_VAR);
     let key = "scripted-put";
     assert_eq!(put(&cluster, cluster.root_id, key, "v0").0, 200);
 
@@ -64,7 +68,7 @@ fn a_put_through_any_node_replaces_the_value_in_every_warm_cache_at_once() {
 #[test]
 fn a_delete_through_any_node_removes_the_key_from_every_warm_cache_at_once() {
     let cluster = Cluster::start(3);
-    let mut rng = Rng::seeded("delete scenario");
+    let mut rng = Rng::seeded("delete scenario", SEED_VAR);
     let key = "scripted-delete";
 
     for round in 1..=2 {
@@ -139,40 +143,16 @@ fn random_concurrent_traffic_at_random_nodes_is_linearizable_per_key() {
         .map(|&id| Metrics::scrape(&cluster, id))
         .collect();
 
-    let seed = Rng::seeded("traffic").0;
-    let clock = Clock::start();
-    let stop_at = Instant::now() + TRAFFIC_LIMIT;
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let urls = urls.clone();
-            let rng = Rng((seed ^ (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
-            thread::spawn(move || run_client(client, &urls, rng, clock, stop_at))
-        })
-        .collect();
-    let history: Vec<Operation> = clients
-        .into_iter()
-        .flat_map(|client| client.join().expect("a client thread panicked"))
-        .collect();
-
-    let started = Instant::now();
-    let violations = linearizability::check(&history);
-    let checked_in = started.elapsed();
+    let seed = Rng::seeded("traffic", SEED_VAR).0;
+    let traffic = Traffic {
+        keys: KEYS.iter().map(|k| k.to_string()).collect(),
+        clients: CLIENTS,
+        ops_per_client: OPS_PER_CLIENT,
+        ..Traffic::default()
+    };
+    let history = traffic.run(&urls, seed, Clock::start(), Instant::now() + TRAFFIC_LIMIT);
+    assert_linearizable(&history, seed, SEED_VAR);
     let tally = Tally::of(&history);
-    eprintln!(
-        "{} operations by {CLIENTS} clients on {} keys (seed {seed}), checked in {checked_in:?}: {tally:?}",
-        history.len(),
-        KEYS.len()
-    );
-    for violation in &violations {
-        eprintln!("{violation}");
-    }
-    assert!(
-        violations.is_empty(),
-        "{} of {} keys have a history that is not linearizable (explanations above); \
-         seed {seed}",
-        violations.len(),
-        KEYS.len()
-    );
 
     // The traffic must have been worth checking.
     assert_eq!(
@@ -221,132 +201,6 @@ fn random_concurrent_traffic_at_random_nodes_is_linearizable_per_key() {
         invalidations >= 10.0,
         "the caches received only {invalidations} invalidations during the traffic"
     );
-}
-
-/// One client: its own keep-alive connections, random operations on random
-/// keys at random nodes, each recorded with its invoke and return instants.
-fn run_client(
-    client: usize,
-    urls: &[(u32, String)],
-    mut rng: Rng,
-    clock: Clock,
-    stop_at: Instant,
-) -> Vec<Operation> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    let mut history = Vec::with_capacity(OPS_PER_CLIENT);
-    for n in 0..OPS_PER_CLIENT {
-        if Instant::now() >= stop_at {
-            break;
-        }
-        let key = KEYS[rng.below(KEYS.len() as u64) as usize];
-        let (node, base) = &urls[rng.below(urls.len() as u64) as usize];
-        let url = format!("{base}/store/{key}");
-        let call = match rng.below(20) {
-            0..=9 => Call::Get,
-            10..=16 => Call::Put(format!("c{client}-{n}")),
-            _ => Call::Delete,
-        };
-        let invoked = clock.now();
-        let answer = match &call {
-            Call::Get => send(agent.get(&url), None),
-            Call::Put(value) => send(agent.put(&url), Some(json!({ "value": value }))),
-            Call::Delete => send(agent.delete(&url), None),
-        };
-        let returned = clock.now();
-        let outcome = match (&call, answer) {
-            (Call::Get, Some((200, body))) => Outcome::Read(Some(value_text(&body["value"]))),
-            (Call::Get, Some((404, _))) => Outcome::Read(None),
-            (Call::Put(_), Some((200, _))) => Outcome::Written,
-            (Call::Delete, Some((200, _))) => Outcome::Deleted(true),
-            (Call::Delete, Some((404, _))) => Outcome::Deleted(false),
-            (_, other) => {
-                eprintln!(
-                    "client {client}: {call:?} {url} got {other:?} after {:.1} ms",
-                    (returned - invoked) as f64 / 1e6
-                );
-                Outcome::Unknown
-            }
-        };
-        history.push(Operation {
-            key: key.to_string(),
-            client,
-            node: Some(*node),
-            call,
-            outcome,
-            invoked,
-            returned,
-        });
-    }
-    history
-}
-
-/// Sends a request; `None` when no HTTP answer came back.
-fn send(request: ureq::Request, body: Option<Value>) -> Option<(u16, Value)> {
-    let result = match body {
-        Some(body) => request
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string()),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-        Err(ureq::Error::Transport(_)) => return None,
-    };
-    let status = response.status();
-    let text = response.into_string().ok()?;
-    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-/// A value as the checker compares it: a string as itself, anything else as JSON.
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// What a history holds, to tell a meaningful run from a vacuous one.
-#[derive(Debug, Default)]
-struct Tally {
-    reads_of_values: usize,
-    reads_of_absent: usize,
-    puts: usize,
-    deletes_found: usize,
-    deletes_missed: usize,
-    unknown: usize,
-    /// Acknowledged writes that overlapped in time another operation on their key.
-    overlapping_writes: usize,
-}
-
-impl Tally {
-    fn of(history: &[Operation]) -> Tally {
-        let mut tally = Tally::default();
-        for op in history {
-            match op.outcome {
-                Outcome::Read(Some(_)) => tally.reads_of_values += 1,
-                Outcome::Read(None) => tally.reads_of_absent += 1,
-                Outcome::Written => tally.puts += 1,
-                Outcome::Deleted(true) => tally.deletes_found += 1,
-                Outcome::Deleted(false) => tally.deletes_missed += 1,
-                Outcome::Unknown => tally.unknown += 1,
-            }
-        }
-        tally.overlapping_writes = history
-            .iter()
-            .filter(|w| matches!(w.outcome, Outcome::Written | Outcome::Deleted(_)))
-            .filter(|w| {
-                history.iter().any(|other| {
-                    other.key == w.key
-                        && other.client != w.client
-                        && other.invoked < w.returned
-                        && w.invoked < other.returned
-                })
-            })
-            .count();
-        tally
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -610,37 +464,6 @@ impl Metrics {
             .collect();
         assert!(!samples.is_empty(), "no metric {name} in:\n{}", self.0);
         samples.iter().sum()
-    }
-}
-
-/// A small generator (xorshift64*) whose seed is printed, so a failing run
-/// can be replayed with `COHERENCE_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded(what: &str) -> Rng {
-        let seed = std::env::var("COHERENCE_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64);
-                nanos | 1
-            });
-        eprintln!("{what}: seed {seed} (COHERENCE_SEED={seed} replays it)");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-
-    fn pick(&mut self, ids: &[u32]) -> u32 {
-        ids[self.below(ids.len() as u64) as usize]
     }
 }
 

@@ -14,9 +14,11 @@
 //!
 //! A test that needs ZooKeeper fails loudly when it is not installed.
 //!
-//! [`linearizability`] judges the histories that the coherence tests record.
+//! [`traffic`] sends random concurrent requests and records their history;
+//! [`linearizability`] judges such histories.
 
 pub mod linearizability;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -209,10 +211,11 @@ impl Builder {
         self
     }
 
-    pub fn start(self) -> Cluster {
+    /// Starts the root alone and returns at once, without waiting for it
+    /// (for a root that is expected to refuse to start).
+    pub fn start_root_only(self) -> Cluster {
         let zk = self.own_zookeeper.then(ZooKeeper::start);
         let zk_addr = zk.as_ref().map_or_else(shared_zookeeper, ZooKeeper::addr);
-        let capacity = (1u32 << self.depth) - 1;
         let mut cluster = Cluster {
             zk,
             zk_addr,
@@ -226,20 +229,25 @@ impl Builder {
             nodes: BTreeMap::new(),
         };
         cluster.spawn(self.root_id);
+        cluster
+    }
+
+    pub fn start(self) -> Cluster {
+        let capacity = (1u32 << self.depth) - 1;
+        let (root_id, order, wait) = (self.root_id, self.order.clone(), self.wait);
+        let mut cluster = self.start_root_only();
         wait_until(Duration::from_secs(20), "the root answers", || {
-            http::get(&cluster.url(self.root_id)).0 == 200
+            http::get(&cluster.url(root_id)).0 == 200
         });
-        let order = self
-            .order
-            .unwrap_or_else(|| (1..=capacity).filter(|&i| i != self.root_id).collect());
-        let sequential = cluster.nodes.len() == 1 && order.len() > 1 && self.wait;
+        let order = order.unwrap_or_else(|| (1..=capacity).filter(|&i| i != root_id).collect());
+        let sequential = cluster.nodes.len() == 1 && order.len() > 1 && wait;
         for id in order {
             cluster.spawn(id);
             if sequential {
                 cluster.wait_joined(&[id]);
             }
         }
-        if self.wait {
+        if wait {
             let all: Vec<u32> = cluster.nodes.keys().copied().collect();
             cluster.wait_joined(&all);
         }
@@ -308,25 +316,8 @@ impl Cluster {
     /// The command line that starts node `id` on `port`.
     pub fn command(&self, id: u32, port: u16) -> Command {
         let mut c = Command::new(treecache_bin());
-        for var in [
-            "NODE_ID",
-            "TREE_DEPTH",
-            "ROOT_NODE_ID",
-            "API_PORT",
-            "LISTEN_ADDRESS",
-            "ADVERTISE_ADDRESS",
-            "ZOOKEEPER",
-            "ZK_PREFIX",
-            "ROOT_ADDRESS",
-            "STARTUP_DELAY",
-            "THREADS",
-            "LOG_LEVEL",
-            "UPSTREAM_TIMEOUT",
-            "CACHE_MAX_BYTES",
-            "MAX_STORE_BYTES",
-            "DOCS_ASSETS_URL",
-        ] {
-            c.env_remove(var);
+        for flag in treecache::FLAGS {
+            c.env_remove(flag.env);
         }
         c.arg("node")
             .args(["--id", &id.to_string()])
@@ -377,15 +368,16 @@ impl Cluster {
         );
     }
 
-    /// Waits until the root lists these nodes and each says it has joined.
+    /// Waits until each of these nodes is ready: it has joined (and the
+    /// root has opened for joins and writes).
     pub fn wait_joined(&self, ids: &[u32]) {
         wait_until(
             Duration::from_secs(30),
             &format!("nodes {ids:?} joined"),
             || {
                 ids.iter().all(|&id| {
-                    let (status, info) = http::get(&self.url(id));
-                    status == 200 && info["joined"] == true
+                    let (status, ready) = http::get(&format!("{}/ready", self.url(id)));
+                    status == 200 && ready["ready"] == true
                 })
             },
         );
@@ -396,6 +388,28 @@ impl Cluster {
         if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` to node `id`.
+    pub fn signal(&self, id: u32, signal: i32) {
+        assert!(treecache::local::children::signal(self.pid(id), signal));
+    }
+
+    /// Waits up to `limit` for node `id` to exit, and returns how it ended.
+    pub fn wait_exit(&mut self, id: u32, limit: Duration) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id)?;
+        let until = Instant::now() + limit;
+        loop {
+            let child = node.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
