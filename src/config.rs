@@ -9,9 +9,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::tree::Tree;
+use crate::wal::Fsync;
 
 /// Default base URL of the swagger-ui assets that `/docs` loads.
 pub const DEFAULT_DOCS_ASSETS_URL: &str = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14";
@@ -174,6 +176,20 @@ pub const FLAGS: &[Flag] = {
             "byte bound of the root's store; a PUT past it gets 507",
         ),
         flag(
+            "--data-dir",
+            "DIR",
+            "DATA_DIR",
+            Described("none: the root keeps its data in memory only"),
+            "the root's data directory (log and snapshots); cache nodes ignore it",
+        ),
+        flag(
+            "--fsync",
+            "MODE",
+            "FSYNC",
+            Value("always"),
+            "when the root's log is synced: always, everysec or no",
+        ),
+        flag(
             "--docs-assets-url",
             "URL",
             "DOCS_ASSETS_URL",
@@ -231,6 +247,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub cache_max_bytes: u64,
     pub max_store_bytes: Option<u64>,
+    /// The root's data directory; `None`: in memory only.
+    pub data_dir: Option<PathBuf>,
+    pub fsync: Fsync,
     pub docs_assets_url: String,
 }
 
@@ -463,6 +482,8 @@ impl Config {
         })?;
         let cache_max_bytes = src.parsed_or_default("--cache-max-bytes", parse_bytes)?;
         let max_store_bytes = src.parsed("--max-store-bytes", parse_bytes)?;
+        let data_dir = src.parsed("--data-dir", |s| Ok(PathBuf::from(s)))?;
+        let fsync = src.parsed_or_default("--fsync", Fsync::parse)?;
         let docs_assets_url = src.parsed_or_default("--docs-assets-url", |s| {
             if s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') {
                 Ok(s.trim_end_matches('/').to_string())
@@ -492,6 +513,8 @@ impl Config {
             upstream_timeout,
             cache_max_bytes,
             max_store_bytes,
+            data_dir,
+            fsync,
             docs_assets_url,
         })
     }
@@ -658,6 +681,13 @@ mod tests {
             };
             let mut args = id.to_vec();
             args.extend([f.flag, "%%"]);
+            if f.flag == "--data-dir" {
+                // Any text is a path: read, not refused.
+                let read = |c: Config| c.data_dir.unwrap().display().to_string();
+                assert_eq!(read(parse(&args, &[]).unwrap()), "%%");
+                assert_eq!(read(parse(id, &[(f.env, "%%")]).unwrap()), "%%");
+                continue;
+            }
             assert_eq!(parse(&args, &[]).unwrap_err().flag, f.flag, "{f:?}");
             let error = parse(id, &[(f.env, "%%")]).unwrap_err();
             assert_eq!(error.flag, f.flag, "{f:?}");

@@ -50,8 +50,10 @@ pub enum Error {
     NotRoot(String),
     /// The node cannot serve yet (503): joining, or loading the tree.
     Unavailable(String),
-    /// The root's store is full (507).
+    /// The root's store, or its disk, is full (507).
     StoreFull(String),
+    /// The node failed where it should not have (500).
+    Internal(String),
     Upstream(UpstreamError),
 }
 
@@ -71,6 +73,7 @@ impl Error {
             Error::NotRoot(_) => 421,
             Error::Unavailable(_) => 503,
             Error::StoreFull(_) => 507,
+            Error::Internal(_) => 500,
             Error::Upstream(UpstreamError::Unreachable { .. }) => 502,
             Error::Upstream(UpstreamError::Invalid { .. }) => 502,
             Error::Upstream(UpstreamError::TimedOut { .. }) => 504,
@@ -97,7 +100,8 @@ impl fmt::Display for Error {
             | Error::PayloadTooLarge(m)
             | Error::NotRoot(m)
             | Error::Unavailable(m)
-            | Error::StoreFull(m) => f.write_str(m),
+            | Error::StoreFull(m)
+            | Error::Internal(m) => f.write_str(m),
             Error::MethodNotAllowed { allow } => {
                 write!(f, "Method not allowed here; allowed: {allow}.")
             }

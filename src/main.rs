@@ -24,6 +24,7 @@ Cluster flags:
   --depth D (3)  --root-id N (1)  --base-port P (5000: NODE-i on 127.0.0.1:P+i)
   --zookeeper H:P (127.0.0.1:2181; started from the local installation when none answers)
   --log-level LEVEL (info)
+  --data-dir DIR (the root's data; by default a temporary directory removed at exit)
 ",
         treecache::flags_usage().trim_end()
     )

@@ -73,6 +73,7 @@ impl Histogram {
     }
 
     /// How many observations there were.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
@@ -101,6 +102,20 @@ impl Histogram {
         let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
         let _ = writeln!(out, "{name}_count{} {total}", braces(labels));
     }
+}
+
+/// Writes a histogram with its `# HELP` and `# TYPE` lines.
+pub fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    h.render(out, name, "");
+}
+
+/// Writes a gauge with its `# HELP` and `# TYPE` lines.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 pub fn bump(counter: &AtomicU64) {

@@ -52,19 +52,20 @@ pub fn raise_open_files_limit() {
     }
 }
 
-/// Exits with status 0 on SIGINT or SIGTERM. A node keeps nothing that a
-/// clean stop would have to save; this matters most as a container's first
-/// process, which the kernel gives no default handling of SIGTERM.
-pub fn exit_on_stop_signals() {
+/// On SIGINT or SIGTERM, runs `stop` and exits with status 0. This matters
+/// most as a container's first process, which the kernel gives no default
+/// handling of SIGTERM.
+pub fn on_stop_signals(stop: impl FnOnce() + Send + 'static) {
     catch_stop_signals();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(|| loop {
-            if stop_requested() {
-                log::info!("stopping on a signal");
-                std::process::exit(0);
+        .spawn(move || {
+            while !stop_requested() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            log::info!("stopping on a signal");
+            stop();
+            std::process::exit(0);
         })
         .expect("spawn the signal watcher");
 }

@@ -105,6 +105,7 @@ enum Step {
 /// The routes, and the methods each allows.
 enum Route<'a> {
     Info,
+    Ready,
     Store(&'a str),
     Nodes,
     Join,
@@ -120,6 +121,7 @@ enum Route<'a> {
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     let r = match path {
         "/" => (Route::Info, "GET"),
+        "/ready" => (Route::Ready, "GET"),
         wire::NODES_PATH => (Route::Nodes, "GET"),
         wire::JOIN_PATH => (Route::Join, "POST"),
         "/metrics" => (Route::Metrics, "GET"),
@@ -197,6 +199,14 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
     );
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
+        Route::Ready => Ok(Step::Done(match node.readiness() {
+            Ok(()) => Reply::of(&serde_json::json!({ "ready": true })),
+            Err(reason) => Reply::json(
+                503,
+                serde_json::to_vec(&serde_json::json!({ "ready": false, "reason": reason }))
+                    .expect("JSON serializes"),
+            ),
+        })),
         Route::Store(segment) => {
             let key = decode_key(segment)?;
             node.require_joined()?;

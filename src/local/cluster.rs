@@ -43,6 +43,9 @@ pub struct ClusterArgs {
     pub base_port: u16,
     pub zookeeper: String,
     pub log_level: String,
+    /// The root's data directory; by default one in the cluster's
+    /// temporary directory, removed at exit.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
@@ -84,6 +87,7 @@ impl ClusterArgs {
             opt(&mut args, "--zookeeper")?.unwrap_or_else(|| "127.0.0.1:2181".into());
         parse_host_port(&zookeeper).map_err(|m| format!("--zookeeper: {m} (got {zookeeper:?})"))?;
         let log_level: String = opt(&mut args, "--log-level")?.unwrap_or_else(|| "info".into());
+        let data_dir: Option<std::path::PathBuf> = opt(&mut args, "--data-dir")?;
         if let Some(extra) = args.finish().first() {
             return Err(format!(
                 "{}: is not a flag of treecache cluster",
@@ -96,6 +100,7 @@ impl ClusterArgs {
             base_port,
             zookeeper,
             log_level,
+            data_dir,
         })
     }
 }
@@ -130,6 +135,10 @@ pub fn run(args: ClusterArgs) -> i32 {
         }
     };
     let zk_up = started.elapsed();
+    let data_dir = match &args.data_dir {
+        Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+        None => dir.join("root-data"),
+    };
 
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -159,6 +168,9 @@ pub fn run(args: ClusterArgs) -> i32 {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if id == args.root_id {
+            command.arg("--data-dir").arg(&data_dir);
+        }
         children::die_with_parent(&mut command);
         match command.spawn() {
             Ok(mut child) => {
@@ -203,6 +215,9 @@ pub fn run(args: ClusterArgs) -> i32 {
     };
     say!("Stopping the cluster");
     stop_all(&mut children);
+    drop(_zookeeper);
+    // Our temporary directory: ZooKeeper's data, and the root's unless --data-dir.
+    let _ = std::fs::remove_dir_all(&dir);
     status
 }
 
@@ -327,6 +342,9 @@ mod tests {
         assert_eq!((a.depth, a.root_id, a.base_port), (2, 3, 7000));
         let a = parse(&["--depth=2", "--base-port=7000"]).unwrap();
         assert_eq!((a.depth, a.base_port), (2, 7000));
+        assert_eq!(a.data_dir, None);
+        let a = parse(&["--data-dir", "/tmp/x"]).unwrap();
+        assert_eq!(a.data_dir.unwrap().display().to_string(), "/tmp/x");
     }
 
     #[test]

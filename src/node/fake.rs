@@ -95,17 +95,20 @@ impl Tree {
             let links = Arc::new(FakeLinks {
                 net: Arc::downgrade(&net),
             });
-            let node = Arc::new(Node::new(
-                config,
-                Links {
-                    up: links.clone(),
-                    down: links,
-                    locate_root: Box::new(|| Some(address(1))),
-                },
-                Arc::new(Metrics::default()),
-            ));
+            let node = Arc::new(
+                Node::new(
+                    config,
+                    Links {
+                        up: links.clone(),
+                        down: links,
+                        locate_root: Box::new(|| Some(address(1))),
+                    },
+                    Arc::new(Metrics::default()),
+                )
+                .expect("a node without a data directory starts"),
+            );
             if slot == 0 {
-                node.root().unwrap().set_loaded();
+                node.root().unwrap().set_open();
             } else {
                 node.position().set_root_address(address(1));
                 let joined = nodes[0]

@@ -33,8 +33,9 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -44,6 +45,7 @@ use crate::metrics::{bump, Gauges, Metrics};
 use crate::root::Root;
 use crate::store::{Lookup, Mode, Store};
 use crate::tree::Side;
+use crate::wal::OpenError;
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
 pub use peers::{Downstream, RootLocator, Upstream};
@@ -60,12 +62,20 @@ pub struct Links {
 /// A node's shared state. See the module documentation.
 pub struct Node {
     config: Config,
-    store: Store,
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
     position: Position,
     links: Links,
-    /// Everything only the root has: its table, versions, write locks.
+    /// Everything only the root has: its table, versions, write locks, log.
     root: Option<Root>,
+    writes: Writes,
+}
+
+/// Writes under way, and whether new ones are still taken.
+#[derive(Default)]
+struct Writes {
+    under_way: AtomicUsize,
+    stopping: AtomicBool,
 }
 
 /// `GET /`: what this node is and where it sits.
@@ -84,14 +94,15 @@ pub struct Info {
 }
 
 impl Node {
-    pub fn new(config: Config, links: Links, metrics: Arc<Metrics>) -> Node {
+    /// A node of `config`; the root loads its data directory first, and
+    /// fails when it cannot (see `wal::OpenError` for how).
+    pub fn new(config: Config, links: Links, metrics: Arc<Metrics>) -> Result<Node, OpenError> {
         let me = Peer {
             name: config.name(),
             address: config.advertise.clone(),
         };
-        let root = config.is_root().then(|| Root::new(&config));
-        let (mode, place, root_address) = match &root {
-            Some(_) => (
+        let (mode, place, root_address) = match config.is_root() {
+            true => (
                 Mode::Primary {
                     max_bytes: config.max_store_bytes,
                 },
@@ -102,7 +113,7 @@ impl Node {
                 }),
                 Some(config.advertise.clone()),
             ),
-            None => (
+            false => (
                 Mode::Cache {
                     max_bytes: config.cache_max_bytes,
                 },
@@ -110,15 +121,21 @@ impl Node {
                 config.root.clone(),
             ),
         };
+        let store = Arc::new(Store::new(mode));
+        let root = match config.is_root() {
+            true => Some(Root::open(&config, &store)?),
+            false => None,
+        };
         let root_name = crate::config::node_name(config.root_id);
-        Node {
-            store: Store::new(mode),
+        Ok(Node {
+            store,
             metrics,
             position: Position::new(me, root_name, root_address, place),
             links,
             root,
             config,
-        }
+            writes: Writes::default(),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -148,6 +165,33 @@ impl Node {
                 self.config.name()
             )))
         }
+    }
+
+    /// `GET /ready`: whether this node can serve `/store`, and if not, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.writes.stopping.load(Ordering::SeqCst) {
+            return Err(format!("{} is stopping.", self.config.name()));
+        }
+        if !self.position.joined() {
+            return Err(format!(
+                "{} has not joined the tree yet.",
+                self.config.name()
+            ));
+        }
+        if let Some(root) = &self.root {
+            root.require_open().map_err(|e| e.to_string())?;
+        }
+        if let Some(why) = self
+            .root
+            .as_ref()
+            .and_then(Root::wal)
+            .and_then(|w| w.poisoned())
+        {
+            return Err(format!(
+                "The root takes no writes until it is restarted: {why}."
+            ));
+        }
+        Ok(())
     }
 
     /// `GET /`.
@@ -187,11 +231,43 @@ impl Node {
 
     /// `GET /metrics`.
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(&Gauges {
+        let mut text = self.metrics.render(&Gauges {
             evictions: self.store.stats.evictions.load(Ordering::Relaxed),
             cache_bytes: self.store.bytes(),
             store_keys: self.store.keys(),
-        })
+        });
+        if let Some(wal) = self.root.as_ref().and_then(Root::wal) {
+            crate::metrics::histogram(
+                &mut text,
+                "treecache_wal_fsync_seconds",
+                "Time each sync of the root's log took.",
+                wal.stats().fsync(),
+            );
+            crate::metrics::gauge(
+                &mut text,
+                "treecache_wal_bytes",
+                "Bytes of the root's log not yet replaced by a snapshot.",
+                wal.stats().bytes(),
+            );
+        }
+        text
+    }
+
+    /// Stops taking writes (503), waits up to `wait` for those under way,
+    /// and, on the root, syncs and closes the log. Run on SIGTERM.
+    pub fn stop(&self, wait: Duration) {
+        self.writes.stopping.store(true, Ordering::SeqCst);
+        let until = Instant::now() + wait;
+        while self.writes.under_way.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left = self.writes.under_way.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("stopping with {left} writes still under way");
+        }
+        if let Some(root) = &self.root {
+            root.close(until.saturating_duration_since(Instant::now()));
+        }
     }
 
     pub fn count_response(&self, status: u16) {

@@ -1,6 +1,8 @@
 //! Writes: applied at the root after every cached copy is gone, forwarded to
 //! the root from any other node; and invalidations passed down the tree.
 
+use std::sync::atomic::Ordering;
+
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::metrics::bump;
@@ -32,6 +34,7 @@ impl Node {
         deadline: Deadline,
         render: impl FnOnce(&Mutation) -> R,
     ) -> Result<Written<R>, Error> {
+        let _counted = self.writes.begin()?;
         let Some(root) = &self.root else {
             let write = ForwardedWrite {
                 method: match mutation {
@@ -58,24 +61,34 @@ impl Node {
         mutation: Mutation,
         deadline: Deadline,
     ) -> Result<Applied, Error> {
+        root.require_open()?;
         let _serialized = root.lock_key(key);
-        match &mutation {
-            Mutation::Put(value) if !self.store.fits(key, value.len()) => {
-                return Err(store_full());
-            }
+        let room = match &mutation {
+            Mutation::Put(value) => self
+                .store
+                .reserve(key, value.len())
+                .ok_or_else(store_full)?,
             Mutation::Delete if !self.store.contains(key) => {
                 return Err(Error::not_found(key));
             }
-            _ => {}
-        }
+            Mutation::Delete => self.store.reserve(key, 0).expect("a delete needs no room"),
+        };
         let holders = self.store.begin_write(key);
         let version = root.next_version();
         if let Err((e, failed)) = self.invalidate_children(key, version, holders, deadline) {
             self.store.abort_write(key, failed);
             return Err(e);
         }
-        match self.store.apply(key, mutation, version) {
-            Applied::Full => Err(store_full()),
+        let logged = match root.log(key, version, &mutation) {
+            Ok(logged) => logged,
+            Err(e) => {
+                self.store.abort_write(key, 0);
+                return Err(e);
+            }
+        };
+        let applied = self.store.apply(key, mutation, version, room);
+        drop(logged);
+        match applied {
             Applied::Absent => Err(Error::not_found(key)),
             applied => Ok(applied),
         }
@@ -153,6 +166,31 @@ impl Node {
             }
             _ => unreachable!("a node has two children at most"),
         }
+    }
+}
+
+/// A write counted as under way until dropped.
+pub(super) struct UnderWay<'a>(&'a super::Writes);
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.under_way.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl super::Writes {
+    /// Counts a write as under way, unless the node is stopping (503).
+    fn begin(&self) -> Result<UnderWay<'_>, Error> {
+        // Counted before the check: `Node::stop` sets the flag, then waits
+        // for the count, so no write slips past both.
+        self.under_way.fetch_add(1, Ordering::SeqCst);
+        let counted = UnderWay(self);
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(
+                "This node is stopping and takes no more writes.".into(),
+            ));
+        }
+        Ok(counted)
     }
 }
 

@@ -1,16 +1,17 @@
-//! The root's start-up: it registers itself in ZooKeeper and serves at once;
-//! in the background it rebuilds its table from the znodes of an earlier
-//! run, deletes the ones that no longer fit, accepts joins, and tells the
-//! caches below it to drop what it no longer tracks.
+//! The root's start-up: it registers itself in ZooKeeper and serves reads at
+//! once; in the background it rebuilds its table from the znodes of an
+//! earlier run (waiting for ZooKeeper as long as it takes: a table started
+//! empty would hand out slots that are taken), deletes the znodes that no
+//! longer fit, tells the caches below it to drop what it no longer tracks,
+//! and only then takes joins and writes. A write taken before that flush
+//! could leave an older value in a cache that the root's (empty) directory
+//! does not know of.
 
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::node::Node;
 use crate::registry::{layout, Registry, ZnodeData};
-
-/// How long the root waits for ZooKeeper before it starts with an empty table.
-const TREE_LOAD_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the root's start-up (on the start-up thread).
 pub fn run(node: &Node, registry: &Registry) {
@@ -31,9 +32,6 @@ pub fn run(node: &Node, registry: &Registry) {
     });
     crate::startup::keep_live(node, registry);
     load_tree(node, registry, &path);
-    root.set_loaded();
-    // A restarted root has an empty directory: caches below it may hold
-    // values it no longer tracks, which later writes would not reach.
     let children = root.children();
     if !children.is_empty() {
         let flushed = node.flush_children(&children, Deadline::after(c.upstream_timeout));
@@ -42,25 +40,27 @@ pub fn run(node: &Node, registry: &Registry) {
             children.len()
         );
     }
+    root.set_open();
 }
 
-/// Rebuilds the root's table from ZooKeeper, waiting for it a while.
+/// Rebuilds the root's table from ZooKeeper, waiting for it as long as it takes.
 fn load_tree(node: &Node, registry: &Registry, root_path: &str) {
     let c = node.config();
     let root = node.root().expect("bootstrap runs on the root");
-    let until = Instant::now() + TREE_LOAD_WAIT;
+    let started = Instant::now();
+    let mut said_waiting = false;
     let records = loop {
         match registry.read_subtree(root_path) {
             Ok(records) => break records,
-            Err(e) if Instant::now() < until => {
-                log::debug!("reading the tree from ZooKeeper: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
             Err(e) => {
-                log::warn!(
-                    "could not read the tree from ZooKeeper ({e}); starting with an empty tree"
-                );
-                return;
+                if !said_waiting && started.elapsed() > Duration::from_secs(2) {
+                    log::warn!(
+                        "cannot read the tree from ZooKeeper yet ({e}); joins and writes \
+                         wait for it"
+                    );
+                    said_waiting = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     };

@@ -10,12 +10,14 @@ pub mod bootstrap;
 pub mod membership;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::store::{Mutation, Store};
 use crate::tree::{Side, Tree};
+use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal, WalError};
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
 use membership::{JoinError, Membership};
@@ -27,18 +29,61 @@ const WRITE_STRIPES: usize = 1024;
 pub struct Root {
     tree: Tree,
     table: Mutex<Membership>,
-    /// The table has been rebuilt from ZooKeeper; joins are accepted.
-    loaded: AtomicBool,
+    /// The table has been rebuilt from ZooKeeper and the caches below have
+    /// been told to drop what an earlier run served: joins and writes are
+    /// taken from then on.
+    open: AtomicBool,
     next_version: AtomicU64,
     write_locks: Box<[Mutex<()>]>,
+    /// The data directory's log, with `--data-dir`.
+    wal: Option<Arc<Wal>>,
 }
 
 impl Root {
+    /// The root's state; with `--data-dir`, what the directory holds is
+    /// loaded into `store` first, and the log is kept from then on.
+    pub fn open(config: &Config, store: &Arc<Store>) -> Result<Root, OpenError> {
+        let mut root = Root::new(config);
+        let Some(path) = &config.data_dir else {
+            log::warn!(
+                "no --data-dir: the root keeps its data in memory only, and a restart loses it"
+            );
+            return Ok(root);
+        };
+        let identity = Identity {
+            zk_prefix: config.zk_prefix.clone(),
+            root_id: config.root_id,
+            depth: config.tree.depth(),
+        };
+        let now_ms = unix_micros() / 1000;
+        let (wal, recovered) = Wal::open(path, &identity, config.fsync, &mut |r| match r.change {
+            Change::Put(v) if r.expires_ms == 0 || r.expires_ms > now_ms => {
+                store.restore(&r.key, Some(&v), r.version)
+            }
+            Change::Put(_) | Change::Delete => store.restore(&r.key, None, r.version),
+            Change::End(_) => {}
+        })?;
+        log::info!(
+            "recovered {} keys from {} records in {} in {:.2} s (--fsync {})",
+            store.keys(),
+            recovered.records,
+            path.display(),
+            recovered.took.as_secs_f64(),
+            config.fsync.name()
+        );
+        // Versions go on above every version the directory has seen.
+        root.next_version
+            .fetch_max(recovered.max_version + 1, Ordering::Relaxed);
+        let wal = Arc::new(wal);
+        wal.compact_in_background(store.clone());
+        root.wal = Some(wal);
+        Ok(root)
+    }
+
+    /// The root's state without a data directory.
     pub fn new(config: &Config) -> Root {
         // Versions start at the clock so that a restarted root keeps counting up.
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
+        let start = unix_micros().max(1);
         Root {
             tree: config.tree,
             table: Mutex::new(Membership::new(
@@ -47,9 +92,58 @@ impl Root {
                 config.advertise.clone(),
                 &config.zk_prefix,
             )),
-            loaded: AtomicBool::new(false),
+            open: AtomicBool::new(false),
             next_version: AtomicU64::new(start),
             write_locks: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
+            wal: None,
+        }
+    }
+
+    /// Logs a write with `--data-dir`: apply it in memory while holding
+    /// what this returns, and not at all when it fails (507 disk full, 500
+    /// another I/O error, 503 after a failed sync or while stopping).
+    pub fn log(
+        &self,
+        key: &str,
+        version: u64,
+        mutation: &Mutation,
+    ) -> Result<Option<Logged<'_>>, Error> {
+        let Some(wal) = &self.wal else {
+            return Ok(None);
+        };
+        let edit = match mutation {
+            Mutation::Put(v) => Edit::Put(v),
+            Mutation::Delete => Edit::Delete,
+        };
+        wal.log(key, version, 0, edit)
+            .map(Some)
+            .map_err(|e| match e {
+                WalError::DiskFull(m) => Error::StoreFull(format!(
+                    "The root's disk is full ({m}); the write was not applied."
+                )),
+                WalError::Io(m) => Error::Internal(format!(
+                    "The root could not write its log ({m}); the write was not applied."
+                )),
+                WalError::Poisoned(m) => Error::Unavailable(format!(
+                    "The root takes no writes until it is restarted: {m}."
+                )),
+                WalError::Closed => Error::Unavailable("The root is stopping.".into()),
+            })
+    }
+
+    /// The log, with `--data-dir`.
+    pub fn wal(&self) -> Option<&Wal> {
+        self.wal.as_deref()
+    }
+
+    /// Syncs and closes the log (at shutdown), after waiting up to `wait`
+    /// for the writes under way.
+    pub fn close(&self, wait: Duration) {
+        if let Some(wal) = &self.wal {
+            match wal.close(wait) {
+                Ok(()) => log::info!("the log is synced and closed"),
+                Err(e) => log::error!("closing the log failed: {e}"),
+            }
         }
     }
 
@@ -67,11 +161,7 @@ impl Root {
         crate::config::parse_host_port(&join.address).map_err(|_| {
             Error::BadRequest(format!("The address {:?} is not host:port.", join.address))
         })?;
-        if !self.loaded.load(Ordering::Acquire) {
-            return Err(Error::Unavailable(
-                "The root is still loading the tree from ZooKeeper; try again shortly.".into(),
-            ));
-        }
+        self.require_open()?;
         let joined = self
             .table()
             .join(&join.name, &join.address)
@@ -94,9 +184,22 @@ impl Root {
         self.table().restore(records)
     }
 
-    /// Opens the root to joins, once the table is rebuilt.
-    pub fn set_loaded(&self) {
-        self.loaded.store(true, Ordering::Release);
+    /// Opens the root to joins and writes (see `open`).
+    pub fn set_open(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+
+    /// 503 until the root is open.
+    pub fn require_open(&self) -> Result<(), Error> {
+        if self.open.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "The root is still starting (rebuilding the tree from ZooKeeper and \
+                 flushing the caches below it); try again shortly."
+                    .into(),
+            ))
+        }
     }
 
     /// The nodes in the root's two child slots.
@@ -126,6 +229,12 @@ impl Root {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// FNV-1a: a stable hash for choosing a write stripe.

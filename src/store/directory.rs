@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn children_are_recorded_only_when_the_answer_is_cacheable() {
         let s = primary();
-        s.apply("k", Mutation::Put(b"1".to_vec()), 1);
+        s.apply_now("k", Mutation::Put(b"1".to_vec()), 1);
         let hit = s.lookup("k", Some(Side::Left), |_| ());
         assert!(matches!(
             hit,
@@ -110,7 +110,7 @@ mod tests {
             }
         ));
         assert_eq!(
-            s.apply("k", Mutation::Put(b"2".to_vec()), 2),
+            s.apply_now("k", Mutation::Put(b"2".to_vec()), 2),
             Applied::Stored
         );
         assert_eq!(s.begin_write("k"), 0, "no child registered while pending");

@@ -98,8 +98,6 @@ pub enum Applied {
     Deleted,
     /// A delete of a key that does not exist.
     Absent,
-    /// A put that would grow the store past its bound.
-    Full,
 }
 
 /// One of the `SHARDS` parts of the store, each behind its own lock.
@@ -164,6 +162,8 @@ pub struct Store {
     hasher: std::collections::hash_map::RandomState,
     next_flight: AtomicU64,
     bytes: AtomicU64,
+    /// Room reserved by puts under way at the root (see `Store::reserve`).
+    reserved: AtomicU64,
     keys: AtomicU64,
     pub stats: StoreStats,
 }
@@ -176,13 +176,10 @@ impl Store {
             hasher: Default::default(),
             next_flight: AtomicU64::new(1),
             bytes: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
             keys: AtomicU64::new(0),
             stats: StoreStats::default(),
         }
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
     }
 
     /// Bytes held, as charged against the bound (values, keys and overhead).

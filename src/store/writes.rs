@@ -6,11 +6,63 @@
 //! child is recorded as a holder and every answer about it says `pending`,
 //! so that no child caches a value the write is about to replace.
 //!
-//! `apply` is the only place where the root's values change, which is why a
-//! write-ahead log will hook in there (see the comment in its body).
+//! `apply` is the only place where the root's values change; a durable root
+//! logs each write just before it (see `wal`). `restore` loads what the log
+//! kept, at start, and `dump` shows every value to a snapshot.
+
+use std::sync::atomic::Ordering;
 
 use super::entry::{Blob, Meta, HAS_VALUE, NO_LRU, PENDING};
 use super::{Applied, Mode, Mutation, Shard, Store};
+use crate::wal;
+
+/// What a snapshot of the root's data sees: every key with a value, a shard
+/// at a time, each shard copied out under its lock and visited after, so
+/// that a slow visit (a snapshot on disk) holds up no request.
+impl wal::Source for Store {
+    fn live_bytes(&self) -> u64 {
+        self.bytes()
+    }
+
+    fn dump(
+        &self,
+        visit: &mut dyn FnMut(wal::Live<'_>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for shard in self.shards.iter() {
+            let copied: Vec<(Blob, u64)> = {
+                let shard = super::lock(shard);
+                shard
+                    .map
+                    .iter()
+                    .filter(|(_, m)| m.has_value())
+                    .map(|(b, m)| (Blob::new(b.key(), b.value()), m.version))
+                    .collect()
+            };
+            for (blob, version) in &copied {
+                visit(wal::Live {
+                    key: blob.key(),
+                    value: blob.value(),
+                    version: *version,
+                    expires_ms: 0,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Room reserved within the root's bound for one put; given back when the
+/// put is applied or dropped.
+pub struct Reservation<'a> {
+    store: &'a Store,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.store.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
 
 impl Store {
     /// Starts a write of `key` at the root: marks it pending (fills answered
@@ -37,51 +89,67 @@ impl Store {
         shard.map.get(key).is_some_and(Meta::has_value)
     }
 
-    /// Whether putting `len` bytes under `key` keeps the store within its bound.
-    pub fn fits(&self, key: &str, len: usize) -> bool {
+    /// Reserves room for `len` bytes under `key` (instead of what it holds
+    /// now) within the root's bound; `None` when they do not fit. Every put
+    /// that may grow the store holds a reservation until it is applied, so
+    /// that concurrent puts of different keys cannot together pass the bound.
+    pub fn reserve(&self, key: &str, len: usize) -> Option<Reservation<'_>> {
         let Mode::Primary {
             max_bytes: Some(max),
         } = self.mode
         else {
-            return true;
+            return Some(Reservation {
+                store: self,
+                bytes: 0,
+            });
         };
-        let shard = self.shard(key);
-        self.within(&shard, key, len, max)
-    }
-
-    /// Whether `len` bytes under `key` instead of what it holds now stay within `max`.
-    fn within(&self, shard: &Shard, key: &str, len: usize, max: u64) -> bool {
-        let old = shard
-            .map
-            .get_key_value(key)
-            .map_or(0, |(b, _)| self.entry_cost(key, b.value().len()));
-        self.bytes() - old + self.entry_cost(key, len) <= max
-    }
-
-    /// Applies a write at the root with `version`, ending its pending state.
-    pub fn apply(&self, key: &str, mutation: Mutation, version: u64) -> Applied {
-        let mut guard = self.shard(key);
-        let shard = &mut *guard;
-        if let (
-            Mutation::Put(value),
-            Mode::Primary {
-                max_bytes: Some(max),
-            },
-        ) = (&mutation, self.mode)
-        {
-            if !self.within(shard, key, value.len(), max) {
-                self.end_pending(shard, key, 0);
-                return Applied::Full;
+        let old = {
+            let shard = self.shard(key);
+            shard
+                .map
+                .get_key_value(key)
+                .map_or(0, |(b, _)| self.entry_cost(key, b.value().len()))
+        };
+        let grow = self.entry_cost(key, len).saturating_sub(old);
+        let mut reserved = self.reserved.load(Ordering::Relaxed);
+        loop {
+            if self.bytes() + reserved + grow > max {
+                return None;
+            }
+            match self.reserved.compare_exchange_weak(
+                reserved,
+                reserved + grow,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        store: self,
+                        bytes: grow,
+                    })
+                }
+                Err(now) => reserved = now,
             }
         }
-        // Write-ahead log hook. From here on the write is decided and changes
-        // memory: a durable log will record each applied write (key, mutation,
-        // version) right here, before `apply` changes memory, and under the
-        // shard's lock, so that the log orders the writes of a key as memory
-        // does. A refused put has returned above without changing any data.
-        // Every change to the root's data passes this point, so callers need
-        // not change when the log arrives.
-        match mutation {
+    }
+
+    /// Applies a write at the root with `version`, ending its pending state;
+    /// the room a put needs was reserved with [`Store::reserve`].
+    ///
+    /// This is the only place where the root's values change. A durable
+    /// root logs the write before it calls this (`wal::Wal::commit`), outside
+    /// the shard's lock: writes of one key are already ordered by the root's
+    /// lock on that key, and a sync must not hold up other keys' readers.
+    pub fn apply(
+        &self,
+        key: &str,
+        mutation: Mutation,
+        version: u64,
+        room: Reservation<'_>,
+    ) -> Applied {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        let applied = match mutation {
             Mutation::Delete => {
                 let existed = shard.map.get(key).is_some_and(Meta::has_value);
                 match self.remove_entry(shard, key) {
@@ -91,21 +159,53 @@ impl Store {
                 }
             }
             Mutation::Put(value) => {
-                let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
-                let cost = self.entry_cost(key, value.len());
-                shard.map.insert(
-                    Blob::new(key, &value),
-                    Meta {
-                        version,
-                        lru: NO_LRU,
-                        holders,
-                        flags: HAS_VALUE,
-                    },
-                );
-                self.charge(shard, cost as i64, 1);
+                self.put_value(shard, key, &value, version);
                 Applied::Stored
             }
+        };
+        drop(room);
+        applied
+    }
+
+    /// Loads a write read back from the data directory at start: no
+    /// directory bits, no pending state, no bound (what was stored before
+    /// fits again).
+    pub fn restore(&self, key: &str, value: Option<&[u8]>, version: u64) {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        match value {
+            Some(v) => self.put_value(shard, key, v, version),
+            None => {
+                self.remove_entry(shard, key);
+            }
         }
+    }
+
+    /// Replaces `key`'s entry by `value`, keeping its directory bits.
+    fn put_value(&self, shard: &mut Shard, key: &str, value: &[u8], version: u64) {
+        let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
+        let cost = self.entry_cost(key, value.len());
+        shard.map.insert(
+            Blob::new(key, value),
+            Meta {
+                version,
+                lru: NO_LRU,
+                holders,
+                flags: HAS_VALUE,
+            },
+        );
+        self.charge(shard, cost as i64, 1);
+    }
+
+    /// [`Store::apply`] with room reserved on the spot, for tests.
+    #[cfg(test)]
+    pub(crate) fn apply_now(&self, key: &str, mutation: Mutation, version: u64) -> Applied {
+        let len = match &mutation {
+            Mutation::Put(v) => v.len(),
+            Mutation::Delete => 0,
+        };
+        let room = self.reserve(key, len).expect("the test's value fits");
+        self.apply(key, mutation, version, room)
     }
 
     /// Ends a write that could not be applied, restoring directory bits.
@@ -140,18 +240,18 @@ mod tests {
     fn the_primary_applies_puts_and_deletes() {
         let s = primary();
         assert_eq!(
-            s.apply("k", Mutation::Put(b"1".to_vec()), 1),
+            s.apply_now("k", Mutation::Put(b"1".to_vec()), 1),
             Applied::Stored
         );
         assert_eq!(value(&s, "k").unwrap(), b"1");
         assert_eq!(
-            s.apply("k", Mutation::Put(b"22".to_vec()), 2),
+            s.apply_now("k", Mutation::Put(b"22".to_vec()), 2),
             Applied::Stored
         );
         assert_eq!(value(&s, "k").unwrap(), b"22");
         assert_eq!(s.keys(), 1);
-        assert_eq!(s.apply("k", Mutation::Delete, 3), Applied::Deleted);
-        assert_eq!(s.apply("k", Mutation::Delete, 4), Applied::Absent);
+        assert_eq!(s.apply_now("k", Mutation::Delete, 3), Applied::Deleted);
+        assert_eq!(s.apply_now("k", Mutation::Delete, 4), Applied::Absent);
         assert_eq!(value(&s, "k"), None);
         assert_eq!((s.keys(), s.bytes()), (0, 0));
     }
@@ -162,26 +262,52 @@ mod tests {
             max_bytes: Some(200),
         });
         assert_eq!(
-            s.apply("a", Mutation::Put(vec![b'1'; 50]), 1),
+            s.apply_now("a", Mutation::Put(vec![b'1'; 50]), 1),
             Applied::Stored
         );
-        assert!(!s.fits("b", 100));
-        assert_eq!(
-            s.apply("b", Mutation::Put(vec![b'1'; 100]), 2),
-            Applied::Full
-        );
+        assert!(s.reserve("b", 100).is_none());
         // Replacing a value by one of the same size still fits.
-        assert!(s.fits("a", 50));
         assert_eq!(
-            s.apply("a", Mutation::Put(vec![b'2'; 50]), 3),
+            s.apply_now("a", Mutation::Put(vec![b'2'; 50]), 3),
             Applied::Stored
         );
     }
 
     #[test]
+    fn concurrent_puts_cannot_together_pass_the_bound() {
+        let s = Store::new(Mode::Primary {
+            max_bytes: Some(400),
+        });
+        // Two puts that each fit alone, but not both.
+        let first = s.reserve("a", 150).expect("fits alone");
+        assert!(s.reserve("b", 150).is_none(), "the room is taken");
+        drop(first);
+        let again = s.reserve("b", 150).expect("the room is back");
+        s.apply("b", Mutation::Put(vec![b'1'; 150]), 1, again);
+        assert!(s.reserve("c", 150).is_none());
+        assert!(s.bytes() <= 400);
+    }
+
+    #[test]
+    fn restored_writes_and_the_dump_agree() {
+        let s = primary();
+        s.restore("a", Some(b"1"), 5);
+        s.restore("b", Some(b"2"), 6);
+        s.restore("a", None, 7);
+        let mut seen = Vec::new();
+        wal::Source::dump(&s, &mut |live| {
+            seen.push((live.key.to_string(), live.value.to_vec(), live.version));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [("b".to_string(), b"2".to_vec(), 6)]);
+        assert_eq!(s.keys(), 1);
+    }
+
+    #[test]
     fn a_failed_invalidation_keeps_the_holder() {
         let s = primary();
-        s.apply("k", Mutation::Put(b"1".to_vec()), 1);
+        s.apply_now("k", Mutation::Put(b"1".to_vec()), 1);
         s.lookup("k", Some(Side::Right), |_| ());
         let bits = s.begin_write("k");
         s.abort_write("k", bits);
@@ -198,7 +324,7 @@ mod tests {
             Lookup::Miss { pending: true }
         );
         assert_eq!(
-            s.apply("k", Mutation::Put(b"1".to_vec()), 7),
+            s.apply_now("k", Mutation::Put(b"1".to_vec()), 7),
             Applied::Stored
         );
         assert!(matches!(

@@ -8,6 +8,9 @@
 //! with a value newer than the cut; every such write is also in the new
 //! log, after the cut, and replaying that log in order over the snapshot
 //! ends with each key's last write either way.
+//!
+//! While the file `HOLD` exists in the directory, no compaction starts, so
+//! that a backup can copy the files knowing none is deleted under it.
 
 use std::time::Duration;
 
@@ -25,6 +28,10 @@ pub(super) fn run(wal: &Wal, source: &dyn Source) {
         }
         let logged = wal.stats.bytes();
         if logged <= MIN_LOG_BYTES.max(2 * source.live_bytes()) {
+            continue;
+        }
+        if wal.dir.held() {
+            // A backup is copying the directory: no file may go meanwhile.
             continue;
         }
         if let Err(e) = compact(wal, source) {

@@ -6,6 +6,8 @@
 //! DIR/lock                    held (flock) by the process using DIR
 //! DIR/snapshot-00000007.snap  the state before log 7 (written as .tmp, then renamed)
 //! DIR/wal-00000007.log        the writes after it, then wal-00000008.log, ...
+//! DIR/HOLD                    made by whoever backs the directory up: no
+//!                             file is deleted while it exists
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -19,6 +21,8 @@ use super::OpenError;
 /// The on-disk format this build reads and writes.
 pub const FORMAT: u32 = 1;
 const META: &str = "treecache.json";
+/// Present while a backup copies the directory (see `held`).
+pub const HOLD: &str = "HOLD";
 
 /// The cluster a data directory belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +93,11 @@ impl DataDir {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let others = dir.files()?.into_iter().filter(|n| n != "lock").count();
+                let others = dir
+                    .files()?
+                    .into_iter()
+                    .filter(|n| n != "lock" && n != HOLD)
+                    .count();
                 if others > 0 {
                     return Err(OpenError::Refused(format!(
                         "{} holds files but is not a treecache data directory (no {META})",
@@ -108,8 +116,10 @@ impl DataDir {
         Ok(dir)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Whether a backup holds the directory still (the file `HOLD` exists):
+    /// then no file is deleted.
+    pub fn held(&self) -> bool {
+        self.path.join(HOLD).exists()
     }
 
     pub fn log_path(&self, number: u64) -> PathBuf {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::metrics::{Histogram, LATENCY_BUCKETS};
 
 pub use dir::Identity;
-pub use record::{Change, Record};
+pub use record::{Change, Edit, Record};
 
 /// How often the log is synced: the names and meanings of Redis' `appendfsync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,18 +165,24 @@ impl WalStats {
     }
 }
 
+/// One live key as a snapshot keeps it.
+pub struct Live<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+    pub version: u64,
+    /// Unix time in milliseconds at which the key expires; 0: never.
+    pub expires_ms: u64,
+}
+
 /// The live state, as the store shows it to a snapshot.
 pub trait Source: Send + Sync {
     /// Bytes of live keys and values: the log is compacted when it has grown
     /// past twice this.
     fn live_bytes(&self) -> u64;
 
-    /// Calls `visit` with every live key: key, value, version, expiry (Unix
-    /// ms, 0 for none). `visit` is never called under a lock of the store.
-    fn dump(
-        &self,
-        visit: &mut dyn FnMut(&str, &[u8], u64, u64) -> std::io::Result<()>,
-    ) -> std::io::Result<()>;
+    /// Calls `visit` with every live key. `visit` is never called under a
+    /// lock of the store.
+    fn dump(&self, visit: &mut dyn FnMut(Live<'_>) -> std::io::Result<()>) -> std::io::Result<()>;
 }
 
 /// What recovery found.
@@ -190,13 +196,18 @@ pub struct Recovered {
     pub took: Duration,
 }
 
+/// A write that is in the log; hold it until the write is applied in memory
+/// (compaction cuts the log only where no write is between the two).
+pub struct Logged<'a> {
+    _gate: std::sync::RwLockReadGuard<'a, ()>,
+}
+
 /// The open data directory. See the module documentation.
 pub struct Wal {
     dir: Arc<dir::DataDir>,
     writer: Arc<writer::Writer>,
     gate: RwLock<()>,
     stats: Arc<WalStats>,
-    mode: Fsync,
 }
 
 impl Wal {
@@ -232,40 +243,28 @@ impl Wal {
                 writer,
                 gate: RwLock::new(()),
                 stats,
-                mode,
             },
             recovered,
         ))
-    }
-
-    pub fn mode(&self) -> Fsync {
-        self.mode
     }
 
     pub fn stats(&self) -> &WalStats {
         &self.stats
     }
 
-    /// Logs a write of `key` and, once it is durable, applies it with
-    /// `apply`. The write is not applied when it could not be logged.
-    pub fn commit<T>(
+    /// Logs a write of `key`, returning once it is as durable as the mode
+    /// promises. The caller applies the write in memory while it holds the
+    /// returned [`Logged`], and must not apply it when this fails.
+    pub fn log(
         &self,
         key: &str,
         version: u64,
         expires_ms: u64,
-        change: Change,
-        apply: impl FnOnce() -> T,
-    ) -> Result<T, WalError> {
-        let _logged_then_applied = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        let mut record = Record {
-            seq: 0,
-            key: key.to_string(),
-            version,
-            expires_ms,
-            change,
-        };
-        self.writer.append(&mut record)?;
-        Ok(apply())
+        edit: Edit<'_>,
+    ) -> Result<Logged<'_>, WalError> {
+        let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        self.writer.append(key, version, expires_ms, edit)?;
+        Ok(Logged { _gate: gate })
     }
 
     /// Why the log refuses writes, if it does (a sync failed).

@@ -41,6 +41,13 @@ pub struct Record {
     pub change: Change,
 }
 
+/// A write to log, borrowed from the request that makes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edit<'a> {
+    Put(&'a [u8]),
+    Delete,
+}
+
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const END: u8 = 3;
@@ -66,6 +73,48 @@ fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// Appends the frame of one record to `out`.
+fn encode(
+    out: &mut Vec<u8>,
+    seq: u64,
+    kind: u8,
+    version: u64,
+    expires_ms: u64,
+    key: &str,
+    value: &[u8],
+) {
+    let mut head = Vec::with_capacity(40);
+    put_varint(&mut head, seq);
+    head.push(kind);
+    put_varint(&mut head, version);
+    put_varint(&mut head, expires_ms);
+    put_varint(&mut head, key.len() as u64);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(key.as_bytes());
+    crc.update(value);
+    put_varint(out, (head.len() + key.len() + value.len()) as u64);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value);
+}
+
+/// Appends the frame of a write of `key` to `out`.
+pub fn encode_write(
+    out: &mut Vec<u8>,
+    seq: u64,
+    key: &str,
+    version: u64,
+    expires_ms: u64,
+    edit: Edit<'_>,
+) {
+    match edit {
+        Edit::Put(v) => encode(out, seq, PUT, version, expires_ms, key, v),
+        Edit::Delete => encode(out, seq, DELETE, version, expires_ms, key, &[]),
+    }
+}
+
 impl Record {
     /// Appends the record's frame to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
@@ -74,20 +123,19 @@ impl Record {
             Change::Delete => (DELETE, self.version, &[]),
             Change::End(count) => (END, *count, &[]),
         };
-        let mut payload = Vec::with_capacity(32 + self.key.len() + value.len());
-        put_varint(&mut payload, self.seq);
-        payload.push(kind);
-        put_varint(&mut payload, version);
-        put_varint(&mut payload, self.expires_ms);
-        put_varint(&mut payload, self.key.len() as u64);
-        payload.extend_from_slice(self.key.as_bytes());
-        payload.extend_from_slice(value);
-        put_varint(out, payload.len() as u64);
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
+        encode(
+            out,
+            self.seq,
+            kind,
+            version,
+            self.expires_ms,
+            &self.key,
+            value,
+        );
     }
 
     /// The record's frame.
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);

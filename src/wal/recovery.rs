@@ -51,6 +51,23 @@ pub(super) fn recover(dir: &DataDir, load: &mut dyn FnMut(Record)) -> Result<Fou
     // Logs before the snapshot are left over from a compaction that ended
     // before it could delete them: the snapshot holds what they held.
     let logs: Vec<u64> = logs.into_iter().filter(|&n| n >= first_log).collect();
+    // Logs are numbered without gaps from the snapshot on: a missing one
+    // (a copy of the directory taken while a compaction deleted files, say)
+    // would lose the writes it held.
+    let expected_first = match snapshots.is_empty() {
+        true => logs.first().copied().unwrap_or(0),
+        false => first_log,
+    };
+    for (i, &n) in logs.iter().enumerate() {
+        let expected = expected_first + i as u64;
+        if n != expected {
+            return Err(OpenError::Corrupt {
+                file: dir.log_path(expected).display().to_string(),
+                offset: 0,
+                detail: "this log is missing, and later logs exist".into(),
+            });
+        }
+    }
     for (i, &n) in logs.iter().enumerate() {
         let last = i + 1 == logs.len();
         let path = dir.log_path(n);

@@ -25,15 +25,15 @@ pub(super) fn write(dir: &DataDir, number: u64, source: &dyn Source) -> std::io:
         bytes += frame.len() as u64;
         out.write_all(&frame)
     };
-    source.dump(&mut |key, value, version, expires_ms| {
+    source.dump(&mut |live| {
         count += 1;
         put(
             &Record {
                 seq: 0,
-                key: key.to_string(),
-                version,
-                expires_ms,
-                change: Change::Put(value.to_vec()),
+                key: live.key.to_string(),
+                version: live.version,
+                expires_ms: live.expires_ms,
+                change: Change::Put(live.value.to_vec()),
             },
             &mut out,
         )

@@ -61,12 +61,14 @@ impl Source for Map {
             .sum()
     }
 
-    fn dump(
-        &self,
-        visit: &mut dyn FnMut(&str, &[u8], u64, u64) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    fn dump(&self, visit: &mut dyn FnMut(Live<'_>) -> std::io::Result<()>) -> std::io::Result<()> {
         for (k, (v, version)) in self.snapshot() {
-            visit(&k, &v, version, 0)?;
+            visit(Live {
+                key: &k,
+                value: &v,
+                version,
+                expires_ms: 0,
+            })?;
         }
         Ok(())
     }
@@ -80,21 +82,22 @@ fn open(path: &std::path::Path, mode: Fsync) -> (Wal, Arc<Map>, Recovered) {
 }
 
 fn put(wal: &Wal, map: &Map, key: &str, value: &str, version: u64) {
-    let record = Record {
+    let logged = wal
+        .log(key, version, 0, Edit::Put(value.as_bytes()))
+        .unwrap();
+    map.load(Record {
         seq: 0,
         key: key.into(),
         version,
         expires_ms: 0,
         change: Change::Put(value.as_bytes().to_vec()),
-    };
-    wal.commit(
-        key,
-        version,
-        0,
-        Change::Put(value.as_bytes().to_vec()),
-        || map.load(record),
-    )
-    .unwrap();
+    });
+    drop(logged);
+}
+
+fn delete(wal: &Wal, map: &Map, key: &str, version: u64) {
+    let _logged = wal.log(key, version, 0, Edit::Delete).unwrap();
+    map.0.lock().unwrap().remove(key);
 }
 
 /// The only log file of a directory, and its bytes.
@@ -119,10 +122,7 @@ fn what_was_committed_comes_back_in_order() {
     put(&wal, &map, "a", "1", 10);
     put(&wal, &map, "b", "2", 11);
     put(&wal, &map, "a", "3", 12);
-    wal.commit("b", 13, 0, Change::Delete, || {
-        map.0.lock().unwrap().remove("b")
-    })
-    .unwrap();
+    delete(&wal, &map, "b", 13);
     let before = map.snapshot();
     wal.close(Duration::from_secs(1)).unwrap();
     drop(wal);
@@ -258,10 +258,7 @@ fn compaction_keeps_the_state_and_frees_the_log() {
     }
     for i in 0..10 {
         version += 1;
-        wal.commit(&format!("k{i}"), version, 0, Change::Delete, || {
-            map.0.lock().unwrap().remove(&format!("k{i}"))
-        })
-        .unwrap();
+        delete(&wal, &map, &format!("k{i}"), version);
     }
     let logged = wal.stats().bytes();
     compaction::compact(&wal, map.as_ref()).unwrap();
@@ -291,8 +288,8 @@ fn a_closed_log_takes_nothing_more() {
     let (wal, map, _) = open(&path, Fsync::EverySec);
     put(&wal, &map, "a", "1", 1);
     wal.close(Duration::from_secs(1)).unwrap();
-    let refused = wal.commit("b", 2, 0, Change::Delete, || ());
-    assert_eq!(refused, Err(WalError::Closed));
+    let refused = wal.log("b", 2, 0, Edit::Delete).err();
+    assert_eq!(refused, Some(WalError::Closed));
     std::fs::remove_dir_all(&path).unwrap();
 }
 
@@ -309,4 +306,62 @@ fn another_clusters_directory_is_refused_with_status_2() {
         .unwrap();
     assert_eq!(e.exit_status(), 2, "{e}");
     std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn a_missing_log_between_others_stops_recovery() {
+    let path = temp("gap");
+    for round in 0..3 {
+        let (wal, map, _) = open(&path, Fsync::Always);
+        put(&wal, &map, &format!("k{round}"), "1", round + 1);
+    }
+    let (logs, _) = dir::DataDir::open(&path, &identity())
+        .unwrap()
+        .numbers()
+        .unwrap();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    std::fs::remove_file(path.join(format!("wal-{:08}.log", logs[1]))).unwrap();
+    match Wal::open(&path, &identity(), Fsync::Always, &mut |_| {}) {
+        Err(OpenError::Corrupt { file, detail, .. }) => {
+            assert!(file.ends_with(&format!("wal-{:08}.log", logs[1])), "{file}");
+            assert!(detail.contains("missing"), "{detail}");
+        }
+        other => panic!("a gap in the logs went unnoticed: {:?}", other.err()),
+    }
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn no_file_is_deleted_while_a_backup_holds_the_directory() {
+    let path = temp("hold");
+    let (wal, map, _) = open(&path, Fsync::No);
+    let wal = Arc::new(wal);
+    wal.compact_in_background(map.clone());
+    std::fs::write(path.join(dir::HOLD), "").unwrap();
+    let big = "y".repeat(64 * 1024);
+    let files = || std::fs::read_dir(&path).unwrap().count();
+    // More than 4 MiB of log for 64 KiB of live data.
+    for i in 0..40 {
+        put(&wal, &map, "same", &format!("\"{big}{i}\""), i + 1);
+    }
+    for i in 40..80 {
+        put(&wal, &map, "same", &format!("\"{big}{i}\""), i + 1);
+    }
+    let held = files();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(files(), held, "a file went while the directory was held");
+    assert!(wal.stats().bytes() > 4 << 20);
+    // Released: the log is compacted into a snapshot.
+    std::fs::remove_file(path.join(dir::HOLD)).unwrap();
+    wait_for(|| wal.stats().bytes() < 1 << 20);
+    drop(wal);
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < until, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

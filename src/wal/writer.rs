@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::dir::DataDir;
-use super::record::Record;
+use super::record::{self, Edit};
 use super::{Fsync, WalError, WalStats};
 
 /// The writers of one batch wait here for its outcome.
@@ -84,6 +84,8 @@ struct Tail {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Where the file ends on disk, as far as a sync has said.
+    synced_len: u64,
     last_sync: Instant,
     unsynced: bool,
 }
@@ -124,10 +126,16 @@ impl Writer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `record` (its `seq` is assigned here) and returns once it is
-    /// as durable as the mode promises: synced (`always`), or written to
-    /// the file (`everysec`, `no`).
-    pub fn append(&self, record: &mut Record) -> Result<(), WalError> {
+    /// Appends a write of `key` and returns once it is as durable as the
+    /// mode promises: synced (`always`), or written to the file (`everysec`,
+    /// `no`).
+    pub fn append(
+        &self,
+        key: &str,
+        version: u64,
+        expires_ms: u64,
+        edit: Edit<'_>,
+    ) -> Result<(), WalError> {
         let batch = {
             let mut s = self.state();
             if let Some(why) = &s.poisoned {
@@ -136,9 +144,9 @@ impl Writer {
             if s.closed {
                 return Err(WalError::Closed);
             }
-            record.seq = s.next_seq;
+            let seq = s.next_seq;
             s.next_seq += 1;
-            record.encode_into(&mut s.buffer);
+            record::encode_write(&mut s.buffer, seq, key, version, expires_ms, edit);
             s.batch.clone()
         };
         self.wake.notify_one();
@@ -171,7 +179,13 @@ impl Writer {
     /// Starts a new log file after everything appended so far, synced; returns its number.
     pub fn rotate(&self) -> Result<u64, WalError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.state().rotate = Some(tx);
+        {
+            let mut s = self.state();
+            if s.closed {
+                return Err(WalError::Closed);
+            }
+            s.rotate = Some(tx);
+        }
         self.wake.notify_one();
         rx.recv()
             .map_err(|_| WalError::Io("the log's thread is gone".into()))?
@@ -281,6 +295,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 tail.unsynced = false;
+                tail.synced_len = tail.len;
                 tail.last_sync = Instant::now();
                 Ok(())
             }
@@ -290,6 +305,19 @@ impl Writer {
                     tail.path.display()
                 );
                 self.poison(why.clone());
+                if self.mode == Fsync::Always {
+                    // Under `always` nothing past the last sync was
+                    // acknowledged: cut it off, so that a restart of the
+                    // process does not bring back writes whose clients were
+                    // told they failed. (After a crash of the machine, what
+                    // the disk holds is unknown either way.)
+                    if let Err(e) = tail.file.set_len(tail.synced_len) {
+                        log::error!(
+                            "cutting unsynced writes off {} failed: {e}",
+                            tail.path.display()
+                        );
+                    }
+                }
                 Err(WalError::Poisoned(why))
             }
         }
@@ -328,6 +356,7 @@ impl Tail {
             path,
             file,
             len,
+            synced_len: len,
             last_sync: Instant::now(),
             unsynced: false,
         })
