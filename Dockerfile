@@ -1,6 +1,6 @@
 # The treecache node image: two static binaries on an empty base.
 #
-# Two ways to build the same runtime image (README.md, "Running in containers"):
+# Two ways to build the same runtime image (docs/deployment.md, "Running in containers"):
 #
 #   docker build -t treecache .
 #       compiles both binaries inside the official Rust image (stage
@@ -17,12 +17,19 @@
 # the host binaries are absent, so that the default target "runtime" needs
 # none. BuildKit builds only the stages the target uses.
 
-# Settings shared by both runtime images. The defaults are those of SPEC.md
-# section 3; NODE_ID has no default and is given per container. The image
+# Settings shared by both runtime images. The defaults are those of the
+# configuration table in README.md; NODE_ID has no default and is given per container. The image
 # has no shell, so the CLI is run directly:
 #   docker exec NODE-1 /treecache-cli health NODE-1
 FROM scratch AS runtime-base
-ENV TREE_DEPTH=3 \
+# /data holds the root's log and snapshots (cache nodes ignore DATA_DIR).
+# It is made here, owned by the node's user, so that a volume mounted there
+# starts out writable by it; keep it on a volume, or a new container of the
+# root starts empty.
+COPY --chown=10001:10001 deploy/image/data /data
+VOLUME /data
+ENV DATA_DIR=/data \
+    TREE_DEPTH=3 \
     API_PORT=5000 \
     ROOT_NODE_ID=1 \
     STARTUP_DELAY=5 \

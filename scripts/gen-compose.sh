@@ -41,7 +41,8 @@ x-node: &node
   build:
     context: .
     target: runtime
-  # Docker's init runs the node and passes on SIGTERM, so that it stops at once.
+  # Docker's init runs the node and passes on SIGTERM: the node finishes the
+  # writes under way, syncs its log and exits.
   init: true
 
 services:
@@ -70,7 +71,10 @@ for id in $(seq 1 "$count"); do
   # and for the node before them.
   dependencies=""
   delay=0
-  if [ "$id" -ne "$root" ]; then
+  volumes=""
+  if [ "$id" -eq "$root" ]; then
+    volumes=$'\n'"    volumes:"$'\n'"      - root-data:/data"
+  else
     position=$((position + 1))
     delay=$((4 + position))
     for service in "node-$root" ${previous:+"$previous"}; do
@@ -93,7 +97,7 @@ for id in $(seq 1 "$count"); do
       ZOOKEEPER: "zookeeper:2181"
       STARTUP_DELAY: "$delay"
     ports:
-      - "127.0.0.1:$((5000 + id)):5000"
+      - "127.0.0.1:$((5000 + id)):5000"$volumes
     depends_on:
       zookeeper:
         condition: service_healthy$dependencies
@@ -105,6 +109,10 @@ EOF
 done
 
 cat <<EOF
+
+# The root's log and snapshots outlive its container.
+volumes:
+  root-data:
 
 networks:
   treecache:

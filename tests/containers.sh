@@ -13,11 +13,12 @@
 #      NODE-1 (the root) .. NODE-7, one at a time, each at a fixed address and
 #      with the network alias NODE-i, which is also its advertised host;
 #   4. checks the tree, read-through caching, writes through a leaf,
-#      treecache-cli in docker mode inside a container, and the answers of
-#      NODE-2's children once NODE-2 (slot 1) is stopped.
+#      treecache-cli in docker mode inside a container, the root's data
+#      across a restart of its container (kept on a volume), and the answers
+#      of NODE-2's children once NODE-2 (slot 1) is stopped.
 # The host talks to the nodes through their container addresses (and once
 # through a port published on 127.0.0.1). Everything it creates - containers,
-# network, image, ZooKeeper, temp dir - carries a per-run suffix and is removed
+# network, volume, image, ZooKeeper, temp dir - carries a per-run suffix and is removed
 # on exit, failure included.
 #
 # Needs: docker, cargo, curl, jq, Debian's zookeeper (scripts/install-deps.sh).
@@ -67,6 +68,7 @@ cleanup() {
   # shellcheck disable=SC2086 # one container id per word
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
   docker network ls -q --filter "label=$label" | xargs -r docker network rm >/dev/null
+  docker volume ls -q --filter "label=$label" | xargs -r docker volume rm >/dev/null
   $built_image && docker rmi "$image" >/dev/null
   if [ -n "$zk_pid" ]; then
     kill "$zk_pid" 2>/dev/null
@@ -204,13 +206,18 @@ alive() {
   http GET "$(url "$1")/"
   [ "$status" = 200 ]
 }
+ready() {
+  http GET "$(url "$1")/ready"
+  [ "$status" = 200 ]
+}
 joined() {
   http GET "$(url 1)/nodes"
   [ "$status" = 200 ] && jq_true "$body" --arg n "NODE-$1" 'any(.nodes[]; .name == $n)'
 }
 
 note "starting NODE-1 .. NODE-$count"
-start_node 1 -p 127.0.0.1::5000 || abort "NODE-1 container starts"
+docker volume create --label "$label" "tc-data-$run" >/dev/null || abort "the root's volume is made"
+start_node 1 -p 127.0.0.1::5000 -v "tc-data-$run:/data" || abort "NODE-1 container starts"
 wait_for 20 alive 1 || abort "NODE-1 (root) answers GET /"
 for id in $(seq 2 $count); do
   start_node "$id" || abort "NODE-$id container starts"
@@ -287,6 +294,18 @@ check "treecache-cli get of a missing key exits 1 (exit $rc)" test "$rc" = 1
 out=$(cli tree)
 rc=$?
 check "treecache-cli tree shows NODE-7 (exit $rc)" grep -q NODE-7 <<<"$out"
+
+# --- the root's data lives on its volume: a new start of its container keeps it
+note "restarting the root's container"
+docker restart -t 5 "NODE-1-$run" >/dev/null
+if wait_for 30 ready 1; then pass "the root is ready again after a restart"; else fail "the root is ready again after a restart"; fi
+http GET "$(url 1)/store/$cli_key"
+expect_http "the root still holds the CLI's write after the restart" 200 '.value == {"via": "cli"}'
+http GET "$(url 4)/store/$key"
+expect_http "NODE-4 reads the root's value after the restart" 200 '.value == {"n": 2}'
+logs=$(docker logs "NODE-1-$run" 2>&1)
+check "the root recovered its data from /data" grep -q "recovered .* keys from .* records in /data" <<<"$logs"
+check "the root synced its log when stopped" grep -q "the log is synced and closed" <<<"$logs"
 
 # --- a mid-tree node stops: its children answer 502/504 naming it
 mid=$(jq -r '.nodes[] | select(.slot == 1) | .name' <<<"$tree")

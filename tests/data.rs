@@ -1,4 +1,4 @@
-//! Reading through, writing at the root, and refusing bad input (SPEC.md §4).
+//! Reading through, writing at the root, and refusing bad input.
 
 use treecache_harness as common;
 

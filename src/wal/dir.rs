@@ -93,10 +93,12 @@ impl DataDir {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Hidden files and a file system's lost+found are not data.
                 let others = dir
                     .files()?
                     .into_iter()
                     .filter(|n| n != "lock" && n != HOLD)
+                    .filter(|n| !n.starts_with('.') && n != "lost+found")
                     .count();
                 if others > 0 {
                     return Err(OpenError::Refused(format!(
