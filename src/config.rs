@@ -162,6 +162,20 @@ pub const FLAGS: &[Flag] = {
             "time budget of one request across all its hops, at least 10ms",
         ),
         flag(
+            "--hop-timeout",
+            "TIME",
+            "HOP_TIMEOUT",
+            Value("1"),
+            "bound on one call to one other node, at least 10ms",
+        ),
+        flag(
+            "--zk-session-timeout",
+            "TIME",
+            "ZK_SESSION_TIMEOUT",
+            Value("6"),
+            "ZooKeeper session timeout asked for: how long a dead node holds up writes",
+        ),
+        flag(
             "--cache-max-bytes",
             "SIZE",
             "CACHE_MAX_BYTES",
@@ -245,6 +259,10 @@ pub struct Config {
     pub threads: usize,
     pub log_level: log::LevelFilter,
     pub upstream_timeout: Duration,
+    /// Bound on one call to one other node.
+    pub hop_timeout: Duration,
+    /// The ZooKeeper session timeout this node asks for (the server may grant another).
+    pub zk_session_timeout: Duration,
     pub cache_max_bytes: u64,
     pub max_store_bytes: Option<u64>,
     /// The root's data directory; `None`: in memory only.
@@ -480,6 +498,20 @@ impl Config {
                 }
             })
         })?;
+        let at_least = |min: Duration| {
+            move |s: &str| {
+                parse_duration(s).and_then(|d| {
+                    if d >= min {
+                        Ok(d)
+                    } else {
+                        Err(format!("must be at least {min:?}"))
+                    }
+                })
+            }
+        };
+        let hop_timeout = src.parsed_or_default("--hop-timeout", at_least(Duration::from_millis(10)))?;
+        let zk_session_timeout =
+            src.parsed_or_default("--zk-session-timeout", at_least(Duration::from_millis(500)))?;
         let cache_max_bytes = src.parsed_or_default("--cache-max-bytes", parse_bytes)?;
         let max_store_bytes = src.parsed("--max-store-bytes", parse_bytes)?;
         let data_dir = src.parsed("--data-dir", |s| Ok(PathBuf::from(s)))?;
@@ -511,6 +543,8 @@ impl Config {
             threads,
             log_level,
             upstream_timeout,
+            hop_timeout,
+            zk_session_timeout,
             cache_max_bytes,
             max_store_bytes,
             data_dir,
