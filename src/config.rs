@@ -509,7 +509,8 @@ impl Config {
                 })
             }
         };
-        let hop_timeout = src.parsed_or_default("--hop-timeout", at_least(Duration::from_millis(10)))?;
+        let hop_timeout =
+            src.parsed_or_default("--hop-timeout", at_least(Duration::from_millis(10)))?;
         let zk_session_timeout =
             src.parsed_or_default("--zk-session-timeout", at_least(Duration::from_millis(500)))?;
         let cache_max_bytes = src.parsed_or_default("--cache-max-bytes", parse_bytes)?;

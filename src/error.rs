@@ -54,6 +54,8 @@ pub enum Error {
     StoreFull(String),
     /// The node failed where it should not have (500).
     Internal(String),
+    /// The request's time budget ran out here; nothing was changed (504).
+    Expired(String),
     Upstream(UpstreamError),
 }
 
@@ -74,6 +76,7 @@ impl Error {
             Error::Unavailable(_) => 503,
             Error::StoreFull(_) => 507,
             Error::Internal(_) => 500,
+            Error::Expired(_) => 504,
             Error::Upstream(UpstreamError::Unreachable { .. }) => 502,
             Error::Upstream(UpstreamError::Invalid { .. }) => 502,
             Error::Upstream(UpstreamError::TimedOut { .. }) => 504,
@@ -101,7 +104,8 @@ impl fmt::Display for Error {
             | Error::NotRoot(m)
             | Error::Unavailable(m)
             | Error::StoreFull(m)
-            | Error::Internal(m) => f.write_str(m),
+            | Error::Internal(m)
+            | Error::Expired(m) => f.write_str(m),
             Error::MethodNotAllowed { allow } => {
                 write!(f, "Method not allowed here; allowed: {allow}.")
             }

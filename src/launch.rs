@@ -58,7 +58,8 @@ pub fn node(args: pico_args::Arguments) {
     };
     let metrics = Arc::new(Metrics::default());
     let client = Arc::new(HttpClient::new(
-        config.upstream_timeout.min(Duration::from_secs(2)),
+        config.hop_timeout.min(config.upstream_timeout),
+        config.hop_timeout,
         metrics.clone(),
     ));
     log::info!(
@@ -71,19 +72,26 @@ pub fn node(args: pico_args::Arguments) {
         config.zookeeper
     );
     let threads = config.threads;
+    let sessions = Arc::new(ZkSessions {
+        registry: registry.clone(),
+        prefix: config.zk_prefix.clone(),
+        tree: config.tree,
+    });
     let links = Links {
         up: client.clone(),
         down: client,
+        sessions,
         locate_root,
     };
     let node = match Node::new(config, links, metrics) {
-        Ok(node) => Arc::new(node),
+        Ok(node) => node,
         Err(e) => {
             log::error!("cannot start: {e}");
             std::process::exit(e.exit_status());
         }
     };
     let _ = serving.set(node.clone());
+    node.session_changed(1);
     crate::startup::start(node.clone(), registry);
     if let Err(e) = crate::http::server::serve(node, listener, threads) {
         log::error!("the server stopped: {e}");
@@ -124,4 +132,36 @@ fn init_logging(level: log::LevelFilter) {
     // The client's records down to info must reach NodeLogger even at a
     // quieter level: its reconnect loop is paced there.
     log::set_max_level(level.max(log::LevelFilter::Info));
+}
+
+/// Sessions as ZooKeeper shows them (a first approximation: the lease
+/// holds while connected).
+struct ZkSessions {
+    registry: Registry,
+    prefix: String,
+    tree: crate::tree::Tree,
+}
+
+impl crate::node::Sessions for ZkSessions {
+    fn lease(&self) -> crate::node::Lease {
+        crate::node::Lease {
+            generation: 1,
+            valid: self.registry.is_connected(),
+        }
+    }
+
+    fn ended(&self, name: &str) -> Result<bool, String> {
+        let id = treecache_common::names::parse_node_name(name).ok_or("not a node name")?;
+        let _ = self.tree;
+        self.registry
+            .get(&registry::layout::live(&self.prefix, id))
+            .map(|d| d.is_none())
+            .map_err(|e| e.to_string())
+    }
+
+    fn live(&self) -> Option<Vec<String>> {
+        self.registry
+            .children(&registry::layout::live_dir(&self.prefix))
+            .ok()
+    }
 }

@@ -2,8 +2,9 @@
 //! - the root runs `root::bootstrap`;
 //! - any other node waits `STARTUP_DELAY`, finds the root (in ZooKeeper,
 //!   unless `--root` names it), joins it, registers itself under its parent,
-//!   tells the caches below it to drop what an earlier run of it served, and
-//!   then sends release notices to its parent for as long as it runs.
+//!   tells the caches below it to drop what an earlier run of it served
+//!   (`Node::flush_after_join`), and then sends release notices to its parent
+//!   for as long as it runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,7 @@ use std::time::Duration;
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
 use crate::registry::{layout, Registry, Znode, ZnodeData};
-use crate::tree::{Side, Tree};
-use crate::wire::{self, Join, NodesDoc};
+use crate::wire::Join;
 
 /// Keeps this node's liveness znode (ephemeral) registered.
 pub fn keep_live(node: &Node, registry: &Registry) {
@@ -95,7 +95,7 @@ fn join_tree(node: &Node, registry: &Registry) {
                     ephemeral: false,
                 });
                 keep_live(node, registry);
-                flush_below(node, joined.slot);
+                node.flush_after_join();
                 log::info!(
                     "joined the tree at slot {} (depth {}) under {}; znode {}",
                     joined.slot,
@@ -135,41 +135,10 @@ fn join_tree(node: &Node, registry: &Registry) {
     }
 }
 
-/// A node that (re)starts has an empty directory: the caches below it may
-/// hold values it no longer tracks, which later writes would not reach.
-/// Tell them to drop everything.
-fn flush_below(node: &Node, slot: usize) {
-    let deadline = Deadline::after(node.config().upstream_timeout);
-    let Ok(answer) = node.nodes(deadline) else {
-        return;
-    };
-    let Some(root) = node.position().root() else {
-        return;
-    };
-    let Ok(Ok(doc)) = wire::decode_reply::<NodesDoc>(answer, &root) else {
-        return;
-    };
-    let tree = Tree::new(doc.depth);
-    let children: Vec<_> = [Side::Left, Side::Right]
-        .into_iter()
-        .filter_map(|side| tree.child(slot, side))
-        .filter_map(|s| wire::peer_at(&doc, s))
-        .collect();
-    if children.is_empty() {
-        return;
-    }
-    let flushed = node.flush_children(&children, deadline);
-    log::info!(
-        "told {flushed} of {} children to drop what they cached from an earlier run",
-        children.len()
-    );
-}
-
 /// Tells the parent, every 100 ms, which keys this node dropped.
 fn send_releases_forever(node: &Node) {
-    let mut backlog = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(100));
-        node.send_releases(&mut backlog);
+        node.send_releases();
     }
 }

@@ -87,6 +87,18 @@ impl Tree {
         }
     }
 
+    /// Whether `slot` lies in the subtree below `ancestor` (not `ancestor` itself).
+    pub fn is_below(slot: usize, ancestor: usize) -> bool {
+        let mut s = slot;
+        while let Some(p) = Tree::parent(s) {
+            if p == ancestor {
+                return true;
+            }
+            s = p;
+        }
+        false
+    }
+
     /// Depth of a slot, the root being at depth 1.
     pub fn depth_of(slot: usize) -> u32 {
         usize::BITS - (slot + 1).leading_zeros()
@@ -130,6 +142,16 @@ mod tests {
         assert_eq!(Tree::side_of(1, 5), None);
         let depths: Vec<u32> = (0..7).map(Tree::depth_of).collect();
         assert_eq!(depths, [1, 2, 2, 3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn slots_below_a_slot() {
+        assert!(Tree::is_below(3, 1));
+        assert!(Tree::is_below(9, 1));
+        assert!(Tree::is_below(6, 0));
+        assert!(!Tree::is_below(5, 1));
+        assert!(!Tree::is_below(1, 1));
+        assert!(!Tree::is_below(0, 1));
     }
 
     #[test]

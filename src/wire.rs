@@ -35,12 +35,19 @@ use crate::input;
 
 /// The time budget left to the request a call serves, in milliseconds.
 pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
+/// How long the caller waits for this one call (its hop timeout), in
+/// milliseconds: a node answers within it (with an error or "still working"
+/// if need be) rather than let the caller take it for dead.
+pub const HOP_HEADER: &str = "X-Treecache-Hop-Ms";
 /// The version of the value in a fill answer.
 pub const VERSION_HEADER: &str = "X-Treecache-Version";
 /// `1` when the asking child may cache the fill answer (it is recorded as a holder).
 pub const CACHEABLE_HEADER: &str = "X-Treecache-Cacheable";
 /// `1` when requests that joined the child's fill must fill again.
 pub const FENCED_HEADER: &str = "X-Treecache-Fenced";
+/// Identifies a forwarded write, so that the root applies it at most once
+/// however often it is sent (a retry after a broken connection reuses it).
+pub const REQUEST_ID_HEADER: &str = "X-Treecache-Request-Id";
 /// The slot, name and address of the child asking for a fill.
 pub const CHILD_SLOT_HEADER: &str = "X-Treecache-Child-Slot";
 pub const CHILD_NAME_HEADER: &str = "X-Treecache-Child-Name";
@@ -145,6 +152,14 @@ pub fn budget(headers: &impl Headers) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// The hop timeout a call carries, `None` when absent or unreadable.
+pub fn hop(headers: &impl Headers) -> Option<Duration> {
+    headers
+        .header(HOP_HEADER)
+        .and_then(|h| h.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
 /// The budget header for a call made on behalf of a request with `deadline`.
 pub fn budget_header(deadline: Deadline) -> (&'static str, String) {
     (
@@ -207,11 +222,56 @@ pub struct Invalidate {
     pub version: u64,
 }
 
-/// The answer to [`Invalidate`]: whether this node dropped a value.
+/// The answer to [`Invalidate`] once it is done (200): whether this node
+/// dropped a value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invalidated {
     pub key: String,
     pub dropped: bool,
+}
+
+/// Where an invalidation stands, as its receiver answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// 200: the key is gone here and below.
+    Done(Invalidated),
+    /// 202: still waiting on a node below (one that is slow, or whose
+    /// session has not ended yet): send it again to wait some more.
+    Working { key: String },
+}
+
+impl Progress {
+    pub fn answer(&self) -> Answer {
+        match self {
+            Progress::Done(done) => Answer::json(done),
+            Progress::Working { key } => {
+                let mut a = Answer::json(&serde_json::json!({ "key": key, "working": true }));
+                a.status = 202;
+                a
+            }
+        }
+    }
+
+    /// Reads `from`'s answer; statuses other than 200 and 202 are relayed.
+    pub fn decode(answer: Answer, from: &Peer) -> Result<Progress, UpstreamError> {
+        match answer.status {
+            202 => {
+                #[derive(Deserialize)]
+                struct Working {
+                    key: String,
+                }
+                serde_json::from_slice::<Working>(&answer.body)
+                    .map(|w| Progress::Working { key: w.key })
+                    .map_err(|e| {
+                        UpstreamError::invalid(from, format!("its answer was not understood: {e}"))
+                    })
+            }
+            _ => match decode_reply::<Invalidated>(answer, from)? {
+                Ok(done) => Ok(Progress::Done(done)),
+                Err(other) => Err(other.relayed()),
+            },
+        }
+    }
 }
 
 impl Message for Invalidate {
@@ -413,12 +473,14 @@ impl Fill {
     }
 }
 
-/// A `PUT` or `DELETE` of a key, passed on to the root with the body it came with.
+/// A `PUT` or `DELETE` of a key, passed on to the root with the body it
+/// came with and the id that makes a retry of it harmless.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardedWrite<'a> {
     pub method: &'static str,
     pub key: &'a str,
     pub body: &'a [u8],
+    pub request_id: &'a str,
 }
 
 impl ForwardedWrite<'_> {
@@ -426,7 +488,7 @@ impl ForwardedWrite<'_> {
         Request {
             method: self.method,
             path: format!("{STORE_PREFIX}{}", input::percent_encode(self.key)),
-            headers: Vec::new(),
+            headers: vec![(REQUEST_ID_HEADER, self.request_id.to_string())],
             body: Some(self.body.to_vec()).filter(|b| !b.is_empty()),
         }
     }
@@ -538,6 +600,24 @@ mod tests {
     }
 
     #[test]
+    fn an_invalidation_answers_done_or_still_working() {
+        for progress in [
+            Progress::Done(Invalidated {
+                key: "k".into(),
+                dropped: true,
+            }),
+            Progress::Working { key: "k".into() },
+        ] {
+            assert_eq!(
+                Progress::decode(progress.answer(), &peer()).unwrap(),
+                progress
+            );
+        }
+        let failed = Progress::decode(Answer::new(504, b"{}".to_vec()), &peer());
+        assert_eq!(Error::from(failed.unwrap_err()).status(), 504);
+    }
+
+    #[test]
     fn a_reply_that_is_not_understood_names_the_peer() {
         let e = decode_reply::<Joined>(Answer::new(200, b"{}".to_vec()), &peer()).unwrap_err();
         assert!(Error::from(e).to_string().contains("NODE-2"));
@@ -560,8 +640,10 @@ mod tests {
             method: "DELETE",
             key: "a?b",
             body: b"",
+            request_id: "NODE-4-1",
         };
         let r = w.request();
         assert_eq!((r.path.as_str(), r.body), ("/store/a%3Fb", None));
+        assert_eq!(r.headers, [(REQUEST_ID_HEADER, "NODE-4-1".to_string())]);
     }
 }

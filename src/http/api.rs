@@ -12,6 +12,7 @@
 //! invalidations the parent may be sending us.
 
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 use tiny_http::{Header, Method, Request, Response};
 
@@ -19,11 +20,11 @@ use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::http::docs;
 use crate::input::{self, decode_key, key_value_body, MAX_BODY_BYTES};
-use crate::node::{Node, Written};
+use crate::node::Node;
 use crate::store::Mutation;
 use crate::wire::{
     self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Release, FILL_PREFIX,
-    STORE_PREFIX,
+    REQUEST_ID_HEADER, STORE_PREFIX,
 };
 
 const JSON: &str = "application/json";
@@ -85,11 +86,18 @@ enum Work {
     Fill {
         request: FillRequest,
         deadline: Deadline,
+        hop: Duration,
+    },
+    Invalidate {
+        message: Invalidate,
+        deadline: Deadline,
+        answer_by: Instant,
     },
     Write {
         key: String,
         mutation: Mutation,
         body: Vec<u8>,
+        request_id: Option<String>,
         deadline: Deadline,
     },
     Tree {
@@ -166,15 +174,27 @@ pub fn finish(node: &Node, deferred: Deferred) {
             Some(v) => Ok(Reply::json(200, key_value_body(&key, &v))),
             None => Err(Error::not_found(&key)),
         }),
-        Work::Fill { request, deadline } => node
-            .serve_fill(&request, deadline)
+        Work::Fill {
+            request,
+            deadline,
+            hop,
+        } => node
+            .serve_fill(&request, deadline, hop)
             .map(|fill| fill.answer(&request.key).into()),
+        Work::Invalidate {
+            message,
+            deadline,
+            answer_by,
+        } => node
+            .invalidate(&message, deadline, answer_by)
+            .map(|progress| progress.answer().into()),
         Work::Write {
             key,
             mutation,
             body,
+            request_id,
             deadline,
-        } => write(node, &key, mutation, &body, deadline),
+        } => write(node, &key, mutation, &body, request_id.as_deref(), deadline),
         Work::Tree { deadline } => node.nodes(deadline).map(Reply::from),
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));
@@ -193,10 +213,13 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
         drain(request);
         return Err(Error::MethodNotAllowed { allow });
     }
-    let deadline = Deadline::from_budget(
-        wire::budget(&RequestHeaders(request)),
-        node.config().upstream_timeout,
-    );
+    let headers = RequestHeaders(request);
+    let deadline = Deadline::from_budget(wire::budget(&headers), node.config().upstream_timeout);
+    // A call bounded by the caller's hop timeout is answered (if only with
+    // an error, or "still working") well within it.
+    let own_hop = node.config().hop_timeout;
+    let hop = wire::hop(&headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
+    let request_id = headers.header(REQUEST_ID_HEADER).map(str::to_string);
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
         Route::Ready => Ok(Step::Done(match node.readiness() {
@@ -225,6 +248,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
                         key,
                         mutation: Mutation::Put(value),
                         body,
+                        request_id,
                         deadline,
                     }))
                 }
@@ -232,6 +256,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
                     key,
                     mutation: Mutation::Delete,
                     body: Vec::new(),
+                    request_id,
                     deadline,
                 })),
             }
@@ -269,40 +294,46 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
                 None => Ok(Step::Defer(Work::Fill {
                     request: fill,
                     deadline,
+                    hop,
                 })),
             }
         }
         Route::Invalidate => {
+            // Deferred: it may wait (a little) on the children, and the
+            // receivers must stay free for what does not wait.
             let message = Invalidate::decode(&read_body(request)?)?;
-            Ok(Step::Done(Reply::of(&node.invalidate(&message, deadline)?)))
+            Ok(Step::Defer(Work::Invalidate {
+                message,
+                deadline,
+                answer_by: Instant::now() + hop * 8 / 9,
+            }))
         }
         Route::Flush => {
             Flush::decode(&read_body(request)?)?;
-            Ok(Step::Done(Reply::of(&node.flush(deadline))))
+            Ok(Step::Done(Reply::of(&node.flush())))
         }
         Route::Evicted => {
             let notice = Release::decode(&read_body(request)?)?;
-            Ok(Step::Done(Reply::of(&node.release(&notice)?)))
+            Ok(Step::Done(Reply::of(&node.release(&notice, deadline)?)))
         }
     }
 }
 
-/// `PUT`/`DELETE /store/{key}`: the node applies or forwards it.
+/// `PUT`/`DELETE /store/{key}`: the node applies or forwards it; its
+/// answer, or the root's, relayed as it came.
 fn write(
     node: &Node,
     key: &str,
     mutation: Mutation,
     body: &[u8],
+    request_id: Option<&str>,
     deadline: Deadline,
 ) -> Result<Reply, Error> {
-    let written = node.write(key, mutation, body, deadline, |m| match m {
-        Mutation::Put(v) => Reply::json(200, key_value_body(key, v)),
-        Mutation::Delete => Reply::of(&serde_json::json!({ "key": key })),
+    let answer = node.write(key, mutation, body, request_id, deadline, |m| match m {
+        Mutation::Put(v) => Answer::new(200, key_value_body(key, v)),
+        Mutation::Delete => Answer::json(&serde_json::json!({ "key": key })),
     })?;
-    Ok(match written {
-        Written::Applied(reply) => reply,
-        Written::Relayed(answer) => Reply::json(answer.status, answer.body),
-    })
+    Ok(Reply::json(answer.status, answer.body))
 }
 
 /// The headers of a request received, as `wire` reads them.

@@ -16,18 +16,21 @@ use crate::metrics::Metrics;
 use crate::node::{Downstream, Upstream};
 use crate::wire::{
     self, Answer, Fill, FillRequest, Flush, ForwardedWrite, Invalidate, Join, Joined, Message,
-    Peer, Release, Request,
+    Peer, Progress, Release, Request,
 };
 
 /// Calls to other nodes over HTTP. Cheap to share.
 pub struct HttpClient {
     agent: ureq::Agent,
+    /// The hop timeout of upkeep calls (release notices, flushes).
+    hop: Duration,
 }
 
 impl HttpClient {
     /// A client whose connections take at most `connect_timeout` to open;
-    /// each one opened is counted in `metrics`.
-    pub fn new(connect_timeout: Duration, metrics: Arc<Metrics>) -> HttpClient {
+    /// each one opened is counted in `metrics`. Upkeep calls give up after
+    /// `hop`.
+    pub fn new(connect_timeout: Duration, hop: Duration, metrics: Arc<Metrics>) -> HttpClient {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(connect_timeout)
             .max_idle_connections(256)
@@ -39,18 +42,21 @@ impl HttpClient {
                 std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect())
             })
             .build();
-        HttpClient { agent }
+        HttpClient { agent, hop }
     }
 
-    /// One call within the deadline. Any HTTP status is an answer; only
-    /// transport failures are errors.
+    /// One call within the deadline, and within `hop` when given (which the
+    /// call then carries). Any HTTP status is an answer; only transport
+    /// failures are errors.
     fn call(
         &self,
         peer: &Peer,
         request: &Request,
         deadline: Deadline,
+        hop: Option<Duration>,
     ) -> Result<Answer, UpstreamError> {
-        let timeout = deadline.remaining();
+        let left = deadline.remaining();
+        let timeout = hop.map_or(left, |h| h.min(left));
         if timeout.is_zero() {
             return Err(timed_out(peer));
         }
@@ -61,6 +67,9 @@ impl HttpClient {
             .request(request.method, &url)
             .timeout(timeout)
             .set(name, &budget);
+        if hop.is_some() {
+            call = call.set(wire::HOP_HEADER, &timeout.as_millis().to_string());
+        }
         for (name, value) in &request.headers {
             call = call.set(name, value);
         }
@@ -111,9 +120,10 @@ impl HttpClient {
         request: &Request,
         deadline: Deadline,
     ) -> Result<(), UpstreamError> {
-        let answer = match self.call(peer, request, deadline) {
+        let hop = Some(self.hop);
+        let answer = match self.call(peer, request, deadline, hop) {
             Err(UpstreamError::Unreachable { .. }) if !deadline.passed() => {
-                self.call(peer, request, deadline)
+                self.call(peer, request, deadline, hop)
             }
             other => other,
         }?;
@@ -130,8 +140,9 @@ impl Upstream for HttpClient {
         parent: &Peer,
         request: &FillRequest,
         deadline: Deadline,
+        hop: Duration,
     ) -> Result<Fill, UpstreamError> {
-        let answer = self.call(parent, &request.request(), deadline)?;
+        let answer = self.call(parent, &request.request(), deadline, Some(hop))?;
         Fill::decode(answer, parent)
     }
 
@@ -141,7 +152,7 @@ impl Upstream for HttpClient {
         release: &Release,
         deadline: Deadline,
     ) -> Result<(), UpstreamError> {
-        let answer = self.call(parent, &release.request(), deadline)?;
+        let answer = self.call(parent, &release.request(), deadline, Some(self.hop))?;
         match answer.status {
             200 => Ok(()),
             _ => Err(answer.relayed()),
@@ -154,11 +165,11 @@ impl Upstream for HttpClient {
         write: &ForwardedWrite<'_>,
         deadline: Deadline,
     ) -> Result<Answer, UpstreamError> {
-        self.call(root, &write.request(), deadline)
+        self.call(root, &write.request(), deadline, None)
     }
 
     fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError> {
-        self.call(root, &wire::nodes_request(), deadline)
+        self.call(root, &wire::nodes_request(), deadline, None)
     }
 
     fn join(
@@ -167,8 +178,19 @@ impl Upstream for HttpClient {
         join: &Join,
         deadline: Deadline,
     ) -> Result<Result<Joined, Answer>, UpstreamError> {
-        let answer = self.call(root, &join.request(), deadline)?;
+        let answer = self.call(root, &join.request(), deadline, None)?;
         wire::decode_reply(answer, root)
+    }
+
+    fn probe(&self, peer: &Peer, hop: Duration) -> bool {
+        let request = Request {
+            method: "GET",
+            path: "/".into(),
+            headers: Vec::new(),
+            body: None,
+        };
+        self.call(peer, &request, Deadline::after(hop), Some(hop))
+            .is_ok_and(|a| a.status == 200)
     }
 }
 
@@ -178,8 +200,10 @@ impl Downstream for HttpClient {
         child: &Peer,
         invalidate: &Invalidate,
         deadline: Deadline,
-    ) -> Result<(), UpstreamError> {
-        self.acknowledged(child, &invalidate.request(), deadline)
+        hop: Duration,
+    ) -> Result<Progress, UpstreamError> {
+        let answer = self.call(child, &invalidate.request(), deadline, Some(hop))?;
+        Progress::decode(answer, child)
     }
 
     fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
@@ -221,7 +245,11 @@ mod tests {
 
     #[test]
     fn an_unreachable_peer_is_named() {
-        let client = HttpClient::new(Duration::from_millis(500), Arc::default());
+        let client = HttpClient::new(
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Arc::default(),
+        );
         // Port 1 on loopback: nothing listens there.
         let root = Peer {
             name: "NODE-1".into(),

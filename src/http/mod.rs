@@ -1,5 +1,6 @@
 //! HTTP, both ends: the server that answers clients and other nodes
-//! (`server`: tiny_http and the worker pools; `api`: routing and handlers;
+//! (`server`: tiny_http and the worker pools, `pool` the one that grows;
+//! `api`: routing and handlers;
 //! `docs`: the embedded OpenAPI document and its Swagger page), and the
 //! client that calls other nodes (`client`, the real implementation of the
 //! node's seams). What travels between nodes is defined in `wire`, not here.
@@ -7,4 +8,5 @@
 pub mod api;
 pub mod client;
 pub mod docs;
+mod pool;
 pub mod server;

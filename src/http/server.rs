@@ -3,9 +3,12 @@
 //! - Receivers (`--threads` of them) take requests off the socket and answer
 //!   everything that needs no other node. They may wait on children (an
 //!   invalidation passed down), never on a parent.
-//! - The upstream pool runs work that waits on the parent or the root. It is
-//!   separate so that however many requests wait upstream, receivers remain
-//!   to answer the invalidations those very requests may depend on.
+//! - The upstream pool runs work that waits on other nodes: the parent or
+//!   the root, and children slow to acknowledge an invalidation. It is
+//!   separate so that however many requests wait, receivers remain to answer
+//!   the invalidations those very requests may depend on; and it grows when
+//!   all its threads wait (`pool`), so that work stuck on a frozen node does
+//!   not stall work that waits on nobody.
 //!
 //! tiny_http's accept thread ends for good on the first failed `accept`
 //! (too many open files, say), or panics when it cannot duplicate an
@@ -26,12 +29,15 @@
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::http::api;
+use crate::http::pool::Pool;
 use crate::node::Node;
+
+/// Most threads of the lane that waits on other nodes.
+const WAITING_THREADS_MAX: usize = 1024;
 
 /// How often an idle receiver checks that its server is still the current one.
 const POLL: Duration = Duration::from_millis(250);
@@ -186,7 +192,7 @@ impl Acceptor {
 fn receive(
     node: &Node,
     server: &tiny_http::Server,
-    deferred: &Sender<api::Deferred>,
+    deferred: &Pool<api::Deferred>,
     wait: Option<Duration>,
 ) -> Result<(), std::io::Error> {
     let request = match wait {
@@ -194,7 +200,7 @@ fn receive(
         None => Some(server.recv()?),
     };
     if let Some(job) = request.and_then(|r| api::handle(node, r)) {
-        let _ = deferred.send(job);
+        deferred.submit(job);
     }
     Ok(())
 }
@@ -206,22 +212,16 @@ pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io:
     let acceptor = Arc::new(Acceptor::new(listener)?);
     nudge_connection_pool(listening);
     watch_tiny_http_panics();
-    let upstream_threads = (threads * 4).clamp(16, 256);
-    let (tx, rx) = mpsc::channel::<api::Deferred>();
-    let rx = Arc::new(Mutex::new(rx));
-    for i in 0..upstream_threads {
+    let waiting = {
         let node = node.clone();
-        let rx = rx.clone();
-        std::thread::Builder::new()
-            .name(format!("upstream-{i}"))
-            .spawn(move || loop {
-                let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                match job {
-                    Ok(job) => api::finish(&node, job),
-                    Err(_) => return,
-                }
-            })?;
-    }
+        Arc::new(Pool::new(
+            "upstream",
+            (threads * 4).clamp(16, 256),
+            WAITING_THREADS_MAX,
+            move |job| api::finish(&node, job),
+        ))
+    };
+    let tx = waiting;
     let receivers = (0..threads)
         .map(|i| {
             let (node, acceptor, tx) = (node.clone(), acceptor.clone(), tx.clone());

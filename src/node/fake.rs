@@ -15,10 +15,10 @@ use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::input;
 use crate::metrics::Metrics;
-use crate::node::{Downstream, Links, Node, Place, Upstream, Written};
+use crate::node::{Downstream, Lease, Links, Node, Place, Sessions, Upstream};
 use crate::store::Mutation;
 use crate::wire::{
-    Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Release,
+    Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
 };
 
 /// A message a test may hold on its way.
@@ -55,11 +55,15 @@ struct Gate {
     release: Receiver<()>,
 }
 
-/// Every node of one tree, by address.
+/// Every node of one tree, by address, and what ZooKeeper would say of them.
 #[derive(Default)]
 pub struct Net {
     nodes: Mutex<HashMap<String, Arc<Node>>>,
     gates: Mutex<HashMap<Hop, Gate>>,
+    /// Nodes whose sessions have ended, by name.
+    ended: Mutex<std::collections::HashSet<String>>,
+    /// Nodes that cannot confirm their sessions, by name.
+    unconfirmed: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A tree of in-process nodes: `nodes[slot]`.
@@ -94,19 +98,20 @@ impl Tree {
                 .expect("a valid test configuration");
             let links = Arc::new(FakeLinks {
                 net: Arc::downgrade(&net),
+                name: format!("NODE-{id}"),
             });
-            let node = Arc::new(
-                Node::new(
-                    config,
-                    Links {
-                        up: links.clone(),
-                        down: links,
-                        locate_root: Box::new(|| Some(address(1))),
-                    },
-                    Arc::new(Metrics::default()),
-                )
-                .expect("a node without a data directory starts"),
-            );
+            let node = Node::new(
+                config,
+                Links {
+                    up: links.clone(),
+                    down: links.clone(),
+                    sessions: links,
+                    locate_root: Box::new(|| Some(address(1))),
+                },
+                Arc::new(Metrics::default()),
+            )
+            .expect("a node without a data directory starts");
+            node.session_changed(1);
             if slot == 0 {
                 node.root().unwrap().set_open();
             } else {
@@ -182,7 +187,7 @@ pub fn deadline() -> Deadline {
     Deadline::after(Duration::from_secs(20))
 }
 
-fn address(id: usize) -> String {
+pub fn address(id: usize) -> String {
     format!("node-{id}.test:5000")
 }
 
@@ -192,9 +197,10 @@ fn write(node: &Node, key: &str, method: &str, body: &[u8]) -> Answer {
         "PUT" => Mutation::Put(input::put_value(body).expect("a valid body")),
         _ => Mutation::Delete,
     };
-    match node.write(key, mutation, body, deadline(), |_| ()) {
-        Ok(Written::Applied(())) => Answer::new(200, b"{}".to_vec()),
-        Ok(Written::Relayed(answer)) => answer,
+    match node.write(key, mutation, body, None, deadline(), |_| {
+        Answer::new(200, b"{}".to_vec())
+    }) {
+        Ok(answer) => answer,
         Err(e) => Answer::new(e.status(), e.body()),
     }
 }
@@ -222,6 +228,30 @@ impl Net {
         }
     }
 
+    /// Takes the node at `address` out of the network (it refuses every call).
+    pub fn remove(&self, address: &str) -> Arc<Node> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .remove(address)
+            .expect("a node at that address")
+    }
+
+    /// ZooKeeper says the session of `name` has ended.
+    pub fn end_session(&self, name: &str) {
+        self.ended.lock().unwrap().insert(name.to_string());
+    }
+
+    /// `name` can (or cannot) confirm its session.
+    pub fn confirm(&self, name: &str, confirmed: bool) {
+        let mut unconfirmed = self.unconfirmed.lock().unwrap();
+        if confirmed {
+            unconfirmed.remove(name);
+        } else {
+            unconfirmed.insert(name.to_string());
+        }
+    }
+
     /// Moves the node at `from` to the address `to`.
     pub fn move_node(&self, from: &str, to: &str) {
         let mut nodes = self.nodes.lock().unwrap();
@@ -230,9 +260,10 @@ impl Net {
     }
 }
 
-/// The seams, served by the nodes of a [`Net`].
+/// The seams, served by the nodes of a [`Net`], for the node `name`.
 struct FakeLinks {
     net: Weak<Net>,
+    name: String,
 }
 
 impl FakeLinks {
@@ -254,12 +285,13 @@ impl Upstream for FakeLinks {
         parent: &Peer,
         request: &FillRequest,
         deadline: Deadline,
+        hop: Duration,
     ) -> Result<Fill, UpstreamError> {
         let net = self.net();
         let node = net.node(parent)?;
         let answer = match node.serve_fill_now(request, deadline) {
             Ok(Some(fill)) => Ok(fill),
-            Ok(None) => node.serve_fill(request, deadline),
+            Ok(None) => node.serve_fill(request, deadline, hop),
             Err(e) => Err(e),
         };
         net.pass(Hop::FillAnswer {
@@ -269,10 +301,15 @@ impl Upstream for FakeLinks {
         answer.map_err(relayed)
     }
 
-    fn release(&self, parent: &Peer, release: &Release, _: Deadline) -> Result<(), UpstreamError> {
+    fn release(
+        &self,
+        parent: &Peer,
+        release: &Release,
+        deadline: Deadline,
+    ) -> Result<(), UpstreamError> {
         self.net()
             .node(parent)?
-            .release(release)
+            .release(release, deadline)
             .map(drop)
             .map_err(relayed)
     }
@@ -308,6 +345,29 @@ impl Upstream for FakeLinks {
             .join(join)
             .map_err(|e| Answer::new(e.status(), e.body())))
     }
+
+    fn probe(&self, peer: &Peer, _: Duration) -> bool {
+        self.net().node(peer).is_ok()
+    }
+}
+
+impl Sessions for FakeLinks {
+    fn lease(&self) -> Lease {
+        let net = self.net();
+        Lease {
+            generation: 1,
+            valid: !net.unconfirmed.lock().unwrap().contains(&self.name)
+                && !net.ended.lock().unwrap().contains(&self.name),
+        }
+    }
+
+    fn ended(&self, name: &str) -> Result<bool, String> {
+        Ok(self.net().ended.lock().unwrap().contains(name))
+    }
+
+    fn live(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 impl Downstream for FakeLinks {
@@ -316,20 +376,24 @@ impl Downstream for FakeLinks {
         child: &Peer,
         invalidate: &Invalidate,
         deadline: Deadline,
-    ) -> Result<(), UpstreamError> {
+        hop: Duration,
+    ) -> Result<Progress, UpstreamError> {
         let net = self.net();
         let node = net.node(child)?;
         net.pass(Hop::Invalidate {
             child: child.name.clone(),
             key: invalidate.key.clone(),
         });
-        node.invalidate(invalidate, deadline)
-            .map(drop)
-            .map_err(relayed)
+        node.invalidate(
+            invalidate,
+            deadline,
+            std::time::Instant::now() + hop * 8 / 9,
+        )
+        .map_err(relayed)
     }
 
-    fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
-        self.net().node(child)?.flush(deadline);
+    fn flush(&self, child: &Peer, _: Deadline) -> Result<(), UpstreamError> {
+        self.net().node(child)?.flush();
         Ok(())
     }
 }

@@ -4,23 +4,30 @@
 //! calls other nodes through the two traits of [`peers`], and the HTTP
 //! layer (`http::api`) calls it through the operations below.
 //!
-//! - [`read`]: reads, and fills served to children.
-//! - [`write`]: writes at the root (or forwarded to it), invalidations.
-//! - [`upkeep`]: flushes after a restart, and release notices.
-//! - [`route`]: which node a call goes to, and following nodes that moved.
+//! - [`read`]: reads, and fills served to the nodes below.
+//! - [`write`]: writes at the root, or forwarded to it.
+//! - [`invalidate`]: invalidations sent down and answered.
+//! - [`upkeep`]: flushes after a restart or a lost session, release notices.
+//! - [`route`]: which node a call goes to: around a dead parent, after a
+//!   node that moved.
 //! - [`position`]: where this node sits; [`peers`]: the seams.
 //!
 //! A write at the root, for one key, under that key's write lock:
 //! 1. mark the key pending and take its directory bits (`Store::begin_write`);
 //! 2. invalidate every child that holds it and wait for their acknowledgements
-//!    (each passes the invalidation on to its own holders first);
+//!    (each passes the invalidation on to its own holders first), or for
+//!    ZooKeeper to say a silent child's session has ended;
 //! 3. apply the write with a new version, and answer.
 //!
 //! Applying last is what makes a write linearizable: until step 3 every reader
 //! sees the old value, and after it no cache anywhere still holds the old one.
 //! Fills answered while the key is pending are marked not cacheable, so no
-//! child can pick up the old value after the directory was emptied.
+//! child can pick up the old value after the directory was emptied. A cache
+//! node answers from its copy only under the lease of its ZooKeeper session,
+//! which is what lets a parent stop waiting for it once that session ended
+//! (docs/design.md has the argument).
 
+mod invalidate;
 pub mod peers;
 pub mod position;
 mod read;
@@ -33,8 +40,8 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -48,14 +55,15 @@ use crate::tree::Side;
 use crate::wal::OpenError;
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
-pub use peers::{Downstream, RootLocator, Upstream};
+pub use peers::{Downstream, Lease, RootLocator, Sessions, Upstream};
 pub use position::{Place, Position};
-pub use write::Written;
 
-/// The calls a node makes to others, and how it finds the root again.
+/// The calls a node makes to others, what it learns from ZooKeeper about
+/// sessions, and how it finds the root again.
 pub struct Links {
     pub up: Arc<dyn Upstream>,
     pub down: Arc<dyn Downstream>,
+    pub sessions: Arc<dyn Sessions>,
     pub locate_root: RootLocator,
 }
 
@@ -66,9 +74,23 @@ pub struct Node {
     metrics: Arc<Metrics>,
     position: Position,
     links: Links,
-    /// Everything only the root has: its table, versions, write locks, log.
+    /// Everything only the root has: its table, versions, log, request ids.
     root: Option<Root>,
     writes: Writes,
+    /// This node, for the background work it starts.
+    me: Weak<Node>,
+    /// The session generation this node's cache belongs to (0: none yet).
+    /// It answers from its cache only under a valid lease of that session.
+    cache_generation: AtomicU64,
+    /// Set while the children may hold keys this node's directory does not
+    /// know of (after a restart or a lost session, until they have dropped
+    /// their caches): every invalidation then goes to every child.
+    directory_incomplete: AtomicBool,
+    flushes_running: AtomicUsize,
+    invalidations: invalidate::InProgress,
+    routes: route::Routes,
+    request_ids: write::RequestIds,
+    release_batches: AtomicU64,
 }
 
 /// Writes under way, and whether new ones are still taken.
@@ -96,7 +118,11 @@ pub struct Info {
 impl Node {
     /// A node of `config`; the root loads its data directory first, and
     /// fails when it cannot (see `wal::OpenError` for how).
-    pub fn new(config: Config, links: Links, metrics: Arc<Metrics>) -> Result<Node, OpenError> {
+    pub fn new(
+        config: Config,
+        links: Links,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Node>, OpenError> {
         let me = Peer {
             name: config.name(),
             address: config.advertise.clone(),
@@ -127,7 +153,8 @@ impl Node {
             false => None,
         };
         let root_name = crate::config::node_name(config.root_id);
-        Ok(Node {
+        let request_ids = write::RequestIds::new(&config.name());
+        Ok(Arc::new_cyclic(|weak| Node {
             store,
             metrics,
             position: Position::new(me, root_name, root_address, place),
@@ -135,7 +162,15 @@ impl Node {
             root,
             config,
             writes: Writes::default(),
-        })
+            me: weak.clone(),
+            cache_generation: AtomicU64::new(0),
+            directory_incomplete: AtomicBool::new(false),
+            flushes_running: AtomicUsize::new(0),
+            invalidations: invalidate::InProgress::default(),
+            routes: route::Routes::default(),
+            request_ids,
+            release_batches: AtomicU64::new(1),
+        }))
     }
 
     pub fn config(&self) -> &Config {
@@ -211,10 +246,16 @@ impl Node {
         }
     }
 
-    /// The `/nodes` document when this node has it (the root); others ask the
-    /// root (`Node::nodes`).
+    /// The `/nodes` document when this node has it (the root), each node
+    /// marked live or not; others ask the root (`Node::nodes`).
     pub fn nodes_here(&self) -> Option<NodesDoc> {
-        self.root.as_ref().map(Root::document)
+        let mut doc = self.root.as_ref()?.document();
+        if let Some(live) = self.links.sessions.live() {
+            for node in &mut doc.nodes {
+                node.live = Some(live.contains(&node.name));
+            }
+        }
+        Some(doc)
     }
 
     /// `POST /nodes/join`: only the root places nodes.

@@ -2,23 +2,30 @@
 //! nodes, as two small traits. `http::client` implements them over HTTP;
 //! the in-process tests implement them with nodes in the same process.
 //!
-//! Every call names the node it goes to: choosing it (the parent, the root,
-//! a moved parent) is policy, and lives in `node::route`.
+//! Every call names the node it goes to: choosing it (the parent, an
+//! ancestor around a dead parent, the root, a node that moved) is policy,
+//! and lives in `node::route` and `node::invalidate`. Every call is bounded
+//! by the deadline of the request it serves; calls that a dead or frozen
+//! node must not hold up for long are also bounded by a hop timeout.
+
+use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::error::UpstreamError;
 use crate::wire::{
-    Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Release,
+    Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
 };
 
 /// Calls toward the parent and the root.
 pub trait Upstream: Send + Sync {
-    /// Asks `parent` for a key this node missed.
+    /// Asks `parent` (or an ancestor) for a key this node missed, giving up
+    /// after `hop`.
     fn fill(
         &self,
         parent: &Peer,
         request: &FillRequest,
         deadline: Deadline,
+        hop: Duration,
     ) -> Result<Fill, UpstreamError>;
 
     /// Tells `parent` this node no longer holds some keys.
@@ -47,17 +54,23 @@ pub trait Upstream: Send + Sync {
         join: &Join,
         deadline: Deadline,
     ) -> Result<Result<Joined, Answer>, UpstreamError>;
+
+    /// Whether `peer` answers `GET /` within `hop`.
+    fn probe(&self, peer: &Peer, hop: Duration) -> bool;
 }
 
 /// Calls toward the children.
 pub trait Downstream: Send + Sync {
-    /// Tells `child` to drop a key (and pass it on); waits for its acknowledgement.
+    /// Tells `child` (or a descendant) to drop a key and pass it on; the
+    /// call gives up after `hop`, and the child answers within it: done, or
+    /// still working on it (then call again).
     fn invalidate(
         &self,
         child: &Peer,
         invalidate: &Invalidate,
         deadline: Deadline,
-    ) -> Result<(), UpstreamError>;
+        hop: Duration,
+    ) -> Result<Progress, UpstreamError>;
 
     /// Tells `child` to drop everything it caches (and pass it on).
     fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError>;

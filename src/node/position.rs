@@ -97,11 +97,30 @@ impl Position {
         Ok(side)
     }
 
+    /// Where the node asking for a fill sits below this one: a child (its
+    /// address recorded, as by `child_at`), or further below (a node reading
+    /// around its dead parent).
+    pub fn below(&self, asking: &ChildId) -> Result<Below, NotAChild> {
+        if let Ok(side) = self.child_at(asking) {
+            return Ok(Below::Child(side));
+        }
+        let mine = self.place.read().unwrap().as_ref().map(|p| p.slot);
+        match mine {
+            Some(m) if Tree::is_below(asking.slot, m) => Ok(Below::Descendant),
+            _ => Err(NotAChild { mine }),
+        }
+    }
+
     /// Which side of this node the slot `slot` is on, if it is a child of it.
     pub fn side_of_child(&self, slot: usize) -> Result<Side, NotAChild> {
         let mine = self.place.read().unwrap().as_ref().map(|p| p.slot);
         mine.and_then(|m| Tree::side_of(m, slot))
             .ok_or(NotAChild { mine })
+    }
+
+    /// Records `child` on `side` (from the root's table, before it fills).
+    pub fn note_child(&self, side: Side, child: Peer) {
+        *self.children[side.index()].write().unwrap() = Some(child);
     }
 
     /// The child on `side`, if it has ever filled from this node.
@@ -132,6 +151,15 @@ impl Position {
     pub fn set_root_address(&self, address: String) {
         *self.root_address.write().unwrap() = Some(address);
     }
+}
+
+/// Where a node asking for a fill sits below this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Below {
+    /// A child, on this side.
+    Child(Side),
+    /// Further below: this node does not track it as a holder.
+    Descendant,
 }
 
 /// A fill that names a slot which is not a child of this node; `mine` is

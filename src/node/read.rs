@@ -1,5 +1,5 @@
 //! Reads: from this node's copy, else through the parent; and the fills this
-//! node serves to its children.
+//! node serves to the nodes below it.
 //!
 //! Concurrent misses of one key share one fill (`flight`). Two rules keep
 //! what a fill brings coherent (the store enforces both under the key's
@@ -9,6 +9,14 @@
 //!   write that invalidated it was acknowledged).
 //! - A child may cache a value only if this node holds that very version and
 //!   records the child as a holder, so that the next invalidation reaches it.
+//!   A node further below (reading around its dead parent) is answered, but
+//!   never recorded, so it may not cache what it gets.
+//!
+//! A cache node answers from its copy only under a valid lease (its
+//! ZooKeeper session confirmed within 2/3 of its timeout, see
+//! `node::peers::Lease`); without one its reads go upstream. The lease is
+//! checked after the value is read, so that the moment the value was read
+//! is covered by the lease however long the thread is held up between.
 
 use std::time::Duration;
 
@@ -16,6 +24,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::flight::{Fetched, FillOutcome, Leader};
 use crate::metrics::bump;
+use crate::node::position::Below;
 use crate::store::{Begin, Lookup};
 use crate::tree::Side;
 use crate::wire::{Fill, FillRequest};
@@ -27,78 +36,138 @@ const FILL_GRACE: Duration = Duration::from_millis(100);
 
 impl Node {
     /// `GET /store/{key}` from this node's copy: `Some` on a hit (rendered by
-    /// `render` while the value is locked), `None` when the read must go to the
-    /// parent (`Node::read`), 404 when it may not (`local`, or at the root).
+    /// `render` while the value is locked), `None` when the read must go
+    /// upstream (`Node::read`), 404 when it may not (at the root, or
+    /// `local`), 503 for `local` when this node cannot vouch for its copy.
     pub fn read_now<R>(
         &self,
         key: &str,
         local: bool,
         render: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, Error> {
-        match self.lookup(key, None, render) {
+        let found = self.lookup(key, None, render);
+        if !self.cache_trusted() {
+            if local {
+                return Err(self.untrusted());
+            }
+            return Ok(None);
+        }
+        match found {
             Lookup::Hit { out, .. } => Ok(Some(out)),
             Lookup::Miss { .. } if local || self.is_root() => Err(Error::not_found(key)),
             Lookup::Miss { .. } => Ok(None),
         }
     }
 
-    /// `GET /store/{key}` after a miss: through the parent. `None`: the key
-    /// exists nowhere.
+    /// `GET /store/{key}` after a miss: through the parent (or around it).
+    /// `None`: the key exists nowhere.
     pub fn read(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, Error> {
-        match self.read_through(key, None, deadline)? {
-            Fill::Found { value, .. } => Ok(Some(value)),
-            Fill::Absent { .. } => Ok(None),
+        let read = self.read_through(key, None, deadline, self.config.hop_timeout);
+        match read {
+            Ok(Fill::Found { value, .. }) => Ok(Some(value)),
+            Ok(Fill::Absent { .. }) => Ok(None),
+            Err(e @ Error::Upstream(_)) if !self.cache_trusted() => {
+                Err(Error::Unavailable(format!(
+                    "{} cannot confirm its ZooKeeper session, so it does not answer from its \
+                 cache, and no node above it answered: {e}",
+                    self.config.name()
+                )))
+            }
+            Err(e) => Err(e),
         }
     }
 
-    /// A child's fill, answered from this node's copy when it can be; `None`
-    /// when it must go to the parent first (`Node::serve_fill`).
+    /// A fill from below, answered from this node's copy when it can be;
+    /// `None` when it must go upstream first (`Node::serve_fill`).
     pub fn serve_fill_now(
         &self,
         request: &FillRequest,
         deadline: Deadline,
     ) -> Result<Option<Fill>, Error> {
-        let side = self.asking_child(request)?;
-        // Until this child's fill has surely ended, invalidations of the key
-        // go to it too, whatever we answer (see `Store::note_fill`).
-        self.store
-            .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
-        match self.lookup(&request.key, Some(side), <[u8]>::to_vec) {
+        let asking = self.asking(request)?;
+        let side = match asking {
+            Below::Child(side) => {
+                // Until this child's fill has surely ended, invalidations of the
+                // key go to it too, whatever we answer (see `Store::note_fill`).
+                self.store
+                    .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
+                Some(side)
+            }
+            Below::Descendant => None,
+        };
+        let found = self.lookup(&request.key, side, <[u8]>::to_vec);
+        if !self.cache_trusted() {
+            return Ok(None);
+        }
+        let fill = match found {
             Lookup::Hit {
                 out,
                 version,
                 cacheable,
                 pending,
-            } => Ok(Some(Fill::Found {
+            } => Fill::Found {
                 value: out,
                 version,
                 cacheable,
                 fenced: pending,
-            })),
-            Lookup::Miss { pending } if self.is_root() => {
-                Ok(Some(Fill::Absent { fenced: pending }))
-            }
-            Lookup::Miss { .. } => Ok(None),
-        }
+            },
+            Lookup::Miss { pending } if self.is_root() => Fill::Absent { fenced: pending },
+            Lookup::Miss { .. } => return Ok(None),
+        };
+        Ok(Some(for_asking(asking, fill)))
     }
 
-    /// A child's fill that missed here: read through our own parent first.
-    pub fn serve_fill(&self, request: &FillRequest, deadline: Deadline) -> Result<Fill, Error> {
-        let side = self.asking_child(request)?;
-        self.read_through(&request.key, Some(side), deadline)
+    /// A fill from below that missed here: read through our own parent
+    /// first, each call bounded by `hop` (a little less than the asking
+    /// node's own hop timeout, so that we answer, even with an error, before
+    /// it gives up on us).
+    pub fn serve_fill(
+        &self,
+        request: &FillRequest,
+        deadline: Deadline,
+        hop: Duration,
+    ) -> Result<Fill, Error> {
+        let asking = self.asking(request)?;
+        let side = match asking {
+            Below::Child(side) => Some(side),
+            Below::Descendant => None,
+        };
+        let fill = self.read_through(&request.key, side, deadline, hop)?;
+        Ok(for_asking(asking, fill))
     }
 
-    fn asking_child(&self, request: &FillRequest) -> Result<Side, Error> {
+    fn asking(&self, request: &FillRequest) -> Result<Below, Error> {
         self.position
-            .child_at(&request.child)
+            .below(&request.child)
             .map_err(|e| match e.mine {
                 None => Error::Unavailable("This node is still joining the tree.".into()),
                 Some(mine) => Error::Conflict(format!(
-                    "Slot {} is not a child of {} (slot {mine}).",
+                    "Slot {} is not below {} (slot {mine}).",
                     request.child.slot,
                     self.config.name()
                 )),
             })
+    }
+
+    /// Whether this node may answer from its own copy: the root always; a
+    /// cache under a valid lease of the session its cache belongs to.
+    pub(super) fn cache_trusted(&self) -> bool {
+        if self.is_root() {
+            return true;
+        }
+        let lease = self.links.sessions.lease();
+        lease.valid
+            && lease.generation
+                == self
+                    .cache_generation
+                    .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn untrusted(&self) -> Error {
+        Error::Unavailable(format!(
+            "{} cannot confirm its ZooKeeper session, so it does not answer from its cache.",
+            self.config.name()
+        ))
     }
 
     /// Reads `key` through the parent after a local miss, for a client
@@ -113,15 +182,17 @@ impl Node {
         key: &str,
         child: Option<Side>,
         deadline: Deadline,
+        hop: Duration,
     ) -> Result<Fill, Error> {
         if self.is_root() {
             return Ok(self.answer_from_store(key, child));
         }
         loop {
-            let fetched = match self.store.begin_fill(key) {
+            let use_copy = self.cache_trusted();
+            let fetched = match self.store.begin_fill(key, use_copy) {
                 Begin::Present => match self.answer_from_store(key, child) {
-                    found @ Fill::Found { .. } => return Ok(found),
-                    Fill::Absent { .. } => continue,
+                    found @ Fill::Found { .. } if self.cache_trusted() => return Ok(found),
+                    _ => continue,
                 },
                 Begin::Join(flight) => {
                     bump(&self.metrics.coalesced_waits);
@@ -134,17 +205,24 @@ impl Node {
                     fetched
                 }
                 Begin::Lead { id, flight } => {
-                    self.lead_fill(key, id, Leader::new(flight), deadline)?
+                    self.lead_fill(key, id, Leader::new(flight), deadline, hop)?
                 }
             };
             return Ok(self.answer_fetched(key, child, fetched));
         }
     }
 
-    /// Leads one fill from the parent and publishes its outcome to any waiters.
-    fn lead_fill(&self, key: &str, id: u64, leader: Leader, deadline: Deadline) -> FillOutcome {
+    /// Leads one fill from above and publishes its outcome to any waiters.
+    fn lead_fill(
+        &self,
+        key: &str,
+        id: u64,
+        leader: Leader,
+        deadline: Deadline,
+        hop: Duration,
+    ) -> FillOutcome {
         bump(&self.metrics.upstream_fetches);
-        let outcome = match self.fill_from_parent(key, deadline) {
+        let outcome = match self.fill_from_above(key, deadline, hop) {
             Ok(Fill::Found {
                 value,
                 version,
@@ -222,5 +300,21 @@ impl Node {
                 .map_or("the parent".into(), |p| p.name.clone()),
             address: parent.map_or("(unknown)".into(), |p| p.address),
         })
+    }
+}
+
+/// A fill as answered to the node that asked: a node further below than a
+/// child is never recorded here, so it may not cache the answer, and
+/// requests that joined its fill must fill again.
+fn for_asking(asking: Below, fill: Fill) -> Fill {
+    match (asking, fill) {
+        (Below::Child(_), fill) => fill,
+        (Below::Descendant, Fill::Found { value, version, .. }) => Fill::Found {
+            value,
+            version,
+            cacheable: false,
+            fenced: true,
+        },
+        (Below::Descendant, Fill::Absent { .. }) => Fill::Absent { fenced: true },
     }
 }

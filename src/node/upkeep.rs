@@ -1,50 +1,167 @@
-//! Keeping the directory of holders true outside of reads and writes:
-//! flushes (a restarted node's directory is empty, so the caches below it
-//! must drop what it no longer tracks) and release notices (a child that
-//! dropped a key tells its parent, so that directory entries do not pile up).
+//! Keeping the directory of holders true outside of reads and writes.
+//!
+//! - **Flushes.** A node that (re)starts, or whose ZooKeeper session ended,
+//!   has lost track of what the caches below it hold. It drops its own cache
+//!   and tells its children to drop theirs, asking each again until it
+//!   acknowledges or its own session has ended (then it drops its cache by
+//!   itself). Until every child has done one or the other, the node's
+//!   directory is incomplete, and every invalidation it receives goes on to
+//!   all of its children.
+//! - **Release notices.** A child that dropped a key tells its parent, so
+//!   that directory entries do not pile up (see `store::releases` for why a
+//!   notice is bounded by its deadline).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::Error;
+use crate::error::{Error, UpstreamError};
 use crate::metrics::bump;
-use crate::wire::{Flushed, Peer, Release, Released};
+use crate::tree::{Side, Tree};
+use crate::wire::{self, Flushed, Peer, Release, Released};
 
 use super::Node;
 
 /// Most keys one release notice carries.
 const RELEASE_BATCH: usize = 2000;
+/// Pause between attempts to flush a child that did not answer.
+const FLUSH_RETRY: Duration = Duration::from_millis(200);
 
 impl Node {
-    /// `POST /internal/flush`: drops everything this node caches and passes
-    /// the flush on to the children it has served.
-    pub fn flush(&self, deadline: Deadline) -> Flushed {
+    /// `POST /internal/flush`: drops everything this node caches, and has
+    /// its children do the same (in the background, retried as the module
+    /// documentation says).
+    pub fn flush(&self) -> Flushed {
         if !self.is_root() {
             self.store.clear();
         }
-        let children = self.flush_children(&self.position.children(), deadline);
+        let children = self.position.children();
+        let count = children.len();
+        self.flush_below(children);
         Flushed {
             flushed: true,
-            children,
+            children: count,
         }
     }
 
-    /// Tells `children` to flush, best effort: a child that cannot be
-    /// reached holds nothing it could serve from us. Returns how many
-    /// acknowledged.
-    pub fn flush_children(&self, children: &[Peer], deadline: Deadline) -> usize {
-        children
-            .iter()
-            .filter(|child| match self.links.down.flush(child, deadline) {
-                Ok(()) => true,
-                Err(e) => {
-                    log::debug!("flushing {} failed: {e:?}", child.name);
-                    false
-                }
-            })
-            .count()
+    /// This node got a new ZooKeeper session (`generation`): the caches
+    /// below may hold what its parent no longer knows about, if its old
+    /// session ended. Drops its cache and flushes its children before it
+    /// answers from its cache again.
+    pub fn session_changed(&self, generation: u64) {
+        if !self.is_root() {
+            if self.cache_generation.load(Ordering::SeqCst) != 0 {
+                log::warn!(
+                    "new ZooKeeper session (generation {generation}): dropping this node's \
+                     cache and the caches below it"
+                );
+            }
+            self.store.clear();
+            if self.position.joined() {
+                let children = self.children_in_tree(Deadline::after(self.config.upstream_timeout));
+                self.flush_below(children);
+            }
+        }
+        self.cache_generation.store(generation, Ordering::SeqCst);
     }
 
-    /// `POST /internal/evicted`: a child's notice that it dropped `keys`.
-    pub fn release(&self, notice: &Release) -> Result<Released, Error> {
+    /// After joining: the children of this node's slot, as the root knows
+    /// them, may hold what an earlier run of this node served them.
+    pub fn flush_after_join(&self) {
+        let children = self.children_in_tree(Deadline::after(self.config.upstream_timeout));
+        self.flush_below(children);
+    }
+
+    /// The nodes in this node's child slots, from the root's table.
+    fn children_in_tree(&self, deadline: Deadline) -> Vec<Peer> {
+        let Some(slot) = self.position.place().map(|p| p.slot) else {
+            return Vec::new();
+        };
+        let Some(doc) = self.tree_document(deadline) else {
+            return Vec::new();
+        };
+        let tree = Tree::new(doc.depth);
+        [Side::Left, Side::Right]
+            .into_iter()
+            .filter_map(|side| {
+                let child = wire::peer_at(&doc, tree.child(slot, side)?)?;
+                // Invalidations while the directory is incomplete go here.
+                self.position.note_child(side, child.clone());
+                Some(child)
+            })
+            .collect()
+    }
+
+    /// Marks the directory incomplete and flushes `children` in the
+    /// background; the directory is complete again once each has
+    /// acknowledged or its session has ended.
+    fn flush_below(&self, children: Vec<Peer>) {
+        if children.is_empty() {
+            return;
+        }
+        self.directory_incomplete.store(true, Ordering::SeqCst);
+        self.flushes_running.fetch_add(1, Ordering::SeqCst);
+        let Some(node) = self.me.upgrade() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || {
+                node.flush_all(&children);
+                if node.flushes_running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    node.directory_incomplete.store(false, Ordering::SeqCst);
+                }
+            });
+        if spawned.is_err() {
+            log::error!(
+                "cannot start a thread to flush the children; the directory stays incomplete"
+            );
+        }
+    }
+
+    /// Flushes every child in `children` at once, each until it acknowledges
+    /// or its session has ended; returns when all are done.
+    pub fn flush_all(&self, children: &[Peer]) {
+        std::thread::scope(|scope| {
+            for child in children {
+                scope.spawn(move || self.flush_until_done(child));
+            }
+        });
+        log::info!(
+            "the {} children below this node have dropped what they cached",
+            children.len()
+        );
+    }
+
+    /// Flushes `child` until it acknowledges or its session has ended.
+    fn flush_until_done(&self, child: &Peer) {
+        let mut said = false;
+        loop {
+            let deadline = Deadline::after(self.config.hop_timeout);
+            match self.links.down.flush(child, deadline) {
+                Ok(()) => return,
+                Err(e) => {
+                    if let Ok(true) = self.links.sessions.ended(&child.name) {
+                        log::info!(
+                            "{} cannot be flushed and its session has ended: it drops its \
+                             cache itself when it comes back",
+                            child.name
+                        );
+                        return;
+                    }
+                    if !said {
+                        log::warn!("flushing {} failed ({e:?}); trying again", child.name);
+                        said = true;
+                    }
+                    std::thread::sleep(FLUSH_RETRY);
+                }
+            }
+        }
+    }
+
+    /// `POST /internal/evicted`: a child's notice that it dropped `keys`,
+    /// applied only before the notice's deadline.
+    pub fn release(&self, notice: &Release, deadline: Deadline) -> Result<Released, Error> {
         let side = self
             .position
             .side_of_child(notice.slot)
@@ -55,38 +172,48 @@ impl Node {
                     notice.slot
                 )),
             })?;
-        Ok(Released {
-            released: self.store.release(&notice.keys, side),
-        })
+        match self.store.release(&notice.keys, side, deadline.0) {
+            Ok(released) => Ok(Released { released }),
+            Err(_) => Err(Error::Expired(
+                "The release notice arrived too late and was not (wholly) applied.".into(),
+            )),
+        }
     }
 
-    /// Sends the keys this node dropped to its parent, those of `backlog`
-    /// first; what is not acknowledged stays in `backlog` for the next call.
-    /// Run periodically by a background thread on non-root nodes.
-    pub fn send_releases(&self, backlog: &mut Vec<String>) {
-        backlog.extend(self.store.take_releases());
+    /// Sends the keys this node dropped to its parent, in batches. Run
+    /// periodically by a background thread on non-root nodes.
+    pub fn send_releases(&self) {
         let Some(me) = self.position.place() else {
             return;
         };
-        if backlog.is_empty() {
-            return;
-        }
-        let batch: Vec<String> = backlog.drain(..backlog.len().min(RELEASE_BATCH)).collect();
-        let notice = Release {
-            keys: batch,
-            slot: me.slot,
-        };
-        let deadline = Deadline::after(self.config.upstream_timeout);
-        match self.to_parent(deadline, |parent| {
-            self.links.up.release(parent, &notice, deadline)
-        }) {
-            Ok(()) => {
-                bump(&self.metrics.releases_sent);
-                self.store.releases_acknowledged(&notice.keys);
+        loop {
+            let deadline = Deadline::after(self.config.upstream_timeout);
+            let batch = self.release_batches.fetch_add(1, Ordering::Relaxed);
+            let keys = self.store.take_releases(RELEASE_BATCH, batch, deadline.0);
+            if keys.is_empty() {
+                return;
             }
-            Err(e) => {
-                log::debug!("release notice not delivered ({e:?}); will retry");
-                backlog.splice(0..0, notice.keys);
+            let notice = Release {
+                keys,
+                slot: me.slot,
+            };
+            match self.to_parent(deadline, |parent| {
+                self.links.up.release(parent, &notice, deadline)
+            }) {
+                Ok(()) => {
+                    bump(&self.metrics.releases_sent);
+                    self.store.releases_acknowledged(&notice.keys, batch);
+                }
+                Err(UpstreamError::Unreachable { .. }) => {
+                    // Not delivered: the parent still names us. Later.
+                    self.store.releases_undelivered(&notice.keys, batch);
+                    return;
+                }
+                Err(e) => {
+                    // Maybe applied: the keys wait for the deadline to pass.
+                    log::debug!("a release notice went unacknowledged ({e:?})");
+                    return;
+                }
             }
         }
     }

@@ -1,41 +1,80 @@
 //! Writes: applied at the root after every cached copy is gone, forwarded to
-//! the root from any other node; and invalidations passed down the tree.
+//! the root from any other node.
+//!
+//! A write at the root, for one key:
+//! 1. wait for the key's earlier write to end (not past the deadline), then
+//!    mark the key pending and take its directory bits;
+//! 2. invalidate every child that may hold it (`node::invalidate`);
+//! 3. check the deadline once more: a write whose client may already have
+//!    been told it failed is never applied;
+//! 4. log it (with `--data-dir`), apply it, and answer.
+//!
+//! A forwarded write carries a request id, the same on every retry, and the
+//! root applies a write at most once per id (`root::dedup`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::deadline::Deadline;
-use crate::error::Error;
-use crate::metrics::bump;
+use crate::error::{Error, UpstreamError};
+use crate::root::dedup::Claim;
 use crate::root::Root;
 use crate::store::{Applied, Mutation};
-use crate::tree::Side;
-use crate::wire::{ForwardedWrite, Invalidate, Invalidated, Peer};
+use crate::wire::{Answer, ForwardedWrite, Invalidate};
 
 use super::Node;
 
-/// How a write ended on this node.
-pub enum Written<R> {
-    /// Applied here, at the root; `R` is the answer rendered before applying.
-    Applied(R),
-    /// Forwarded to the root, whose answer this is, to be relayed unchanged.
-    Relayed(crate::wire::Answer),
+/// Request ids of the writes this node forwards: its name, a number of
+/// this process, and a counter.
+pub(super) struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub(super) fn new(name: &str) -> RequestIds {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        RequestIds {
+            prefix: format!("{name}-{boot:x}"),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
 }
 
 impl Node {
-    /// `PUT`/`DELETE /store/{key}`: applied at the root, forwarded there from
-    /// any other node with the `body` it came with. On the root, `render`
-    /// builds the answer from the mutation before the value moves into the
-    /// store (so that a large value is not copied for it).
-    pub fn write<R>(
+    /// `PUT`/`DELETE /store/{key}`: applied at the root, forwarded there
+    /// from any other node with the `body` it came with. `request_id` makes
+    /// retries harmless (one is made when the client sent none). On the
+    /// root, `render` builds the answer from the mutation before the value
+    /// moves into the store (so that a large value is not copied for it).
+    pub fn write(
         &self,
         key: &str,
         mutation: Mutation,
         body: &[u8],
+        request_id: Option<&str>,
         deadline: Deadline,
-        render: impl FnOnce(&Mutation) -> R,
-    ) -> Result<Written<R>, Error> {
+        render: impl FnOnce(&Mutation) -> Answer,
+    ) -> Result<Answer, Error> {
         let _counted = self.writes.begin()?;
         let Some(root) = &self.root else {
+            let made;
+            let request_id = match request_id {
+                Some(id) => id,
+                None => {
+                    made = self.request_ids.next();
+                    &made
+                }
+            };
             let write = ForwardedWrite {
                 method: match mutation {
                     Mutation::Put(_) => "PUT",
@@ -43,42 +82,68 @@ impl Node {
                 },
                 key,
                 body,
+                request_id,
             };
-            let answer = self.to_root(|root| self.links.up.forward(root, &write, deadline))?;
-            return Ok(Written::Relayed(answer));
+            return Ok(self.to_root(|root| self.links.up.forward(root, &write, deadline))?);
         };
-        let answer = render(&mutation);
-        self.write_at_root(root, key, mutation, deadline)?;
-        Ok(Written::Applied(answer))
+        let Some(id) = request_id else {
+            return self.write_at_root(root, key, mutation, deadline, render);
+        };
+        match root.dedup().claim(id, deadline.0) {
+            None => Err(Error::Upstream(UpstreamError::TimedOut {
+                name: self.config.name(),
+                address: self.config.advertise.clone(),
+            })),
+            Some(Claim::Answered(answer)) => Ok(answer),
+            Some(Claim::First(ticket)) => {
+                let outcome = self.write_at_root(root, key, mutation, deadline, render);
+                ticket.finish(outcome.as_ref().ok().cloned());
+                outcome
+            }
+        }
     }
 
-    /// Applies a write at the root (see the module documentation of `node`
-    /// for the order).
+    /// Applies a write at the root (see the module documentation).
     fn write_at_root(
         &self,
         root: &Root,
         key: &str,
         mutation: Mutation,
         deadline: Deadline,
-    ) -> Result<Applied, Error> {
+        render: impl FnOnce(&Mutation) -> Answer,
+    ) -> Result<Answer, Error> {
         root.require_open()?;
-        let _serialized = root.lock_key(key);
+        let holders = self
+            .store
+            .begin_write(key, deadline.0)
+            .ok_or_else(|| not_applied_in_time(key))?;
+        // The key is ours until `apply` or `abort_write`.
         let room = match &mutation {
-            Mutation::Put(value) => self
-                .store
-                .reserve(key, value.len())
-                .ok_or_else(store_full)?,
-            Mutation::Delete if !self.store.contains(key) => {
+            Mutation::Put(value) => self.store.reserve(key, value.len()),
+            Mutation::Delete if self.store.contains(key) => self.store.reserve(key, 0),
+            Mutation::Delete => {
+                self.store.abort_write(key, holders);
                 return Err(Error::not_found(key));
             }
-            Mutation::Delete => self.store.reserve(key, 0).expect("a delete needs no room"),
         };
-        let holders = self.store.begin_write(key);
+        let Some(room) = room else {
+            self.store.abort_write(key, holders);
+            return Err(store_full());
+        };
         let version = root.next_version();
-        if let Err((e, failed)) = self.invalidate_children(key, version, holders, deadline) {
+        let message = Invalidate {
+            key: key.to_string(),
+            version,
+        };
+        if let Err((e, failed)) = self.invalidate_below(&message, holders, deadline) {
             self.store.abort_write(key, failed);
             return Err(e);
         }
+        if deadline.passed() {
+            self.store.abort_write(key, 0);
+            return Err(not_applied_in_time(key));
+        }
+        let answer = render(&mutation);
         let logged = match root.log(key, version, &mutation) {
             Ok(logged) => logged,
             Err(e) => {
@@ -90,81 +155,7 @@ impl Node {
         drop(logged);
         match applied {
             Applied::Absent => Err(Error::not_found(key)),
-            applied => Ok(applied),
-        }
-    }
-
-    /// `POST /internal/invalidate` from the parent: drop the key, pass the
-    /// invalidation on to our own holders, and acknowledge only when they have.
-    pub fn invalidate(
-        &self,
-        message: &Invalidate,
-        deadline: Deadline,
-    ) -> Result<Invalidated, Error> {
-        bump(&self.metrics.invalidations_received);
-        let key = &message.key;
-        let (dropped, holders) = self.store.invalidate(key);
-        if let Err((e, failed)) = self.invalidate_children(key, message.version, holders, deadline)
-        {
-            self.store.restore_holders(key, failed);
-            return Err(e);
-        }
-        Ok(Invalidated {
-            key: key.clone(),
-            dropped,
-        })
-    }
-
-    /// Sends the invalidation to each holder (both at once when there are two)
-    /// and waits. On failure, returns the error and the bits of the children
-    /// that may still hold the key.
-    fn invalidate_children(
-        &self,
-        key: &str,
-        version: u64,
-        holders: u8,
-        deadline: Deadline,
-    ) -> Result<(), (Error, u8)> {
-        let targets: Vec<(Side, Option<Peer>)> = Side::from_bits(holders)
-            .map(|s| (s, self.position.child(s)))
-            .collect();
-        let message = Invalidate {
-            key: key.to_string(),
-            version,
-        };
-        let send = |side: Side, peer: &Option<Peer>| -> Result<(), (Error, u8)> {
-            let Some(peer) = peer else {
-                return Ok(()); // Never seen: it cannot hold anything from us.
-            };
-            bump(&self.metrics.invalidations_sent);
-            self.links
-                .down
-                .invalidate(peer, &message, deadline)
-                .map_err(|e| {
-                    log::warn!(
-                        "invalidating {key:?} at {} ({}) failed: {e:?}",
-                        peer.name,
-                        peer.address
-                    );
-                    (Error::from(e), side.bit())
-                })
-        };
-        match targets.as_slice() {
-            [] => Ok(()),
-            [(side, peer)] => send(*side, peer),
-            [(ls, lp), (rs, rp)] => {
-                let (left, right) = std::thread::scope(|scope| {
-                    let left = scope.spawn(|| send(*ls, lp));
-                    let right = send(*rs, rp);
-                    (left.join().unwrap_or(Ok(())), right)
-                });
-                match (left, right) {
-                    (Ok(()), Ok(())) => Ok(()),
-                    (Err((e, a)), Err((_, b))) => Err((e, a | b)),
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                }
-            }
-            _ => unreachable!("a node has two children at most"),
+            _ => Ok(answer),
         }
     }
 }
@@ -196,4 +187,10 @@ impl super::Writes {
 
 fn store_full() -> Error {
     Error::StoreFull("The root's store is full (MAX_STORE_BYTES); the value was not stored.".into())
+}
+
+fn not_applied_in_time(key: &str) -> Error {
+    Error::Expired(format!(
+        "The write of {key:?} could not be applied within its time budget; it was not applied."
+    ))
 }

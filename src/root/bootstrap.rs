@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::deadline::Deadline;
 use crate::node::Node;
 use crate::registry::{layout, Registry, ZnodeData};
 
@@ -32,14 +31,9 @@ pub fn run(node: &Node, registry: &Registry) {
     });
     crate::startup::keep_live(node, registry);
     load_tree(node, registry, &path);
-    let children = root.children();
-    if !children.is_empty() {
-        let flushed = node.flush_children(&children, Deadline::after(c.upstream_timeout));
-        log::info!(
-            "told {flushed} of {} children to drop what they cached from an earlier run",
-            children.len()
-        );
-    }
+    // Each child acknowledges, or its session ends (then it drops its cache
+    // itself when it comes back).
+    node.flush_all(&root.children());
     root.set_open();
 }
 

@@ -142,6 +142,7 @@ impl Membership {
                     parent: name_at(Tree::parent(slot)),
                     left: name_at(self.tree.child(slot, Side::Left)),
                     right: name_at(self.tree.child(slot, Side::Right)),
+                    live: None,
                 })
             })
             .collect();

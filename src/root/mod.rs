@@ -7,6 +7,7 @@
 //! `node` holds one on the root and none elsewhere.
 
 pub mod bootstrap;
+pub mod dedup;
 pub mod membership;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,9 +23,6 @@ use crate::wire::{Join, Joined, NodesDoc, Peer};
 
 use membership::{JoinError, Membership};
 
-/// Stripes of the write lock: writes of keys on different stripes run at once.
-const WRITE_STRIPES: usize = 1024;
-
 /// The root's own state. See the module documentation.
 pub struct Root {
     tree: Tree,
@@ -34,7 +32,8 @@ pub struct Root {
     /// taken from then on.
     open: AtomicBool,
     next_version: AtomicU64,
-    write_locks: Box<[Mutex<()>]>,
+    /// The writes applied under a request id, for retries.
+    dedup: dedup::Dedup,
     /// The data directory's log, with `--data-dir`.
     wal: Option<Arc<Wal>>,
 }
@@ -94,7 +93,7 @@ impl Root {
             )),
             open: AtomicBool::new(false),
             next_version: AtomicU64::new(start),
-            write_locks: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
+            dedup: dedup::Dedup::default(),
             wal: None,
         }
     }
@@ -222,12 +221,9 @@ impl Root {
         self.next_version.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Serializes writes of one key (and of the keys sharing its stripe).
-    pub fn lock_key(&self, key: &str) -> MutexGuard<'_, ()> {
-        let stripe = (fixed_hash(key) as usize) % WRITE_STRIPES;
-        self.write_locks[stripe]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// The writes applied under a request id.
+    pub fn dedup(&self) -> &dedup::Dedup {
+        &self.dedup
     }
 }
 
@@ -235,11 +231,4 @@ fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// FNV-1a: a stable hash for choosing a write stripe.
-fn fixed_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }

@@ -9,6 +9,8 @@
 //! (`Store::begin_write`), an invalidation drops the key, or the child
 //! releases the key; a failed invalidation puts them back.
 
+use std::time::Instant;
+
 use super::entry::PENDING;
 use super::Store;
 use crate::tree::Side;
@@ -57,13 +59,18 @@ impl Store {
         self.insert_placeholder(shard, key, 0, bits, 0);
     }
 
-    /// A child's notice that it no longer holds `keys`.
-    /// Returns how many directory bits were cleared.
-    pub fn release(&self, keys: &[String], side: Side) -> usize {
+    /// A child's notice that it no longer holds `keys`, applied only before
+    /// `deadline` (checked under each key's lock: the child relies on no
+    /// notice being applied after it). Returns how many directory bits were
+    /// cleared, as `Err` when the deadline passed before every key was done.
+    pub fn release(&self, keys: &[String], side: Side, deadline: Instant) -> Result<usize, usize> {
         let mut released = 0;
         for key in keys {
             let mut guard = self.shard(key);
             let shard = &mut *guard;
+            if Instant::now() >= deadline {
+                return Err(released);
+            }
             let Some(meta) = shard.map.get_mut(key.as_str()) else {
                 continue;
             };
@@ -76,14 +83,14 @@ impl Store {
                 self.note_release(shard, key);
             }
         }
-        released
+        Ok(released)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::{cache, fill, primary, value};
+    use crate::store::test_support::{cache, far, fill, primary, value};
     use crate::store::{Applied, Lookup, Mutation};
 
     #[test]
@@ -100,7 +107,7 @@ mod tests {
             }
         ));
         // A write takes the directory bits and makes fills uncacheable.
-        assert_eq!(s.begin_write("k"), Side::Left.bit());
+        assert_eq!(s.begin_write("k", far()).unwrap(), Side::Left.bit());
         let hit = s.lookup("k", Some(Side::Right), |_| ());
         assert!(matches!(
             hit,
@@ -113,7 +120,11 @@ mod tests {
             s.apply_now("k", Mutation::Put(b"2".to_vec()), 2),
             Applied::Stored
         );
-        assert_eq!(s.begin_write("k"), 0, "no child registered while pending");
+        assert_eq!(
+            s.begin_write("k", far()).unwrap(),
+            0,
+            "no child registered while pending"
+        );
         s.abort_write("k", 0);
         assert!(matches!(
             s.lookup("k", Some(Side::Right), |_| ()),
@@ -144,9 +155,12 @@ mod tests {
         for i in 0..200 {
             fill(&s, &format!("key-{i}"), &[b'x'; 100], 1);
         }
-        s.take_releases();
-        assert_eq!(s.release(&["held".to_string()], Side::Left), 1);
-        assert!(s.take_releases().contains(&"held".to_string()));
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        s.take_releases(usize::MAX, 1, later);
+        assert_eq!(s.release(&["held".to_string()], Side::Left, later), Ok(1));
+        assert!(s
+            .take_releases(usize::MAX, 2, later)
+            .contains(&"held".to_string()));
         assert_eq!(s.invalidate("held"), (false, 0));
     }
 

@@ -114,9 +114,11 @@ impl Store {
     /// Starts a fill of `key`, or joins one under way. A fill that an
     /// invalidation has passed is never joined: a request that starts after a
     /// write was acknowledged must not receive a value fetched before it.
-    pub fn begin_fill(&self, key: &str) -> Begin {
+    /// With `use_copy`, a value held here ends the attempt (`Present`);
+    /// without, the fill goes upstream whatever this node holds.
+    pub fn begin_fill(&self, key: &str, use_copy: bool) -> Begin {
         let mut shard = self.shard(key);
-        if shard.map.get(key).is_some_and(Meta::has_value) {
+        if use_copy && shard.map.get(key).is_some_and(Meta::has_value) {
             return Begin::Present;
         }
         if let Some(f) = shard.fills.flights.get(key) {
@@ -155,7 +157,7 @@ impl Store {
         // invalidation from slipping in between.
         let cached = cacheable
             && !fenced
-            && !shard.releases.unacknowledged(key)
+            && !shard.releases.blocks_caching(key)
             && self.cache_fill(shard, key, value, version);
         FillEnd { cached, fenced }
     }
@@ -179,13 +181,13 @@ mod tests {
     #[test]
     fn a_fill_passed_by_an_invalidation_is_not_cached() {
         let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+        let Begin::Lead { id, .. } = s.begin_fill("k", true) else {
             panic!()
         };
         // The invalidation overtakes the fill's answer.
         assert_eq!(s.invalidate("k"), (false, 0));
         // A new reader does not join the fenced fill.
-        let Begin::Lead { id: id2, .. } = s.begin_fill("k") else {
+        let Begin::Lead { id: id2, .. } = s.begin_fill("k", true) else {
             panic!("a fenced fill must not be joined")
         };
         let end = s.complete_fill("k", id, b"old", 1, true);
@@ -204,17 +206,17 @@ mod tests {
     #[test]
     fn concurrent_misses_join_one_fill() {
         let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+        let Begin::Lead { id, .. } = s.begin_fill("k", true) else {
             panic!()
         };
-        assert!(matches!(s.begin_fill("k"), Begin::Join(_)));
+        assert!(matches!(s.begin_fill("k", true), Begin::Join(_)));
         assert!(s.complete_fill("k", id, b"v", 1, true).cached);
     }
 
     #[test]
     fn uncacheable_answers_are_not_cached() {
         let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+        let Begin::Lead { id, .. } = s.begin_fill("k", true) else {
             panic!()
         };
         assert!(!s.complete_fill("k", id, b"v", 1, false).cached);
@@ -253,11 +255,11 @@ mod tests {
     #[test]
     fn a_fill_ending_after_a_newer_one_began_counts_as_fenced() {
         let s = cache(1 << 20);
-        let Begin::Lead { id, .. } = s.begin_fill("k") else {
+        let Begin::Lead { id, .. } = s.begin_fill("k", true) else {
             panic!()
         };
         s.invalidate("k");
-        let Begin::Lead { id: newer, .. } = s.begin_fill("k") else {
+        let Begin::Lead { id: newer, .. } = s.begin_fill("k", true) else {
             panic!()
         };
         assert!(!s.abandon_fill("k", newer));

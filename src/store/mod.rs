@@ -51,7 +51,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::flight::Flight;
 use entry::{Blob, Meta};
@@ -159,6 +159,9 @@ pub struct StoreStats {
 pub struct Store {
     mode: Mode,
     shards: Box<[Mutex<Shard>]>,
+    /// One per shard: signalled when a write of one of its keys ends, for the
+    /// writes of that key waiting their turn (`Store::begin_write`).
+    write_ended: Box<[Condvar]>,
     hasher: std::collections::hash_map::RandomState,
     next_flight: AtomicU64,
     bytes: AtomicU64,
@@ -173,6 +176,7 @@ impl Store {
         Store {
             mode,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            write_ended: (0..SHARDS).map(|_| Condvar::new()).collect(),
             hasher: Default::default(),
             next_flight: AtomicU64::new(1),
             bytes: AtomicU64::new(0),
@@ -194,8 +198,11 @@ impl Store {
 
     /// Locks the shard of `key`: everything about one key happens under it.
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        lock(&self.shards[i])
+        lock(&self.shards[self.shard_index(key)])
+    }
+
+    fn shard_index(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
     /// Every shard in turn, each locked only until the next is taken.
@@ -241,6 +248,11 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 mod test_support {
     use super::{Begin, Lookup, Mode, Store};
 
+    /// A deadline no test reaches.
+    pub(super) fn far() -> std::time::Instant {
+        std::time::Instant::now() + std::time::Duration::from_secs(60)
+    }
+
     pub(super) fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
         match store.lookup(key, None, |v| v.to_vec()) {
             Lookup::Hit { out, .. } => Some(out),
@@ -258,7 +270,7 @@ mod test_support {
 
     /// Leads a fill of `key` and completes it with `v`; returns whether it was cached.
     pub(super) fn fill(store: &Store, key: &str, v: &[u8], version: u64) -> bool {
-        let Begin::Lead { id, .. } = store.begin_fill(key) else {
+        let Begin::Lead { id, .. } = store.begin_fill(key, true) else {
             panic!("expected to lead");
         };
         store.complete_fill(key, id, v, version, true).cached

@@ -64,6 +64,7 @@ impl Store {
             self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
             self.keys.fetch_sub(keys, Ordering::Relaxed);
             shard.fills.fence_all();
+            shard.releases.clear();
             shard.map.clear();
             shard.lru = Lru::default();
             shard.bytes = 0;
@@ -149,10 +150,11 @@ mod tests {
         assert!(value(&s, "key-399").is_some());
         assert!(value(&s, "key-0").is_none());
         // Released keys are reported, and not cached again until acknowledged.
-        let released = s.take_releases();
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let released = s.take_releases(usize::MAX, 1, later);
         assert!(released.contains(&"key-0".to_string()));
         assert!(!fill(&s, "key-0", b"1", 1));
-        s.releases_acknowledged(&released);
+        s.releases_acknowledged(&released, 1);
         assert!(fill(&s, "key-0", b"1", 1));
     }
 
@@ -165,7 +167,10 @@ mod tests {
             fill(&s, &format!("key-{i}"), &[b'x'; 200], 1);
         }
         assert_eq!(value(&s, "held"), None, "the value was evicted");
-        assert!(!s.take_releases().contains(&"held".to_string()));
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(!s
+            .take_releases(usize::MAX, 1, later)
+            .contains(&"held".to_string()));
         // The next invalidation still names the child.
         assert_eq!(s.invalidate("held"), (false, Side::Right.bit()));
     }

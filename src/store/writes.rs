@@ -11,6 +11,7 @@
 //! kept, at start, and `dump` shows every value to a snapshot.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::entry::{Blob, Meta, HAS_VALUE, NO_LRU, PENDING};
 use super::{Applied, Mode, Mutation, Shard, Store};
@@ -65,22 +66,36 @@ impl Drop for Reservation<'_> {
 }
 
 impl Store {
-    /// Starts a write of `key` at the root: marks it pending (fills answered
-    /// meanwhile are not cacheable) and takes its directory bits, which the
-    /// caller must invalidate before calling [`Store::apply`].
+    /// Starts a write of `key` at the root, once any earlier write of the
+    /// key has ended: the pending mark is the key's write lock. Marks it
+    /// pending (fills answered meanwhile are not cacheable) and takes its
+    /// directory bits, which the caller must invalidate before calling
+    /// [`Store::apply`] (or give back with [`Store::abort_write`]).
     /// A key with no value gets a placeholder entry for the time of the
     /// write, so that fills answered meanwhile (404s) are marked pending too.
     /// The bits include children recently answered a fill of the key.
-    pub fn begin_write(&self, key: &str) -> u8 {
-        let mut guard = self.shard(key);
+    /// `None` when `until` came before the earlier write ended.
+    pub fn begin_write(&self, key: &str, until: Instant) -> Option<u8> {
+        let i = self.shard_index(key);
+        let mut guard = super::lock(&self.shards[i]);
+        while guard.map.get(key).is_some_and(Meta::pending) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            guard = self.write_ended[i]
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
         let shard = &mut *guard;
         let recent = shard.fills.take_recent(key);
         if let Some(meta) = shard.map.get_mut(key) {
             meta.flags |= PENDING;
-            return std::mem::take(&mut meta.holders) | recent;
+            return Some(std::mem::take(&mut meta.holders) | recent);
         }
         self.insert_placeholder(shard, key, 0, 0, PENDING);
-        recent
+        Some(recent)
     }
 
     /// Whether `key` currently has a value.
@@ -163,6 +178,8 @@ impl Store {
                 Applied::Stored
             }
         };
+        drop(guard);
+        self.write_ended[self.shard_index(key)].notify_all();
         drop(room);
         applied
     }
@@ -212,6 +229,8 @@ impl Store {
     pub fn abort_write(&self, key: &str, holders: u8) {
         let mut guard = self.shard(key);
         self.end_pending(&mut guard, key, holders);
+        drop(guard);
+        self.write_ended[self.shard_index(key)].notify_all();
     }
 
     /// Clears the pending mark, restores bits, and drops a placeholder left empty.
@@ -232,7 +251,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::test_support::{primary, value};
+    use crate::store::test_support::{far, primary, value};
     use crate::store::Lookup;
     use crate::tree::Side;
 
@@ -274,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn writes_of_one_key_take_turns_and_a_waiting_one_gives_up_at_its_deadline() {
+        let s = primary();
+        s.begin_write("k", far()).unwrap();
+        let soon = Instant::now() + Duration::from_millis(30);
+        assert_eq!(s.begin_write("k", soon), None, "the key is being written");
+        assert!(Instant::now() >= soon);
+        assert!(
+            s.begin_write("other", far()).is_some(),
+            "other keys are free"
+        );
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| s.begin_write("k", far()));
+            std::thread::sleep(Duration::from_millis(30));
+            s.apply_now("k", Mutation::Put(b"1".to_vec()), 1);
+            assert_eq!(second.join().unwrap(), Some(0), "its turn came");
+        });
+    }
+
+    #[test]
     fn concurrent_puts_cannot_together_pass_the_bound() {
         let s = Store::new(Mode::Primary {
             max_bytes: Some(400),
@@ -309,16 +347,16 @@ mod tests {
         let s = primary();
         s.apply_now("k", Mutation::Put(b"1".to_vec()), 1);
         s.lookup("k", Some(Side::Right), |_| ());
-        let bits = s.begin_write("k");
+        let bits = s.begin_write("k", far()).unwrap();
         s.abort_write("k", bits);
-        assert_eq!(s.begin_write("k"), Side::Right.bit());
+        assert_eq!(s.begin_write("k", far()).unwrap(), Side::Right.bit());
     }
 
     #[test]
     fn a_write_of_an_absent_key_marks_fills_pending_and_takes_recent_children() {
         let s = Store::new(Mode::Primary { max_bytes: None });
         s.note_fill("k", Side::Left, Instant::now() + Duration::from_secs(5));
-        assert_eq!(s.begin_write("k"), Side::Left.bit());
+        assert_eq!(s.begin_write("k", far()).unwrap(), Side::Left.bit());
         assert_eq!(
             s.lookup("k", Some(Side::Right), |_| ()),
             Lookup::Miss { pending: true }
@@ -336,7 +374,7 @@ mod tests {
             }
         ));
         // An aborted write of an absent key leaves nothing behind.
-        s.begin_write("other");
+        s.begin_write("other", far()).unwrap();
         s.abort_write("other", 0);
         assert_eq!(
             s.lookup("other", None, |_| ()),

@@ -37,6 +37,7 @@ pub enum Place<'a> {
 ///     parent: None,
 ///     left: None,
 ///     right: None,
+///     live: None,
 /// };
 /// let doc = NodesDoc { depth: 2, capacity: 3, root: "NODE-1".into(), nodes: vec![root] };
 /// let lines = draw_tree(&doc, |place| match place {
@@ -182,6 +183,7 @@ mod tests {
             parent: None,
             left: left.map(Into::into),
             right: right.map(Into::into),
+            live: None,
         }
     }
 

@@ -13,6 +13,10 @@ pub struct NodeEntry {
     pub parent: Option<String>,
     pub left: Option<String>,
     pub right: Option<String>,
+    /// Whether the node's ZooKeeper session is alive (its liveness znode
+    /// exists); absent when the root cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
 }
 
 /// The `/nodes` document.
@@ -38,6 +42,7 @@ mod tests {
             parent: parent.map(Into::into),
             left: left.map(Into::into),
             right: None,
+            live: None,
         };
         NodesDoc {
             depth: 2,
