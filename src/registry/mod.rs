@@ -20,15 +20,16 @@
 //! needs it to serve data. Registrations are declared with [`Registry::keep`];
 //! a session thread applies them whenever a session is (re)established.
 
+pub mod layout;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use zookeeper::{Acl, CreateMode, WatchedEvent, Watcher, ZkError, ZkState, ZooKeeper};
 
-use crate::config::node_name;
+pub use layout::ZnodeData;
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -60,38 +61,6 @@ pub fn pace_client_log(record: &log::Record<'_>) {
     {
         std::thread::sleep(CLIENT_RETRY_PAUSE);
     }
-}
-
-/// Where a cluster's znodes live under its prefix.
-pub mod layout {
-    use super::node_name;
-
-    /// The root's znode, where other nodes find its address; every other
-    /// node's znode is nested below it along the node's path from the root.
-    pub fn root(prefix: &str, root_id: u32) -> String {
-        format!("{prefix}/{}", node_name(root_id))
-    }
-
-    /// Where a node's liveness (ephemeral) znodes live.
-    pub fn live_dir(prefix: &str) -> String {
-        format!("{prefix}/live")
-    }
-
-    /// A node's liveness (ephemeral) znode.
-    pub fn live(prefix: &str, id: u32) -> String {
-        format!("{}/{}", live_dir(prefix), node_name(id))
-    }
-}
-
-/// What a node's persistent znode holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ZnodeData {
-    pub name: String,
-    pub address: String,
-    pub slot: usize,
-    pub depth: u32,
-    #[serde(default)]
-    pub parent: Option<String>,
 }
 
 /// A znode this node keeps in ZooKeeper for as long as it runs.
