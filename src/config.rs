@@ -260,6 +260,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub upstream_timeout: Duration,
     /// Bound on one call to one other node.
+    // Parsed and validated, but nothing reads it yet.
+    #[allow(dead_code)]
     pub hop_timeout: Duration,
     /// The ZooKeeper session timeout this node asks for (the server may grant another).
     pub zk_session_timeout: Duration,
@@ -509,7 +511,8 @@ impl Config {
                 })
             }
         };
-        let hop_timeout = src.parsed_or_default("--hop-timeout", at_least(Duration::from_millis(10)))?;
+        let hop_timeout =
+            src.parsed_or_default("--hop-timeout", at_least(Duration::from_millis(10)))?;
         let zk_session_timeout =
             src.parsed_or_default("--zk-session-timeout", at_least(Duration::from_millis(500)))?;
         let cache_max_bytes = src.parsed_or_default("--cache-max-bytes", parse_bytes)?;

@@ -44,7 +44,11 @@ pub fn node(args: pico_args::Arguments) {
             node.stop(STOP_WAIT);
         }
     });
-    let registry = Registry::start(&config.zookeeper);
+    let registry = Registry::start(
+        &config.zookeeper,
+        config.zk_session_timeout,
+        &config.zk_prefix,
+    );
     let locate_root: RootLocator = match &config.root {
         Some(address) => {
             let address = address.clone();
@@ -121,7 +125,8 @@ fn init_logging(level: log::LevelFilter) {
         .with_level(level)
         .with_module_level("ureq", log::LevelFilter::Warn);
     log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
-    // The client's records down to info must reach NodeLogger even at a
-    // quieter level: its reconnect loop is paced there.
-    log::set_max_level(level.max(log::LevelFilter::Info));
+    // The client's records must reach NodeLogger even at a quieter level:
+    // its reconnect loop is paced there (info and above), and the registry
+    // learns each session from one of its trace records.
+    log::set_max_level(level.max(registry::CLIENT_LOG_LEVEL));
 }

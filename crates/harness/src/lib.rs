@@ -18,7 +18,8 @@
 //!
 //! [`traffic`] sends random concurrent requests and records their history;
 //! [`linearizability`] judges such histories. [`proxy`] plays network faults
-//! between a client and a server.
+//! between a client and a server. [`route_zookeeper_log`] lets a registry
+//! in the test process learn its sessions.
 
 pub mod linearizability;
 pub mod proxy;
@@ -144,6 +145,45 @@ impl Ensemble {
             .restart(i)
             .unwrap_or_else(|e| panic!("cannot restart ZooKeeper member {i}: {e}"));
     }
+}
+
+/// Lets a `treecache::registry::Registry` in this process learn its
+/// sessions: installs, once, a logger that hands the `zookeeper` crate's
+/// records to `registry::pace_client_log` (as the node's logger does), and
+/// prints other records of level info and above to stderr; and lets
+/// through the crate's trace records.
+pub fn route_zookeeper_log() {
+    use treecache::registry;
+
+    struct Route;
+
+    impl log::Log for Route {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            registry::is_client_log(metadata.target()) || metadata.level() <= log::Level::Info
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if registry::is_client_log(record.target()) {
+                registry::pace_client_log(record);
+            } else if record.level() <= log::Level::Info {
+                eprintln!(
+                    "{:<5} [{}] {}",
+                    record.level(),
+                    record.target(),
+                    record.args()
+                );
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    static ROUTE: Route = Route;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&ROUTE).expect("no other logger in the test process");
+        log::set_max_level(registry::CLIENT_LOG_LEVEL);
+    });
 }
 
 /// The ZooKeeper shared by the clusters of this test binary. It is started by
@@ -342,6 +382,13 @@ impl Cluster {
             wait: true,
             open_files: None,
         }
+    }
+
+    /// A registry in the test process on the cluster's ZooKeeper and
+    /// prefix (sessions of 2 s), to look at the cluster's znodes.
+    pub fn registry(&self) -> treecache::registry::Registry {
+        route_zookeeper_log();
+        treecache::registry::Registry::start(&self.zk_addr, Duration::from_secs(2), &self.prefix)
     }
 
     /// Stops member `i` (1 to 3) of the cluster's ensemble.
