@@ -260,6 +260,7 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub upstream_timeout: Duration,
     /// Bound on one call to one other node.
+    // Parsed and validated, but nothing reads it yet.
     pub hop_timeout: Duration,
     /// The ZooKeeper session timeout this node asks for (the server may grant another).
     pub zk_session_timeout: Duration,

@@ -44,7 +44,11 @@ pub fn node(args: pico_args::Arguments) {
             node.stop(STOP_WAIT);
         }
     });
-    let registry = Registry::start(&config.zookeeper);
+    let registry = Registry::start(
+        &config.zookeeper,
+        config.zk_session_timeout,
+        &config.zk_prefix,
+    );
     let locate_root: RootLocator = match &config.root {
         Some(address) => {
             let address = address.clone();
@@ -72,15 +76,10 @@ pub fn node(args: pico_args::Arguments) {
         config.zookeeper
     );
     let threads = config.threads;
-    let sessions = Arc::new(ZkSessions {
-        registry: registry.clone(),
-        prefix: config.zk_prefix.clone(),
-        tree: config.tree,
-    });
     let links = Links {
         up: client.clone(),
         down: client,
-        sessions,
+        sessions: Arc::new(registry.clone()),
         locate_root,
     };
     let node = match Node::new(config, links, metrics) {
@@ -91,7 +90,11 @@ pub fn node(args: pico_args::Arguments) {
         }
     };
     let _ = serving.set(node.clone());
-    node.session_changed(1);
+    // Each new ZooKeeper session: the node drops what its old one may have
+    // left stale. The session already there, if any, is the first.
+    let on_session = node.clone();
+    registry.on_new_session(move |generation| on_session.session_changed(generation));
+    node.session_changed(crate::node::Sessions::lease(&registry).generation);
     crate::startup::start(node.clone(), registry);
     if let Err(e) = crate::http::server::serve(node, listener, threads) {
         log::error!("the server stopped: {e}");
@@ -129,39 +132,8 @@ fn init_logging(level: log::LevelFilter) {
         .with_level(level)
         .with_module_level("ureq", log::LevelFilter::Warn);
     log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
-    // The client's records down to info must reach NodeLogger even at a
-    // quieter level: its reconnect loop is paced there.
-    log::set_max_level(level.max(log::LevelFilter::Info));
-}
-
-/// Sessions as ZooKeeper shows them (a first approximation: the lease
-/// holds while connected).
-struct ZkSessions {
-    registry: Registry,
-    prefix: String,
-    tree: crate::tree::Tree,
-}
-
-impl crate::node::Sessions for ZkSessions {
-    fn lease(&self) -> crate::node::Lease {
-        crate::node::Lease {
-            generation: 1,
-            valid: self.registry.is_connected(),
-        }
-    }
-
-    fn ended(&self, name: &str) -> Result<bool, String> {
-        let id = treecache_common::names::parse_node_name(name).ok_or("not a node name")?;
-        let _ = self.tree;
-        self.registry
-            .get(&registry::layout::live(&self.prefix, id))
-            .map(|d| d.is_none())
-            .map_err(|e| e.to_string())
-    }
-
-    fn live(&self) -> Option<Vec<String>> {
-        self.registry
-            .children(&registry::layout::live_dir(&self.prefix))
-            .ok()
-    }
+    // The client's records must reach NodeLogger even at a quieter level:
+    // its reconnect loop is paced there (info and above), and the registry
+    // learns each session from one of its trace records.
+    log::set_max_level(level.max(registry::CLIENT_LOG_LEVEL));
 }

@@ -25,15 +25,18 @@
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
 //! - `startup`: bringing a node into the tree (joining, registering).
-//! - `registry`: ZooKeeper: the layout of the cluster's znodes and a client
-//!   guarded against the crate's weaknesses.
+//! - `registry/`: ZooKeeper: a client guarded against the crate's
+//!   weaknesses and the registrations it keeps (`mod.rs`), the layout of the
+//!   cluster's znodes (`layout`), this node's sessions as leases and other
+//!   nodes' liveness (`sessions`, the node's `Sessions` seam).
 //! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
 //!   `input`: what clients send, validated; `error`: errors and their statuses;
 //!   `metrics`: counters in the Prometheus text format; `process`: this
 //!   process's signals and limits.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
 //! - `local/`: `treecache cluster` (a whole cluster on one machine), a
-//!   throwaway ZooKeeper, and child processes; used by the tests too.
+//!   throwaway ZooKeeper (one server or an ensemble), and child processes;
+//!   used by the tests too.
 
 mod config;
 mod deadline;

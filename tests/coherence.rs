@@ -313,7 +313,9 @@ const READERS: usize = 32;
 
 #[test]
 fn simultaneous_misses_of_a_cold_key_make_one_upstream_fetch() {
-    let cluster = Cluster::start(2);
+    // The parent is frozen on purpose below: a hop timeout longer than that
+    // keeps the leaf waiting for it rather than giving up.
+    let cluster = Cluster::builder(2).env("HOP_TIMEOUT", "8").start();
     let leaf = cluster.at_slot(1);
     let parent = cluster.root_id;
 

@@ -97,7 +97,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn live_nodes(cluster: &Cluster) -> usize {
-    let registry = treecache::registry::Registry::start(&cluster.zk_addr);
+    let registry = cluster.registry();
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         if let Ok(children) = registry.children(&format!("{}/live", cluster.prefix)) {
@@ -155,7 +155,7 @@ fn zookeeper_restarted_under_a_running_cluster_registrations_come_back_and_logs_
         || live_nodes(&cluster) == 3,
     );
     let tree_paths = {
-        let registry = treecache::registry::Registry::start(&cluster.zk_addr);
+        let registry = cluster.registry();
         common::wait_until(Duration::from_secs(5), "a session", || {
             registry.is_connected()
         });

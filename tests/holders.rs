@@ -266,3 +266,29 @@ fn a_root_restarted_without_zookeeper_takes_no_joins_or_writes_until_it_has_the_
     );
     assert_eq!(http::put(&store(&cluster, 1, "k"), &json!(1)).0, 200);
 }
+
+#[test]
+fn the_tree_marks_a_node_live_until_its_session_ends() {
+    let mut cluster = cluster().start();
+    let leaf = cluster.at_slot(5);
+    wait_until(Duration::from_secs(5), "every node is marked live", || {
+        cluster
+            .ids()
+            .iter()
+            .all(|&id| cluster.live(id) == Some(true))
+    });
+    cluster.kill(leaf);
+    wait_until(
+        Duration::from_secs(6),
+        "the killed node is marked not live",
+        || cluster.live(leaf) == Some(false),
+    );
+    assert_eq!(cluster.live(1), Some(true));
+    cluster.spawn(leaf);
+    cluster.wait_joined(&[leaf]);
+    wait_until(
+        Duration::from_secs(6),
+        "the restarted node is live again",
+        || cluster.live(leaf) == Some(true),
+    );
+}

@@ -15,7 +15,8 @@ use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::input;
 use crate::metrics::Metrics;
-use crate::node::{Downstream, Lease, Links, Node, Place, Sessions, Upstream};
+use crate::node::peers::Lease;
+use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream};
 use crate::store::Mutation;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
@@ -130,6 +131,10 @@ impl Tree {
                 });
             }
             net.nodes.lock().unwrap().insert(address(id), node.clone());
+            if slot > 0 {
+                // No node is below it yet: its directory is complete.
+                node.flush_after_join();
+            }
             nodes.push(node);
         }
         Tree { net, nodes }

@@ -94,6 +94,12 @@ impl Node {
         }
         bump(&self.metrics.invalidations_received);
         let key = &message.key;
+        if !self.position.joined() {
+            // A new process of a node the parent still counts as a holder: it
+            // does not know its children yet, which may hold what its earlier
+            // run served them. The parent asks again until it has joined.
+            return Ok(Progress::Working { key: key.clone() });
+        }
         loop {
             let running = {
                 let works = self.invalidations.works.lock().unwrap();

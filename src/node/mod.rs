@@ -55,7 +55,7 @@ use crate::tree::Side;
 use crate::wal::OpenError;
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
-pub use peers::{Downstream, Lease, RootLocator, Sessions, Upstream};
+pub use peers::{Downstream, RootLocator, Sessions, Upstream};
 pub use position::{Place, Position};
 
 /// The calls a node makes to others, what it learns from ZooKeeper about
@@ -113,6 +113,9 @@ pub struct Info {
     /// Where this node reaches its parent (it follows a parent that moved).
     pub parent_address: Option<String>,
     pub joined: bool,
+    /// Whether this node answers from its own copy now: always on the root;
+    /// on a cache, under a valid lease of its ZooKeeper session.
+    pub lease: bool,
 }
 
 impl Node {
@@ -154,6 +157,7 @@ impl Node {
         };
         let root_name = crate::config::node_name(config.root_id);
         let request_ids = write::RequestIds::new(&config.name());
+        let is_root = root.is_some();
         Ok(Arc::new_cyclic(|weak| Node {
             store,
             metrics,
@@ -164,7 +168,9 @@ impl Node {
             writes: Writes::default(),
             me: weak.clone(),
             cache_generation: AtomicU64::new(0),
-            directory_incomplete: AtomicBool::new(false),
+            // A node (re)starting knows nothing of what its children hold
+            // until they have dropped their caches (`flush_after_join`).
+            directory_incomplete: AtomicBool::new(!is_root),
             flushes_running: AtomicUsize::new(0),
             invalidations: invalidate::InProgress::default(),
             routes: route::Routes::default(),
@@ -243,6 +249,7 @@ impl Node {
             parent: parent.as_ref().map(|p| p.name.clone()),
             parent_address: parent.map(|p| p.address),
             joined: place.is_some(),
+            lease: self.cache_trusted(),
         }
     }
 

@@ -149,3 +149,49 @@ fn a_parent_that_moved_is_followed_and_reported_where_it_is_now() {
     assert_eq!(info.parent.as_deref(), Some("NODE-2"));
     assert_eq!(info.parent_address.as_deref(), Some(moved));
 }
+
+#[test]
+fn a_write_waits_for_a_silent_holder_until_its_session_ends_then_reaches_its_children() {
+    let t = Tree::new(3, BIG);
+    t.put(0, "k", "1");
+    assert_eq!(
+        t.get(3, "k").as_deref(),
+        Some("1"),
+        "NODE-2 and NODE-4 hold k"
+    );
+    let _silent = t.net.remove(&super::fake::address(2));
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| t.put(0, "k", "2"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !writer.is_finished(),
+            "the write did not wait for the silent holder"
+        );
+        t.net.end_session("NODE-2");
+        writer.join().unwrap();
+    });
+    assert_eq!(
+        t.local(3, "k"),
+        None,
+        "the invalidation went around NODE-2 to NODE-4"
+    );
+    assert_eq!(t.get(3, "k").as_deref(), Some("2"));
+}
+
+#[test]
+fn without_a_lease_a_node_answers_nothing_from_its_cache() {
+    let t = Tree::new(3, BIG);
+    t.put(0, "k", "1");
+    assert_eq!(t.get(1, "k").as_deref(), Some("1"));
+    t.net.confirm("NODE-2", false);
+    match t.nodes[1].read_now("k", true, <[u8]>::to_vec) {
+        Err(e) => assert_eq!(e.status(), 503, "{e}"),
+        Ok(v) => panic!("answered {v:?} from its cache without a lease"),
+    }
+    let fetches = || t.nodes[1].metrics.upstream_fetches.load(Ordering::Relaxed);
+    let before = fetches();
+    assert_eq!(t.get(1, "k").as_deref(), Some("1"));
+    assert_eq!(fetches(), before + 1, "the read went upstream");
+    t.net.confirm("NODE-2", true);
+    assert_eq!(t.local(1, "k").as_deref(), Some("1"));
+}

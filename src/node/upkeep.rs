@@ -96,10 +96,14 @@ impl Node {
     /// background; the directory is complete again once each has
     /// acknowledged or its session has ended.
     fn flush_below(&self, children: Vec<Peer>) {
+        self.directory_incomplete.store(true, Ordering::SeqCst);
         if children.is_empty() {
+            // No node below: nothing can hold what the directory lost.
+            if self.flushes_running.load(Ordering::SeqCst) == 0 {
+                self.directory_incomplete.store(false, Ordering::SeqCst);
+            }
             return;
         }
-        self.directory_incomplete.store(true, Ordering::SeqCst);
         self.flushes_running.fetch_add(1, Ordering::SeqCst);
         let Some(node) = self.me.upgrade() else {
             return;

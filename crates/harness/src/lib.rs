@@ -7,7 +7,9 @@
 //!   [`Cluster::builder`] changes the order, the root, the environment, or
 //!   gives the cluster a ZooKeeper of its own.
 //! - All clusters of one test binary share one ZooKeeper, each under its own
-//!   znode prefix, unless a cluster asks for its own.
+//!   znode prefix, unless a cluster asks for its own server
+//!   ([`Builder::own_zookeeper`]) or a three-server ensemble of its own
+//!   ([`Builder::ensemble`]), whose members it can stop and restart.
 //! - Every process started here gets the parent-death signal, and a cluster
 //!   kills its nodes when dropped; when a test fails, the tail of each node's
 //!   log is printed.
@@ -15,9 +17,12 @@
 //! A test that needs ZooKeeper fails loudly when it is not installed.
 //!
 //! [`traffic`] sends random concurrent requests and records their history;
-//! [`linearizability`] judges such histories.
+//! [`linearizability`] judges such histories. [`proxy`] plays network faults
+//! between a client and a server. [`route_zookeeper_log`] lets a registry
+//! in the test process learn its sessions.
 
 pub mod linearizability;
+pub mod proxy;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -29,7 +34,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use treecache::local::zookeeper::LocalZooKeeper;
+use treecache::local::zookeeper::{LocalEnsemble, LocalZooKeeper};
 
 /// The node binary: Cargo's for the `treecache` package's tests and
 /// benchmarks (`CARGO_BIN_EXE_treecache`, which Cargo sets when it runs them),
@@ -107,6 +112,80 @@ impl ZooKeeper {
     }
 }
 
+/// A ZooKeeper ensemble of our own (three servers on loopback), stopped on drop.
+pub struct Ensemble {
+    servers: LocalEnsemble,
+}
+
+impl Ensemble {
+    pub fn start() -> Ensemble {
+        let servers = LocalEnsemble::start(3, &temp_dir("ensemble"))
+            .unwrap_or_else(|e| panic!("cannot start a ZooKeeper ensemble: {e}"));
+        Ensemble { servers }
+    }
+
+    /// `h:p,h:p,h:p`, member 1 first.
+    pub fn connect_string(&self) -> String {
+        self.servers.connect_string()
+    }
+
+    /// The client address of member `i` (1 to 3).
+    pub fn address(&self, i: usize) -> String {
+        self.servers.address(i)
+    }
+
+    /// Stops member `i` (1 to 3).
+    pub fn stop(&mut self, i: usize) {
+        self.servers.stop(i);
+    }
+
+    /// Starts member `i` (1 to 3) again and waits until it serves.
+    pub fn restart(&mut self, i: usize) {
+        self.servers
+            .restart(i)
+            .unwrap_or_else(|e| panic!("cannot restart ZooKeeper member {i}: {e}"));
+    }
+}
+
+/// Lets a `treecache::registry::Registry` in this process learn its
+/// sessions: installs, once, a logger that hands the `zookeeper` crate's
+/// records to `registry::pace_client_log` (as the node's logger does), and
+/// prints other records of level info and above to stderr; and lets
+/// through the crate's trace records.
+pub fn route_zookeeper_log() {
+    use treecache::registry;
+
+    struct Route;
+
+    impl log::Log for Route {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            registry::is_client_log(metadata.target()) || metadata.level() <= log::Level::Info
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if registry::is_client_log(record.target()) {
+                registry::pace_client_log(record);
+            } else if record.level() <= log::Level::Info {
+                eprintln!(
+                    "{:<5} [{}] {}",
+                    record.level(),
+                    record.target(),
+                    record.args()
+                );
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    static ROUTE: Route = Route;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&ROUTE).expect("no other logger in the test process");
+        log::set_max_level(registry::CLIENT_LOG_LEVEL);
+    });
+}
+
 /// The ZooKeeper shared by the clusters of this test binary. It is started by
 /// a thread that lives as long as the process, so that its parent-death
 /// signal fires only when the test binary exits.
@@ -165,6 +244,7 @@ pub struct Builder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     own_zookeeper: bool,
+    ensemble: bool,
     wait: bool,
     open_files: Option<u64>,
 }
@@ -205,6 +285,13 @@ impl Builder {
         self
     }
 
+    /// A ZooKeeper ensemble of three servers for this cluster alone (for
+    /// tests that stop one of them): see [`Cluster::stop_zookeeper_member`].
+    pub fn ensemble(mut self) -> Self {
+        self.ensemble = true;
+        self
+    }
+
     /// Do not wait for the nodes to join.
     pub fn no_wait(mut self) -> Self {
         self.wait = false;
@@ -215,9 +302,15 @@ impl Builder {
     /// (for a root that is expected to refuse to start).
     pub fn start_root_only(self) -> Cluster {
         let zk = self.own_zookeeper.then(ZooKeeper::start);
-        let zk_addr = zk.as_ref().map_or_else(shared_zookeeper, ZooKeeper::addr);
+        let ensemble = self.ensemble.then(Ensemble::start);
+        let zk_addr = match (&zk, &ensemble) {
+            (_, Some(ensemble)) => ensemble.connect_string(),
+            (Some(zk), None) => zk.addr(),
+            (None, None) => shared_zookeeper(),
+        };
         let mut cluster = Cluster {
             zk,
+            ensemble,
             zk_addr,
             depth: self.depth,
             root_id: self.root_id,
@@ -258,6 +351,8 @@ impl Builder {
 /// A ZooKeeper (shared or own) and the node processes of one tree.
 pub struct Cluster {
     pub zk: Option<ZooKeeper>,
+    pub ensemble: Option<Ensemble>,
+    /// The nodes' `--zookeeper`.
     pub zk_addr: String,
     pub depth: u32,
     pub root_id: u32,
@@ -283,9 +378,34 @@ impl Cluster {
             env: Vec::new(),
             args: Vec::new(),
             own_zookeeper: false,
+            ensemble: false,
             wait: true,
             open_files: None,
         }
+    }
+
+    /// A registry in the test process on the cluster's ZooKeeper and
+    /// prefix (sessions of 2 s), to look at the cluster's znodes.
+    pub fn registry(&self) -> treecache::registry::Registry {
+        route_zookeeper_log();
+        treecache::registry::Registry::start(&self.zk_addr, Duration::from_secs(2), &self.prefix)
+    }
+
+    /// Stops member `i` (1 to 3) of the cluster's ensemble.
+    pub fn stop_zookeeper_member(&mut self, i: usize) {
+        self.ensemble
+            .as_mut()
+            .expect("a cluster started with Builder::ensemble")
+            .stop(i);
+    }
+
+    /// Starts member `i` (1 to 3) of the cluster's ensemble again, and waits
+    /// until it serves.
+    pub fn restart_zookeeper_member(&mut self, i: usize) {
+        self.ensemble
+            .as_mut()
+            .expect("a cluster started with Builder::ensemble")
+            .restart(i);
     }
 
     pub fn ids(&self) -> Vec<u32> {
@@ -368,8 +488,9 @@ impl Cluster {
         );
     }
 
-    /// Waits until each of these nodes is ready: it has joined (and the
-    /// root has opened for joins and writes).
+    /// Waits until each of these nodes is ready (it has joined, and the
+    /// root has opened for joins and writes) and answers from its cache
+    /// (its lease holds).
     pub fn wait_joined(&self, ids: &[u32]) {
         wait_until(
             Duration::from_secs(30),
@@ -377,7 +498,8 @@ impl Cluster {
             || {
                 ids.iter().all(|&id| {
                     let (status, ready) = http::get(&format!("{}/ready", self.url(id)));
-                    status == 200 && ready["ready"] == true
+                    let (_, info) = http::get(&self.url(id));
+                    status == 200 && ready["ready"] == true && info["lease"] == true
                 })
             },
         );
@@ -444,10 +566,35 @@ impl Cluster {
     }
 
     /// The root's `/nodes` document.
+    /// The tree's shape, from the root's `/nodes`, without each node's
+    /// `live` flag (which comes and goes with sessions); `live` has those.
     pub fn tree(&self) -> Value {
+        let mut doc = self.nodes_document();
+        if let Some(nodes) = doc["nodes"].as_array_mut() {
+            for node in nodes {
+                if let Some(fields) = node.as_object_mut() {
+                    fields.remove("live");
+                }
+            }
+        }
+        doc
+    }
+
+    /// The root's `/nodes` document as it answers it.
+    pub fn nodes_document(&self) -> Value {
         let (status, doc) = http::get(&format!("{}/nodes", self.url(self.root_id)));
         assert_eq!(status, 200, "{doc}");
         doc
+    }
+
+    /// Whether the root's `/nodes` marks node `id` live (`None`: it cannot tell).
+    pub fn live(&self, id: u32) -> Option<bool> {
+        let doc = self.nodes_document();
+        doc["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == format!("NODE-{id}"))?["live"]
+            .as_bool()
     }
 
     /// The slot of node `id`, from the root's table.

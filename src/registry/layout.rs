@@ -1,0 +1,52 @@
+//! Where a cluster's znodes live under its prefix, and what a node's
+//! persistent znode holds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::node_name;
+
+/// The root's znode, where other nodes find its address; every other
+/// node's znode is nested below it along the node's path from the root.
+pub fn root(prefix: &str, root_id: u32) -> String {
+    format!("{prefix}/{}", node_name(root_id))
+}
+
+/// Where the nodes' liveness (ephemeral) znodes live.
+pub fn live_dir(prefix: &str) -> String {
+    format!("{prefix}/live")
+}
+
+/// A node's liveness (ephemeral) znode: present while a session of the
+/// node is alive.
+pub fn live(prefix: &str, id: u32) -> String {
+    live_named(prefix, &node_name(id))
+}
+
+/// The liveness znode of the node called `name` (`NODE-4`).
+pub fn live_named(prefix: &str, name: &str) -> String {
+    format!("{}/{name}", live_dir(prefix))
+}
+
+/// What a node's persistent znode holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZnodeData {
+    pub name: String,
+    pub address: String,
+    pub slot: usize,
+    pub depth: u32,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(root("/tc", 1), "/tc/NODE-1");
+        assert_eq!(live_dir("/tc"), "/tc/live");
+        assert_eq!(live("/tc", 4), "/tc/live/NODE-4");
+        assert_eq!(live_named("/tc", "NODE-4"), live("/tc", 4));
+    }
+}

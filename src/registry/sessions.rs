@@ -1,0 +1,809 @@
+//! This node's ZooKeeper sessions as leases, and other nodes' liveness: the
+//! registry's side of the node's [`Sessions`] seam.
+//!
+//! # Learning a session
+//! The `zookeeper` crate tells neither the session id nor the timeout the
+//! server granted (ZooKeeper clamps the one asked for to its
+//! `[minSessionTimeout, maxSessionTimeout]`). Its I/O thread logs both, at
+//! trace level on target `zookeeper::io`, each time a connection is
+//! established (`Connected: ConnectResponse { .., timeout: N, session_id:
+//! N, .. }`), and logs `session N expired` when the server refuses a
+//! session that has expired. The node's logger hands these records to
+//! [`super::pace_client_log`], which reads them ([`note_trace`],
+//! [`note_info`]) into a thread-local of that I/O thread. Right after
+//! logging, the same thread calls the client's state listeners, where the
+//! registry takes them ([`take_heard`]): the records thus reach the
+//! registry whose client produced them, even with several clients in a
+//! process. A `Connected` without such a record means the records do not
+//! reach us (a logger that does not route them, a level that filters them,
+//! a crate whose format changed): the registry then does not use that
+//! session, and says so.
+//!
+//! A session id differing from the last one is a new session: the
+//! *generation* goes up by one. A reconnection within the same session
+//! keeps it. The crate opens a new session on the same client after an
+//! expiry, and a fresh client opens a new one too; both are told apart by
+//! the id alone.
+//!
+//! # The lease
+//! A heartbeat thread sends a cheap call (`exists` of this node's liveness
+//! znode) every sixth of the granted timeout `T`. When it succeeds, was
+//! sent and answered within one generation, and finds the liveness znode
+//! owned by this session, the instant the call was *sent* becomes
+//! `confirmed_at`. The lease is valid while `now < confirmed_at + 2/3 T`.
+//!
+//! Why that is safe: ZooKeeper expires a session only after a whole `T`
+//! without hearing from its client (its expiry check rounds up to its
+//! tick, which only adds time), and a server processed our call, on behalf
+//! of the live session, at some instant after we sent it. So the session
+//! cannot expire before `confirmed_at + T`, and while the lease holds
+//! there is a margin of `T/3` for the clocks of this machine and of the
+//! servers not running at quite the same rate, and for a leader change in
+//! the ensemble (which gives every session a fresh timeout: more time, not
+//! less). Taking the send instant and not the answer's errs on the early
+//! side; so does the generation check (an answer that comes back after a
+//! new session began confirms nothing: the crate drops calls of an old
+//! connection, and the registry learns of a new session on the I/O thread
+//! before any answer in it can arrive). The liveness znode exists as long
+//! as the session that created it, so while the lease holds, no parent
+//! asking [`Sessions::ended`] can find it gone. Three cases end a lease
+//! early instead of waiting for the arithmetic: the server said the session
+//! expired; the registry gives up a client (closing it ends the session at
+//! once, without a timeout, so the lease ends before the close is sent);
+//! a new session begins. Only once a session's lease has ended this way
+//! may a later session of the same registry delete that session's liveness
+//! znode (rather than wait up to a timeout for the server to expire it):
+//! nothing is left that counts on it. A node that keeps no liveness znode
+//! has a lease on its session alone.
+//!
+//! The heartbeat has a price with this client: it pings only after two
+//! thirds of a timeout without traffic, and takes up a lost connection in
+//! the same session only if it pinged less than a timeout ago (see the
+//! parent module). With a heartbeat every sixth of a timeout it never
+//! pings, so a lost connection (a server stopped, a partition) gives a new
+//! session and a new generation, within a few hundred milliseconds, rather
+//! than the same session on another server.
+//!
+//! # Others' liveness
+//! [`Sessions::ended`] reads a liveness znode afresh, after a write in its
+//! own session: a follower answers reads from its own copy, which may lag
+//! the leader, but it answers our write only after applying everything
+//! committed before it. Without it a lagging server could report the
+//! znode of a child's new session missing while the child, through another
+//! server, already holds a lease on it. [`Sessions::live`] lists the
+//! liveness directory from a background reader, at most every 500 ms.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use zookeeper::{Acl, CreateMode, ZkError, ZooKeeper};
+
+use super::{bounded_for, ensure_parents, layout, Event, Registry, Shared};
+use crate::node::peers::{Lease, Sessions};
+
+/// A session of this node, as the registry knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The server's id of the session.
+    pub id: i64,
+    /// The session timeout the server granted.
+    pub timeout: Duration,
+    /// Counts this node's sessions (see [`Lease::generation`]).
+    pub generation: u64,
+}
+
+/// A connection's session, as its `ConnectResponse` record tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Granted {
+    pub id: i64,
+    pub timeout: Duration,
+}
+
+const CONNECTED_PREFIX: &str = "Connected: ";
+/// Longer records are not the one we look for.
+const MAX_RECORD: usize = 1024;
+
+/// Reads `Connected: ConnectResponse { protocol_version: 0, timeout: 2000,
+/// session_id: 72057.., passwd: [..], read_only: false }`.
+pub(super) fn parse_connected(message: &str) -> Option<Granted> {
+    let body = message
+        .strip_prefix(CONNECTED_PREFIX)?
+        .strip_prefix("ConnectResponse {")?
+        .strip_suffix('}')?;
+    let field = |name: &str| {
+        body.split(", ")
+            .map(str::trim)
+            .find_map(|part| part.strip_prefix(name)?.strip_prefix(": "))
+    };
+    let timeout: u64 = field("timeout")?.parse().ok()?;
+    let id: i64 = field("session_id")?.parse().ok()?;
+    // A timeout of 0 is the server's "expired"; the crate does not log
+    // such a response as a connection.
+    (timeout > 0 && id != 0).then(|| Granted {
+        id,
+        timeout: Duration::from_millis(timeout),
+    })
+}
+
+/// Reads `session 72057.. expired`.
+pub(super) fn parse_expired(message: &str) -> Option<i64> {
+    message
+        .strip_prefix("session ")?
+        .strip_suffix(" expired")?
+        .parse()
+        .ok()
+}
+
+/// What a client's I/O thread logged since its listeners last ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Heard {
+    pub connected: Option<Granted>,
+    pub expired: Option<i64>,
+}
+
+thread_local! {
+    static HEARD: RefCell<Heard> = RefCell::new(Heard::default());
+}
+
+/// Formats a record only as long as it may still start with `prefix`.
+struct Prefixed {
+    prefix: &'static str,
+    text: String,
+}
+
+impl fmt::Write for Prefixed {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // The part of the prefix still to match, against the same length of `s`.
+        let rest = &self.prefix.as_bytes()[self.text.len().min(self.prefix.len())..];
+        let n = rest.len().min(s.len());
+        if rest[..n] != s.as_bytes()[..n] || self.text.len() + s.len() > MAX_RECORD {
+            return Err(fmt::Error);
+        }
+        self.text.push_str(s);
+        Ok(())
+    }
+}
+
+/// A trace record of the client's I/O thread: notes a new connection's
+/// session. Costs the first piece of the record's text for the others.
+pub(super) fn note_trace(args: &fmt::Arguments<'_>) {
+    let mut text = Prefixed {
+        prefix: CONNECTED_PREFIX,
+        text: String::new(),
+    };
+    if fmt::write(&mut text, *args).is_err() {
+        return;
+    }
+    if let Some(granted) = parse_connected(&text.text) {
+        HEARD.with(|h| h.borrow_mut().connected = Some(granted));
+    }
+}
+
+/// An info record of the client's I/O thread: notes a session's expiry.
+pub(super) fn note_info(message: &str) {
+    if let Some(id) = parse_expired(message) {
+        HEARD.with(|h| h.borrow_mut().expired = Some(id));
+    }
+}
+
+/// Takes what this thread (a client's I/O thread) logged.
+pub(super) fn take_heard() -> Heard {
+    HEARD.with(|h| std::mem::take(&mut *h.borrow_mut()))
+}
+
+/// What a `Connected` state change was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Connected {
+    /// A new session (the generation went up).
+    New(SessionInfo),
+    /// The same session on a new connection.
+    Reconnected(SessionInfo),
+    /// No record told which session: not to be used.
+    Unknown,
+}
+
+/// What the registry knows of this node's sessions. Pure bookkeeping:
+/// every method is told the time, so the tests drive it with instants of
+/// their own.
+#[derive(Debug, Default)]
+pub(super) struct Book {
+    /// The serial number of the newest client; others' news is ignored.
+    client: u64,
+    /// The current session, when known.
+    session: Option<SessionInfo>,
+    /// The id of the last session, even once it ended.
+    last_id: Option<i64>,
+    generation: u64,
+    /// Whether the newest client is connected.
+    connected: bool,
+    /// When a call was last sent that the session answered.
+    heard_at: Option<Instant>,
+    /// When a heartbeat was last sent that confirmed the lease.
+    confirmed_at: Option<Instant>,
+    /// The last generation announced to the callbacks.
+    announced: u64,
+    /// This registry's earlier sessions, newest last, whose leases ended.
+    ended: Vec<i64>,
+    /// The node's liveness znode, once it keeps one.
+    live: Option<String>,
+}
+
+/// A heartbeat: what it confirms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Beat {
+    pub client: u64,
+    pub generation: u64,
+    pub timeout: Duration,
+    /// The liveness znode whose owner it reads (none kept: the session alone).
+    pub live: Option<String>,
+}
+
+/// How many of its ended sessions a registry remembers.
+const REMEMBERED: usize = 16;
+
+impl Book {
+    /// A new client starts; returns its serial number.
+    pub fn new_client(&mut self) -> u64 {
+        self.client += 1;
+        self.connected = false;
+        self.client
+    }
+
+    /// The client `client` connected; `granted` is what its record said.
+    /// `None` for a client that is not the newest.
+    pub fn connected(
+        &mut self,
+        client: u64,
+        granted: Option<Granted>,
+        now: Instant,
+    ) -> Option<Connected> {
+        if client != self.client {
+            return None;
+        }
+        let Some(granted) = granted else {
+            self.end_session();
+            return Some(Connected::Unknown);
+        };
+        self.connected = true;
+        self.heard_at = Some(now);
+        let same = self.session.map(|s| s.id) == Some(granted.id);
+        let session = SessionInfo {
+            id: granted.id,
+            timeout: granted.timeout,
+            generation: if same {
+                self.generation
+            } else {
+                self.generation + 1
+            },
+        };
+        self.generation = session.generation;
+        self.session = Some(session);
+        self.last_id = Some(granted.id);
+        if same {
+            Some(Connected::Reconnected(session))
+        } else {
+            self.confirmed_at = None;
+            Some(Connected::New(session))
+        }
+    }
+
+    /// The client `client` lost its connection (its session may live on).
+    pub fn disconnected(&mut self, client: u64) {
+        if client == self.client {
+            self.connected = false;
+        }
+    }
+
+    /// The server said the session `id` expired; whether it was ours.
+    pub fn expired(&mut self, client: u64, id: i64) -> bool {
+        if client != self.client || self.last_id != Some(id) {
+            return false;
+        }
+        self.end_session();
+        true
+    }
+
+    /// The registry gives up the client `client` (and closes its session).
+    pub fn abandon(&mut self, client: u64) {
+        if client == self.client {
+            self.connected = false;
+            self.end_session();
+        }
+    }
+
+    fn end_session(&mut self) {
+        if let Some(s) = self.session.take() {
+            if self.ended.len() == REMEMBERED {
+                self.ended.remove(0);
+            }
+            self.ended.push(s.id);
+        }
+        self.confirmed_at = None;
+        self.heard_at = None;
+    }
+
+    pub fn session(&self) -> Option<SessionInfo> {
+        self.session
+    }
+
+    /// This registry's earlier sessions whose leases ended (the last few).
+    pub fn ended_sessions(&self) -> Vec<i64> {
+        self.ended.clone()
+    }
+
+    /// The node keeps its liveness znode at `path`: from now on only a
+    /// heartbeat that finds it owned by the session confirms the lease.
+    pub fn keep_live(&mut self, path: &str) {
+        if self.live.as_deref() != Some(path) {
+            self.live = Some(path.to_string());
+            self.confirmed_at = None;
+        }
+    }
+
+    /// The heartbeat to send now, if any: while connected in a known session.
+    pub fn beat(&self) -> Option<Beat> {
+        let session = self.session.filter(|_| self.connected)?;
+        Some(Beat {
+            client: self.client,
+            generation: session.generation,
+            timeout: session.timeout,
+            live: self.live.clone(),
+        })
+    }
+
+    /// The heartbeat `beat`, sent at `sent`, was answered: `owner` is the
+    /// session owning its liveness znode (0 when missing; anything when it
+    /// had none). It confirms the lease if the client, the session and the
+    /// liveness znode are still those it was sent for, and the znode is
+    /// the session's own.
+    pub fn answered(&mut self, beat: &Beat, sent: Instant, owner: i64) {
+        let Some(session) = self.session else {
+            return;
+        };
+        if beat.client != self.client || beat.generation != session.generation {
+            return;
+        }
+        self.heard_at = self.heard_at.max(Some(sent));
+        if beat.live == self.live && (beat.live.is_none() || owner == session.id) {
+            self.confirmed_at = self.confirmed_at.max(Some(sent));
+        }
+    }
+
+    /// The lease as of `now`.
+    pub fn lease(&self, now: Instant) -> Lease {
+        Lease {
+            generation: self.generation,
+            valid: match (self.session, self.confirmed_at) {
+                (Some(s), Some(confirmed)) => lease_holds(confirmed, s.timeout, now),
+                _ => false,
+            },
+        }
+    }
+
+    /// Whether `client`, connected as far as it knows, has not been
+    /// answered for longer than the session timeout.
+    pub fn stale(&self, client: u64, now: Instant) -> bool {
+        match (self.session.filter(|_| self.connected), self.heard_at) {
+            (Some(s), Some(heard)) => self.client == client && now > heard + s.timeout,
+            _ => false,
+        }
+    }
+
+    /// The session to announce, once: a new one whose registrations are in place.
+    pub fn take_news(&mut self) -> Option<SessionInfo> {
+        let session = self.session?;
+        if session.generation <= self.announced {
+            return None;
+        }
+        self.announced = session.generation;
+        Some(session)
+    }
+}
+
+/// Whether a lease confirmed by a call sent at `confirmed`, in a session
+/// of `timeout`, holds at `now`.
+pub(super) fn lease_holds(confirmed: Instant, timeout: Duration, now: Instant) -> bool {
+    now < confirmed + timeout * 2 / 3
+}
+
+/// How often the heartbeat confirms the session: a sixth of its timeout.
+fn heartbeat_period(timeout: Duration) -> Duration {
+    (timeout / 6).clamp(Duration::from_millis(20), Duration::from_secs(5))
+}
+
+/// The heartbeat: confirms the current session every sixth of its timeout
+/// (and at once when woken: a session's registrations just went in place),
+/// and tells the session thread about a client nobody answers.
+pub(super) fn heartbeat(shared: Arc<Shared>, wake: mpsc::Receiver<()>) {
+    let idle = Duration::from_millis(100);
+    let mut said_stale = 0;
+    loop {
+        let beat = shared.book.lock().unwrap().beat();
+        let client = shared.session.lock().unwrap().clone();
+        let (Some(beat), Some(client)) = (beat, client) else {
+            let _ = wake.recv_timeout(idle);
+            continue;
+        };
+        if client.serial != beat.client {
+            let _ = wake.recv_timeout(idle);
+            continue;
+        }
+        let live = beat.live.clone();
+        let sent = Instant::now();
+        let answer = bounded_for(beat.timeout, move || match live {
+            Some(path) => zk_owner(&client.zk, &path),
+            None => client.zk.exists("/", false).map(|_| 0),
+        });
+        let stale = {
+            let mut book = shared.book.lock().unwrap();
+            if let Ok(owner) = answer {
+                book.answered(&beat, sent, owner);
+            }
+            book.stale(beat.client, Instant::now())
+        };
+        if stale && said_stale != beat.client {
+            said_stale = beat.client;
+            shared.send(Event::Stale(beat.client));
+        }
+        let next = sent + heartbeat_period(beat.timeout);
+        if let Some(left) = next.checked_duration_since(Instant::now()) {
+            let _ = wake.recv_timeout(left);
+        }
+    }
+}
+
+/// The session owning the ephemeral znode at `path`; 0 when it is missing
+/// (or persistent).
+fn zk_owner(zk: &ZooKeeper, path: &str) -> Result<i64, ZkError> {
+    Ok(zk.exists(path, false)?.map_or(0, |s| s.ephemeral_owner))
+}
+
+/// Bound on [`Sessions::ended`]: the caller is waiting on it.
+const ENDED_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the liveness directory is read for [`Sessions::live`].
+const LIVE_EVERY: Duration = Duration::from_millis(500);
+/// A listing older than this is not reported.
+const LIVE_FRESH: Duration = Duration::from_millis(1500);
+
+/// A write in this session that changes nothing but the directory's
+/// version: it is answered only once the server has applied everything
+/// committed before it.
+fn barrier(zk: &ZooKeeper, dir: &str) -> Result<(), ZkError> {
+    match zk.set_data(dir, Vec::new(), None) {
+        Ok(_) => Ok(()),
+        Err(ZkError::NoNode) => {
+            ensure_parents(zk, &format!("{dir}/x"))?;
+            match zk.create(
+                dir,
+                Vec::new(),
+                Acl::open_unsafe().clone(),
+                CreateMode::Persistent,
+            ) {
+                Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the liveness directory every `LIVE_EVERY`, for as long as the
+/// process runs (started by the first call to [`Sessions::live`]).
+fn read_live(registry: Registry) {
+    let dir = layout::live_dir(&registry.shared.prefix);
+    loop {
+        if let Ok(mut names) = registry.children(&dir) {
+            names.sort();
+            *registry.shared.live.lock().unwrap() = Some((Instant::now(), names));
+        }
+        std::thread::sleep(LIVE_EVERY);
+    }
+}
+
+impl Sessions for Registry {
+    fn lease(&self) -> Lease {
+        self.shared.book.lock().unwrap().lease(Instant::now())
+    }
+
+    fn ended(&self, name: &str) -> Result<bool, String> {
+        if treecache_common::names::parse_node_name(name).is_none() {
+            return Err(format!("{name:?} is not the name of a node"));
+        }
+        let dir = layout::live_dir(&self.shared.prefix);
+        let path = layout::live_named(&self.shared.prefix, name);
+        self.call_within(ENDED_TIMEOUT, move |zk| {
+            barrier(zk, &dir)?;
+            Ok(zk.exists(&path, false)?.is_none())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn live(&self) -> Option<Vec<String>> {
+        self.shared.live_reader.call_once(|| {
+            let registry = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("zookeeper-live".into())
+                .spawn(move || read_live(registry));
+        });
+        let live = self.shared.live.lock().unwrap();
+        let (read_at, names) = live.as_ref()?;
+        (read_at.elapsed() < LIVE_FRESH).then(|| names.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORD: &str = "Connected: ConnectResponse { protocol_version: 0, timeout: 2000, \
+        session_id: 72057598245634049, passwd: [12, 1, 255, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, \
+        0, 7], read_only: false }";
+
+    #[test]
+    fn reads_the_record_of_a_connection() {
+        assert_eq!(
+            parse_connected(RECORD),
+            Some(Granted {
+                id: 72057598245634049,
+                timeout: Duration::from_millis(2000)
+            })
+        );
+        for other in [
+            "Connected: ConnectResponse { protocol_version: 0, timeout: 0, session_id: 5, \
+             passwd: [], read_only: false }",
+            "Connected: ConnectResponse { timeout: 2000 }",
+            "Connected: something else",
+            "Written 48 bytes",
+            "",
+        ] {
+            assert_eq!(parse_connected(other), None, "{other}");
+        }
+        assert_eq!(
+            parse_expired("session 72057598245634049 expired"),
+            Some(72057598245634049)
+        );
+        assert_eq!(parse_expired("session expired"), None);
+        assert_eq!(parse_expired("Reconnect due to HUP"), None);
+    }
+
+    /// The record formatted by the crate's own `Debug` of its
+    /// `ConnectResponse`, through the same `format_args!` as its `trace!`.
+    #[test]
+    fn notes_the_record_of_a_connection_on_this_thread() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct ConnectResponse {
+            protocol_version: i32,
+            timeout: u64,
+            session_id: i64,
+            passwd: Vec<u8>,
+            read_only: bool,
+        }
+        let response = ConnectResponse {
+            protocol_version: 0,
+            timeout: 4000,
+            session_id: 0x1000_0abc_0000_0001,
+            passwd: vec![3; 16],
+            read_only: false,
+        };
+        note_trace(&format_args!("Written {:?} bytes", 48));
+        assert_eq!(take_heard(), Heard::default());
+        note_trace(&format_args!("Connected: {:?}", response));
+        note_info("session 77 expired");
+        note_info("Establishing Zk connection");
+        let heard = take_heard();
+        assert_eq!(
+            heard.connected,
+            Some(Granted {
+                id: 0x1000_0abc_0000_0001,
+                timeout: Duration::from_millis(4000)
+            })
+        );
+        assert_eq!(heard.expired, Some(77));
+        assert_eq!(take_heard(), Heard::default());
+        // Another thread (another client's I/O thread) hears nothing of it.
+        note_trace(&format_args!("Connected: {:?}", response));
+        std::thread::spawn(|| assert_eq!(take_heard(), Heard::default()))
+            .join()
+            .unwrap();
+    }
+
+    fn granted(id: i64, ms: u64) -> Option<Granted> {
+        Some(Granted {
+            id,
+            timeout: Duration::from_millis(ms),
+        })
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    const LIVE: &str = "/tc/live/NODE-4";
+
+    /// A heartbeat of `generation` on `client`, for the liveness znode `live`.
+    fn beat(client: u64, generation: u64, live: Option<&str>) -> Beat {
+        Beat {
+            client,
+            generation,
+            timeout: ms(2000),
+            live: live.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_lease_lasts_two_thirds_of_the_timeout_from_the_send() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        book.keep_live(LIVE);
+        let c = book.new_client();
+        let Some(Connected::New(s)) = book.connected(c, granted(7, 3000), t0) else {
+            panic!("a new session");
+        };
+        assert_eq!(s.generation, 1);
+        assert_eq!(
+            book.beat(),
+            Some(Beat {
+                client: c,
+                generation: 1,
+                timeout: ms(3000),
+                live: Some(LIVE.into())
+            })
+        );
+        // Connected, but not confirmed yet.
+        assert!(!book.lease(t0).valid);
+        // A heartbeat sent at 100 ms, answered at 900 ms, by our liveness znode.
+        let b = book.beat().unwrap();
+        book.answered(&b, t0 + ms(100), 7);
+        assert!(book.lease(t0 + ms(900)).valid);
+        assert!(book.lease(t0 + ms(2099)).valid);
+        assert!(!book.lease(t0 + ms(2100)).valid);
+        // A later heartbeat moves it on; an earlier one answered late does not move it back.
+        book.answered(&b, t0 + ms(1000), 7);
+        book.answered(&b, t0 + ms(500), 7);
+        assert!(book.lease(t0 + ms(2999)).valid);
+        assert!(!book.lease(t0 + ms(3000)).valid);
+        assert_eq!(book.lease(t0 + ms(3000)).generation, 1);
+        // Losing the connection does not end it: the session may live on.
+        book.disconnected(c);
+        assert!(book.lease(t0 + ms(2000)).valid);
+        assert_eq!(book.beat(), None);
+    }
+
+    #[test]
+    fn only_our_own_liveness_znode_confirms() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        let c = book.new_client();
+        book.connected(c, granted(7, 3000), t0);
+        // No liveness znode kept yet: the session alone.
+        book.answered(&beat(c, 1, None), t0, 0);
+        assert!(book.lease(t0).valid);
+        // Once one is kept, only a heartbeat that finds it ours confirms;
+        // an answer to a heartbeat sent before does not.
+        book.keep_live(LIVE);
+        assert!(!book.lease(t0).valid);
+        book.answered(&beat(c, 1, None), t0 + ms(10), 0);
+        assert!(!book.lease(t0 + ms(10)).valid);
+        // Held by another session (8), or missing (0): the session is heard, no lease.
+        book.answered(&beat(c, 1, Some(LIVE)), t0 + ms(20), 8);
+        book.answered(&beat(c, 1, Some(LIVE)), t0 + ms(20), 0);
+        assert!(!book.lease(t0 + ms(20)).valid);
+        assert!(!book.stale(c, t0 + ms(3020)));
+        assert!(book.stale(c, t0 + ms(3021)));
+        book.answered(&beat(c, 1, Some(LIVE)), t0 + ms(30), 7);
+        assert!(book.lease(t0 + ms(30)).valid);
+        // Keeping the same one again changes nothing.
+        book.keep_live(LIVE);
+        assert!(book.lease(t0 + ms(30)).valid);
+    }
+
+    #[test]
+    fn generations_count_sessions_not_connections() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        let live = Some(LIVE);
+        book.keep_live(LIVE);
+        let c = book.new_client();
+        assert_eq!(book.lease(t0).generation, 0);
+        assert!(matches!(
+            book.connected(c, granted(7, 2000), t0),
+            Some(Connected::New(_))
+        ));
+        book.answered(&beat(c, 1, live), t0, 7);
+        // Reconnected to the same session: same generation, lease kept.
+        book.disconnected(c);
+        assert!(matches!(
+            book.connected(c, granted(7, 2000), t0 + ms(200)),
+            Some(Connected::Reconnected(SessionInfo { generation: 1, .. }))
+        ));
+        assert!(book.lease(t0 + ms(1000)).valid);
+        // The server says it expired: the lease ends at once.
+        assert!(!book.expired(c, 99));
+        assert!(book.expired(c, 7));
+        assert!(!book.lease(t0 + ms(1000)).valid);
+        assert_eq!(book.session(), None);
+        // The same client gets a new session: generation 2, not yet confirmed.
+        let Some(Connected::New(s)) = book.connected(c, granted(9, 2000), t0 + ms(300)) else {
+            panic!("a new session");
+        };
+        assert_eq!(s.generation, 2);
+        assert!(!book.lease(t0 + ms(400)).valid);
+        // A heartbeat of generation 1 answered now confirms nothing.
+        book.answered(&beat(c, 1, live), t0 + ms(350), 9);
+        assert!(!book.lease(t0 + ms(400)).valid);
+        book.answered(&beat(c, 2, live), t0 + ms(350), 9);
+        assert!(book.lease(t0 + ms(400)).valid);
+        // Given up: the lease ends before the client is closed.
+        book.abandon(c);
+        assert!(!book.lease(t0 + ms(400)).valid);
+        assert_eq!(book.ended_sessions(), [7, 9]);
+        // A fresh client: a new session, generation 3; news of the old client is ignored.
+        let c2 = book.new_client();
+        assert_eq!(book.connected(c, granted(9, 2000), t0), None);
+        let Some(Connected::New(s)) = book.connected(c2, granted(11, 2000), t0 + ms(500)) else {
+            panic!("a new session");
+        };
+        assert_eq!(s.generation, 3);
+        book.answered(&beat(c, 3, live), t0 + ms(600), 11);
+        assert!(!book.lease(t0 + ms(600)).valid);
+        book.answered(&beat(c2, 3, live), t0 + ms(600), 11);
+        assert!(book.lease(t0 + ms(600)).valid);
+    }
+
+    #[test]
+    fn each_new_session_is_announced_once() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        assert_eq!(book.take_news(), None);
+        let c = book.new_client();
+        book.connected(c, granted(7, 2000), t0);
+        assert_eq!(book.take_news().map(|s| s.generation), Some(1));
+        assert_eq!(book.take_news(), None);
+        book.connected(c, granted(7, 2000), t0);
+        assert_eq!(book.take_news(), None);
+        book.connected(c, granted(8, 2000), t0);
+        assert_eq!(book.take_news().map(|s| s.generation), Some(2));
+    }
+
+    #[test]
+    fn a_connection_without_its_record_is_not_used() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        let c = book.new_client();
+        book.connected(c, granted(7, 2000), t0);
+        book.answered(&beat(c, 1, None), t0, 0);
+        assert!(book.lease(t0).valid);
+        assert_eq!(book.connected(c, None, t0), Some(Connected::Unknown));
+        assert!(!book.lease(t0).valid);
+        assert_eq!(book.beat(), None);
+    }
+
+    #[test]
+    fn records_are_formatted_only_while_they_may_match() {
+        use std::fmt::Write;
+        let mut text = Prefixed {
+            prefix: "Connected: ",
+            text: String::new(),
+        };
+        assert!(text.write_str("Conn").is_ok());
+        assert!(text.write_str("ected: {").is_ok());
+        assert!(text.write_str(" timeout: 1 }").is_ok());
+        assert_eq!(text.text, "Connected: { timeout: 1 }");
+        let mut text = Prefixed {
+            prefix: "Connected: ",
+            text: String::new(),
+        };
+        assert!(text.write_str("Conx").is_err());
+        assert!(text.text.is_empty());
+    }
+
+    #[test]
+    fn heartbeats_every_sixth_of_the_timeout() {
+        assert_eq!(heartbeat_period(ms(2000)), ms(2000) / 6);
+        assert_eq!(heartbeat_period(ms(6000)), ms(1000));
+        assert_eq!(heartbeat_period(ms(60)), ms(20));
+    }
+}
