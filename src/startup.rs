@@ -7,7 +7,11 @@
 //!   for as long as it runs.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a cache node looks for the root's address in ZooKeeper (it
+/// follows a failover in the root group).
+const LOOK_FOR_ROOT: Duration = Duration::from_millis(500);
 
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
@@ -26,16 +30,16 @@ pub fn keep_live(node: &Node, registry: &Registry) {
 
 /// Starts the work that brings the node into the tree, in the background.
 pub fn start(node: Arc<Node>, registry: Registry) {
-    let name = if node.is_root() {
-        "root-startup"
+    let name = if node.root().is_some() {
+        "root-group"
     } else {
         "join"
     };
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            if node.is_root() {
-                crate::root::bootstrap::run(&node, &registry)
+            if node.root().is_some() {
+                crate::root::group::run(node, registry)
             } else {
                 join_tree(&node, &registry);
                 send_releases_forever(&node);
@@ -135,10 +139,16 @@ fn join_tree(node: &Node, registry: &Registry) {
     }
 }
 
-/// Tells the parent, every 100 ms, which keys this node dropped.
+/// Tells the parent, every 100 ms, which keys this node dropped; every
+/// `LOOK_FOR_ROOT`, looks for the root's address in ZooKeeper.
 fn send_releases_forever(node: &Node) {
+    let mut looked = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(100));
         node.send_releases();
+        if node.config().root.is_none() && looked.elapsed() >= LOOK_FOR_ROOT {
+            node.look_for_root();
+            looked = Instant::now();
+        }
     }
 }

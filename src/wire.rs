@@ -60,6 +60,14 @@ pub const FILL_PREFIX: &str = "/internal/fill/";
 pub const INVALIDATE_PATH: &str = "/internal/invalidate";
 pub const EVICTED_PATH: &str = "/internal/evicted";
 pub const FLUSH_PATH: &str = "/internal/flush";
+pub const REPLICATE_PATH: &str = "/internal/replicate";
+/// The epoch of the primary that sends a replication request.
+pub const EPOCH_HEADER: &str = "X-Treecache-Epoch";
+/// What a replication request carries: `live` writes, or a catch-up's
+/// `reset`, `chunk` or `end`.
+pub const PHASE_HEADER: &str = "X-Treecache-Phase";
+/// The catch-up a `reset`, `chunk` or `end` belongs to.
+pub const CATCH_UP_HEADER: &str = "X-Treecache-Catch-Up";
 
 /// Another node: its name and `host:port`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +348,100 @@ impl Message for Join {
     type Reply = Joined;
 }
 
+/// What a replication request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Writes as the primary applies them, to be made durable before the
+    /// answer.
+    Live,
+    /// A catch-up begins: the standby drops what it holds.
+    Reset,
+    /// Part of the primary's state, for a catch-up.
+    Chunk,
+    /// The catch-up's state is complete: make it durable.
+    End,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Live => "live",
+            Phase::Reset => "reset",
+            Phase::Chunk => "chunk",
+            Phase::End => "end",
+        }
+    }
+}
+
+/// `POST /internal/replicate`: from the primary of the root group to a
+/// standby. The body is records in the log's own format (`wal::record`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicate {
+    pub epoch: u64,
+    pub phase: Phase,
+    /// Which catch-up a `reset`, `chunk` or `end` belongs to.
+    pub catch_up: Option<String>,
+    pub records: Vec<u8>,
+}
+
+/// A standby's answer to [`Replicate`]: how many records it applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicated {
+    pub applied: usize,
+}
+
+/// A standby's refusal of a replication request from an older epoch (or of
+/// a catch-up it does not know), with its epoch, for the sender to learn
+/// that it is fenced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub error: String,
+    pub epoch: u64,
+}
+
+impl Replicate {
+    pub fn request(&self) -> Request {
+        let mut headers = vec![
+            (EPOCH_HEADER, self.epoch.to_string()),
+            (PHASE_HEADER, self.phase.name().to_string()),
+        ];
+        if let Some(id) = &self.catch_up {
+            headers.push((CATCH_UP_HEADER, id.clone()));
+        }
+        Request {
+            method: "POST",
+            path: REPLICATE_PATH.to_string(),
+            headers,
+            body: Some(self.records.clone()),
+        }
+    }
+
+    /// Reads a replication request from its headers and body.
+    pub fn decode(headers: &impl Headers, body: Vec<u8>) -> Result<Replicate, Error> {
+        let bad = |m: &str| Error::BadRequest(m.to_string());
+        let epoch = headers
+            .header(EPOCH_HEADER)
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(|| bad("A replication request needs its epoch."))?;
+        let phase = match headers.header(PHASE_HEADER) {
+            Some("live") => Phase::Live,
+            Some("reset") => Phase::Reset,
+            Some("chunk") => Phase::Chunk,
+            Some("end") => Phase::End,
+            _ => return Err(bad("A replication request needs its phase.")),
+        };
+        Ok(Replicate {
+            epoch,
+            phase,
+            catch_up: headers.header(CATCH_UP_HEADER).map(str::to_string),
+            records: body,
+        })
+    }
+}
+
+/// One process of the root group, as `/nodes` shows it.
+pub use treecache_common::nodes::RootMember;
+
 /// The `/nodes` document and its entries, shared with the CLI.
 pub use treecache_common::nodes::{NodeEntry, NodesDoc};
 
@@ -488,7 +590,10 @@ impl ForwardedWrite<'_> {
         Request {
             method: self.method,
             path: format!("{STORE_PREFIX}{}", input::percent_encode(self.key)),
-            headers: vec![(REQUEST_ID_HEADER, self.request_id.to_string())],
+            headers: match self.request_id {
+                "" => Vec::new(),
+                id => vec![(REQUEST_ID_HEADER, id.to_string())],
+            },
             body: Some(self.body.to_vec()).filter(|b| !b.is_empty()),
         }
     }

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::linearizability::{Call, Clock, Operation, Outcome};
-use common::traffic::{assert_linearizable, value_text, Rng, Tally, Traffic};
+use common::linearizability::Clock;
+use common::sentinels;
+use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
 use common::{http, temp_dir, wait_until, Cluster};
 use serde_json::json;
 
@@ -41,85 +42,6 @@ fn store(cluster: &Cluster, id: u32, key: &str) -> String {
     format!("{}/store/{}", cluster.url(id), http::enc(key))
 }
 
-/// Reads every key once at the root, after the traffic, into the history.
-fn final_reads(cluster: &Cluster, keys: &[String], clock: Clock) -> Vec<Operation> {
-    keys.iter()
-        .map(|key| {
-            let invoked = clock.now();
-            let (status, body) = http::get(&store(cluster, cluster.root_id, key));
-            let returned = clock.now();
-            let outcome = match status {
-                200 => Outcome::Read(Some(value_text(&body["value"]))),
-                404 => Outcome::Read(None),
-                other => panic!("the final read of {key} got {other}: {body}"),
-            };
-            Operation {
-                key: key.clone(),
-                client: usize::MAX,
-                node: Some(cluster.root_id),
-                call: Call::Get,
-                outcome,
-                invoked,
-                returned,
-            }
-        })
-        .collect()
-}
-
-/// Writes keys that are never written again (`sentinel-{n}` = n), through
-/// every node in turn, until `stop_at`; returns each key with whether its
-/// write was acknowledged (`Some(true)`), refused (`Some(false)`), or has
-/// an unknown outcome (`None`).
-fn sentinel_writes(urls: &[(u32, String)], stop_at: Instant) -> Vec<(String, Option<bool>)> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(4))
-        .build();
-    let mut written = Vec::new();
-    for n in 0.. {
-        if Instant::now() >= stop_at {
-            break;
-        }
-        let key = format!("sentinel-{n}");
-        let (_, base) = &urls[n % urls.len()];
-        let answer = common::traffic::send(
-            agent.put(&format!("{base}/store/{key}")),
-            Some(json!({ "value": n })),
-        );
-        let outcome = match answer {
-            Some((200, _)) => Some(true),
-            Some((400..=499, _)) => Some(false),
-            _ => None,
-        };
-        if outcome.is_none() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        written.push((key, outcome));
-    }
-    written
-}
-
-/// Every acknowledged sentinel write is there, with its value; one of
-/// unknown outcome is there whole or not at all.
-fn check_sentinels(cluster: &Cluster, written: &[(String, Option<bool>)]) {
-    let (mut acked, mut unknown) = (0, 0);
-    for (key, outcome) in written {
-        let n: u64 = key.trim_start_matches("sentinel-").parse().unwrap();
-        let (status, body) = http::get(&store(cluster, cluster.root_id, key));
-        match (outcome, status) {
-            (Some(true), 200) if body["value"] == json!(n) => acked += 1,
-            (None, 404) => unknown += 1,
-            (None, 200) if body["value"] == json!(n) => unknown += 1,
-            (Some(false), 404) => {}
-            _ => panic!("{key} (acknowledged: {outcome:?}) reads {status} {body} after the fault"),
-        }
-    }
-    eprintln!("sentinels: {acked} acknowledged writes all there, {unknown} of unknown outcome");
-    assert!(
-        acked >= 20,
-        "too few sentinel writes were acknowledged: {acked}"
-    );
-}
-
 /// Traffic through every node while `fault` runs in the foreground; then
 /// the final reads, the checker, and the sentinels.
 fn traffic_across(
@@ -146,13 +68,19 @@ fn traffic_across(
     let stop_at = Instant::now() + run_for;
     let (mut history, sentinels) = std::thread::scope(|s| {
         let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let sentinels = s.spawn(|| sentinel_writes(&urls, stop_at));
+        let sentinels = s.spawn(|| sentinels::write_until(&urls, stop_at));
         fault(cluster);
         (clients.join().unwrap(), sentinels.join().unwrap())
     });
-    history.extend(final_reads(cluster, &traffic.keys, clock));
+    let root = cluster.url(cluster.root_id);
+    history.extend(sentinels::final_reads(
+        &root,
+        cluster.root_id,
+        &traffic.keys,
+        clock,
+    ));
     assert_linearizable(&history, seed, SEED_VAR);
-    check_sentinels(cluster, &sentinels);
+    sentinels::check(&root, &sentinels, 20);
     Tally::of(&history)
 }
 

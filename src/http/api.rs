@@ -21,13 +21,17 @@ use crate::error::Error;
 use crate::http::docs;
 use crate::input::{self, decode_key, key_value_body, MAX_BODY_BYTES};
 use crate::node::Node;
+use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
-    self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Release, FILL_PREFIX,
-    REQUEST_ID_HEADER, STORE_PREFIX,
+    self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
+    Replicate, FILL_PREFIX, REQUEST_ID_HEADER, STORE_PREFIX,
 };
 
 const JSON: &str = "application/json";
+/// Largest replication request: a catch-up chunk of about 1 MiB, plus one
+/// record of the largest value.
+const MAX_REPLICATION_BYTES: usize = 4 << 20;
 
 /// An answer to send.
 pub struct Reply {
@@ -103,6 +107,9 @@ enum Work {
     Tree {
         deadline: Deadline,
     },
+    Replicate {
+        message: Replicate,
+    },
 }
 
 enum Step {
@@ -124,6 +131,7 @@ enum Route<'a> {
     Invalidate,
     Evicted,
     Flush,
+    Replicate,
 }
 
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
@@ -137,6 +145,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/docs" => (Route::Docs, "GET"),
         wire::INVALIDATE_PATH => (Route::Invalidate, "POST"),
         wire::EVICTED_PATH => (Route::Evicted, "POST"),
+        wire::REPLICATE_PATH => (Route::Replicate, "POST"),
         wire::FLUSH_PATH => (Route::Flush, "POST"),
         _ => {
             let segment = |prefix| path.strip_prefix(prefix).filter(|s| !s.contains('/'));
@@ -196,6 +205,22 @@ pub fn finish(node: &Node, deferred: Deferred) {
             deadline,
         } => write(node, &key, mutation, &body, request_id.as_deref(), deadline),
         Work::Tree { deadline } => node.nodes(deadline).map(Reply::from),
+        Work::Replicate { message } => Ok(match node.receive_replication(&message) {
+            Ok(done) => Reply::of(&done),
+            Err(Refusal::Stale(epoch)) => Reply::json(
+                409,
+                serde_json::to_vec(&Refused {
+                    error: format!(
+                        "Epoch {} is older than epoch {epoch}: the sender is no longer the \
+                         primary.",
+                        message.epoch
+                    ),
+                    epoch,
+                })
+                .expect("JSON serializes"),
+            ),
+            Err(Refusal::Other(e)) => Reply::error(&e),
+        }),
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));
     respond(node, deferred.request, reply);
@@ -219,7 +244,11 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
     // an error, or "still working") well within it.
     let own_hop = node.config().hop_timeout;
     let hop = wire::hop(&headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
-    let request_id = headers.header(REQUEST_ID_HEADER).map(str::to_string);
+    let request_id = headers
+        .header(REQUEST_ID_HEADER)
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
         Route::Ready => Ok(Step::Done(match node.readiness() {
@@ -316,6 +345,12 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
             let notice = Release::decode(&read_body(request)?)?;
             Ok(Step::Done(Reply::of(&node.release(&notice, deadline)?)))
         }
+        Route::Replicate => {
+            // A catch-up's chunk may be a few MiB; a live write is small.
+            let body = read_body_up_to(request, MAX_REPLICATION_BYTES)?;
+            let message = Replicate::decode(&RequestHeaders(request), body)?;
+            Ok(Step::Defer(Work::Replicate { message }))
+        }
     }
 }
 
@@ -351,21 +386,23 @@ impl Headers for RequestHeaders<'_> {
 
 /// Reads the body, refusing one over the limit before reading it.
 fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
-    let too_large = || {
-        Error::PayloadTooLarge(format!(
-            "The request body is larger than {MAX_BODY_BYTES} bytes."
-        ))
-    };
-    if request.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+    read_body_up_to(request, MAX_BODY_BYTES)
+}
+
+/// Reads a body of at most `limit` bytes, refusing a larger one before reading it.
+fn read_body_up_to(request: &mut Request, limit: usize) -> Result<Vec<u8>, Error> {
+    let too_large =
+        || Error::PayloadTooLarge(format!("The request body is larger than {limit} bytes."));
+    if request.body_length().is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     request
         .as_reader()
-        .take(MAX_BODY_BYTES as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .map_err(|e| Error::BadRequest(format!("The request body could not be read: {e}.")))?;
-    if body.len() > MAX_BODY_BYTES {
+    if body.len() > limit {
         return Err(too_large());
     }
     Ok(body)

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::node::{Downstream, Upstream};
 use crate::wire::{
     self, Answer, Fill, FillRequest, Flush, ForwardedWrite, Invalidate, Join, Joined, Message,
-    Peer, Progress, Release, Request,
+    Peer, Progress, Release, Replicate, Replicated, Request,
 };
 
 /// Calls to other nodes over HTTP. Cheap to share.
@@ -74,6 +74,9 @@ impl HttpClient {
             call = call.set(name, value);
         }
         let result = match &request.body {
+            Some(b) if request.headers.iter().any(|(n, _)| *n == "Content-Type") => {
+                call.send_bytes(b)
+            }
             Some(b) => call.set("Content-Type", "application/json").send_bytes(b),
             None => call.call(),
         };
@@ -208,6 +211,21 @@ impl Downstream for HttpClient {
 
     fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
         self.acknowledged(child, &Flush {}.request(), deadline)
+    }
+
+    fn replicate(
+        &self,
+        standby: &Peer,
+        message: &Replicate,
+        deadline: Deadline,
+        hop: Duration,
+    ) -> Result<Result<Replicated, Answer>, UpstreamError> {
+        let mut request = message.request();
+        request
+            .headers
+            .push(("Content-Type", "application/octet-stream".into()));
+        let answer = self.call(standby, &request, deadline, Some(hop))?;
+        wire::decode_reply(answer, standby)
     }
 }
 

@@ -17,9 +17,11 @@ use crate::input;
 use crate::metrics::Metrics;
 use crate::node::peers::Lease;
 use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream};
+use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
+    Replicate, Replicated,
 };
 
 /// A message a test may hold on its way.
@@ -114,6 +116,8 @@ impl Tree {
             .expect("a node without a data directory starts");
             node.session_changed(1);
             if slot == 0 {
+                node.root().unwrap().group().assume_primary(1, 1);
+                node.became_primary();
                 node.root().unwrap().set_open();
             } else {
                 node.position().set_root_address(address(1));
@@ -400,5 +404,24 @@ impl Downstream for FakeLinks {
     fn flush(&self, child: &Peer, _: Deadline) -> Result<(), UpstreamError> {
         self.net().node(child)?.flush();
         Ok(())
+    }
+
+    fn replicate(
+        &self,
+        standby: &Peer,
+        message: &Replicate,
+        _: Deadline,
+        _: Duration,
+    ) -> Result<Result<Replicated, Answer>, UpstreamError> {
+        // The in-process trees have one member in the root group; a standby
+        // here is a node like any other, and refuses as a real one would.
+        let node = self.net().node(standby)?;
+        Ok(node.receive_replication(message).map_err(|refusal| {
+            let e = match refusal {
+                Refusal::Stale(epoch) => Error::Conflict(format!("stale; epoch {epoch}")),
+                Refusal::Other(e) => e,
+            };
+            Answer::new(e.status(), e.body())
+        }))
     }
 }

@@ -86,9 +86,9 @@ impl Node {
         deadline: Deadline,
         answer_by: Instant,
     ) -> Result<Progress, Error> {
-        if self.is_root() {
+        if self.root.is_some() {
             return Err(Error::Conflict(format!(
-                "{} is the root: an invalidation never removes the primary copy.",
+                "{} is of the root group: an invalidation never removes the primary copy.",
                 self.config.name()
             )));
         }

@@ -130,17 +130,15 @@ impl Node {
             name: config.name(),
             address: config.advertise.clone(),
         };
+        // A process of the root group takes its place when it becomes the
+        // primary (`became_primary`); until then it knows no root.
         let (mode, place, root_address) = match config.is_root() {
             true => (
                 Mode::Primary {
                     max_bytes: config.max_store_bytes,
                 },
-                Some(Place {
-                    slot: 0,
-                    depth: 1,
-                    parent: None,
-                }),
-                Some(config.advertise.clone()),
+                None,
+                None,
             ),
             false => (
                 Mode::Cache {
@@ -187,18 +185,67 @@ impl Node {
         &self.position
     }
 
-    /// The root's own state, on the root only.
+    /// The root's own state, on the processes of the root group only.
     pub fn root(&self) -> Option<&Root> {
         self.root.as_ref()
     }
 
+    /// Whether this process is the root: the primary of the root group.
     pub fn is_root(&self) -> bool {
-        self.root.is_some()
+        self.root.as_ref().is_some_and(Root::is_primary)
+    }
+
+    /// Whether this process is a standby of the root group.
+    pub fn is_standby(&self) -> bool {
+        self.root.as_ref().is_some_and(|r| !r.is_primary())
+    }
+
+    /// The store (for the root group's replication and snapshots).
+    pub(crate) fn store_handle(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// This process just became the primary: it takes the root's place.
+    pub fn became_primary(&self) {
+        self.position.set_place(Place {
+            slot: 0,
+            depth: 1,
+            parent: None,
+        });
+        self.position
+            .set_root_address(self.config.advertise.clone());
+    }
+
+    /// Sends records to a standby (the primary's replication).
+    pub(crate) fn replicate_to(
+        &self,
+        standby: &Peer,
+        message: &crate::wire::Replicate,
+        deadline: crate::deadline::Deadline,
+        hop: Duration,
+    ) -> Result<Result<crate::wire::Replicated, crate::wire::Answer>, crate::error::UpstreamError>
+    {
+        self.links.down.replicate(standby, message, deadline, hop)
+    }
+
+    /// `POST /internal/replicate` on a process of the root group.
+    pub fn receive_replication(
+        &self,
+        message: &crate::wire::Replicate,
+    ) -> Result<crate::wire::Replicated, crate::root::replication::Refusal> {
+        match &self.root {
+            Some(root) => root.replication().receive(self, message),
+            None => Err(crate::root::replication::Refusal::Other(Error::NotRoot(
+                format!("{} is not in the root group.", self.config.name()),
+            ))),
+        }
     }
 
     /// Fails with 503 until the node has joined the tree.
     pub fn require_joined(&self) -> Result<(), Error> {
-        if self.position.joined() {
+        // A standby of the root group holds no slot: it serves `/store`
+        // through the primary.
+        if self.position.joined() || self.is_standby() {
             Ok(())
         } else {
             Err(Error::Unavailable(format!(
@@ -212,6 +259,14 @@ impl Node {
     pub fn readiness(&self) -> Result<(), String> {
         if self.writes.stopping.load(Ordering::SeqCst) {
             return Err(format!("{} is stopping.", self.config.name()));
+        }
+        if let Some(root) = self.root.as_ref().filter(|r| !r.is_primary()) {
+            return Err(match root.group().primary_address() {
+                Some(primary) => format!(
+                    "This process is a standby of the root group; the primary is at {primary}."
+                ),
+                None => "This process of the root group is not the primary (yet).".to_string(),
+            });
         }
         if !self.position.joined() {
             return Err(format!(
@@ -243,7 +298,11 @@ impl Node {
             status: "alive",
             node: self.config.name(),
             address: self.config.advertised_host().to_string(),
-            role: if self.is_root() { "root" } else { "cache" },
+            role: match &self.root {
+                Some(r) if r.is_primary() => "root",
+                Some(_) => "standby",
+                None => "cache",
+            },
             slot: place.as_ref().map(|p| p.slot),
             depth: place.as_ref().map(|p| p.depth),
             parent: parent.as_ref().map(|p| p.name.clone()),
@@ -256,7 +315,9 @@ impl Node {
     /// The `/nodes` document when this node has it (the root), each node
     /// marked live or not; others ask the root (`Node::nodes`).
     pub fn nodes_here(&self) -> Option<NodesDoc> {
-        let mut doc = self.root.as_ref()?.document();
+        let root = self.root.as_ref().filter(|r| r.is_primary())?;
+        let mut doc = root.document();
+        doc.root_group = Some(root.group().document());
         if let Some(live) = self.links.sessions.live() {
             for node in &mut doc.nodes {
                 node.live = Some(live.contains(&node.name));
@@ -267,7 +328,7 @@ impl Node {
 
     /// `POST /nodes/join`: only the root places nodes.
     pub fn join(&self, join: &Join) -> Result<Joined, Error> {
-        match &self.root {
+        match self.root.as_ref().filter(|r| r.is_primary()) {
             Some(root) => root.join(join),
             None => Err(Error::NotRoot(format!(
                 "{} is not the root; join {}.",
@@ -284,6 +345,19 @@ impl Node {
             cache_bytes: self.store.bytes(),
             store_keys: self.store.keys(),
         });
+        if let Some(root) = &self.root {
+            let in_sync = match root.is_primary() {
+                true => root.group().in_sync_count(),
+                false => root.group().in_sync() as usize,
+            };
+            crate::metrics::gauge(
+                &mut text,
+                "treecache_replication_in_sync",
+                "On the primary of the root group, its standbys in sync; on a standby, 1 when \
+                 it is in sync.",
+                in_sync as u64,
+            );
+        }
         if let Some(wal) = self.root.as_ref().and_then(Root::wal) {
             crate::metrics::histogram(
                 &mut text,

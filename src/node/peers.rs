@@ -14,6 +14,7 @@ use crate::deadline::Deadline;
 use crate::error::UpstreamError;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
+    Replicate, Replicated,
 };
 
 /// Calls toward the parent and the root.
@@ -74,6 +75,16 @@ pub trait Downstream: Send + Sync {
 
     /// Tells `child` to drop everything it caches (and pass it on).
     fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError>;
+
+    /// Sends records to a standby of the root group (the primary's call);
+    /// `Ok(Err(answer))` when the standby refused them.
+    fn replicate(
+        &self,
+        standby: &Peer,
+        message: &Replicate,
+        deadline: Deadline,
+        hop: Duration,
+    ) -> Result<Result<Replicated, Answer>, UpstreamError>;
 }
 
 /// Looks the root's address up again (in ZooKeeper) after it could not be reached.

@@ -27,7 +27,7 @@ use crate::metrics::bump;
 use crate::node::position::Below;
 use crate::store::{Begin, Lookup};
 use crate::tree::Side;
-use crate::wire::{Fill, FillRequest};
+use crate::wire::{Fill, FillRequest, ForwardedWrite};
 
 use super::Node;
 
@@ -62,6 +62,9 @@ impl Node {
     /// `GET /store/{key}` after a miss: through the parent (or around it).
     /// `None`: the key exists nowhere.
     pub fn read(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, Error> {
+        if self.is_standby() {
+            return self.read_at_primary(key, deadline);
+        }
         let read = self.read_through(key, None, deadline, self.config.hop_timeout);
         match read {
             Ok(Fill::Found { value, .. }) => Ok(Some(value)),
@@ -74,6 +77,31 @@ impl Node {
                 )))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// A standby's read: the primary's answer.
+    fn read_at_primary(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, Error> {
+        let read = ForwardedWrite {
+            method: "GET",
+            key,
+            body: b"",
+            request_id: "",
+        };
+        let answer = self.to_root(|primary| self.links.up.forward(primary, &read, deadline))?;
+        match answer.status {
+            200 => {
+                let body: serde_json::Value = serde_json::from_slice(&answer.body)
+                    .map_err(|e| Error::Internal(format!("the primary's answer: {e}")))?;
+                Ok(Some(
+                    serde_json::to_vec(&body["value"]).expect("JSON serializes"),
+                ))
+            }
+            404 => Ok(None),
+            status => Err(Error::Upstream(UpstreamError::Relayed {
+                status,
+                body: answer.body,
+            })),
         }
     }
 
@@ -137,6 +165,11 @@ impl Node {
     }
 
     fn asking(&self, request: &FillRequest) -> Result<Below, Error> {
+        if self.is_standby() {
+            return Err(Error::Unavailable(
+                "This process is a standby of the root group: fills go to its primary.".into(),
+            ));
+        }
         self.position
             .below(&request.child)
             .map_err(|e| match e.mine {
@@ -152,8 +185,9 @@ impl Node {
     /// Whether this node may answer from its own copy: the root always; a
     /// cache under a valid lease of the session its cache belongs to.
     pub(super) fn cache_trusted(&self) -> bool {
-        if self.is_root() {
-            return true;
+        if let Some(root) = &self.root {
+            // The primary's copy is the data; a standby answers nothing itself.
+            return root.group().may_answer(&*self.links.sessions);
         }
         let lease = self.links.sessions.lease();
         lease.valid
@@ -170,6 +204,17 @@ impl Node {
         ))
     }
 
+    /// Why a process of the root group does not answer from its copy.
+    fn untrusted_root(&self) -> Error {
+        Error::Unavailable(if self.is_standby() {
+            "This process is a standby of the root group, not its primary.".into()
+        } else {
+            "The root cannot confirm its ZooKeeper session, so it does not answer: another \
+             member of the root group may have taken over."
+                .into()
+        })
+    }
+
     /// Reads `key` through the parent after a local miss, for a client
     /// (`child` is `None`) or a child.
     ///
@@ -184,7 +229,11 @@ impl Node {
         deadline: Deadline,
         hop: Duration,
     ) -> Result<Fill, Error> {
-        if self.is_root() {
+        if self.root.is_some() {
+            // The root group's copy is the data: nothing is above it.
+            if !self.cache_trusted() {
+                return Err(self.untrusted_root());
+            }
             return Ok(self.answer_from_store(key, child));
         }
         loop {

@@ -263,18 +263,50 @@ impl Node {
                 detail: "its address is not known yet (not registered in ZooKeeper)".into(),
             })?;
         match call(&root) {
-            Err(UpstreamError::Unreachable { .. }) => match (self.links.locate_root)() {
-                Some(address) if address != root.address => {
-                    log::info!("{} moved to {address}; following it", root.name);
-                    self.position.set_root_address(address.clone());
-                    call(&Peer {
-                        name: root.name,
-                        address,
-                    })
+            // Refused, or frozen: the root may have moved (a restart, or
+            // another member of the root group took over).
+            Err(e @ (UpstreamError::Unreachable { .. } | UpstreamError::TimedOut { .. })) => {
+                match (self.links.locate_root)() {
+                    Some(address) if address != root.address => {
+                        log::info!("{} moved to {address}; following it", root.name);
+                        self.follow_root(address.clone());
+                        call(&Peer {
+                            name: root.name,
+                            address,
+                        })
+                    }
+                    _ if matches!(e, UpstreamError::Unreachable { .. }) => call(&root),
+                    _ => Err(e),
                 }
-                _ => call(&root),
-            },
+            }
             other => other,
+        }
+    }
+}
+
+impl Node {
+    /// The root is now at `address`: calls to the root go there, and so do
+    /// fills, when the root is this node's parent.
+    pub fn follow_root(&self, address: String) {
+        self.position.set_root_address(address);
+        if self.position.place().is_some_and(|p| p.depth == 2) {
+            if let Some(root) = self.position.root() {
+                self.position.parent_moved(root);
+                self.unskip();
+            }
+        }
+    }
+
+    /// Looks the root's address up (in ZooKeeper) and follows it if it
+    /// moved; run every so often by cache nodes, so that they follow a
+    /// failover in the root group even while idle.
+    pub fn look_for_root(&self) {
+        let Some(address) = (self.links.locate_root)() else {
+            return;
+        };
+        if self.position.root().map(|r| r.address) != Some(address.clone()) {
+            log::info!("the root is at {address} now; following it");
+            self.follow_root(address);
         }
     }
 }

@@ -32,7 +32,7 @@ impl Node {
     /// its children do the same (in the background, retried as the module
     /// documentation says).
     pub fn flush(&self) -> Flushed {
-        if !self.is_root() {
+        if self.root.is_none() {
             self.store.clear();
         }
         let children = self.position.children();
@@ -49,7 +49,7 @@ impl Node {
     /// session ended. Drops its cache and flushes its children before it
     /// answers from its cache again.
     pub fn session_changed(&self, generation: u64) {
-        if !self.is_root() {
+        if self.root.is_none() {
             if self.cache_generation.load(Ordering::SeqCst) != 0 {
                 log::warn!(
                     "new ZooKeeper session (generation {generation}): dropping this node's \

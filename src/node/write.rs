@@ -66,7 +66,8 @@ impl Node {
         render: impl FnOnce(&Mutation) -> Answer,
     ) -> Result<Answer, Error> {
         let _counted = self.writes.begin()?;
-        let Some(root) = &self.root else {
+        // A cache node, or a standby of the root group: the primary applies it.
+        let Some(root) = self.root.as_ref().filter(|r| r.is_primary()) else {
             let made;
             let request_id = match request_id {
                 Some(id) => id,
@@ -144,6 +145,9 @@ impl Node {
             return Err(not_applied_in_time(key));
         }
         let answer = render(&mutation);
+        // From before it is replicated until it is applied: a standby's
+        // catch-up starts either before this write or after it is applied.
+        let replicating = root.replication().hold();
         let logged = match root.log(key, version, &mutation) {
             Ok(logged) => logged,
             Err(e) => {
@@ -151,8 +155,29 @@ impl Node {
                 return Err(e);
             }
         };
+        let replicated = root.group().epoch().map_or_else(
+            || {
+                Err(Error::Unavailable(
+                    "This process is no longer the primary.".into(),
+                ))
+            },
+            |epoch| {
+                root.replication()
+                    .replicate(self, epoch, key, version, &mutation, deadline)
+            },
+        );
+        // Acknowledged only under the lease of the session this process
+        // became primary in: no other primary can exist meanwhile.
+        if let Err(e) =
+            replicated.and_then(|()| root.group().require_primacy(&*self.links.sessions))
+        {
+            drop(logged);
+            self.store.abort_write(key, 0);
+            return Err(e);
+        }
         let applied = self.store.apply(key, mutation, version, room);
         drop(logged);
+        drop(replicating);
         match applied {
             Applied::Absent => Err(Error::not_found(key)),
             _ => Ok(answer),

@@ -27,6 +27,17 @@ pub fn live_named(prefix: &str, name: &str) -> String {
     format!("{}/{name}", live_dir(prefix))
 }
 
+/// Where the processes of the root group (the primary and its standbys)
+/// keep their election znodes (ephemeral, sequential).
+pub fn election(prefix: &str) -> String {
+    format!("{prefix}/election")
+}
+
+/// The root group's state: epoch, primary, and the standbys in sync.
+pub fn root_state(prefix: &str) -> String {
+    format!("{prefix}/root-state")
+}
+
 /// What a node's persistent znode holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZnodeData {
@@ -48,5 +59,7 @@ mod tests {
         assert_eq!(live_dir("/tc"), "/tc/live");
         assert_eq!(live("/tc", 4), "/tc/live/NODE-4");
         assert_eq!(live_named("/tc", "NODE-4"), live("/tc", 4));
+        assert_eq!(election("/tc"), "/tc/election");
+        assert_eq!(root_state("/tc"), "/tc/root-state");
     }
 }

@@ -295,6 +295,22 @@ impl Registry {
         self.shared.send(Event::Nudge);
     }
 
+    /// Stops keeping the znode at `path` (registered with [`Registry::keep`]):
+    /// it is not made again in later sessions. A persistent one stays as it
+    /// is; an ephemeral one goes with the current session. A liveness znode
+    /// forgotten no longer counts for the lease, which then rests on the
+    /// session alone.
+    pub fn forget(&self, path: &str) {
+        self.shared
+            .desired
+            .lock()
+            .unwrap()
+            .retain(|z| z.path != path);
+        self.shared.held.lock().unwrap().remove(path);
+        self.shared.book.lock().unwrap().forget_live(path);
+        self.shared.send(Event::Nudge);
+    }
+
     /// Calls `callback` with the new generation each time this node gets a
     /// new session (see [`Lease::generation`]), once the registrations of
     /// that session are in place (a kept ephemeral znode held by another
@@ -396,6 +412,121 @@ impl Registry {
         let data = self.get(&layout::root(prefix, root_id)).ok()??;
         let d: ZnodeData = serde_json::from_slice(&data).ok()?;
         Some(d.address)
+    }
+
+    /// Writes `data` at the persistent znode `path`, creating it (and its
+    /// parents) when it does not exist yet.
+    pub fn put(&self, path: &str, data: Vec<u8>) -> Result<(), RegistryError> {
+        let path = path.to_string();
+        self.call(move |zk| {
+            ensure_parents(zk, &path)?;
+            match zk.create(
+                &path,
+                data.clone(),
+                Acl::open_unsafe().clone(),
+                CreateMode::Persistent,
+            ) {
+                Ok(_) => Ok(()),
+                Err(ZkError::NodeExists) => zk.set_data(&path, data, None).map(|_| ()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// The data of `path` and its version (for a conditional write), or
+    /// `None` when it does not exist.
+    pub fn read_versioned(&self, path: &str) -> Result<Option<(Vec<u8>, i32)>, RegistryError> {
+        let path = path.to_string();
+        self.call(move |zk| match zk.get_data(&path, false) {
+            Ok((data, stat)) => Ok(Some((data, stat.version))),
+            Err(ZkError::NoNode) => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Writes `data` at `path` only if it is still at version `expected`
+    /// (`None`: only if it does not exist yet); `Ok(false)` when someone
+    /// wrote (or created) it first.
+    pub fn write_versioned(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        expected: Option<i32>,
+    ) -> Result<bool, RegistryError> {
+        let path = path.to_string();
+        self.call(move |zk| match expected {
+            Some(version) => match zk.set_data(&path, data, Some(version)) {
+                Ok(_) => Ok(true),
+                Err(ZkError::BadVersion | ZkError::NoNode) => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => {
+                ensure_parents(zk, &path)?;
+                match zk.create(
+                    &path,
+                    data,
+                    Acl::open_unsafe().clone(),
+                    CreateMode::Persistent,
+                ) {
+                    Ok(_) => Ok(true),
+                    Err(ZkError::NodeExists) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+    }
+
+    /// Makes sure this session has a member znode in the election directory
+    /// `dir` (ephemeral, sequential, holding `data`); returns its name.
+    pub fn ensure_member(&self, dir: &str, data: Vec<u8>) -> Result<String, RegistryError> {
+        let me = self.session().ok_or(RegistryError::NotConnected)?.id;
+        let dir = dir.to_string();
+        self.call(move |zk| {
+            if let Ok(names) = zk.get_children(&dir, false) {
+                for name in names {
+                    let path = format!("{dir}/{name}");
+                    if let Ok((old, stat)) = zk.get_data(&path, false) {
+                        if stat.ephemeral_owner == me {
+                            if old != data {
+                                zk.set_data(&path, data.clone(), Some(stat.version))?;
+                            }
+                            return Ok(name);
+                        }
+                    }
+                }
+            }
+            ensure_parents(zk, &format!("{dir}/member-"))?;
+            let path = zk.create(
+                &format!("{dir}/member-"),
+                data,
+                Acl::open_unsafe().clone(),
+                CreateMode::EphemeralSequential,
+            )?;
+            Ok(path.rsplit('/').next().unwrap_or_default().to_string())
+        })
+    }
+
+    /// The member znodes of the election directory `dir`: name and data, in
+    /// the order they were created (their sequence numbers).
+    pub fn members(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let dir = dir.to_string();
+        self.call(move |zk| {
+            let mut names = match zk.get_children(&dir, false) {
+                Ok(names) => names,
+                Err(ZkError::NoNode) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            names.sort();
+            let mut members = Vec::new();
+            for name in names {
+                match zk.get_data(&format!("{dir}/{name}"), false) {
+                    Ok((data, _)) => members.push((name, data)),
+                    Err(ZkError::NoNode) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(members)
+        })
     }
 
     /// The data of `path`, or `None` when it does not exist.

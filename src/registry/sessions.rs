@@ -342,6 +342,14 @@ impl Book {
         }
     }
 
+    /// The node no longer keeps its liveness znode at `path`: the lease
+    /// rests on the session alone from now on.
+    pub fn forget_live(&mut self, path: &str) {
+        if self.live.as_deref() == Some(path) {
+            self.live = None;
+        }
+    }
+
     /// The heartbeat to send now, if any: while connected in a known session.
     pub fn beat(&self) -> Option<Beat> {
         let session = self.session.filter(|_| self.connected)?;

@@ -1,6 +1,6 @@
-//! The root's start-up: it registers itself in ZooKeeper and serves reads at
-//! once; in the background it rebuilds its table from the znodes of an
-//! earlier run (waiting for ZooKeeper as long as it takes: a table started
+//! Becoming the serving primary (see `group` for when): the process
+//! registers itself as the root in ZooKeeper and serves reads at once; it
+//! rebuilds its table from the znodes of an earlier run (waiting for ZooKeeper as long as it takes: a table started
 //! empty would hand out slots that are taken), deletes the znodes that no
 //! longer fit, tells the caches below it to drop what it no longer tracks,
 //! and only then takes joins and writes. A write taken before that flush
@@ -12,11 +12,31 @@ use std::time::{Duration, Instant};
 use crate::node::Node;
 use crate::registry::{layout, Registry, ZnodeData};
 
-/// Runs the root's start-up (on the start-up thread).
+/// Makes this process the serving primary, once the group made it primary.
 pub fn run(node: &Node, registry: &Registry) {
     let c = node.config();
     let root = node.root().expect("bootstrap runs on the root");
+    root.set_closed();
+    node.became_primary();
     let path = root.znode_path();
+    // Written once, not kept: a process that stopped being the primary must
+    // not write its address there again in a later session.
+    while registry.put(&path, root_znode_data(c)).is_err() {
+        if !root.is_primary() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    crate::startup::keep_live(node, registry);
+    load_tree(node, registry, &path);
+    // Each child acknowledges, or its session ends (then it drops its cache
+    // itself when it comes back).
+    node.flush_all(&root.children());
+    root.set_open();
+}
+
+/// What the root's znode holds: the primary's name and address.
+pub fn root_znode_data(c: &crate::config::Config) -> Vec<u8> {
     let data = ZnodeData {
         name: c.name(),
         address: c.advertise.clone(),
@@ -24,17 +44,7 @@ pub fn run(node: &Node, registry: &Registry) {
         depth: 1,
         parent: None,
     };
-    registry.keep(crate::registry::Znode {
-        path: path.clone(),
-        data: serde_json::to_vec(&data).expect("znode data serializes"),
-        ephemeral: false,
-    });
-    crate::startup::keep_live(node, registry);
-    load_tree(node, registry, &path);
-    // Each child acknowledges, or its session ends (then it drops its cache
-    // itself when it comes back).
-    node.flush_all(&root.children());
-    root.set_open();
+    serde_json::to_vec(&data).expect("znode data serializes")
 }
 
 /// Rebuilds the root's table from ZooKeeper, waiting for it as long as it takes.
@@ -69,11 +79,16 @@ fn load_tree(node: &Node, registry: &Registry, root_path: &str) {
         let _ = registry.delete_subtree(&path);
     }
     // Trees of an earlier run under another root id.
-    let live = layout::live_dir(&c.zk_prefix);
+    let keep = [
+        layout::live_dir(&c.zk_prefix),
+        layout::election(&c.zk_prefix),
+        layout::root_state(&c.zk_prefix),
+        root_path.to_string(),
+    ];
     if let Ok(children) = registry.children(&c.zk_prefix) {
         for child in children {
             let path = format!("{}/{child}", c.zk_prefix);
-            if path != live && path != root_path {
+            if !keep.contains(&path) {
                 log::info!("removing stale znode {path}");
                 let _ = registry.delete_subtree(&path);
             }

@@ -151,6 +151,7 @@ impl Membership {
             capacity: self.tree.capacity(),
             root: node_name(self.root_id),
             nodes,
+            root_group: None,
         }
     }
 

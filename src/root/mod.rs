@@ -1,14 +1,22 @@
-//! Everything only the root does, behind one handle ([`Root`]): the slot
-//! table and joins (`membership`), the versions of writes, the per-key
-//! serialization of writes, and the root's start-up (`bootstrap`: register
-//! in ZooKeeper, rebuild the table, flush the caches below).
+//! Everything only the root does, behind one handle ([`Root`]), held by
+//! every process started with the root's id (the root group):
+//! - `membership`: the slot table and joins;
+//! - `group`: the election of the primary among the root group, its epochs
+//!   and the in-sync standbys, kept in ZooKeeper;
+//! - `replication`: the primary's writes, sent to its standbys;
+//! - `bootstrap`: becoming the serving primary (register in ZooKeeper,
+//!   rebuild the table, flush the caches below);
+//! - `dedup`: writes applied at most once per request id;
+//! - versions, and the data directory's log (`wal`).
 //!
 //! Other modules reach the root's state only through [`Root`]'s methods;
-//! `node` holds one on the root and none elsewhere.
+//! `node` holds one on the root's id and none elsewhere.
 
 pub mod bootstrap;
 pub mod dedup;
+pub mod group;
 pub mod membership;
+pub mod replication;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,18 +44,20 @@ pub struct Root {
     dedup: dedup::Dedup,
     /// The data directory's log, with `--data-dir`.
     wal: Option<Arc<Wal>>,
+    group: group::Group,
+    replication: Arc<replication::Replication>,
 }
 
 impl Root {
     /// The root's state; with `--data-dir`, what the directory holds is
     /// loaded into `store` first, and the log is kept from then on.
     pub fn open(config: &Config, store: &Arc<Store>) -> Result<Root, OpenError> {
-        let mut root = Root::new(config);
         let Some(path) = &config.data_dir else {
             log::warn!(
                 "no --data-dir: the root keeps its data in memory only, and a restart loses it"
             );
-            return Ok(root);
+            let id = crate::wal::dir::random_id().map_err(|e| OpenError::Io(e.to_string()))?;
+            return Ok(Root::new(config, format!("memory-{id}"), true));
         };
         let identity = Identity {
             zk_prefix: config.zk_prefix.clone(),
@@ -70,17 +80,18 @@ impl Root {
             recovered.took.as_secs_f64(),
             config.fsync.name()
         );
+        let mut root = Root::new(config, wal.id().to_string(), false);
         // Versions go on above every version the directory has seen.
-        root.next_version
-            .fetch_max(recovered.max_version + 1, Ordering::Relaxed);
+        root.note_version(recovered.max_version);
         let wal = Arc::new(wal);
         wal.compact_in_background(store.clone());
         root.wal = Some(wal);
         Ok(root)
     }
 
-    /// The root's state without a data directory.
-    pub fn new(config: &Config) -> Root {
+    /// The root's state, for the member `id` of the root group (`memory`:
+    /// without a data directory).
+    pub fn new(config: &Config, id: String, memory: bool) -> Root {
         // Versions start at the clock so that a restarted root keeps counting up.
         let start = unix_micros().max(1);
         Root {
@@ -95,7 +106,40 @@ impl Root {
             next_version: AtomicU64::new(start),
             dedup: dedup::Dedup::default(),
             wal: None,
+            group: group::Group::new(
+                group::Member {
+                    id,
+                    address: config.advertise.clone(),
+                },
+                memory,
+            ),
+            replication: Arc::default(),
         }
+    }
+
+    /// The root group, and this process's part in it.
+    pub fn group(&self) -> &group::Group {
+        &self.group
+    }
+
+    pub fn replication(&self) -> &Arc<replication::Replication> {
+        &self.replication
+    }
+
+    /// Whether this process is the primary of the root group.
+    pub fn is_primary(&self) -> bool {
+        self.group.is_primary()
+    }
+
+    /// Versions go on above `version` (seen in the log, or from the primary).
+    pub fn note_version(&self, version: u64) {
+        self.next_version.fetch_max(version + 1, Ordering::Relaxed);
+    }
+
+    /// Closes the root to joins and writes until `set_open` (a new primary
+    /// has work to do first).
+    pub fn set_closed(&self) {
+        self.open.store(false, Ordering::Release);
     }
 
     /// Logs a write with `--data-dir`: apply it in memory while holding
@@ -188,8 +232,13 @@ impl Root {
         self.open.store(true, Ordering::Release);
     }
 
-    /// 503 until the root is open.
+    /// 503 until the root is open (and while it is not the primary).
     pub fn require_open(&self) -> Result<(), Error> {
+        if !self.group.is_primary() {
+            return Err(Error::Unavailable(
+                "This process is a standby of the root group, not its primary.".into(),
+            ));
+        }
         if self.open.load(Ordering::Acquire) {
             Ok(())
         } else {

@@ -198,6 +198,40 @@ impl Store {
         }
     }
 
+    /// A write received from the primary (a standby's store): applied only
+    /// if it is newer than what the key holds (`older_than` gives the
+    /// version of a delete already applied, during a catch-up). Returns
+    /// whether it was applied.
+    pub fn apply_if_newer(&self, key: &str, value: Option<&[u8]>, version: u64) -> bool {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        if shard
+            .map
+            .get(key)
+            .is_some_and(|m| m.has_value() && m.version >= version)
+        {
+            return false;
+        }
+        match value {
+            Some(v) => self.put_value(shard, key, v, version),
+            None => {
+                self.remove_entry(shard, key);
+            }
+        }
+        true
+    }
+
+    /// The version of `key`'s value, if it has one.
+    #[cfg(test)]
+    pub fn version_of(&self, key: &str) -> Option<u64> {
+        let shard = self.shard(key);
+        shard
+            .map
+            .get(key)
+            .filter(|m| m.has_value())
+            .map(|m| m.version)
+    }
+
     /// Replaces `key`'s entry by `value`, keeping its directory bits.
     fn put_value(&self, shard: &mut Shard, key: &str, value: &[u8], version: u64) {
         let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
@@ -324,6 +358,17 @@ mod tests {
         s.apply("b", Mutation::Put(vec![b'1'; 150]), 1, again);
         assert!(s.reserve("c", 150).is_none());
         assert!(s.bytes() <= 400);
+    }
+
+    #[test]
+    fn a_replicated_write_never_replaces_a_newer_one() {
+        let s = primary();
+        assert!(s.apply_if_newer("k", Some(b"2"), 20));
+        assert!(!s.apply_if_newer("k", Some(b"1"), 10), "older");
+        assert!(!s.apply_if_newer("k", None, 15), "an older delete");
+        assert_eq!(s.version_of("k"), Some(20));
+        assert!(s.apply_if_newer("k", None, 30));
+        assert_eq!(s.version_of("k"), None);
     }
 
     #[test]

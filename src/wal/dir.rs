@@ -2,7 +2,7 @@
 //! it at a time, and the names of its files.
 //!
 //! ```text
-//! DIR/treecache.json          {"format": 1, "zk_prefix", "root_id", "depth"}
+//! DIR/treecache.json          {"format": 1, "id", "zk_prefix", "root_id", "depth"}
 //! DIR/lock                    held (flock) by the process using DIR
 //! DIR/snapshot-00000007.snap  the state before log 7 (written as .tmp, then renamed)
 //! DIR/wal-00000007.log        the writes after it, then wal-00000008.log, ...
@@ -35,6 +35,10 @@ pub struct Identity {
 #[derive(Serialize, Deserialize)]
 struct Meta {
     format: u32,
+    /// Made at random when the directory is made: what tells this copy of
+    /// the data apart from every other (the root group counts a standby in
+    /// sync by it, not by its address).
+    id: String,
     #[serde(flatten)]
     identity: Identity,
 }
@@ -42,6 +46,7 @@ struct Meta {
 /// An open data directory, locked for this process while the value lives.
 pub struct DataDir {
     path: PathBuf,
+    id: String,
     _lock: File,
 }
 
@@ -61,8 +66,9 @@ impl DataDir {
         lock_exclusively(&lock).map_err(|_| {
             OpenError::Refused(format!("{} is in use by another process", path.display()))
         })?;
-        let dir = DataDir {
+        let mut dir = DataDir {
             path: path.to_path_buf(),
+            id: String::new(),
             _lock: lock,
         };
         let meta = path.join(META);
@@ -78,6 +84,7 @@ impl DataDir {
                         found.format
                     )));
                 }
+                dir.id = found.id.clone();
                 if found.identity != *identity {
                     return Err(OpenError::Refused(format!(
                         "{} belongs to another cluster (ZK prefix {}, root id {}, depth {}); \
@@ -106,8 +113,10 @@ impl DataDir {
                         path.display()
                     )));
                 }
+                dir.id = random_id().map_err(|e| io(path, e))?;
                 let meta_bytes = serde_json::to_vec_pretty(&Meta {
                     format: FORMAT,
+                    id: dir.id.clone(),
                     identity: identity.clone(),
                 })
                 .expect("the record serializes");
@@ -116,6 +125,11 @@ impl DataDir {
             Err(e) => return Err(io(&meta, e)),
         }
         Ok(dir)
+    }
+
+    /// This directory's id (see `Meta::id`).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Whether a backup holds the directory still (the file `HOLD` exists):
@@ -180,6 +194,14 @@ impl DataDir {
     }
 }
 
+/// 16 random bytes from the kernel, in hex.
+pub fn random_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn io(path: &Path, e: std::io::Error) -> OpenError {
     OpenError::Io(format!("{}: {e}", path.display()))
 }
@@ -224,8 +246,16 @@ mod tests {
     #[test]
     fn a_directory_remembers_its_cluster() {
         let path = temp("identity");
-        drop(DataDir::open(&path, &cluster("/a")).unwrap());
-        drop(DataDir::open(&path, &cluster("/a")).unwrap());
+        let id = DataDir::open(&path, &cluster("/a"))
+            .unwrap()
+            .id()
+            .to_string();
+        assert_eq!(id.len(), 32);
+        assert_eq!(
+            DataDir::open(&path, &cluster("/a")).unwrap().id(),
+            id,
+            "it keeps its id"
+        );
         match DataDir::open(&path, &cluster("/b")) {
             Err(OpenError::Refused(m)) => assert!(m.contains("another cluster"), "{m}"),
             _ => panic!("another cluster's directory was accepted"),

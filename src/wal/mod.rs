@@ -252,6 +252,18 @@ impl Wal {
         &self.stats
     }
 
+    /// The data directory's id: what tells this copy of the data apart.
+    pub fn id(&self) -> &str {
+        self.dir.id()
+    }
+
+    /// Compacts now: a snapshot of `source` replaces every log so far. A
+    /// standby does this after a catch-up, so that the state it received is
+    /// durable, whatever its logs held before.
+    pub fn compact_now(&self, source: &dyn Source) -> Result<(), String> {
+        compaction::compact(self, source)
+    }
+
     /// Logs a write of `key`, returning once it is as durable as the mode
     /// promises. The caller applies the write in memory while it holds the
     /// returned [`Logged`], and must not apply it when this fails.

@@ -19,6 +19,17 @@ pub struct NodeEntry {
     pub live: Option<bool>,
 }
 
+/// One process of the root group (the root's id): the primary or a standby.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMember {
+    pub address: String,
+    /// `root` for the primary, `standby` for the others.
+    pub role: String,
+    /// Whether this process holds every acknowledged write (always true of
+    /// the primary); only such a standby may take over.
+    pub in_sync: bool,
+}
+
 /// The `/nodes` document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodesDoc {
@@ -26,6 +37,9 @@ pub struct NodesDoc {
     pub capacity: usize,
     pub root: String,
     pub nodes: Vec<NodeEntry>,
+    /// The root group, when the root knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_group: Option<Vec<RootMember>>,
 }
 
 #[cfg(test)]
@@ -52,6 +66,7 @@ mod tests {
                 entry("NODE-1", 0, None, Some("NODE-3")),
                 entry("NODE-3", 1, Some("NODE-1"), None),
             ],
+            root_group: None,
         }
     }
 

@@ -18,11 +18,13 @@
 //!
 //! [`traffic`] sends random concurrent requests and records their history;
 //! [`linearizability`] judges such histories. [`proxy`] plays network faults
-//! between a client and a server. [`route_zookeeper_log`] lets a registry
+//! between a client and a server. [`sentinels`] are written during a fault
+//! and checked after it. [`route_zookeeper_log`] lets a registry
 //! in the test process learn its sessions.
 
 pub mod linearizability;
 pub mod proxy;
+pub mod sentinels;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -228,12 +230,20 @@ fn remove_leftovers() {
     }
 }
 
+/// Standby `k` of the root group is the process `STANDBY + k` of a
+/// [`Cluster`]: it runs with the root's `--id`, on its own port and data
+/// directory.
+pub const STANDBY: u32 = 1000;
+
 /// A running node process.
 pub struct NodeProc {
+    /// Its key in the cluster: the node's id, or `STANDBY + k`.
     pub id: u32,
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
+    /// Flags for this process alone (a standby's, or the root's data directory).
+    own_args: Vec<String>,
 }
 
 /// How to start a cluster.
@@ -247,9 +257,26 @@ pub struct Builder {
     ensemble: bool,
     wait: bool,
     open_files: Option<u64>,
+    root_data: bool,
+    standbys: u32,
 }
 
 impl Builder {
+    /// The root keeps its data in a directory of its own (the other nodes
+    /// have none).
+    pub fn root_data_dir(mut self) -> Self {
+        self.root_data = true;
+        self
+    }
+
+    /// Standbys of the root group, each with its own data directory (and
+    /// the root gets one too); `start` waits until all are in sync.
+    pub fn standbys(mut self, count: u32) -> Self {
+        self.standbys = count;
+        self.root_data = true;
+        self
+    }
+
     /// Starts every node with this limit on open files (RLIMIT_NOFILE).
     pub fn open_files(mut self, limit: u64) -> Self {
         self.open_files = Some(limit);
@@ -321,17 +348,33 @@ impl Builder {
             open_files: self.open_files,
             nodes: BTreeMap::new(),
         };
-        cluster.spawn(self.root_id);
+        let root_args = match self.root_data {
+            true => vec!["--data-dir".into(), cluster.data_dir(self.root_id)],
+            false => Vec::new(),
+        };
+        cluster.spawn_with(self.root_id, free_port(), root_args);
         cluster
     }
 
     pub fn start(self) -> Cluster {
         let capacity = (1u32 << self.depth) - 1;
         let (root_id, order, wait) = (self.root_id, self.order.clone(), self.wait);
+        let standbys = self.standbys;
         let mut cluster = self.start_root_only();
         wait_until(Duration::from_secs(20), "the root answers", || {
             http::get(&cluster.url(root_id)).0 == 200
         });
+        if standbys > 0 {
+            // The first member to write the group's state leads: the root
+            // first, so that it is the primary.
+            wait_until(Duration::from_secs(20), "the root is the primary", || {
+                http::get(&cluster.url(root_id)).1["role"] == "root"
+            });
+            for k in 1..=standbys {
+                cluster.add_standby(k);
+            }
+            cluster.wait_in_sync(standbys as usize);
+        }
         let order = order.unwrap_or_else(|| (1..=capacity).filter(|&i| i != root_id).collect());
         let sequential = cluster.nodes.len() == 1 && order.len() > 1 && wait;
         for id in order {
@@ -341,7 +384,7 @@ impl Builder {
             }
         }
         if wait {
-            let all: Vec<u32> = cluster.nodes.keys().copied().collect();
+            let all = cluster.ids();
             cluster.wait_joined(&all);
         }
         cluster
@@ -381,7 +424,65 @@ impl Cluster {
             ensemble: false,
             wait: true,
             open_files: None,
+            root_data: false,
+            standbys: 0,
         }
+    }
+
+    /// The data directory of process `key` (the root, or a standby).
+    pub fn data_dir(&self, key: u32) -> String {
+        self.dir
+            .join(format!("data-{key}"))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Starts standby `k` of the root group (process `STANDBY + k`) on a
+    /// fresh port, with its own data directory.
+    pub fn add_standby(&mut self, k: u32) {
+        let key = STANDBY + k;
+        let args = vec!["--data-dir".into(), self.data_dir(key)];
+        self.spawn_with(key, free_port(), args);
+    }
+
+    /// The processes of the root group: the root's key and the standbys'.
+    pub fn root_group(&self) -> Vec<u32> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|&k| k == self.root_id || k > STANDBY)
+            .collect()
+    }
+
+    /// The process of the root group that says it is the primary now.
+    pub fn primary(&self) -> Option<u32> {
+        self.root_group().into_iter().find(|&k| {
+            self.nodes[&k].child.is_some() && {
+                let (status, info) = http::get_within(&self.url(k), Duration::from_secs(1));
+                status == 200 && info["role"] == "root"
+            }
+        })
+    }
+
+    /// Waits until the primary's `/nodes` shows `count` standbys in sync.
+    pub fn wait_in_sync(&self, count: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{count} standbys in sync"),
+            || {
+                let Some(primary) = self.primary() else {
+                    return false;
+                };
+                let (status, doc) = http::get(&format!("{}/nodes", self.url(primary)));
+                status == 200
+                    && doc["root_group"].as_array().is_some_and(|g| {
+                        g.iter()
+                            .filter(|m| m["role"] == "standby" && m["in_sync"] == true)
+                            .count()
+                            >= count
+                    })
+            },
+        );
     }
 
     /// A registry in the test process on the cluster's ZooKeeper and
@@ -408,8 +509,13 @@ impl Cluster {
             .restart(i);
     }
 
+    /// The nodes of the tree (the standbys of the root group left out).
     pub fn ids(&self) -> Vec<u32> {
-        self.nodes.keys().copied().collect()
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|&k| k < STANDBY)
+            .collect()
     }
 
     pub fn port(&self, id: u32) -> u16 {
@@ -459,10 +565,22 @@ impl Cluster {
         self.spawn_at(id, port);
     }
 
-    /// Starts node `id` listening on `port`.
-    pub fn spawn_at(&mut self, id: u32, port: u16) {
+    /// Starts process `key` (a node's id, or a standby's key) listening on
+    /// `port`, with the flags of its own it had before.
+    pub fn spawn_at(&mut self, key: u32, port: u16) {
+        let own = self
+            .nodes
+            .get(&key)
+            .map(|n| n.own_args.clone())
+            .unwrap_or_default();
+        self.spawn_with(key, port, own);
+    }
+
+    fn spawn_with(&mut self, key: u32, port: u16, own_args: Vec<String>) {
+        let id = if key > STANDBY { self.root_id } else { key };
         let mut command = self.command(id, port);
-        let log = self.dir.join(format!("NODE-{id}.log"));
+        command.args(&own_args);
+        let log = self.dir.join(format!("{}.log", label(key)));
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -478,12 +596,13 @@ impl Cluster {
         }
         let child = command.spawn().expect("start a node");
         self.nodes.insert(
-            id,
+            key,
             NodeProc {
-                id,
+                id: key,
                 port,
                 child: Some(child),
                 log,
+                own_args,
             },
         );
     }
@@ -580,9 +699,11 @@ impl Cluster {
         doc
     }
 
-    /// The root's `/nodes` document as it answers it.
+    /// The root's `/nodes` document as it answers it (the primary's, when
+    /// the root group has standbys).
     pub fn nodes_document(&self) -> Value {
-        let (status, doc) = http::get(&format!("{}/nodes", self.url(self.root_id)));
+        let at = self.primary().unwrap_or(self.root_id);
+        let (status, doc) = http::get(&format!("{}/nodes", self.url(at)));
         assert_eq!(status, 200, "{doc}");
         doc
     }
@@ -626,6 +747,14 @@ impl Cluster {
     }
 }
 
+/// How process `key` is named in logs: `NODE-3`, `root-standby-2`.
+fn label(key: u32) -> String {
+    match key.checked_sub(STANDBY) {
+        Some(k) if k > 0 => format!("root-standby-{k}"),
+        _ => format!("NODE-{key}"),
+    }
+}
+
 fn libc_sigstop() -> i32 {
     19
 }
@@ -647,8 +776,8 @@ impl Drop for Cluster {
                 let log = std::fs::read_to_string(&node.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
                 eprintln!(
-                    "--- NODE-{} (last lines of {}) ---",
-                    node.id,
+                    "--- {} (last lines of {}) ---",
+                    label(node.id),
                     node.log.display()
                 );
                 for line in tail.iter().rev() {
@@ -760,6 +889,27 @@ pub mod http {
     pub fn get(url: &str) -> (u16, Value) {
         let a = request("GET", url, None, &[]);
         (a.status, a.json())
+    }
+
+    /// A GET that gives up after `limit` (status 0), for a process that
+    /// may be frozen.
+    pub fn get_within(url: &str, limit: Duration) -> (u16, Value) {
+        let answer = ureq::AgentBuilder::new()
+            .timeout(limit)
+            .build()
+            .get(url)
+            .call();
+        match answer {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let status = r.status();
+                let json = r
+                    .into_string()
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                (status, json.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
     }
 
     pub fn put(url: &str, value: &Value) -> (u16, Value) {

@@ -1,0 +1,501 @@
+//! The root group: every process started with the root's id is a member;
+//! ZooKeeper elects one primary, the others are standbys.
+//!
+//! ZooKeeper holds, under the cluster's prefix:
+//! - `election/member-N`: one ephemeral, sequential znode per member and
+//!   session, holding the member's id and address. A member's id is its data
+//!   directory's id (a copy of the data, not an address: a process started
+//!   on an empty directory is a new member, whatever its address).
+//! - `root-state`: `{"epoch", "primary", "in_sync", "memory"}`, written only
+//!   with a conditional write (the version read). `in_sync` lists the
+//!   standbys that hold every write the primary acknowledged.
+//!
+//! The rules:
+//! - The primary sends each write to every standby it replicates to, and
+//!   acknowledges it only after each in-sync standby made it durable; a
+//!   standby that does not is first removed from `in_sync` (a conditional
+//!   write, which fails if the epoch moved on: then this primary is fenced
+//!   and acknowledges nothing). So every in-sync standby holds every
+//!   acknowledged write.
+//! - The primary acknowledges a write only under the lease of the ZooKeeper
+//!   session it became primary in. A standby takes over only once the
+//!   primary's member znode is gone, that is, once its session ended: by
+//!   then the old primary's lease has run out (`node::peers::Lease`), so it
+//!   can acknowledge nothing the new primary lacks.
+//! - Only an in-sync standby takes over (or the previous primary itself,
+//!   restarted on its own data directory; or anyone, when the previous
+//!   primary kept its data in memory only and no standby was in sync): it
+//!   raises the epoch with a conditional write, so that exactly one wins.
+//!   A standby not in sync never takes over: writes stay unavailable rather
+//!   than lose data.
+//! - Every replication request carries the epoch; a standby refuses one from
+//!   an older epoch than it knows, and a primary that is refused, or that
+//!   finds the epoch moved on, acknowledges no further write and becomes a
+//!   standby.
+//! - A new primary starts with no standby in sync: each catches up (the
+//!   whole state, then every write from then on) and is added back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::node::{Node, Sessions};
+use crate::registry::{layout, Registry};
+use crate::wire::RootMember;
+
+/// How often each member looks at the election and the root's state.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+
+/// A member of the root group: its data directory's id and its address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub address: String,
+}
+
+/// The `root-state` znode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootState {
+    pub epoch: u64,
+    pub primary: Member,
+    pub in_sync: Vec<Member>,
+    /// The primary keeps its data in memory only.
+    #[serde(default)]
+    pub memory: bool,
+}
+
+/// What this process is in the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not yet decided (no look at ZooKeeper yet).
+    Starting,
+    /// The primary of `epoch`, under the lease of session `generation`.
+    Primary {
+        epoch: u64,
+        generation: u64,
+    },
+    Standby,
+}
+
+/// This process's view of the group. See the module documentation.
+pub struct Group {
+    me: Member,
+    memory: bool,
+    role: RwLock<Role>,
+    /// The root's state as last read, and its version.
+    state: Mutex<Option<(RootState, i32)>>,
+    /// The members whose election znodes exist, as last read, in order.
+    members: Mutex<Vec<Member>>,
+    /// The highest epoch this process has seen: it refuses replication from
+    /// an older one.
+    known_epoch: AtomicU64,
+    /// Serializes this process's writes of the root's state.
+    writing: Mutex<()>,
+    /// ZooKeeper and where this member's znodes are, once the group runs.
+    zk: OnceLock<Zk>,
+    /// Set once a standby may be counted in sync: from then on another
+    /// process may take over once this one's session ends, so this one
+    /// answers reads only under its lease too.
+    replaceable: AtomicBool,
+}
+
+/// ZooKeeper as the group uses it.
+struct Zk {
+    registry: Registry,
+    prefix: String,
+    /// The liveness znode of the root's id, kept while primary.
+    live: String,
+}
+
+impl Group {
+    pub fn new(me: Member, memory: bool) -> Group {
+        Group {
+            me,
+            memory,
+            role: RwLock::new(Role::Starting),
+            state: Mutex::new(None),
+            members: Mutex::new(Vec::new()),
+            known_epoch: AtomicU64::new(0),
+            writing: Mutex::new(()),
+            zk: OnceLock::new(),
+            replaceable: AtomicBool::new(false),
+        }
+    }
+
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    pub fn role(&self) -> Role {
+        *self.role.read().unwrap()
+    }
+
+    pub fn is_primary(&self) -> bool {
+        matches!(self.role(), Role::Primary { .. })
+    }
+
+    /// The epoch this process is primary of.
+    pub fn epoch(&self) -> Option<u64> {
+        match self.role() {
+            Role::Primary { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    pub fn known_epoch(&self) -> u64 {
+        self.known_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Learns of `epoch` (from a replication request or the root's state).
+    /// A primary of an older epoch is fenced: it steps down.
+    pub fn learn_epoch(&self, epoch: u64) {
+        let before = self.known_epoch.fetch_max(epoch, Ordering::SeqCst);
+        if epoch > before {
+            if let Role::Primary { epoch: mine, .. } = self.role() {
+                if epoch > mine {
+                    self.step_down(&format!("epoch {epoch} is newer than its own ({mine})"));
+                }
+            }
+        }
+    }
+
+    /// Stops being primary: no further write is acknowledged.
+    pub fn step_down(&self, why: &str) {
+        let mut role = self.role.write().unwrap();
+        if let Role::Primary { epoch, .. } = *role {
+            log::warn!("no longer the primary of epoch {epoch}: {why}; becoming a standby");
+            *role = Role::Standby;
+            // The liveness znode of the root's id is the new primary's to
+            // keep; a later session of this process must not wait for it.
+            if let Some(zk) = self.zk.get() {
+                zk.registry.forget(&zk.live);
+            }
+        }
+    }
+
+    /// Makes this process the primary of `epoch` under session `generation`
+    /// (once the root's state says so).
+    pub fn assume_primary(&self, epoch: u64, generation: u64) {
+        self.learn_epoch(epoch);
+        *self.role.write().unwrap() = Role::Primary { epoch, generation };
+    }
+
+    /// 503 unless this process is the primary and still holds the lease of
+    /// the session it became primary in: only then may it acknowledge.
+    pub fn require_primacy(&self, sessions: &dyn Sessions) -> Result<(), Error> {
+        match self.role() {
+            Role::Primary { generation, .. } => {
+                let lease = sessions.lease();
+                if lease.valid && lease.generation == generation {
+                    return Ok(());
+                }
+                if lease.generation != generation {
+                    self.step_down("its ZooKeeper session ended");
+                }
+                Err(Error::Unavailable(
+                    "The root cannot confirm its ZooKeeper session, so it acknowledges no write; \
+                     try again shortly."
+                        .into(),
+                ))
+            }
+            _ => Err(Error::Unavailable(
+                "This process is not the primary of the root group.".into(),
+            )),
+        }
+    }
+
+    /// Whether this process may answer reads from its own copy: as the
+    /// primary, and, once another process could take over from it, only
+    /// under the lease of the session it became primary in (a primary
+    /// frozen past its session's end must not answer from what is by then
+    /// an old copy).
+    pub fn may_answer(&self, sessions: &dyn Sessions) -> bool {
+        match self.role() {
+            Role::Primary { generation, .. } => {
+                if !self.replaceable.load(Ordering::SeqCst) {
+                    return true;
+                }
+                let lease = sessions.lease();
+                lease.valid && lease.generation == generation
+            }
+            _ => false,
+        }
+    }
+
+    /// The primary's address, as the root's state says.
+    pub fn primary_address(&self) -> Option<String> {
+        let state = self.state.lock().unwrap();
+        state.as_ref().map(|(s, _)| s.primary.address.clone())
+    }
+
+    /// Whether this process is counted in sync (the primary always is).
+    pub fn in_sync(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        state.as_ref().is_some_and(|(s, _)| {
+            s.primary.id == self.me.id || s.in_sync.iter().any(|m| m.id == self.me.id)
+        })
+    }
+
+    /// How many standbys are in sync, as the root's state says.
+    pub fn in_sync_count(&self) -> usize {
+        let state = self.state.lock().unwrap();
+        state.as_ref().map_or(0, |(s, _)| s.in_sync.len())
+    }
+
+    /// The members other than this one, as last seen.
+    pub fn others(&self) -> Vec<Member> {
+        let members = self.members.lock().unwrap();
+        let mut seen = Vec::new();
+        for m in members.iter() {
+            if m.id != self.me.id && !seen.iter().any(|s: &Member| s.id == m.id) {
+                seen.push(m.clone());
+            }
+        }
+        seen
+    }
+
+    /// The group as `GET /nodes` shows it.
+    pub fn document(&self) -> Vec<RootMember> {
+        let state = self.state.lock().unwrap().clone().map(|(s, _)| s);
+        let mut out = vec![RootMember {
+            address: self.me.address.clone(),
+            role: "root".into(),
+            in_sync: true,
+        }];
+        for m in self.others() {
+            out.push(RootMember {
+                address: m.address.clone(),
+                role: "standby".into(),
+                in_sync: state
+                    .as_ref()
+                    .is_some_and(|s| s.in_sync.iter().any(|i| i.id == m.id)),
+            });
+        }
+        out
+    }
+
+    /// Changes the root's state with `change`, conditionally on the version
+    /// read; fails when the epoch moved on (this primary is fenced).
+    fn change_state(&self, change: impl Fn(&mut RootState)) -> Result<(), Error> {
+        let Zk {
+            registry, prefix, ..
+        } = self
+            .zk
+            .get()
+            .ok_or_else(|| Error::Unavailable("The root group is not running yet.".into()))?;
+        let _one_at_a_time = self.writing.lock().unwrap();
+        let epoch = self
+            .epoch()
+            .ok_or_else(|| Error::Unavailable("This process is no longer the primary.".into()))?;
+        let path = layout::root_state(prefix);
+        for _ in 0..5 {
+            let read = registry
+                .read_versioned(&path)
+                .map_err(|e| Error::Unavailable(format!("ZooKeeper: {e}")))?;
+            let Some((data, version)) = read else {
+                return Err(Error::Unavailable(
+                    "The root's state is gone from ZooKeeper.".into(),
+                ));
+            };
+            let mut state: RootState = serde_json::from_slice(&data)
+                .map_err(|e| Error::Internal(format!("the root's state does not parse: {e}")))?;
+            if state.epoch != epoch || state.primary.id != self.me.id {
+                self.learn_epoch(state.epoch);
+                self.step_down("the root's state names another primary");
+                return Err(Error::Unavailable(
+                    "This process is no longer the primary of the root group.".into(),
+                ));
+            }
+            change(&mut state);
+            let bytes = serde_json::to_vec(&state).expect("the state serializes");
+            match registry.write_versioned(&path, bytes, Some(version)) {
+                Ok(true) => {
+                    *self.state.lock().unwrap() = Some((state, version + 1));
+                    return Ok(());
+                }
+                Ok(false) => continue,
+                Err(e) => return Err(Error::Unavailable(format!("ZooKeeper: {e}"))),
+            }
+        }
+        Err(Error::Unavailable(
+            "The root's state keeps changing.".into(),
+        ))
+    }
+
+    /// Removes `member` from the in-sync standbys (before a write is
+    /// acknowledged without it).
+    pub fn drop_in_sync(&self, member: &Member) -> Result<(), Error> {
+        self.change_state(|s| s.in_sync.retain(|m| m.id != member.id))?;
+        log::warn!("standby {} ({}) is out of sync", member.address, member.id);
+        Ok(())
+    }
+
+    /// Adds `member` to the in-sync standbys (it caught up).
+    pub fn add_in_sync(&self, member: &Member) -> Result<(), Error> {
+        self.replaceable.store(true, Ordering::SeqCst);
+        self.change_state(|s| {
+            s.in_sync.retain(|m| m.id != member.id);
+            s.in_sync.push(member.clone());
+        })?;
+        log::info!("standby {} ({}) is in sync", member.address, member.id);
+        Ok(())
+    }
+}
+
+/// Runs this member's part of the group until the process ends: keeps its
+/// election znode, follows the root's state, takes over when it may, and,
+/// as primary, has every other member catch up.
+pub fn run(node: Arc<Node>, registry: Registry) {
+    let root = node.root().expect("the group runs on the root's id");
+    let group = root.group();
+    let prefix = node.config().zk_prefix.clone();
+    let election = layout::election(&prefix);
+    let state_path = layout::root_state(&prefix);
+    let me_data = serde_json::to_vec(group.me()).expect("a member serializes");
+    let _ = group.zk.set(Zk {
+        registry: registry.clone(),
+        prefix: prefix.clone(),
+        live: layout::live(&prefix, node.config().id),
+    });
+    let mut said_waiting = false;
+    loop {
+        std::thread::sleep(LOOK_EVERY);
+        if registry.ensure_member(&election, me_data.clone()).is_err() {
+            continue;
+        }
+        let Ok(read) = registry.read_versioned(&state_path) else {
+            continue;
+        };
+        let Ok(members) = registry.members(&election) else {
+            continue;
+        };
+        let members: Vec<Member> = members
+            .iter()
+            .filter_map(|(_, data)| serde_json::from_slice(data).ok())
+            .collect();
+        *group.members.lock().unwrap() = members.clone();
+        let state = match read {
+            Some((data, version)) => match serde_json::from_slice::<RootState>(&data) {
+                Ok(state) => Some((state, version)),
+                Err(e) => {
+                    log::error!("the root's state in ZooKeeper does not parse: {e}");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        *group.state.lock().unwrap() = state.clone();
+        if let Some((s, _)) = &state {
+            group.learn_epoch(s.epoch);
+            if !group.is_primary() && s.primary.id != group.me.id {
+                node.position().set_root_address(s.primary.address.clone());
+            }
+        }
+        match (group.role(), state) {
+            (Role::Primary { epoch, generation }, Some((s, _))) => {
+                if s.epoch != epoch || s.primary.id != group.me.id {
+                    group.step_down("the root's state names another primary");
+                } else if registry.lease().generation != generation {
+                    group.step_down("its ZooKeeper session ended");
+                } else {
+                    let others = group.others();
+                    if !others.is_empty() && group.memory {
+                        group.replaceable.store(true, Ordering::SeqCst);
+                    }
+                    root.replication().catch_up_members(&node, &others);
+                    keep_root_znode(&node, &registry);
+                }
+            }
+            (Role::Primary { .. }, None) => group.step_down("the root's state is gone"),
+            (_, None) => {
+                // No group yet: the first member to write the state leads.
+                let first = RootState {
+                    epoch: 1,
+                    primary: group.me.clone(),
+                    in_sync: Vec::new(),
+                    memory: group.memory,
+                };
+                take_over(&node, &registry, &prefix, first, None);
+            }
+            (_, Some((s, version))) => {
+                root.replication().stop();
+                let alive = members.iter().any(|m| m.id == s.primary.id);
+                let mine = s.primary.id == group.me.id;
+                let eligible = mine
+                    || s.in_sync.iter().any(|m| m.id == group.me.id)
+                    || (s.memory && s.in_sync.is_empty());
+                if mine || (!alive && eligible) {
+                    let next = RootState {
+                        epoch: s.epoch + 1,
+                        primary: group.me.clone(),
+                        in_sync: Vec::new(),
+                        memory: group.memory,
+                    };
+                    take_over(&node, &registry, &prefix, next, Some(version));
+                    said_waiting = false;
+                } else if !alive && !said_waiting {
+                    log::warn!(
+                        "the primary ({}) is gone and this standby is not in sync: it may not \
+                         take over; writes wait for an in-sync standby",
+                        s.primary.address
+                    );
+                    said_waiting = true;
+                } else {
+                    let mut role = group.role.write().unwrap();
+                    if *role == Role::Starting {
+                        log::info!(
+                            "a standby of the root group; the primary is {}",
+                            s.primary.address
+                        );
+                        *role = Role::Standby;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Makes sure the root's znode names this process (the primary): a
+/// process that was primary before could have written its own address
+/// there in a later session, before it learned that it no longer is.
+fn keep_root_znode(node: &Node, registry: &Registry) {
+    let c = node.config();
+    let path = node.root().expect("the root's id").znode_path();
+    if registry.find_root(&c.zk_prefix, c.root_id).as_deref() != Some(c.advertise.as_str()) {
+        log::info!("the root's znode {path} names this process again");
+        let _ = registry.put(&path, super::bootstrap::root_znode_data(c));
+    }
+}
+
+/// Becomes the primary: writes `state` (conditionally), then takes the
+/// root's znode, rebuilds the tree, flushes the caches below, and opens.
+fn take_over(
+    node: &Arc<Node>,
+    registry: &Registry,
+    prefix: &str,
+    state: RootState,
+    version: Option<i32>,
+) {
+    let root = node.root().expect("the root's id");
+    let group = root.group();
+    let lease = registry.lease();
+    if !lease.valid {
+        return;
+    }
+    let bytes = serde_json::to_vec(&state).expect("the state serializes");
+    match registry.write_versioned(&layout::root_state(prefix), bytes, version) {
+        Ok(true) => {}
+        _ => return,
+    }
+    group.assume_primary(state.epoch, lease.generation);
+    *group.state.lock().unwrap() = Some((state.clone(), version.map_or(0, |v| v + 1)));
+    log::info!(
+        "the primary of the root group, epoch {} (at {})",
+        state.epoch,
+        state.primary.address
+    );
+    super::bootstrap::run(node, registry);
+}

@@ -1,0 +1,394 @@
+//! Synchronous replication in the root group, both ends.
+//!
+//! **The primary** sends every write, once it is in its own log, to every
+//! standby it replicates to, all at once, and waits for each: an in-sync
+//! standby that does not make it durable in time is removed from the
+//! in-sync set (see `group`) before the write is acknowledged; a standby
+//! that refuses it for its epoch fences this primary, and the write fails.
+//!
+//! A standby that is not in sync **catches up**: the primary stops the
+//! writes for a moment (they hold `gate` from before they replicate until
+//! they are applied, and a catch-up takes it alone) to tell the standby to
+//! drop what it holds and to add it to the writes' targets; every write
+//! from then on reaches it. Then the primary sends its whole state in
+//! chunks, read while writes go on, and finally asks the standby to make it
+//! durable; once it has, the standby is added to the in-sync set. A write
+//! and a chunk may bring one key in either order: the standby keeps the
+//! newer version, and remembers the versions of deletes until the catch-up
+//! ends, so that an older chunk cannot bring a deleted key back.
+//!
+//! **The standby** makes each write durable in its own log before it
+//! answers, applies it to its store, and refuses requests from an epoch
+//! older than the newest it has seen.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use crate::deadline::Deadline;
+use crate::error::{Error, UpstreamError};
+use crate::node::Node;
+use crate::store::Mutation;
+use crate::wal::record::{self, Change, Edit};
+use crate::wal::{Live, Source};
+use crate::wire::{Answer, Peer, Phase, Refused, Replicate, Replicated};
+
+use super::group::Member;
+
+/// Records per catch-up chunk, at most.
+const CHUNK_RECORDS: usize = 4096;
+/// Bytes per catch-up chunk, about.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Time allowed for one catch-up call.
+const CHUNK_TIME: Duration = Duration::from_secs(30);
+
+/// A standby the primary replicates to.
+#[derive(Clone, Debug)]
+struct Target {
+    member: Member,
+    /// Counted in sync (else still catching up).
+    in_sync: bool,
+}
+
+/// What one standby made of one replication request.
+type Outcome = Result<Result<Replicated, Answer>, UpstreamError>;
+
+/// A catch-up under way at a standby.
+struct CatchUp {
+    id: String,
+    /// Versions of the deletes applied during it, by key.
+    deleted: HashMap<String, u64>,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct Replication {
+    gate: RwLock<()>,
+    targets: Mutex<Vec<Target>>,
+    /// Members with a catch-up under way (the primary's).
+    syncing: Mutex<HashSet<String>>,
+    /// The catch-up under way here (a standby's).
+    catch_up: Mutex<Option<CatchUp>>,
+}
+
+/// Why a standby refused a replication request.
+pub enum Refusal {
+    /// The request comes from an older epoch than this process knows.
+    Stale(u64),
+    Other(Error),
+}
+
+impl Replication {
+    /// Held by a write from before it replicates until it is applied.
+    pub fn hold(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets every standby (this process stopped being the primary).
+    pub fn stop(&self) {
+        self.targets.lock().unwrap().clear();
+    }
+
+    /// The primary: sends one write to every target and waits for each.
+    pub fn replicate(
+        &self,
+        node: &Node,
+        epoch: u64,
+        key: &str,
+        version: u64,
+        mutation: &Mutation,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let targets = self.targets.lock().unwrap().clone();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let edit = match mutation {
+            Mutation::Put(v) => Edit::Put(v),
+            Mutation::Delete => Edit::Delete,
+        };
+        record::encode_write(&mut records, 0, key, version, 0, edit);
+        let message = Replicate {
+            epoch,
+            phase: Phase::Live,
+            catch_up: None,
+            records,
+        };
+        let hop = node.config().hop_timeout;
+        let outcomes: Vec<(Target, Outcome)> = std::thread::scope(|s| {
+            let calls: Vec<_> = targets
+                .iter()
+                .map(|t| {
+                    let message = &message;
+                    s.spawn(move || {
+                        let peer = peer_of(&t.member);
+                        node.replicate_to(&peer, message, deadline, hop)
+                    })
+                })
+                .collect();
+            targets
+                .iter()
+                .cloned()
+                .zip(calls.into_iter().map(|c| {
+                    c.join().unwrap_or_else(|_| {
+                        Err(UpstreamError::Relayed {
+                            status: 500,
+                            body: Vec::new(),
+                        })
+                    })
+                }))
+                .collect()
+        });
+        for (target, outcome) in outcomes {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err(answer)) if answer.status == 409 => {
+                    if let Ok(refused) = serde_json::from_slice::<Refused>(&answer.body) {
+                        node.root()
+                            .expect("the root")
+                            .group()
+                            .learn_epoch(refused.epoch);
+                    }
+                    return Err(Error::Unavailable(format!(
+                        "Standby {} refused the write: this process is no longer the primary.",
+                        target.member.address
+                    )));
+                }
+                failed => {
+                    log::warn!(
+                        "replicating to standby {} failed: {failed:?}",
+                        target.member.address
+                    );
+                    self.targets
+                        .lock()
+                        .unwrap()
+                        .retain(|t| t.member.id != target.member.id);
+                    if target.in_sync {
+                        node.root()
+                            .expect("the root")
+                            .group()
+                            .drop_in_sync(&target.member)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The primary: starts a catch-up for every member that is neither a
+    /// target nor catching up.
+    pub fn catch_up_members(self: &Arc<Self>, node: &Arc<Node>, members: &[Member]) {
+        for member in members {
+            let known = self
+                .targets
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|t| t.member.id == member.id);
+            if known || !self.syncing.lock().unwrap().insert(member.id.clone()) {
+                continue;
+            }
+            let id = member.id.clone();
+            let (me, node, member) = (self.clone(), node.clone(), member.clone());
+            let spawned = std::thread::Builder::new()
+                .name("catch-up".into())
+                .spawn(move || {
+                    if let Err(e) = me.catch_up(&node, &member) {
+                        log::warn!("standby {} did not catch up: {e}", member.address);
+                        me.targets
+                            .lock()
+                            .unwrap()
+                            .retain(|t| t.member.id != member.id);
+                    }
+                    me.syncing.lock().unwrap().remove(&member.id);
+                });
+            if spawned.is_err() {
+                self.syncing.lock().unwrap().remove(&id);
+            }
+        }
+    }
+
+    /// One catch-up of `member` (see the module documentation).
+    fn catch_up(&self, node: &Node, member: &Member) -> Result<(), Error> {
+        let root = node.root().expect("the root");
+        let epoch = root
+            .group()
+            .epoch()
+            .ok_or_else(|| Error::Unavailable("not the primary".into()))?;
+        let id = crate::wal::dir::random_id().map_err(|e| Error::Internal(e.to_string()))?;
+        let peer = peer_of(member);
+        let send = |phase: Phase, records: Vec<u8>| -> Result<(), Error> {
+            let message = Replicate {
+                epoch,
+                phase,
+                catch_up: Some(id.clone()),
+                records,
+            };
+            match node.replicate_to(&peer, &message, Deadline::after(CHUNK_TIME), CHUNK_TIME) {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(answer)) => Err(Error::Unavailable(format!(
+                    "it answered {} {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                ))),
+                Err(e) => Err(Error::from(e)),
+            }
+        };
+        log::info!("standby {} ({}) catches up", member.address, member.id);
+        {
+            let _no_write_between = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            send(Phase::Reset, Vec::new())?;
+            self.targets.lock().unwrap().push(Target {
+                member: member.clone(),
+                in_sync: false,
+            });
+        }
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+        let mut count = 0;
+        let mut sent = 0usize;
+        let mut failure = None;
+        let _ = Source::dump(node.store_handle().as_ref(), &mut |live: Live<'_>| {
+            record::encode_write(
+                &mut chunk,
+                0,
+                live.key,
+                live.version,
+                live.expires_ms,
+                Edit::Put(live.value),
+            );
+            count += 1;
+            if count >= CHUNK_RECORDS || chunk.len() >= CHUNK_BYTES {
+                if let Err(e) = send(Phase::Chunk, std::mem::take(&mut chunk)) {
+                    failure = Some(e);
+                    return Err(std::io::Error::other("the standby failed"));
+                }
+                sent += count;
+                count = 0;
+            }
+            Ok(())
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        sent += count;
+        send(Phase::Chunk, chunk)?;
+        send(Phase::End, Vec::new())?;
+        if !self
+            .targets
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.member.id == member.id)
+        {
+            return Err(Error::Unavailable("a write to it failed meanwhile".into()));
+        }
+        root.group().add_in_sync(member)?;
+        for t in self.targets.lock().unwrap().iter_mut() {
+            if t.member.id == member.id {
+                t.in_sync = true;
+            }
+        }
+        log::info!("standby {} caught up with {sent} keys", member.address);
+        Ok(())
+    }
+
+    /// The standby: applies a replication request.
+    pub fn receive(&self, node: &Node, message: &Replicate) -> Result<Replicated, Refusal> {
+        let root = node.root().expect("replication reaches the root's id only");
+        let group = root.group();
+        if message.epoch < group.known_epoch() {
+            return Err(Refusal::Stale(group.known_epoch()));
+        }
+        group.learn_epoch(message.epoch);
+        if group.is_primary() {
+            return Err(Refusal::Other(Error::Conflict(
+                "This process is the primary of the root group.".into(),
+            )));
+        }
+        let mut catch_up = self.catch_up.lock().unwrap();
+        match message.phase {
+            Phase::Reset => {
+                node.store_handle().clear();
+                *catch_up = Some(CatchUp {
+                    id: message.catch_up.clone().unwrap_or_default(),
+                    deleted: HashMap::new(),
+                });
+                log::info!("catching up with the primary (epoch {})", message.epoch);
+                return Ok(Replicated { applied: 0 });
+            }
+            Phase::Chunk | Phase::End => {
+                let ours = catch_up
+                    .as_ref()
+                    .is_some_and(|c| Some(&c.id) == message.catch_up.as_ref());
+                if !ours {
+                    return Err(Refusal::Other(Error::Conflict(
+                        "No such catch-up is under way here.".into(),
+                    )));
+                }
+            }
+            Phase::Live => {}
+        }
+        let mut applied = 0;
+        let mut at = 0;
+        while at < message.records.len() {
+            let (r, len) = record::decode(&message.records[at..]).map_err(|d| {
+                Refusal::Other(Error::BadRequest(format!("a record is damaged: {d}")))
+            })?;
+            at += len;
+            let value = match &r.change {
+                Change::Put(v) => Some(v.as_slice()),
+                Change::Delete => None,
+                Change::End(_) => continue,
+            };
+            root.note_version(r.version);
+            match message.phase {
+                Phase::Live => {
+                    let mutation = match value {
+                        Some(v) => Mutation::Put(v.to_vec()),
+                        None => Mutation::Delete,
+                    };
+                    let logged = root
+                        .log(&r.key, r.version, &mutation)
+                        .map_err(Refusal::Other)?;
+                    if node.store_handle().apply_if_newer(&r.key, value, r.version) {
+                        applied += 1;
+                    }
+                    drop(logged);
+                    if let (None, Some(c)) = (value, catch_up.as_mut()) {
+                        c.deleted.insert(r.key.clone(), r.version);
+                    }
+                }
+                _ => {
+                    let deleted_later = catch_up
+                        .as_ref()
+                        .and_then(|c| c.deleted.get(&r.key))
+                        .is_some_and(|&v| v >= r.version);
+                    if !deleted_later
+                        && node.store_handle().apply_if_newer(&r.key, value, r.version)
+                    {
+                        applied += 1;
+                    }
+                }
+            }
+        }
+        if message.phase == Phase::End {
+            // What was received becomes durable here, whatever this
+            // directory held before the catch-up.
+            if let Some(wal) = root.wal() {
+                wal.compact_now(node.store_handle().as_ref())
+                    .map_err(|e| Refusal::Other(Error::Internal(e)))?;
+            }
+            *catch_up = None;
+            log::info!("caught up with the primary (epoch {})", message.epoch);
+        }
+        Ok(Replicated { applied })
+    }
+}
+
+fn peer_of(member: &Member) -> Peer {
+    Peer {
+        name: format!("standby {}", member.id),
+        address: member.address.clone(),
+    }
+}

@@ -1,0 +1,291 @@
+//! The root group on real processes: a primary and its standbys, each with
+//! its own data directory, ZooKeeper sessions of 2 s.
+//!
+//! - kill -9 of the primary under load: writes through every node succeed
+//!   again within 5 s; no acknowledged write is lost; the history of each
+//!   key across the failover is linearizable;
+//! - a frozen primary (SIGSTOP) is replaced the same way; after SIGCONT it
+//!   acknowledges nothing more and comes back as a standby;
+//! - a standby that is not in sync never takes over; the old primary,
+//!   restarted on its own data, does, with every write;
+//! - a replication request from an older epoch is refused.
+//!
+//! Random choices print their seed; `FAILOVER_SEED=<n>` replays one.
+
+use treecache_harness as common;
+
+use std::time::{Duration, Instant};
+
+use common::linearizability::Clock;
+use common::sentinels;
+use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
+use common::{http, wait_until, Cluster, STANDBY};
+use serde_json::json;
+
+const SEED_VAR: &str = "FAILOVER_SEED";
+/// Writes must succeed again this soon after the primary's end.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(5);
+
+/// A tree of `depth` whose root group has one standby, in sync.
+fn group(depth: u32) -> Cluster {
+    Cluster::builder(depth)
+        .standbys(1)
+        .arg("--zk-session-timeout")
+        .arg("2s")
+        .start()
+}
+
+/// Writes through every node in `ids` until each has succeeded once;
+/// returns how long after `since` the last one did.
+fn writes_everywhere_again(cluster: &Cluster, ids: &[u32], since: Instant) -> Duration {
+    let mut last = Duration::ZERO;
+    for &id in ids {
+        let url = format!("{}/store/probe-{id}", cluster.url(id));
+        wait_until(
+            FAILOVER_LIMIT + Duration::from_secs(5),
+            &format!("a write through {id} succeeds"),
+            || http::put(&url, &json!(id)).0 == 200,
+        );
+        last = last.max(since.elapsed());
+    }
+    last
+}
+
+/// Traffic and sentinel writes through `urls` while `fault` runs; then the
+/// final reads at the primary, the checker, and the sentinels.
+fn traffic_across(
+    cluster: &mut Cluster,
+    urls: Vec<(u32, String)>,
+    what: &str,
+    run_for: Duration,
+    fault: impl FnOnce(&mut Cluster),
+) -> Tally {
+    let seed = Rng::seeded(what, SEED_VAR).0;
+    let traffic = Traffic {
+        keys: (0..4).map(|i| format!("failover-{i}")).collect(),
+        clients: 6,
+        ops_per_client: 100_000,
+        timeout: Duration::from_secs(4),
+        verbose: false,
+        ..Traffic::default()
+    };
+    let clock = Clock::start();
+    let stop_at = Instant::now() + run_for;
+    let (mut history, written) = std::thread::scope(|s| {
+        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
+        let written = s.spawn(|| sentinels::write_until(&urls, stop_at));
+        fault(cluster);
+        (clients.join().unwrap(), written.join().unwrap())
+    });
+    let primary = cluster.primary().expect("a primary after the fault");
+    let at = cluster.url(primary);
+    history.extend(sentinels::final_reads(&at, primary, &traffic.keys, clock));
+    assert_linearizable(&history, seed, SEED_VAR);
+    sentinels::check(&at, &written, 20);
+    Tally::of(&history)
+}
+
+/// Traffic goes through the cache nodes and the standby.
+fn cache_and_standby_urls(cluster: &Cluster) -> Vec<(u32, String)> {
+    let mut keys: Vec<u32> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != cluster.root_id)
+        .collect();
+    keys.push(STANDBY + 1);
+    keys.into_iter().map(|k| (k, cluster.url(k))).collect()
+}
+
+fn at(cluster: &Cluster, id: u32, key: &str) -> String {
+    format!("{}/store/{key}", cluster.url(id))
+}
+
+fn role(cluster: &Cluster, key: u32) -> String {
+    let (status, info) = http::get(&cluster.url(key));
+    assert_eq!(status, 200, "{info}");
+    info["role"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_standby_serves_store_through_the_primary_and_nodes_shows_the_group() {
+    let cluster = group(2);
+    let standby = STANDBY + 1;
+    assert_eq!(role(&cluster, cluster.root_id), "root");
+    assert_eq!(role(&cluster, standby), "standby");
+    let at_standby = format!("{}/store/through-standby", cluster.url(standby));
+    let (status, body) = http::put(&at_standby, &json!("s"));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http::get(&format!(
+        "{}/store/through-standby",
+        cluster.url(cluster.root_id)
+    ));
+    assert_eq!((status, body["value"].clone()), (200, json!("s")));
+    let (status, body) = http::get(&at_standby);
+    assert_eq!((status, body["value"].clone()), (200, json!("s")));
+    assert_eq!(http::delete(&at_standby).0, 200);
+    assert_eq!(http::get(&at_standby).0, 404);
+    // Not ready: it serves /store only through the primary.
+    assert_eq!(http::get(&format!("{}/ready", cluster.url(standby))).0, 503);
+
+    let doc = cluster.nodes_document();
+    let group = doc["root_group"].as_array().expect("root_group").clone();
+    assert_eq!(group.len(), 2, "{doc}");
+    assert_eq!(group[0]["role"], "root");
+    assert_eq!(group[0]["address"], cluster.address(cluster.root_id));
+    assert_eq!(group[1]["role"], "standby");
+    assert_eq!(group[1]["address"], cluster.address(standby));
+    assert_eq!(group[1]["in_sync"], true);
+    // Standbys hold no slot.
+    let slots = doc["nodes"].as_array().unwrap();
+    assert_eq!(slots.len(), 3, "{doc}");
+}
+
+#[test]
+fn a_killed_primary_is_replaced_within_5_s_and_no_acknowledged_write_is_lost() {
+    let mut cluster = group(3);
+    let urls = cache_and_standby_urls(&cluster);
+    let others: Vec<u32> = urls.iter().map(|(k, _)| *k).collect();
+    let tally = traffic_across(
+        &mut cluster,
+        urls,
+        "kill -9 of the primary",
+        Duration::from_secs(10),
+        |c| {
+            std::thread::sleep(Duration::from_secs(2));
+            let killed = Instant::now();
+            c.kill(c.root_id);
+            let took = writes_everywhere_again(c, &others, killed);
+            eprintln!("writes through every node again {took:?} after the kill");
+            assert!(took < FAILOVER_LIMIT, "writes came back after {took:?}");
+            assert_eq!(c.primary(), Some(STANDBY + 1));
+        },
+    );
+    eprintln!("{tally:?}");
+    assert!(tally.puts >= 50, "too few acknowledged PUTs: {tally:?}");
+    assert!(tally.unknown >= 1, "the kill went unnoticed: {tally:?}");
+    assert!(
+        tally.reads_of_values >= 50,
+        "too few reads of values: {tally:?}"
+    );
+}
+
+#[test]
+fn a_frozen_primary_is_replaced_and_after_sigcont_acknowledges_nothing_and_becomes_a_standby() {
+    let mut cluster = group(3);
+    let mut urls = cache_and_standby_urls(&cluster);
+    let others: Vec<u32> = urls.iter().map(|(k, _)| *k).collect();
+    // The old primary takes requests too, frozen and after.
+    urls.push((cluster.root_id, cluster.url(cluster.root_id)));
+    let tally = traffic_across(
+        &mut cluster,
+        urls,
+        "SIGSTOP of the primary",
+        Duration::from_secs(14),
+        |c| {
+            std::thread::sleep(Duration::from_secs(2));
+            let frozen = Instant::now();
+            c.freeze(c.root_id);
+            let took = writes_everywhere_again(c, &others, frozen);
+            eprintln!("writes through every node again {took:?} after SIGSTOP");
+            assert!(took < FAILOVER_LIMIT, "writes came back after {took:?}");
+            std::thread::sleep(Duration::from_secs(1));
+            c.thaw(c.root_id);
+            wait_until(
+                Duration::from_secs(10),
+                "the old primary says it is a standby",
+                || role(c, c.root_id) == "standby",
+            );
+            assert_eq!(c.primary(), Some(STANDBY + 1));
+            c.wait_in_sync(1);
+        },
+    );
+    eprintln!("{tally:?}");
+    assert!(tally.puts >= 50, "too few acknowledged PUTs: {tally:?}");
+    assert!(
+        tally.reads_of_values >= 50,
+        "too few reads of values: {tally:?}"
+    );
+    let log = cluster.log(cluster.root_id);
+    assert!(
+        log.contains("no longer the primary"),
+        "the old primary never said it stepped down"
+    );
+}
+
+#[test]
+fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_every_write() {
+    let mut cluster = group(2);
+    let standby = STANDBY + 1;
+    let root = cluster.root_id;
+    let leaf = cluster.ids().into_iter().find(|&id| id != root).unwrap();
+    cluster.kill(standby);
+    // Acknowledged without the standby: it is out of sync from now on.
+    assert_eq!(
+        http::put(&at(&cluster, root, "after-the-standby"), &json!(1)).0,
+        200
+    );
+    let doc = cluster.nodes_document();
+    let in_sync: Vec<&serde_json::Value> = doc["root_group"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "standby" && m["in_sync"] == true)
+        .collect();
+    assert!(in_sync.is_empty(), "{doc}");
+
+    cluster.kill(root);
+    cluster.spawn(standby);
+    // Well past the old primary's session: the standby may not take over.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let (status, body) = http::put(&at(&cluster, leaf, "while-none-is-primary"), &json!(2));
+        assert_ne!(
+            status, 200,
+            "a write was acknowledged without a primary: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(role(&cluster, standby), "standby");
+    assert!(
+        cluster.log(standby).contains("not in sync"),
+        "the standby never said why it waits"
+    );
+
+    // The old primary, on its own data, takes over again with every write.
+    cluster.spawn(root);
+    wait_until(
+        Duration::from_secs(15),
+        "the old primary leads again",
+        || cluster.primary() == Some(root),
+    );
+    wait_until(Duration::from_secs(10), "a write through the leaf", || {
+        http::put(&at(&cluster, leaf, "after-the-restart"), &json!(3)).0 == 200
+    });
+    let (status, body) = http::get(&at(&cluster, leaf, "after-the-standby"));
+    assert_eq!((status, body["value"].clone()), (200, json!(1)));
+    cluster.wait_in_sync(1);
+    let (status, body) = http::get(&at(&cluster, standby, "after-the-standby"));
+    assert_eq!((status, body["value"].clone()), (200, json!(1)));
+}
+
+#[test]
+fn a_replication_request_from_an_older_epoch_is_refused() {
+    let cluster = group(1);
+    let url = format!("{}{}", cluster.url(STANDBY + 1), "/internal/replicate");
+    let answer = http::request(
+        "POST",
+        &url,
+        Some(&[]),
+        &[
+            ("X-Treecache-Epoch", "0"),
+            ("X-Treecache-Phase", "live"),
+            ("Content-Type", "application/octet-stream"),
+        ],
+    );
+    let (status, body) = (answer.status, answer.json());
+    assert_eq!(status, 409, "{body}");
+    assert!(body["epoch"].as_u64().unwrap() >= 1, "{body}");
+    // The group goes on: a write is acknowledged.
+    let at = format!("{}/store/k", cluster.url(cluster.root_id));
+    assert_eq!(http::put(&at, &json!("v")).0, 200);
+}
