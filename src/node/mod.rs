@@ -292,7 +292,8 @@ impl Node {
 
     /// `GET /`.
     pub fn info(&self) -> Info {
-        let place = self.position.place();
+        // A standby holds no slot, whatever it held as a primary before.
+        let place = self.position.place().filter(|_| !self.is_standby());
         let parent = place.as_ref().and_then(|p| p.parent.clone());
         Info {
             status: "alive",
@@ -308,7 +309,10 @@ impl Node {
             parent: parent.as_ref().map(|p| p.name.clone()),
             parent_address: parent.map(|p| p.address),
             joined: place.is_some(),
-            lease: self.cache_trusted(),
+            lease: match self.is_standby() {
+                true => self.links.sessions.lease().valid,
+                false => self.cache_trusted(),
+            },
         }
     }
 
