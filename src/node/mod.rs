@@ -255,6 +255,11 @@ impl Node {
         }
     }
 
+    /// Whether this node's ZooKeeper session is confirmed now (its lease).
+    pub fn lease_confirmed(&self) -> bool {
+        self.links.sessions.lease().valid
+    }
+
     /// `GET /ready`: whether this node can serve `/store`, and if not, why.
     pub fn readiness(&self) -> Result<(), String> {
         if self.writes.stopping.load(Ordering::SeqCst) {
@@ -276,6 +281,9 @@ impl Node {
         }
         if let Some(root) = &self.root {
             root.require_open().map_err(|e| e.to_string())?;
+            root.group()
+                .require_primacy(&*self.links.sessions)
+                .map_err(|e| e.to_string())?;
         }
         if let Some(why) = self
             .root
@@ -332,8 +340,16 @@ impl Node {
 
     /// `POST /nodes/join`: only the root places nodes.
     pub fn join(&self, join: &Join) -> Result<Joined, Error> {
-        match self.root.as_ref().filter(|r| r.is_primary()) {
-            Some(root) => root.join(join),
+        match self.root.as_ref() {
+            Some(root) if root.is_primary() => root.join(join),
+            Some(root) => Err(match root.group().primary_address() {
+                Some(primary) => Error::NotRoot(format!(
+                    "This process is a standby of the root group; join the primary at {primary}."
+                )),
+                None => Error::Unavailable(
+                    "The root group has no primary yet; try again shortly.".into(),
+                ),
+            }),
             None => Err(Error::NotRoot(format!(
                 "{} is not the root; join {}.",
                 self.config.name(),
