@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::auth::Guard;
 use crate::http::api;
 use crate::http::pool::Pool;
 use crate::node::Node;
@@ -191,6 +192,7 @@ impl Acceptor {
 /// Handles one request if one arrives within `wait` (forever with `None`).
 fn receive(
     node: &Node,
+    guard: &Guard,
     server: &tiny_http::Server,
     deferred: &Pool<api::Deferred>,
     wait: Option<Duration>,
@@ -199,14 +201,19 @@ fn receive(
         Some(wait) => server.recv_timeout(wait)?,
         None => Some(server.recv()?),
     };
-    if let Some(job) = request.and_then(|r| api::handle(node, r)) {
+    if let Some(job) = request.and_then(|r| api::handle(node, guard, r)) {
         deferred.submit(job);
     }
     Ok(())
 }
 
 /// Runs the server until the process ends.
-pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io::Result<()> {
+pub fn serve(
+    node: Arc<Node>,
+    guard: Arc<Guard>,
+    listener: TcpListener,
+    threads: usize,
+) -> std::io::Result<()> {
     no_delay(&listener);
     let listening = listener.local_addr()?;
     let acceptor = Arc::new(Acceptor::new(listener)?);
@@ -224,13 +231,14 @@ pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io:
     let tx = waiting;
     let receivers = (0..threads)
         .map(|i| {
-            let (node, acceptor, tx) = (node.clone(), acceptor.clone(), tx.clone());
+            let (node, guard, acceptor, tx) =
+                (node.clone(), guard.clone(), acceptor.clone(), tx.clone());
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || loop {
                     let server = acceptor.current();
                     let failure: Option<(Arc<tiny_http::Server>, Box<dyn std::fmt::Display>)> =
-                        match receive(&node, &server, &tx, Some(POLL)) {
+                        match receive(&node, &guard, &server, &tx, Some(POLL)) {
                             Err(e) => Some((server, Box::new(e))),
                             // The panic may have ended the accept thread of a
                             // server installed since we fetched ours.
@@ -242,11 +250,11 @@ pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io:
                         };
                     if let Some((server, e)) = failure {
                         if let Some(old) = acceptor.replace(&server, &e) {
-                            let (node, tx) = (node.clone(), tx.clone());
+                            let (node, guard, tx) = (node.clone(), guard.clone(), tx.clone());
                             // Requests on connections the old server accepted.
-                            std::thread::spawn(
-                                move || while receive(&node, &old, &tx, None).is_ok() {},
-                            );
+                            std::thread::spawn(move || {
+                                while receive(&node, &guard, &old, &tx, None).is_ok() {}
+                            });
                         }
                     }
                 })
