@@ -44,10 +44,11 @@ pub fn node(args: pico_args::Arguments) {
             node.stop(STOP_WAIT);
         }
     });
-    let registry = Registry::start(
+    let registry = Registry::start_with_auth(
         &config.zookeeper,
         config.zk_session_timeout,
         &config.zk_prefix,
+        config.zk_auth.clone(),
     );
     let locate_root: RootLocator = match &config.root {
         Some(address) => {

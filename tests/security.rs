@@ -498,3 +498,62 @@ fn bad_key_and_token_files_stop_the_node_with_status_2() {
     assert_eq!(code, Some(2), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn with_zk_auth_the_clusters_znodes_are_closed_to_other_clients() {
+    let cluster = Cluster::builder(2)
+        .arg("--zk-auth")
+        .arg("treecache:zk-secret")
+        .start();
+    let leaf = cluster.at_slot(1);
+    assert_eq!(
+        http::put(&format!("{}/store/k", cluster.url(leaf)), &json!("v")).0,
+        200
+    );
+    assert_eq!(
+        http::get(&format!("{}/store/k", cluster.url(leaf))).1["value"],
+        json!("v")
+    );
+
+    let zk = zookeeper::ZooKeeper::connect(
+        &cluster.zk_addr,
+        Duration::from_secs(5),
+        |_: zookeeper::WatchedEvent| {},
+    )
+    .unwrap();
+    let root = format!("{}/NODE-1", cluster.prefix);
+    let live = format!("{}/live/NODE-{leaf}", cluster.prefix);
+    let no_auth = Err(zookeeper::ZkError::NoAuth);
+    assert_eq!(zk.get_data(&root, false).map(|_| ()), no_auth);
+    assert_eq!(zk.get_children(&cluster.prefix, false).map(|_| ()), no_auth);
+    assert_eq!(
+        zk.set_data(&root, b"{}".to_vec(), None).map(|_| ()),
+        no_auth
+    );
+    assert_eq!(zk.delete(&live, None), no_auth);
+    assert_eq!(
+        zk.create(
+            &format!("{root}/NODE-9"),
+            Vec::new(),
+            zookeeper::Acl::open_unsafe().clone(),
+            zookeeper::CreateMode::Persistent
+        )
+        .map(|_| ()),
+        no_auth
+    );
+    assert_eq!(
+        zk.set_acl(&root, zookeeper::Acl::open_unsafe().clone(), None)
+            .map(|_| ()),
+        no_auth
+    );
+    // The same client with the cluster's identity reads them.
+    zk.add_auth("digest", b"treecache:zk-secret".to_vec())
+        .unwrap();
+    assert!(zk.get_data(&root, false).is_ok());
+    let acl = zk.get_acl(&root).unwrap().0;
+    assert_eq!(acl.len(), 1, "{acl:?}");
+    assert_eq!(acl[0].scheme, "digest");
+    assert!(acl[0].id.starts_with("treecache:"), "{acl:?}");
+    // The tree is as it was.
+    assert_eq!(cluster.tree()["nodes"].as_array().unwrap().len(), 3);
+}
