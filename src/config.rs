@@ -227,6 +227,20 @@ pub const FLAGS: &[Flag] = {
             "ZooKeeper digest identity; the cluster's znodes are then this identity's alone",
         ),
         flag(
+            "--idle-timeout",
+            "TIME",
+            "IDLE_TIMEOUT",
+            Value("30"),
+            "an idle keep-alive connection is closed after this long",
+        ),
+        flag(
+            "--max-connections",
+            "N",
+            "MAX_CONNECTIONS",
+            Value("1024"),
+            "open connections at most; past it a new one gets 503 and is closed",
+        ),
+        flag(
             "--docs-assets-url",
             "URL",
             "DOCS_ASSETS_URL",
@@ -299,6 +313,10 @@ pub struct Config {
     pub api_tokens: Option<ApiTokens>,
     /// The ZooKeeper digest identity, with `--zk-auth`.
     pub zk_auth: Option<ZkAuth>,
+    /// How long a keep-alive connection may idle.
+    pub idle_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
 }
 
 /// A ZooKeeper digest identity (`--zk-auth USER:PASSWORD`); its `Debug`
@@ -593,6 +611,13 @@ impl Config {
             ));
         }
         let zk_auth = src.parsed("--zk-auth", parse_zk_auth)?;
+        let idle_timeout =
+            src.parsed_or_default("--idle-timeout", at_least(Duration::from_secs(1)))?;
+        let max_connections =
+            src.parsed_or_default("--max-connections", |s| match s.parse::<usize>() {
+                Ok(n) if (16..=1_000_000).contains(&n) => Ok(n),
+                _ => Err("expected a number from 16 to 1000000".to_string()),
+            })?;
 
         let rest = src.args.finish();
         if let Some(extra) = rest.first() {
@@ -623,6 +648,8 @@ impl Config {
             cluster_key,
             api_tokens,
             zk_auth,
+            idle_timeout,
+            max_connections,
         })
     }
 }
