@@ -399,3 +399,32 @@ fn help_is_printed_for_the_tool_and_for_each_command() {
         );
     }
 }
+
+#[test]
+fn with_tokens_the_cli_sends_its_token() {
+    let cluster = Cluster::builder(2)
+        .tokens("cli-reader read\ncli-writer write\n")
+        .start();
+    let cache = cluster.url(2);
+    let refused = cli(&["put", &cache, "k", "1"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stdout.contains("token"), "{refused:?}");
+    assert_eq!(
+        ok(&["--token", "cli-writer", "put", &cache, "k", "1"]),
+        json!({"key": "k", "value": 1})
+    );
+    let read = cli_with_env(&["get", &cache, "k"], &[("TREECACHE_TOKEN", "cli-reader")]);
+    assert_eq!(read.code, 0, "{read:?}");
+    assert_eq!(read.json(), json!({"key": "k", "value": 1}));
+    let forbidden = cli_with_env(
+        &["--status", "delete", &cache, "k"],
+        &[("TREECACHE_TOKEN", "cli-reader")],
+    );
+    assert!(forbidden.stdout.starts_with("403"), "{forbidden:?}");
+    // The flag wins over the variable.
+    let deleted = cli_with_env(
+        &["--token=cli-writer", "delete", &cache, "k"],
+        &[("TREECACHE_TOKEN", "cli-reader")],
+    );
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+}
