@@ -13,7 +13,12 @@ use serde_json::json;
 
 #[test]
 fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
-    let base = common::free_port().saturating_sub(100).max(20000);
+    // Four ports in a row that nothing listens on now (three nodes and a standby).
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let base = (0..50)
+        .map(|_| common::free_port().saturating_sub(100).max(20000))
+        .find(|&b| (1..=4).all(|i| free(b + i)))
+        .expect("four free ports in a row");
     let zk_port = common::free_port();
     let mut command = Command::new(common::treecache_bin());
     command

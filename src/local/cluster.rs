@@ -158,6 +158,14 @@ pub fn run(args: ClusterArgs) -> i32 {
         None => dir.join("root-data"),
     };
 
+    // The nodes' cluster key: made for this run, in our temporary directory.
+    let key_file = dir.join("cluster.key");
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).and_then(|()| crate::auth::write_random_key(&key_file))
+    {
+        esay!("treecache cluster: cannot make a cluster key: {e}");
+        return 1;
+    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -194,6 +202,8 @@ pub fn run(args: ClusterArgs) -> i32 {
             .args(["--zookeeper", &args.zookeeper])
             .args(["--startup-delay", "0"])
             .args(["--log-level", &args.log_level])
+            .arg("--cluster-key-file")
+            .arg(&key_file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
