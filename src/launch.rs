@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::http::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::node::{Links, Node, RootLocator};
-use crate::registry::{self, Registry};
+use crate::registry::Registry;
 
 /// How long a stopping node waits for the writes under way: with the sync
 /// after it, a node exits within 5 s of SIGTERM.
@@ -26,7 +26,7 @@ pub fn node(args: pico_args::Arguments) {
             std::process::exit(2);
         }
     };
-    init_logging(config.log_level);
+    crate::logging::init(config.log_level, config.log_format);
 
     let listener = match std::net::TcpListener::bind(config.listen) {
         Ok(s) => s,
@@ -61,6 +61,13 @@ pub fn node(args: pico_args::Arguments) {
         }
     };
     let metrics = Arc::new(Metrics::default());
+    metrics.set_cache_max_bytes(if config.is_root() {
+        config.max_store_bytes.unwrap_or(0)
+    } else {
+        config.cache_max_bytes
+    });
+    let connected = registry.clone();
+    metrics.set_zookeeper_probe(move || connected.is_connected());
     let client = Arc::new(HttpClient::new(
         config.hop_timeout.min(config.upstream_timeout),
         config.hop_timeout,
@@ -100,40 +107,4 @@ pub fn node(args: pico_args::Arguments) {
         log::error!("the server stopped: {e}");
         std::process::exit(1);
     }
-}
-
-/// The node's logger: simple_logger for our records; the ZooKeeper client's
-/// records (an error per reconnect attempt, thousands a second while
-/// ZooKeeper is down) go to the registry, which logs state changes itself.
-struct NodeLogger {
-    inner: simple_logger::SimpleLogger,
-}
-
-impl log::Log for NodeLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        registry::is_client_log(metadata.target()) || self.inner.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if registry::is_client_log(record.target()) {
-            registry::pace_client_log(record);
-        } else {
-            self.inner.log(record);
-        }
-    }
-
-    fn flush(&self) {
-        self.inner.flush();
-    }
-}
-
-fn init_logging(level: log::LevelFilter) {
-    let inner = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_module_level("ureq", log::LevelFilter::Warn);
-    log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
-    // The client's records must reach NodeLogger even at a quieter level:
-    // its reconnect loop is paced there (info and above), and the registry
-    // learns each session from one of its trace records.
-    log::set_max_level(level.max(registry::CLIENT_LOG_LEVEL));
 }
