@@ -2,9 +2,18 @@
 //!
 //! Uses the ZooKeeper at `--zookeeper`, or starts one from the local
 //! installation when none answers there; starts the N nodes as child
-//! processes on `127.0.0.1:{base-port + id}`; waits until all have joined;
-//! prints the tree and the URLs; and stops everything it started on Ctrl-C or
-//! SIGTERM (and, through the parent-death signal, even if it is killed).
+//! processes on `127.0.0.1:{base-port + id}`; waits until all are ready;
+//! prints the tree, the URLs, and what the nodes take (time, memory,
+//! threads); and stops everything it started on Ctrl-C or SIGTERM (and,
+//! through the parent-death signal, even if it is killed).
+//!
+//! The tree comes out as under Vagrant and Compose, NODE-2 in slot 1,
+//! NODE-3 in slot 2, and so on, without starting the nodes one after the
+//! other: once the root takes joins, the cluster command joins every other
+//! node's name and address to it in id order (`reserve_slots`), and only
+//! then starts those nodes, all at once. A node's own join then finds the
+//! slot already held under its name, which it keeps, as any node that joins
+//! again does.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -46,7 +55,21 @@ pub struct ClusterArgs {
     /// The root's data directory; by default one in the cluster's
     /// temporary directory, removed at exit.
     pub data_dir: Option<std::path::PathBuf>,
+    /// `--threads` of every node; `None`: the node's default, or
+    /// [`DEEP_TREE_THREADS`] in a tree of depth [`DEEP_TREE`] or more.
+    pub threads: Option<usize>,
 }
+
+/// From this depth on (31 nodes and more), the nodes of `treecache cluster`
+/// get [`DEEP_TREE_THREADS`] receiver threads each unless `--threads` says
+/// otherwise: on one machine, thousands of threads that mostly idle cost
+/// memory and start-up time and buy nothing.
+pub const DEEP_TREE: u32 = 5;
+/// The receivers of each node in a deep local tree.
+pub const DEEP_TREE_THREADS: usize = 2;
+
+/// How long the cluster may take to come up.
+const UP_WITHIN: Duration = Duration::from_secs(60);
 
 impl ClusterArgs {
     pub fn parse(mut args: pico_args::Arguments) -> Result<ClusterArgs, String> {
@@ -88,6 +111,10 @@ impl ClusterArgs {
         parse_host_port(&zookeeper).map_err(|m| format!("--zookeeper: {m} (got {zookeeper:?})"))?;
         let log_level: String = opt(&mut args, "--log-level")?.unwrap_or_else(|| "info".into());
         let data_dir: Option<std::path::PathBuf> = opt(&mut args, "--data-dir")?;
+        let threads: Option<usize> = opt(&mut args, "--threads")?;
+        if threads.is_some_and(|n| !(1..=1024).contains(&n)) {
+            return Err("--threads: expected a number of threads from 1 to 1024".into());
+        }
         if let Some(extra) = args.finish().first() {
             return Err(format!(
                 "{}: is not a flag of treecache cluster",
@@ -101,7 +128,14 @@ impl ClusterArgs {
             zookeeper,
             log_level,
             data_dir,
+            threads,
         })
+    }
+
+    /// The `--threads` its nodes get, if any.
+    pub fn node_threads(&self) -> Option<usize> {
+        self.threads
+            .or((self.depth >= DEEP_TREE).then_some(DEEP_TREE_THREADS))
     }
 }
 
@@ -147,53 +181,66 @@ pub fn run(args: ClusterArgs) -> i32 {
             return 1;
         }
     };
-    let mut ids: Vec<u32> = (1..=tree.capacity() as u32)
+    let others: Vec<u32> = (1..=tree.capacity() as u32)
         .filter(|&i| i != args.root_id)
         .collect();
-    ids.insert(0, args.root_id);
+    let url = |id: u32| format!("http://127.0.0.1:{}", args.base_port as u32 + id);
+    let address = |id: u32| format!("127.0.0.1:{}", args.base_port as u32 + id);
+    let root_url = url(args.root_id);
     let mut children: Vec<(u32, Child)> = Vec::new();
-    for id in ids {
-        let port = args.base_port as u32 + id;
+    let spawn = |id: u32, children: &mut Vec<(u32, Child)>| -> Result<(), String> {
         let mut command = Command::new(&exe);
         command
             .arg("node")
             .args(["--id", &id.to_string()])
             .args(["--depth", &args.depth.to_string()])
             .args(["--root-id", &args.root_id.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--advertise", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &address(id)])
+            .args(["--advertise", &address(id)])
             .args(["--zookeeper", &args.zookeeper])
             .args(["--startup-delay", "0"])
             .args(["--log-level", &args.log_level])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(threads) = args.node_threads() {
+            command.args(["--threads", &threads.to_string()]);
+        }
         if id == args.root_id {
             command.arg("--data-dir").arg(&data_dir);
         }
         children::die_with_parent(&mut command);
-        match command.spawn() {
-            Ok(mut child) => {
-                prefix_output(&mut child, &node_name(id));
-                children.push((id, child));
-            }
-            Err(e) => {
-                esay!("treecache cluster: starting {}: {e}", node_name(id));
-                stop_all(&mut children);
-                return 1;
-            }
-        }
-    }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", node_name(id)))?;
+        prefix_output(&mut child, &node_name(id));
+        children.push((id, child));
+        Ok(())
+    };
 
-    let root_url = format!("http://127.0.0.1:{}", args.base_port as u32 + args.root_id);
-    let status = match wait_for_tree(&root_url, tree.capacity(), &mut children) {
+    // The root, the slots in id order, then every other node at once.
+    let up = spawn(args.root_id, &mut children)
+        .and_then(|()| reserve_slots(&root_url, &others, address, &mut children))
+        .and_then(|()| others.iter().try_for_each(|&id| spawn(id, &mut children)))
+        .and_then(|()| wait_for_tree(&root_url, tree.capacity(), &mut children))
+        .and_then(|doc| {
+            let urls: Vec<(u32, String)> = std::iter::once(args.root_id)
+                .chain(others.iter().copied())
+                .map(|id| (id, url(id)))
+                .collect();
+            wait_ready(&urls, &mut children).map(|()| doc)
+        });
+    let status = match up {
         Ok(doc) => {
+            let took = started.elapsed();
             print_tree(&doc);
+            let usage = Usage::of(children.iter().map(|(_, c)| c.id()));
             say!(
-                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper). Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
+                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper); {}. Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
-                started.elapsed().as_secs_f64(),
+                took.as_secs_f64(),
                 zk_up.as_secs_f64(),
+                usage,
                 args.base_port as u32 + doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name)),
             );
             while !process::stop_requested() {
@@ -219,6 +266,145 @@ pub fn run(args: ClusterArgs) -> i32 {
     // Our temporary directory: ZooKeeper's data, and the root's unless --data-dir.
     let _ = std::fs::remove_dir_all(&dir);
     status
+}
+
+/// What the node processes take, from /proc: resident memory and threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub processes: usize,
+    pub rss_bytes: u64,
+    pub threads: u64,
+}
+
+impl Usage {
+    /// The sum over these processes (those gone already count nothing).
+    pub fn of(pids: impl Iterator<Item = u32>) -> Usage {
+        let mut usage = Usage::default();
+        for pid in pids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let (rss, threads) = parse_proc_status(&status);
+            usage.processes += 1;
+            usage.rss_bytes += rss;
+            usage.threads += threads;
+        }
+        usage
+    }
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} node processes: {:.1} MiB resident in all, {} threads",
+            self.processes,
+            self.rss_bytes as f64 / (1 << 20) as f64,
+            self.threads
+        )
+    }
+}
+
+/// `VmRSS` (in bytes) and `Threads` of a `/proc/PID/status`.
+fn parse_proc_status(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:") * 1024, field("Threads:"))
+}
+
+/// Joins each of `ids` to the root in this order, under the address it
+/// will listen on, so that slots follow ids (see the module documentation).
+/// Waits for the root to take joins first.
+fn reserve_slots(
+    root_url: &str,
+    ids: &[u32],
+    address: impl Fn(u32) -> String,
+    children: &mut [(u32, Child)],
+) -> Result<(), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let until = Instant::now() + UP_WITHIN;
+    for &id in ids {
+        let body = serde_json::json!({ "name": node_name(id), "address": address(id) });
+        loop {
+            if process::stop_requested() {
+                return Err("stopped before the cluster was up".into());
+            }
+            if let Some((id, status)) = exited(children) {
+                return Err(format!(
+                    "{} exited during start-up ({status})",
+                    node_name(id)
+                ));
+            }
+            let last = match agent
+                .post(&format!("{root_url}/nodes/join"))
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string())
+            {
+                Ok(_) => break,
+                // 503: the root does not take joins yet.
+                Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) => {
+                    "the root does not take joins yet".to_string()
+                }
+                Err(ureq::Error::Status(status, r)) => {
+                    return Err(format!(
+                        "the root refused the slot of {}: {status} {}",
+                        node_name(id),
+                        r.into_string().unwrap_or_default()
+                    ))
+                }
+            };
+            if Instant::now() > until {
+                return Err(format!("{last} after {} s", UP_WITHIN.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every node of `urls` answers `GET /ready` with 200.
+fn wait_ready(urls: &[(u32, String)], children: &mut [(u32, Child)]) -> Result<(), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let until = Instant::now() + UP_WITHIN;
+    let mut waiting: Vec<&(u32, String)> = urls.iter().collect();
+    while !waiting.is_empty() {
+        if process::stop_requested() {
+            return Err("stopped before the cluster was up".into());
+        }
+        if let Some((id, status)) = exited(children) {
+            return Err(format!(
+                "{} exited during start-up ({status})",
+                node_name(id)
+            ));
+        }
+        waiting.retain(|(_, url)| agent.get(&format!("{url}/ready")).call().is_err());
+        if waiting.is_empty() {
+            break;
+        }
+        if Instant::now() > until {
+            let names: Vec<String> = waiting
+                .iter()
+                .take(5)
+                .map(|(id, _)| node_name(*id))
+                .collect();
+            return Err(format!(
+                "{} nodes were not ready within {} s ({}, ...)",
+                waiting.len(),
+                UP_WITHIN.as_secs(),
+                names.join(", ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn id_of(name: &str) -> u32 {
@@ -266,7 +452,7 @@ fn stop_all(children: &mut Vec<(u32, Child)>) {
     children.clear();
 }
 
-/// Polls the root's `/nodes` until `n` nodes have joined (60 s at most).
+/// Polls the root's `/nodes` until it lists `n` nodes (60 s at most).
 fn wait_for_tree(
     root_url: &str,
     n: usize,
@@ -275,7 +461,7 @@ fn wait_for_tree(
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(2))
         .build();
-    let until = Instant::now() + Duration::from_secs(60);
+    let until = Instant::now() + UP_WITHIN;
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
         if process::stop_requested() {
@@ -345,6 +531,40 @@ mod tests {
         assert_eq!(a.data_dir, None);
         let a = parse(&["--data-dir", "/tmp/x"]).unwrap();
         assert_eq!(a.data_dir.unwrap().display().to_string(), "/tmp/x");
+    }
+
+    #[test]
+    fn deep_trees_get_fewer_threads_per_node() {
+        assert_eq!(parse(&[]).unwrap().node_threads(), None);
+        assert_eq!(parse(&["--depth", "4"]).unwrap().node_threads(), None);
+        assert_eq!(parse(&["--depth", "5"]).unwrap().node_threads(), Some(2));
+        assert_eq!(parse(&["--depth=8"]).unwrap().node_threads(), Some(2));
+        let a = parse(&["--depth", "8", "--threads", "6"]).unwrap();
+        assert_eq!(a.node_threads(), Some(6));
+        assert_eq!(parse(&["--threads=3"]).unwrap().node_threads(), Some(3));
+        assert!(parse(&["--threads", "0"])
+            .unwrap_err()
+            .starts_with("--threads"));
+    }
+
+    #[test]
+    fn usage_is_read_from_proc_status() {
+        let status = "Name:\ttreecache\nVmRSS:\t    4096 kB\nThreads:\t23\n";
+        assert_eq!(parse_proc_status(status), (4096 * 1024, 23));
+        assert_eq!(parse_proc_status(""), (0, 0));
+        let me = Usage::of(std::iter::once(std::process::id()));
+        assert_eq!(me.processes, 1);
+        assert!(me.rss_bytes > 0 && me.threads >= 1, "{me:?}");
+        let text = Usage {
+            processes: 255,
+            rss_bytes: 1536 << 20,
+            threads: 8000,
+        }
+        .to_string();
+        assert_eq!(
+            text,
+            "255 node processes: 1536.0 MiB resident in all, 8000 threads"
+        );
     }
 
     #[test]
