@@ -31,7 +31,7 @@ pub fn node(args: pico_args::Arguments) {
     let listener = match std::net::TcpListener::bind(config.listen) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("treecache node: cannot listen on {}: {e}", config.listen);
+            log::error!("cannot listen on {}: {e}", config.listen);
             std::process::exit(1);
         }
     };
