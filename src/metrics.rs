@@ -72,6 +72,8 @@ pub enum RouteName {
     Invalidate,
     Flush,
     Evicted,
+    /// The root group's replication to its standbys.
+    Replicate,
     Metrics,
     Ready,
     Info,
@@ -81,7 +83,7 @@ pub enum RouteName {
 }
 
 impl RouteName {
-    pub const ALL: [RouteName; 15] = [
+    pub const ALL: [RouteName; 16] = [
         RouteName::Store,
         RouteName::Mget,
         RouteName::Keys,
@@ -91,6 +93,7 @@ impl RouteName {
         RouteName::Invalidate,
         RouteName::Flush,
         RouteName::Evicted,
+        RouteName::Replicate,
         RouteName::Metrics,
         RouteName::Ready,
         RouteName::Info,
@@ -111,6 +114,7 @@ impl RouteName {
             RouteName::Invalidate => "invalidate",
             RouteName::Flush => "flush",
             RouteName::Evicted => "evicted",
+            RouteName::Replicate => "replicate",
             RouteName::Metrics => "metrics",
             RouteName::Ready => "ready",
             RouteName::Info => "info",
@@ -500,6 +504,10 @@ mod tests {
             for route in RouteName::ALL {
                 assert!(seen.insert(RequestSeries::of(method, route)));
             }
+        }
+        // A series' index is its route's discriminant: ALL is in that order.
+        for (i, route) in RouteName::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, i, "{route:?}");
         }
         let labels: std::collections::BTreeSet<&str> =
             RouteName::ALL.iter().map(|r| r.label()).collect();

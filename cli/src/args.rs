@@ -982,6 +982,25 @@ mod tests {
     }
 
     #[test]
+    fn times_take_the_forms_the_node_takes() {
+        // The node's flags (--startup-delay, --hop-timeout, ...) read times
+        // with units::parse_duration; so do --timeout and --ttl here.
+        for text in ["5", "0.5", "250ms", "2s", "1m", "1.5m", " 500 ms "] {
+            let node = units::parse_duration(text).unwrap();
+            let words = ["--timeout", text, "health", "1"];
+            assert_eq!(run(&words).options.timeout, node, "{text:?}");
+            let form = format!("--timeout={text}");
+            assert_eq!(run(&[&form, "health", "1"]).options.timeout, node);
+        }
+        for (text, seconds) in [("90", 90), ("2s", 2), ("2m", 120), ("1.5m", 90)] {
+            match run(&["put", "1", "k", "v", "--ttl", text]).command {
+                Command::Put { ttl, .. } => assert_eq!(ttl, Some(seconds), "{text}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn repeated_flags_are_harmless() {
         assert!(
             run(&["--status", "get", "1", "k", "--status"])
