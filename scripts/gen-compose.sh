@@ -44,11 +44,23 @@ x-node: &node
   # Docker's init runs the node and passes on SIGTERM: the node finishes the
   # writes under way, syncs its log and exits.
   init: true
+  restart: unless-stopped
+  # Healthy once the node serves its part of the tree (GET /ready), asked by
+  # the CLI inside the image (no shell there; "self" is this container's
+  # node). Probed each second while it starts.
+  healthcheck:
+    test: ["CMD", "/treecache-cli", "--timeout", "2", "ready", "self"]
+    interval: 10s
+    timeout: 3s
+    retries: 3
+    start_period: 60s
+    start_interval: 1s
 
 services:
   zookeeper:
     image: zookeeper:3.9
     container_name: zookeeper
+    restart: unless-stopped
     healthcheck:
       test: ["CMD", "zkServer.sh", "status"]
       interval: 2s
@@ -61,24 +73,20 @@ EOF
 
 # The tree takes the nodes in order of arrival. So that it comes out the
 # same on every start (the first node after the root in slot 1, the next in
-# slot 2, ...), the nodes start in id order, each after the one before it,
-# and the k-th node after the root waits STARTUP_DELAY = 4 + k seconds: the
-# nodes reach the root at least a second apart. The root never waits.
-position=0
+# slot 2, ...), each node starts once the one before it in id order is
+# healthy, that is, has joined: no node waits longer than that
+# (STARTUP_DELAY 0).
 previous=""
 for id in $(seq 1 "$count"); do
-  # Every node waits for a healthy ZooKeeper, the others also for the root
-  # and for the node before them.
+  # Every node waits for a healthy ZooKeeper, the others also for a healthy
+  # root and the node before them.
   dependencies=""
-  delay=0
   volumes=""
   if [ "$id" -eq "$root" ]; then
     volumes=$'\n'"    volumes:"$'\n'"      - root-data:/data"
   else
-    position=$((position + 1))
-    delay=$((4 + position))
     for service in "node-$root" ${previous:+"$previous"}; do
-      dependencies+=$'\n'"      $service:"$'\n'"        condition: service_started"
+      dependencies+=$'\n'"      $service:"$'\n'"        condition: service_healthy"
     done
     previous="node-$id"
   fi
@@ -95,7 +103,7 @@ for id in $(seq 1 "$count"); do
       API_PORT: "5000"
       ADVERTISE_ADDRESS: "NODE-$id:5000"
       ZOOKEEPER: "zookeeper:2181"
-      STARTUP_DELAY: "$delay"
+      STARTUP_DELAY: "0"
     ports:
       - "127.0.0.1:$((5000 + id)):5000"$volumes
     depends_on:

@@ -10,6 +10,7 @@ packages=(
   chromium    # scripts/check-openapi.sh renders /docs headless
   ruby        # scripts/check-deploy-files.sh: ruby -c Vagrantfile
   vagrant     # scripts/check-deploy-files.sh: vagrant validate (docker provider)
+  prometheus  # scripts/check-deploy-files.sh: promtool checks deploy/prometheus/
 )
 
 missing=()

@@ -25,6 +25,8 @@ Cluster flags:
   --zookeeper H:P (127.0.0.1:2181; started from the local installation when none answers)
   --log-level LEVEL (info)
   --data-dir DIR (the root's data; by default a temporary directory removed at exit)
+  --threads N (each node's --threads; by default the node's own, 2 from depth 5 on)
+  The nodes take slots in id order: NODE-2 slot 1, NODE-3 slot 2, ...
 ",
         treecache::flags_usage().trim_end()
     )

@@ -10,6 +10,10 @@
 //! for invalidations) becomes [`Deferred`] work for the upstream pool, so
 //! that waiting on a parent can never use up the threads that answer the
 //! invalidations the parent may be sending us.
+//!
+//! Every request is timed from the moment a receiver takes it to the moment
+//! its answer has been written, in either lane, into the histogram of its
+//! method and route (`metrics::RequestDurations`).
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::http::docs;
 use crate::input::{self, decode_key, key_value_body, MAX_BODY_BYTES};
+use crate::metrics::{RequestSeries, RouteName};
 use crate::node::Node;
 use crate::root::replication::Refusal;
 use crate::store::Mutation;
@@ -89,6 +94,27 @@ impl From<Answer> for Reply {
 pub struct Deferred {
     request: Request,
     work: Work,
+    timing: Timing,
+}
+
+/// When a request was received, and the series its time goes to.
+#[derive(Clone, Copy)]
+struct Timing {
+    received: Instant,
+    series: RequestSeries,
+}
+
+impl Timing {
+    fn start(request: &Request) -> Timing {
+        let received = Instant::now();
+        let url = request.url();
+        let path = url.split_once('?').map_or(url, |(path, _)| path);
+        let route = route(path).map_or(RouteName::Other, |(r, _)| r.name());
+        Timing {
+            received,
+            series: RequestSeries::of(request.method().as_str(), route),
+        }
+    }
 }
 
 enum Work {
@@ -143,6 +169,27 @@ enum Route<'a> {
     Replicate,
 }
 
+impl Route<'_> {
+    /// The `route` label of the request-duration metric.
+    fn name(&self) -> RouteName {
+        match self {
+            Route::Info => RouteName::Info,
+            Route::Ready => RouteName::Ready,
+            Route::Store(_) => RouteName::Store,
+            Route::Nodes => RouteName::Nodes,
+            Route::Join => RouteName::Join,
+            Route::Metrics => RouteName::Metrics,
+            Route::OpenApi => RouteName::OpenApi,
+            Route::Docs => RouteName::Docs,
+            Route::Fill(_) => RouteName::Fill,
+            Route::Invalidate => RouteName::Invalidate,
+            Route::Evicted => RouteName::Evicted,
+            Route::Flush => RouteName::Flush,
+            Route::Replicate => RouteName::Replicate,
+        }
+    }
+}
+
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     let r = match path {
         "/" => (Route::Info, "GET"),
@@ -172,15 +219,20 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
 
 /// Handles a request on the receiving thread; returns the work to defer, if any.
 pub fn handle(node: &Node, guard: &Guard, mut request: Request) -> Option<Deferred> {
+    let timing = Timing::start(&request);
     match dispatch(node, guard, &mut request) {
         Ok(Step::Done(reply)) => {
-            respond(node, request, reply);
+            respond(node, request, reply, timing);
             None
         }
-        Ok(Step::Defer(work)) => Some(Deferred { request, work }),
+        Ok(Step::Defer(work)) => Some(Deferred {
+            request,
+            work,
+            timing,
+        }),
         Err(e) => {
             drain(&mut request);
-            respond(node, request, Reply::error(&e));
+            respond(node, request, Reply::error(&e), timing);
             None
         }
     }
@@ -233,7 +285,7 @@ pub fn finish(node: &Node, deferred: Deferred) {
         }),
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));
-    respond(node, deferred.request, reply);
+    respond(node, deferred.request, reply, deferred.timing);
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`
@@ -484,7 +536,7 @@ fn drain(request: &mut Request) {
     }
 }
 
-fn respond(node: &Node, request: Request, reply: Reply) {
+fn respond(node: &Node, request: Request, reply: Reply, timing: Timing) {
     node.count_response(reply.status);
     let mut response = Response::from_data(reply.body)
         .with_status_code(reply.status)
@@ -499,6 +551,9 @@ fn respond(node: &Node, request: Request, reply: Reply) {
     if let Err(e) = request.respond(response) {
         log::debug!("could not send a response: {e}");
     }
+    node.metrics()
+        .requests
+        .observe(timing.series, timing.received.elapsed());
 }
 
 fn header_of(name: &str, value: &str) -> Header {
