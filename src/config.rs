@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::ApiTokens;
 use crate::auth::ClusterKey;
+use crate::http::tls::{self, Tls};
 use crate::logging::LogFormat;
 use crate::tree::Tree;
 use crate::wal::Fsync;
@@ -242,6 +243,27 @@ pub const FLAGS: &[Flag] = {
             "ZooKeeper digest identity; the cluster's znodes are then this identity's alone",
         ),
         flag(
+            "--tls-cert",
+            "PATH",
+            "TLS_CERT",
+            Described("none: the API port speaks plain HTTP"),
+            "this node's certificate chain (PEM): the API port speaks HTTPS; needs --tls-key and --tls-ca",
+        ),
+        flag(
+            "--tls-key",
+            "PATH",
+            "TLS_KEY",
+            Described("none"),
+            "the private key (PEM) of --tls-cert",
+        ),
+        flag(
+            "--tls-ca",
+            "PATH",
+            "TLS_CA",
+            Described("none"),
+            "CA certificates (PEM) that other nodes' certificates must chain to; nodes then call each other over HTTPS",
+        ),
+        flag(
             "--idle-timeout",
             "TIME",
             "IDLE_TIMEOUT",
@@ -329,6 +351,9 @@ pub struct Config {
     pub api_tokens: Option<ApiTokens>,
     /// The ZooKeeper digest identity, with `--zk-auth`.
     pub zk_auth: Option<ZkAuth>,
+    /// TLS on the API port and in calls to other nodes, with `--tls-cert`,
+    /// `--tls-key` and `--tls-ca`.
+    pub tls: Option<Tls>,
     /// How long a keep-alive connection may idle.
     pub idle_timeout: Duration,
     /// Open connections at most.
@@ -512,6 +537,47 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--tls-cert`, `--tls-key` and `--tls-ca`: all three or none. Each file
+/// is read here, so that a node with an unreadable or garbled one stops at
+/// start, naming its flag.
+fn parse_tls(src: &mut Source<'_>) -> Result<Option<Tls>, ConfigError> {
+    let path = |s: &str| std::path::PathBuf::from(s);
+    let chain = src.parsed("--tls-cert", |s| tls::read_chain(&path(s)))?;
+    let key = src.parsed("--tls-key", |s| tls::read_key(&path(s)))?;
+    let client = src.parsed("--tls-ca", |s| tls::read_ca(&path(s)))?;
+    let (chain, key, client) = match (chain, key, client) {
+        (None, None, None) => return Ok(None),
+        (Some(_), None, _) => {
+            return Err(error(
+                "--tls-key",
+                "is required with --tls-cert (give both or neither)",
+            ))
+        }
+        (None, Some(_), _) => {
+            return Err(error(
+                "--tls-cert",
+                "is required with --tls-key (give both or neither)",
+            ))
+        }
+        (None, None, Some(_)) => {
+            return Err(error(
+                "--tls-ca",
+                "needs --tls-cert and --tls-key: the whole cluster speaks HTTPS, or none of it",
+            ))
+        }
+        (Some(_), Some(_), None) => {
+            return Err(error(
+                "--tls-ca",
+                "is required with --tls-cert: nodes call each other over HTTPS and check \
+                 each other's certificates against this CA",
+            ))
+        }
+        (Some(chain), Some(key), Some(client)) => (chain, key, client),
+    };
+    let server = tls::server_config(chain, key).map_err(|m| error("--tls-key", m))?;
+    Ok(Some(Tls { server, client }))
+}
+
 /// This host's name: `HOSTNAME` when set (Docker and Kubernetes set it to
 /// the container's host name), else the kernel's.
 fn hostname(env: &dyn Fn(&str) -> Option<String>) -> String {
@@ -679,6 +745,7 @@ impl Config {
             ));
         }
         let zk_auth = src.parsed("--zk-auth", parse_zk_auth)?;
+        let tls = parse_tls(&mut src)?;
         let idle_timeout =
             src.parsed_or_default("--idle-timeout", at_least(Duration::from_secs(1)))?;
         let max_connections =
@@ -717,6 +784,7 @@ impl Config {
             cluster_key,
             api_tokens,
             zk_auth,
+            tls,
             idle_timeout,
             max_connections,
         })

@@ -75,6 +75,7 @@ pub fn node(args: pico_args::Arguments) {
             config.hop_timeout.min(config.upstream_timeout),
             config.hop_timeout,
             metrics.clone(),
+            config.tls.as_ref().map(|t| t.client.clone()),
         )
         .with_key(config.cluster_key.clone())
         .with_session(Box::new(move || session_of.session().map(|s| s.id))),
@@ -86,9 +87,14 @@ pub fn node(args: pico_args::Arguments) {
     ));
     warn_of_open_doors(&config);
     log::info!(
-        "{} listening on {} (advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
+        "{} listening on {} ({}, advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
         config.name(),
         config.listen,
+        if config.tls.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        },
         config.advertise,
         if config.is_root() { "root" } else { "cache" },
         config.tree.depth(),

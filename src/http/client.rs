@@ -2,7 +2,9 @@
 //! seams in `node::peers`, over one shared ureq agent that keeps
 //! connections alive. Requests and answers are built and read by `wire`;
 //! this module only moves them, each call bounded by the deadline of the
-//! request it serves (and carrying what is left of it).
+//! request it serves (and carrying what is left of it). In a cluster that
+//! runs TLS, every call is HTTPS, and the peer's certificate must chain to
+//! the cluster's CA (`--tls-ca`) and name the host of its address.
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -26,6 +28,8 @@ pub type SessionId = Box<dyn Fn() -> Option<i64> + Send + Sync>;
 /// Calls to other nodes over HTTP. Cheap to share.
 pub struct HttpClient {
     agent: ureq::Agent,
+    /// `http`, or `https` in a cluster that runs TLS.
+    scheme: &'static str,
     /// The hop timeout of upkeep calls (release notices, flushes).
     hop: Duration,
     /// Signs every call, when the cluster has a key.
@@ -36,9 +40,15 @@ pub struct HttpClient {
 impl HttpClient {
     /// A client whose connections take at most `connect_timeout` to open;
     /// each one opened is counted in `metrics`. Upkeep calls give up after
-    /// `hop`.
-    pub fn new(connect_timeout: Duration, hop: Duration, metrics: Arc<Metrics>) -> HttpClient {
-        let agent = ureq::AgentBuilder::new()
+    /// `hop`. With `tls`, calls are HTTPS under that configuration.
+    pub fn new(
+        connect_timeout: Duration,
+        hop: Duration,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> HttpClient {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(connect_timeout)
             .max_idle_connections(256)
             .max_idle_connections_per_host(64)
@@ -47,10 +57,13 @@ impl HttpClient {
             .resolver(move |addr: &str| {
                 metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
                 std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect())
-            })
-            .build();
+            });
+        if let Some(tls) = tls {
+            agent = agent.tls_config(tls);
+        }
         HttpClient {
-            agent,
+            agent: agent.build(),
+            scheme,
             hop,
             key: None,
             session: None,
@@ -84,7 +97,7 @@ impl HttpClient {
         if timeout.is_zero() {
             return Err(timed_out(peer));
         }
-        let url = format!("http://{}{}", peer.address, request.path);
+        let url = format!("{}://{}{}", self.scheme, peer.address, request.path);
         let mut headers: Vec<(&str, String)> = vec![wire::budget_header(deadline)];
         if hop.is_some() {
             headers.push((wire::HOP_HEADER, timeout.as_millis().to_string()));
@@ -314,6 +327,7 @@ mod tests {
             Duration::from_millis(500),
             Duration::from_secs(1),
             Arc::default(),
+            None,
         );
         // Port 1 on loopback: nothing listens there.
         let root = Peer {

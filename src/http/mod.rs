@@ -2,9 +2,10 @@
 //! (`gate`: the accept loop and its limits, in front of tiny_http;
 //! `server`: tiny_http and the worker pools, `pool` the one that grows;
 //! `api`: routing and handlers;
-//! `docs`: the embedded OpenAPI document and its Swagger page), and the
+//! `docs`: the embedded OpenAPI document and its Swagger page), the
 //! client that calls other nodes (`client`, the real implementation of the
-//! node's seams). What travels between nodes is defined in `wire`, not here.
+//! node's seams), and the TLS of both ends (`tls`). What travels between
+//! nodes is defined in `wire`, not here.
 
 pub mod api;
 pub mod client;
@@ -12,3 +13,4 @@ pub mod docs;
 mod gate;
 mod pool;
 pub mod server;
+pub mod tls;

@@ -198,6 +198,7 @@ pub fn serve(
         listener,
         upstream.clone(),
         limits,
+        node.config().tls.as_ref().map(|t| t.server.clone()),
         Box::new(move |status| counting.count_response(status)),
     )?;
     nudge_connection_pool(upstream);

@@ -10,6 +10,7 @@
 //! - [`nodes`]: the `/nodes` document, [`nodes::NodesDoc`] and
 //!   [`nodes::NodeEntry`].
 //! - [`drawing`]: the `/nodes` document drawn as an indented tree.
+//! - [`tls`]: the client side of TLS: rustls trusting one CA's certificates.
 //!
 //! No I/O anywhere: pure functions and data types.
 
@@ -17,4 +18,5 @@ pub mod drawing;
 pub mod names;
 pub mod nodes;
 pub mod segment;
+pub mod tls;
 pub mod units;

@@ -20,12 +20,15 @@
 //! [`linearizability`] judges such histories. [`proxy`] plays network faults
 //! between a client and a server. [`sentinels`] are written during a fault
 //! and checked after it. [`route_zookeeper_log`] lets a registry
-//! in the test process learn its sessions.
+//! in the test process learn its sessions. [`tls`] makes the certificates
+//! of clusters that run over TLS ([`Builder::tls`]); the HTTP client here
+//! trusts their CA.
 
 pub mod linearizability;
 pub mod proxy;
 pub mod sentinels;
 pub mod signing;
+pub mod tls;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -262,9 +265,18 @@ pub struct Builder {
     standbys: u32,
     key: bool,
     tokens: Option<String>,
+    tls: bool,
 }
 
 impl Builder {
+    /// The nodes serve HTTPS and call each other over it, with certificates
+    /// of the test CA ([`tls::TestCa::shared`]); [`Cluster::url`] is then
+    /// an `https://` URL.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// The root keeps its data in a directory of its own (the other nodes
     /// have none).
     pub fn root_data_dir(mut self) -> Self {
@@ -362,6 +374,9 @@ impl Builder {
             std::fs::write(&path, lines).expect("write a tokens file");
             args.extend(["--api-tokens-file".into(), path.display().to_string()]);
         }
+        if self.tls {
+            args.extend(tls::TestCa::shared().node_args());
+        }
         let mut cluster = Cluster {
             zk,
             ensemble,
@@ -376,6 +391,7 @@ impl Builder {
             dir,
             env: self.env,
             args,
+            tls: self.tls,
             open_files: self.open_files,
             nodes: BTreeMap::new(),
         };
@@ -436,6 +452,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// The nodes speak HTTPS.
+    tls: bool,
     open_files: Option<u64>,
     nodes: BTreeMap<u32, NodeProc>,
 }
@@ -461,6 +479,7 @@ impl Cluster {
             standbys: 0,
             key: true,
             tokens: None,
+            tls: false,
         }
     }
 
@@ -557,8 +576,10 @@ impl Cluster {
         self.nodes[&id].port
     }
 
+    /// The base URL of node `id`: `https://` in a cluster that runs TLS.
     pub fn url(&self, id: u32) -> String {
-        format!("http://127.0.0.1:{}", self.port(id))
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port(id))
     }
 
     pub fn address(&self, id: u32) -> String {
@@ -869,10 +890,16 @@ pub mod http {
         }
     }
 
+    /// An agent builder whose `https://` calls trust the test CA
+    /// ([`crate::tls::TestCa::shared`]) alone.
+    pub fn builder() -> ureq::AgentBuilder {
+        ureq::AgentBuilder::new().tls_config(crate::tls::TestCa::shared().client_config())
+    }
+
     pub fn agent() -> &'static ureq::Agent {
         static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
         AGENT.get_or_init(|| {
-            ureq::AgentBuilder::new()
+            builder()
                 .timeout(Duration::from_secs(10))
                 .max_idle_connections_per_host(32)
                 .build()
@@ -929,11 +956,7 @@ pub mod http {
     /// A GET that gives up after `limit` (status 0), for a process that
     /// may be frozen.
     pub fn get_within(url: &str, limit: Duration) -> (u16, Value) {
-        let answer = ureq::AgentBuilder::new()
-            .timeout(limit)
-            .build()
-            .get(url)
-            .call();
+        let answer = builder().timeout(limit).build().get(url).call();
         match answer {
             Ok(r) | Err(ureq::Error::Status(_, r)) => {
                 let status = r.status();

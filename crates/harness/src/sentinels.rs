@@ -19,7 +19,7 @@ pub type Written = (String, Option<bool>);
 
 /// Writes sentinels through `urls` in turn until `stop_at`.
 pub fn write_until(urls: &[(u32, String)], stop_at: Instant) -> Vec<Written> {
-    let agent = ureq::AgentBuilder::new()
+    let agent = crate::http::builder()
         .timeout(Duration::from_secs(4))
         .build();
     let mut written = Vec::new();

@@ -115,7 +115,7 @@ impl Traffic {
         clock: Clock,
         stop_at: Instant,
     ) -> Vec<Operation> {
-        let agent = ureq::AgentBuilder::new().timeout(self.timeout).build();
+        let agent = crate::http::builder().timeout(self.timeout).build();
         let mut history = Vec::with_capacity(self.ops_per_client);
         for n in 0..self.ops_per_client {
             if Instant::now() >= stop_at {

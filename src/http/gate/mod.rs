@@ -27,12 +27,21 @@
 //! wake-up of another thread per request: see docs/design.md for what that
 //! costs.
 
+mod client;
+mod epoll;
+mod head;
+
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use client::Client;
+use epoll::Epoll;
+use head::{body_length, find_head_end, Refusal};
 
 /// What the gate enforces.
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +143,7 @@ enum Reading {
 }
 
 struct Conn {
-    tcp: TcpStream,
+    client: Client,
     up: Option<UnixStream>,
     generation: u32,
     reading: Reading,
@@ -142,7 +151,7 @@ struct Conn {
     /// tiny_http; the rest is a head still incomplete.
     inbound: Vec<u8>,
     ready: usize,
-    /// From tiny_http, for the client.
+    /// From tiny_http, for the client (with TLS: not yet encrypted).
     outbound: Vec<u8>,
     /// When the request under way began (`None`: none under way).
     request_since: Option<Instant>,
@@ -170,6 +179,7 @@ pub fn spawn(
     listener: TcpListener,
     upstream: Upstream,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     count: Count,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -179,6 +189,7 @@ pub fn spawn(
         listener,
         upstream,
         limits,
+        tls,
         count,
         epoll,
         conns: Vec::new(),
@@ -197,6 +208,8 @@ struct Gate {
     listener: TcpListener,
     upstream: Upstream,
     limits: Limits,
+    /// The port speaks TLS under this configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
     count: Count,
     epoll: Epoll,
     conns: Vec<Option<Conn>>,
@@ -248,14 +261,28 @@ impl Gate {
             match self.listener.accept() {
                 Ok((tcp, _)) => {
                     if self.open >= self.limits.max_connections {
-                        refuse_at_once(tcp);
+                        // A TLS client could not read an answer before a
+                        // handshake: it is only closed.
+                        if self.tls.is_none() {
+                            refuse_at_once(tcp);
+                        }
                         (self.count)(503);
                         continue;
                     }
                     if tcp.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    self.insert(tcp);
+                    let client = match &self.tls {
+                        None => Client::plain(tcp),
+                        Some(config) => match Client::tls(tcp, config) {
+                            Ok(client) => client,
+                            Err(e) => {
+                                log::warn!("cannot start a TLS session: {e}");
+                                continue;
+                            }
+                        },
+                    };
+                    self.insert(client);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -270,7 +297,7 @@ impl Gate {
         }
     }
 
-    fn insert(&mut self, tcp: TcpStream) {
+    fn insert(&mut self, client: Client) {
         let index = self.free.pop_front().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -280,14 +307,14 @@ impl Gate {
         let interest = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
         if self
             .epoll
-            .add(tcp.as_raw_fd(), interest, token(index, generation, false))
+            .add(client.fd(), interest, token(index, generation, false))
             .is_err()
         {
             self.free.push_back(index);
             return;
         }
         self.conns[index] = Some(Conn {
-            tcp,
+            client,
             up: None,
             generation,
             reading: Reading::Head { scanned: 0 },
@@ -309,7 +336,7 @@ impl Gate {
 
     fn close(&mut self, index: usize) {
         if let Some(conn) = self.conns[index].take() {
-            let _ = self.epoll.delete(conn.tcp.as_raw_fd());
+            let _ = self.epoll.delete(conn.client.fd());
             if let Some(up) = &conn.up {
                 let _ = self.epoll.delete(up.as_raw_fd());
             }
@@ -324,10 +351,24 @@ impl Gate {
         } else {
             self.client_readable(index, flags)
         };
+        let result = result.and_then(|()| self.resume_held(index));
         match result {
             Ok(()) => self.settle(index),
             Err(()) => self.close(index),
         }
+    }
+
+    /// Takes up plaintext a TLS session held back while the inbound buffer
+    /// was full, once there is room again: the socket, already read, would
+    /// not wake the loop for it.
+    fn resume_held(&mut self, index: usize) -> Result<(), ()> {
+        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        if conn.client.holds_input() && !conn.client_done && conn.inbound.len() < BUFFERED {
+            return self.client_readable(index, libc::EPOLLIN as u32);
+        }
+        Ok(())
     }
 
     fn conn(&mut self, index: usize) -> Result<&mut Conn, ()> {
@@ -340,29 +381,23 @@ impl Gate {
         let Gate { conns, scratch, .. } = self;
         let conn = conns.get_mut(index).and_then(Option::as_mut).ok_or(())?;
         if flags & libc::EPOLLOUT as u32 != 0 {
-            flush_out(conn)?;
+            send_out(conn)?;
         }
         if flags & libc::EPOLLERR as u32 != 0 {
             return Err(());
         }
         let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0;
         if readable && !conn.client_done {
-            while conn.inbound.len() < BUFFERED {
-                match conn.tcp.read(scratch) {
-                    Ok(0) => {
-                        conn.client_done = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        let now = Instant::now();
-                        conn.request_since.get_or_insert(now);
-                        conn.last_activity = now;
-                        conn.inbound.extend_from_slice(&scratch[..n]);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return Err(()),
-                }
+            let received = conn.client.receive(&mut conn.inbound, BUFFERED, scratch)?;
+            if received.active {
+                let now = Instant::now();
+                conn.request_since.get_or_insert(now);
+                conn.last_activity = now;
+            }
+            conn.client_done |= received.ended;
+            if conn.client.sending() {
+                // The TLS handshake's answer, or an alert.
+                send_out(conn)?;
             }
         }
         if let Some((status, reason, why)) = frame(conn, limits) {
@@ -453,7 +488,7 @@ impl Gate {
                 }
             }
         }
-        flush_out(conn)
+        send_out(conn)
     }
 
     /// Answers with `status` itself and closes, once what tiny_http still
@@ -473,6 +508,10 @@ impl Gate {
         )
         .into_bytes();
         answer.extend_from_slice(&body);
+        if conn.client.handshaking() {
+            // No TLS session to answer in: the connection is only closed.
+            answer.clear();
+        }
         conn.closing = Some(answer);
         conn.client_done = true;
         let half_sent = matches!(conn.reading, Reading::Body { .. }) || conn.ready > 0;
@@ -499,7 +538,7 @@ impl Gate {
             return;
         };
         let up_finished = conn.up.is_none() || conn.up_done;
-        if up_finished && conn.outbound.is_empty() {
+        if up_finished && conn.drained() {
             if let Some(last) = conn.closing.take() {
                 // tiny_http has said all it had: our own answer, then the end.
                 if let Some(up) = conn.up.take() {
@@ -507,7 +546,7 @@ impl Gate {
                 }
                 conn.outbound = last;
                 conn.finishing = true;
-                if flush_out(conn).is_err() {
+                if send_out(conn).is_err() {
                     self.close(index);
                     return;
                 }
@@ -532,14 +571,18 @@ impl Gate {
             conn.finishing = true;
         }
         if conn.finishing && conn.outbound.is_empty() {
-            self.close(index);
-            return;
+            // With TLS, the session's end goes last.
+            conn.client.finish();
+            if send_out(conn).is_err() || conn.drained() {
+                self.close(index);
+                return;
+            }
         }
         let mut tcp = 0;
         if !conn.client_done && conn.inbound.len() < BUFFERED {
             tcp |= libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
         }
-        if !conn.outbound.is_empty() {
+        if !conn.drained() {
             tcp |= libc::EPOLLOUT as u32;
         }
         let mut up = 0;
@@ -554,7 +597,7 @@ impl Gate {
             token(index, conn.generation, true),
         );
         if tcp != conn.interest.0 {
-            let _ = self.epoll.modify(conn.tcp.as_raw_fd(), tcp, t.0);
+            let _ = self.epoll.modify(conn.client.fd(), tcp, t.0);
             conn.interest.0 = tcp;
         }
         if let Some(u) = &conn.up {
@@ -585,7 +628,7 @@ impl Gate {
                 continue;
             };
             let quiet = now.duration_since(conn.last_activity);
-            if conn.closing.is_some() || conn.finishing || !conn.outbound.is_empty() {
+            if conn.closing.is_some() || conn.finishing || !conn.drained() {
                 // Waiting on the client to take our answers.
                 if quiet > limits.request_timeout.max(limits.idle_timeout) {
                     self.close(index);
@@ -667,22 +710,18 @@ fn frame(conn: &mut Conn, limits: Limits) -> Option<Refusal> {
 }
 
 /// Writes what is queued for the client; an error when the client is gone.
-fn flush_out(conn: &mut Conn) -> Result<(), ()> {
-    let mut written = 0;
-    while written < conn.outbound.len() {
-        match conn.tcp.write(&conn.outbound[written..]) {
-            Ok(0) => return Err(()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Err(()),
-        }
-    }
-    if written > 0 {
+fn send_out(conn: &mut Conn) -> Result<(), ()> {
+    if conn.client.send(&mut conn.outbound)? {
         conn.last_activity = Instant::now();
     }
-    conn.outbound.drain(..written);
     Ok(())
+}
+
+impl Conn {
+    /// Nothing waits to be written to the client.
+    fn drained(&self) -> bool {
+        self.outbound.is_empty() && !self.client.sending()
+    }
 }
 
 /// 503 to a connection past the limit, without waiting on it.
@@ -697,126 +736,8 @@ fn refuse_at_once(mut tcp: TcpStream) {
     let _ = tcp.write_all(&[head.as_bytes(), body].concat());
 }
 
-/// The end of a head (past its blank line) in `bytes`, searching from `from`.
-fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
-    bytes
-        .get(from..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| from + at + 4)
-}
-
-type Refusal = (u16, &'static str, &'static str);
-
-/// The length of the body that follows a whole head.
-fn body_length(head: &[u8]) -> Result<u64, Refusal> {
-    let text = std::str::from_utf8(head)
-        .map_err(|_| (400, "Bad Request", "The request head is not ASCII."))?;
-    let mut length = None;
-    for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = value.trim().parse::<u64>().map_err(|_| {
-                (
-                    400,
-                    "Bad Request",
-                    "The Content-Length header is not a number.",
-                )
-            })?;
-            if length.is_some_and(|l| l != n) {
-                return Err((400, "Bad Request", "The request has two Content-Lengths."));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            && !value.trim().eq_ignore_ascii_case("identity")
-        {
-            return Err((
-                411,
-                "Length Required",
-                "This node takes request bodies with a Content-Length only.",
-            ));
-        }
-    }
-    Ok(length.unwrap_or(0))
-}
-
 fn next_generation() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(1);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A small epoll handle.
-struct Epoll {
-    fd: OwnedFd,
-}
-
-impl Epoll {
-    fn new() -> std::io::Result<Epoll> {
-        // SAFETY: creates a descriptor we then own.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor owned by nobody else.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> std::io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: data };
-        // SAFETY: epoll_ctl on our epoll descriptor with a valid event.
-        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn add(&self, fd: RawFd, events: u32, data: u64) -> std::io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, data)
-    }
-
-    fn modify(&self, fd: RawFd, events: u32, data: u64) -> std::io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, data)
-    }
-
-    fn delete(&self, fd: RawFd) -> std::io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
-    }
-
-    fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> usize {
-        // SAFETY: the buffer is valid for `events.len()` entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                timeout.as_millis() as libc::c_int,
-            )
-        };
-        n.max(0) as usize
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_and_their_bodies() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", 0), None);
-        let head = b"PUT /store/k HTTP/1.1\r\nContent-Length: 12\r\n\r\n";
-        assert_eq!(body_length(head), Ok(12));
-        assert_eq!(body_length(b"GET / HTTP/1.1\r\n\r\n"), Ok(0));
-        let chunked = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(body_length(chunked).unwrap_err().0, 411);
-        let two = b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert_eq!(body_length(two).unwrap_err().0, 400);
-    }
 }
