@@ -26,6 +26,8 @@ Cluster flags:
   --log-level LEVEL (info)
   --data-dir DIR (the root's data; by default a temporary directory removed at exit)
   --threads N (each node's --threads; by default the node's own, 2 from depth 5 on)
+  --tls-cert PATH --tls-key PATH --tls-ca PATH (every node's; all three or none: the
+    nodes then speak HTTPS, and the certificate must name 127.0.0.1)
   The nodes take slots in id order: NODE-2 slot 1, NODE-3 slot 2, ...
 ",
         treecache::flags_usage().trim_end()

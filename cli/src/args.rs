@@ -126,6 +126,9 @@ pub struct Options {
     pub timeout: Duration,
     /// `--token` (or `TREECACHE_TOKEN`): sent as `Authorization: Bearer`.
     pub token: Option<String>,
+    /// `--cacert` (or `TREECACHE_CACERT`): the CA file that nodes'
+    /// certificates must chain to; nodes are then reached over HTTPS.
+    pub cacert: Option<String>,
     /// `--etag`: print the answer's ETag (the key's version) before it.
     pub etag: bool,
 }
@@ -245,10 +248,11 @@ fn usage_error(message: impl Into<String>, command: Option<CommandName>) -> Usag
     }
 }
 
-const VALUE_OPTIONS: [&str; 8] = [
+const VALUE_OPTIONS: [&str; 9] = [
     "--base-port",
     "--timeout",
     "--token",
+    "--cacert",
     "--ttl",
     "--if-match",
     "--prefix",
@@ -290,6 +294,11 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         .opt_value_from_str::<_, String>("--token")
         .map_err(|e| usage_error(e.to_string(), None))?
         .or_else(|| std::env::var("TREECACHE_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let cacert = args
+        .opt_value_from_str::<_, String>("--cacert")
+        .map_err(|e| usage_error(e.to_string(), None))?
+        .or_else(|| std::env::var("TREECACHE_CACERT").ok())
         .filter(|t| !t.is_empty());
     let etag = flag(&mut args, &["--etag"]);
     let if_absent = flag(&mut args, &["--if-absent"]);
@@ -404,6 +413,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         base_port,
         timeout,
         token,
+        cacert,
         etag,
     };
     Ok(Parsed::Run(Invocation { command, options }))
@@ -726,6 +736,7 @@ mod tests {
                 base_port: Some(7000),
                 timeout: DEFAULT_TIMEOUT,
                 token: None,
+                cacert: None,
                 etag: false,
             }
         );

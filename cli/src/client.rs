@@ -4,6 +4,7 @@
 use std::error::Error as _;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -159,18 +160,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client whose every request, connecting included, ends within `timeout`.
-    pub fn new(timeout: Duration) -> Client {
+    /// A client whose every request, connecting included, ends within
+    /// `timeout`. `https://` URLs are checked against `tls` (`--cacert`),
+    /// else against the public roots that ureq carries.
+    pub fn new(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> Client {
         let connect_timeout = timeout.min(MAX_CONNECT_TIMEOUT);
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(connect_timeout)
             .timeout(timeout)
             // Show what the node itself answered, never where it points to.
             .redirects(0)
-            .user_agent(concat!("treecache-cli/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("treecache-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            agent = agent.tls_config(tls);
+        }
         Client {
-            agent,
+            agent: agent.build(),
             token: None,
             timeout,
             connect_timeout,
@@ -208,7 +213,12 @@ impl Client {
         let response = match result {
             Ok(response) | Err(ureq::Error::Status(_, response)) => response,
             Err(ureq::Error::Transport(transport)) => {
-                let reason = self.describe(&transport);
+                let mut reason = self.describe(&transport);
+                if url.starts_with("http://") && not_http(&transport) {
+                    // A node that speaks HTTPS answers plain HTTP with a TLS alert.
+                    reason =
+                        "the answer is not HTTP (if the node speaks HTTPS, give --cacert)".into();
+                }
                 return Err(Unreachable { url, reason });
             }
         };
@@ -245,6 +255,17 @@ impl Client {
             _ => error.to_string(),
         }
     }
+}
+
+/// The peer answered with bytes that are not an HTTP answer.
+fn not_http(transport: &ureq::Transport) -> bool {
+    let io_error = transport
+        .source()
+        .and_then(|source| source.downcast_ref::<io::Error>());
+    matches!(
+        transport.kind(),
+        ureq::ErrorKind::BadStatus | ureq::ErrorKind::BadHeader
+    ) || io_error.is_some_and(|e| e.kind() == io::ErrorKind::InvalidInput)
 }
 
 fn is_time_out(error: &io::Error) -> bool {
@@ -430,7 +451,7 @@ mod tests {
             ttl: Some(60),
             condition: Some(Condition::IfMatch(7)),
         });
-        let reply = Client::new(Duration::from_secs(5))
+        let reply = Client::new(Duration::from_secs(5), None)
             .send(&base, &request)
             .unwrap();
         assert_eq!((reply.status, reply.etag.as_deref()), (412, Some("\"8\"")));
@@ -452,7 +473,7 @@ mod tests {
             node: "1".into(),
             keys: vec!["a".into()],
         });
-        let reply = Client::new(Duration::from_secs(5))
+        let reply = Client::new(Duration::from_secs(5), None)
             .send(&base, &request)
             .unwrap();
         assert_eq!(reply.status, 200);
@@ -469,7 +490,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = Client::new(Duration::from_secs(2));
+        let client = Client::new(Duration::from_secs(2), None);
         let request = request_for(&Command::Health {
             node: port.to_string(),
         });
@@ -490,7 +511,7 @@ mod tests {
         // The kernel accepts the connection into the backlog; nobody ever reads it.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", silent.local_addr().unwrap());
-        let client = Client::new(Duration::from_millis(300));
+        let client = Client::new(Duration::from_millis(300), None);
         let started = std::time::Instant::now();
         let error = client
             .send(&base, &request_for(&Command::Tree { node: None }))

@@ -36,9 +36,10 @@ NODE is one of:
                       BASE 5000 unless --base-port or TREECACHE_BASE_PORT says otherwise.
                       Docker mode: http://NODE-{id}:5000
   HOST:PORT           for example 127.0.0.1:5003
-  URL                 for example http://10.0.1.67:5000
+  URL                 for example http://10.0.1.67:5000 or https://node-1.example:5000
   self                docker mode: the node of this container, http://127.0.0.1:API_PORT
                       (API_PORT 5000 unless set), as the image's health check uses it
+  With --cacert, every form but a URL is reached over https:// instead.
 
 KEY is any text (spaces, ?, #, % and non-ASCII included); it is percent-encoded
 into the URL. A key cannot contain '/': the node answers 400.
@@ -57,6 +58,8 @@ Options:
                      (500ms, 2s, 1m); default 10, of which connecting at most 3
   --token TOKEN      send Authorization: Bearer TOKEN, for nodes started with
                      --api-tokens-file (also TREECACHE_TOKEN)
+  --cacert PATH      nodes serve HTTPS: trust the CA certificates of this PEM file
+                     (and no others), and reach NODE over https:// (also TREECACHE_CACERT)
   --etag             get, put, delete: print the version of the answer's ETag before it
                      (- when it has none): 7 {"key": "k", "value": 1}
   --ttl SECONDS      put: the value expires after this long (90, 2m)

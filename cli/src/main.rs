@@ -92,6 +92,16 @@ fn run(argv: Vec<OsString>) -> Exit {
         print(completions::BASH.trim_end());
         return Exit::Success;
     }
+    let tls = match invocation.options.cacert.as_deref().map(trust) {
+        None => None,
+        Some(Ok(config)) => Some(config),
+        Some(Err(message)) => {
+            return usage(&UsageError {
+                message,
+                command: None,
+            })
+        }
+    };
     let base = match node_url(&invocation) {
         Ok(base) => base,
         Err(error) => {
@@ -117,7 +127,7 @@ fn run(argv: Vec<OsString>) -> Exit {
         }
     }
 
-    let client = Client::new(options.timeout).with_token(options.token.clone());
+    let client = Client::new(options.timeout, tls).with_token(options.token.clone());
     if let Command::Keys {
         prefix,
         after,
@@ -248,11 +258,23 @@ fn node_url(invocation: &Invocation) -> Result<String, target::TargetError> {
         base_port_env: env::var("TREECACHE_BASE_PORT").ok(),
     };
     let mode = Mode::choose(&settings)?;
+    // With --cacert, nodes not given as URLs are reached over HTTPS.
+    let scheme = match invocation.options.cacert {
+        Some(_) => target::HTTPS,
+        None => target::HTTP,
+    };
     let node = invocation.command.node().unwrap_or("1");
     if node == target::SELF {
-        return target::resolve_self(mode, env::var("API_PORT").ok().as_deref());
+        return target::resolve_self(mode, env::var("API_PORT").ok().as_deref(), scheme);
     }
-    target::resolve(node, mode)
+    target::resolve(node, mode, scheme)
+}
+
+/// The TLS configuration of `--cacert PATH`: its certificates, and no
+/// others, are trusted.
+fn trust(path: &str) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("--cacert: cannot read {path}: {e}"))?;
+    treecache_common::tls::client_config(&pem).map_err(|e| format!("--cacert: {path} {e}"))
 }
 
 fn print_tree(reply: &Reply, prefix: Option<String>) -> Exit {
@@ -338,6 +360,7 @@ mod tests {
             base_port: None,
             timeout: args::DEFAULT_TIMEOUT,
             token: None,
+            cacert: None,
             etag,
         };
         let mut r = reply(200, "{}");

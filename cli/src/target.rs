@@ -11,6 +11,12 @@ const CONTAINER_API_PORT: u16 = 5000;
 /// Base port of `treecache cluster` on this machine: node `i` is on `base + i`.
 pub const DEFAULT_BASE_PORT: u16 = 5000;
 
+/// The scheme of the URLs made for NODEs that are not URLs themselves:
+/// [`HTTPS`] with `--cacert`, else [`HTTP`].
+pub type Scheme = &'static str;
+pub const HTTP: Scheme = "http";
+pub const HTTPS: Scheme = "https";
+
 /// How a bare node id is turned into an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -83,8 +89,9 @@ impl Mode {
 /// Turns a NODE argument into the base URL of that node, without a trailing slash.
 ///
 /// Accepted forms: `NODE-3`, `node-3` and `3` (a node id, placed by `mode`),
-/// `host:port`, and an `http://` URL (used as given).
-pub fn resolve(node: &str, mode: Mode) -> Result<String, TargetError> {
+/// `host:port` (both reached with `scheme`), and an `http://` or `https://`
+/// URL (used as given).
+pub fn resolve(node: &str, mode: Mode, scheme: Scheme) -> Result<String, TargetError> {
     let node = node.trim();
     if let Some(scheme_end) = node.find("://") {
         return resolve_url(node, &node[..scheme_end]);
@@ -96,13 +103,13 @@ pub fn resolve(node: &str, mode: Mode) -> Result<String, TargetError> {
                 "'{node}' is not a valid HOST:PORT (the port must be 1-65535)"
             )));
         }
-        return Ok(format!("http://{host}:{port}"));
+        return Ok(format!("{scheme}://{host}:{port}"));
     }
     if let Some(id) = node_id(node)? {
-        return address_of_id(id, mode);
+        return address_of_id(id, mode, scheme);
     }
     Err(TargetError(format!(
-        "'{node}' is not a node: use NODE-ID, ID, HOST:PORT or http://HOST:PORT"
+        "'{node}' is not a node: use NODE-ID, ID, HOST:PORT or http(s)://HOST:PORT"
     )))
 }
 
@@ -131,10 +138,10 @@ fn node_id(node: &str) -> Result<Option<u32>, TargetError> {
     }
 }
 
-fn address_of_id(id: u32, mode: Mode) -> Result<String, TargetError> {
+fn address_of_id(id: u32, mode: Mode, scheme: Scheme) -> Result<String, TargetError> {
     match mode {
         Mode::Docker => Ok(format!(
-            "http://{}:{CONTAINER_API_PORT}",
+            "{scheme}://{}:{CONTAINER_API_PORT}",
             names::node_name(id)
         )),
         Mode::Host { base_port } => {
@@ -144,18 +151,22 @@ fn address_of_id(id: u32, mode: Mode) -> Result<String, TargetError> {
                     "node {id} with base port {base_port} gives port {port}, above 65535"
                 )));
             }
-            Ok(format!("http://localhost:{port}"))
+            Ok(format!("{scheme}://localhost:{port}"))
         }
     }
 }
 
 /// The NODE `self`: the node of the container the CLI runs in, for the
-/// image's health check. Docker mode only: `http://127.0.0.1:{API_PORT}`,
+/// image's health check. Docker mode only: `{scheme}://127.0.0.1:{API_PORT}`,
 /// with the container's `API_PORT` (5000 when unset), as the node reads it.
 pub const SELF: &str = "self";
 
 /// The base URL of `self` in `mode`, given the environment's `API_PORT`.
-pub fn resolve_self(mode: Mode, api_port_env: Option<&str>) -> Result<String, TargetError> {
+pub fn resolve_self(
+    mode: Mode,
+    api_port_env: Option<&str>,
+    scheme: Scheme,
+) -> Result<String, TargetError> {
     if mode != Mode::Docker {
         return Err(TargetError(
             "'self' names the node of this container: it needs docker mode \
@@ -174,15 +185,18 @@ pub fn resolve_self(mode: Mode, api_port_env: Option<&str>) -> Result<String, Ta
             }
         },
     };
-    Ok(format!("http://127.0.0.1:{port}"))
+    Ok(format!("{scheme}://127.0.0.1:{port}"))
 }
 
 fn resolve_url(node: &str, scheme: &str) -> Result<String, TargetError> {
-    if !scheme.eq_ignore_ascii_case("http") {
+    let Some(scheme) = [HTTP, HTTPS]
+        .into_iter()
+        .find(|s| s.eq_ignore_ascii_case(scheme))
+    else {
         return Err(TargetError(format!(
-            "'{node}': only http:// URLs are supported (treecache nodes speak plain HTTP)"
+            "'{node}': only http:// and https:// URLs are supported"
         )));
-    }
+    };
     let rest = &node[scheme.len() + 3..];
     if rest.is_empty() || rest.starts_with('/') {
         return Err(TargetError(format!("'{node}' has no host")));
@@ -192,7 +206,7 @@ fn resolve_url(node: &str, scheme: &str) -> Result<String, TargetError> {
             "'{node}': a node URL cannot have a query or fragment"
         )));
     }
-    Ok(format!("http://{}", rest.trim_end_matches('/')))
+    Ok(format!("{scheme}://{}", rest.trim_end_matches('/')))
 }
 
 #[cfg(test)]
@@ -217,14 +231,26 @@ mod tests {
 
     #[test]
     fn node_ids_in_host_mode_are_ports_above_the_base() {
-        assert_eq!(resolve("NODE-3", HOST).unwrap(), "http://localhost:5003");
-        assert_eq!(resolve("node-3", HOST).unwrap(), "http://localhost:5003");
-        assert_eq!(resolve("Node-12", HOST).unwrap(), "http://localhost:5012");
-        assert_eq!(resolve("3", HOST).unwrap(), "http://localhost:5003");
-        let base_7000 = Mode::Host { base_port: 7000 };
-        assert_eq!(resolve("1", base_7000).unwrap(), "http://localhost:7001");
         assert_eq!(
-            resolve("NODE-7", base_7000).unwrap(),
+            resolve("NODE-3", HOST, HTTP).unwrap(),
+            "http://localhost:5003"
+        );
+        assert_eq!(
+            resolve("node-3", HOST, HTTP).unwrap(),
+            "http://localhost:5003"
+        );
+        assert_eq!(
+            resolve("Node-12", HOST, HTTP).unwrap(),
+            "http://localhost:5012"
+        );
+        assert_eq!(resolve("3", HOST, HTTP).unwrap(), "http://localhost:5003");
+        let base_7000 = Mode::Host { base_port: 7000 };
+        assert_eq!(
+            resolve("1", base_7000, HTTP).unwrap(),
+            "http://localhost:7001"
+        );
+        assert_eq!(
+            resolve("NODE-7", base_7000, HTTP).unwrap(),
             "http://localhost:7007"
         );
     }
@@ -232,35 +258,73 @@ mod tests {
     #[test]
     fn node_ids_in_docker_mode_are_container_names() {
         assert_eq!(
-            resolve("NODE-3", Mode::Docker).unwrap(),
+            resolve("NODE-3", Mode::Docker, HTTP).unwrap(),
             "http://NODE-3:5000"
         );
         assert_eq!(
-            resolve("node-3", Mode::Docker).unwrap(),
+            resolve("node-3", Mode::Docker, HTTP).unwrap(),
             "http://NODE-3:5000"
         );
-        assert_eq!(resolve("3", Mode::Docker).unwrap(), "http://NODE-3:5000");
+        assert_eq!(
+            resolve("3", Mode::Docker, HTTP).unwrap(),
+            "http://NODE-3:5000"
+        );
     }
 
     #[test]
     fn addresses_and_urls_are_used_as_given_in_both_modes() {
         for mode in [HOST, Mode::Docker] {
             assert_eq!(
-                resolve("127.0.0.1:7003", mode).unwrap(),
+                resolve("127.0.0.1:7003", mode, HTTP).unwrap(),
                 "http://127.0.0.1:7003"
             );
-            assert_eq!(resolve("NODE-2:5000", mode).unwrap(), "http://NODE-2:5000");
-            assert_eq!(resolve("[::1]:5001", mode).unwrap(), "http://[::1]:5001");
             assert_eq!(
-                resolve("http://10.0.1.67:5000", mode).unwrap(),
+                resolve("NODE-2:5000", mode, HTTP).unwrap(),
+                "http://NODE-2:5000"
+            );
+            assert_eq!(
+                resolve("[::1]:5001", mode, HTTP).unwrap(),
+                "http://[::1]:5001"
+            );
+            assert_eq!(
+                resolve("http://10.0.1.67:5000", mode, HTTP).unwrap(),
                 "http://10.0.1.67:5000"
             );
             assert_eq!(
-                resolve("http://localhost:5001/", mode).unwrap(),
+                resolve("http://localhost:5001/", mode, HTTP).unwrap(),
                 "http://localhost:5001"
             );
-            assert_eq!(resolve("HTTP://node-1", mode).unwrap(), "http://node-1");
+            assert_eq!(
+                resolve("HTTP://node-1", mode, HTTP).unwrap(),
+                "http://node-1"
+            );
+            // A URL keeps its scheme, whatever --cacert says of the others.
+            assert_eq!(
+                resolve("HTTPS://node-1:5001/", mode, HTTP).unwrap(),
+                "https://node-1:5001"
+            );
+            assert_eq!(
+                resolve("http://node-1", mode, HTTPS).unwrap(),
+                "http://node-1"
+            );
         }
+    }
+
+    #[test]
+    fn with_cacert_every_other_form_is_reached_over_https() {
+        assert_eq!(resolve("3", HOST, HTTPS).unwrap(), "https://localhost:5003");
+        assert_eq!(
+            resolve("NODE-3", Mode::Docker, HTTPS).unwrap(),
+            "https://NODE-3:5000"
+        );
+        assert_eq!(
+            resolve("127.0.0.1:7003", HOST, HTTPS).unwrap(),
+            "https://127.0.0.1:7003"
+        );
+        assert_eq!(
+            resolve_self(Mode::Docker, None, HTTPS).unwrap(),
+            "https://127.0.0.1:5000"
+        );
     }
 
     #[test]
@@ -276,8 +340,7 @@ mod tests {
             ("host:0", "HOST:PORT"),
             ("host:99999", "HOST:PORT"),
             (":5001", "HOST:PORT"),
-            ("https://example.org", "only http://"),
-            ("ftp://example.org", "only http://"),
+            ("ftp://example.org", "only http:// and https://"),
             ("http://", "no host"),
             ("http://h:1/?a=b", "query"),
             ("99999999999", "ids are whole numbers from 1"),
@@ -285,33 +348,33 @@ mod tests {
             ("03", "without leading zeros"),
         ];
         for (node, reason) in refused {
-            let error = resolve(node, HOST).expect_err(node).0;
+            let error = resolve(node, HOST, HTTP).expect_err(node).0;
             assert!(error.contains(reason), "{node}: {error}");
         }
     }
 
     #[test]
     fn a_port_beyond_65535_is_refused() {
-        let error = resolve("600", Mode::Host { base_port: 65000 }).unwrap_err();
+        let error = resolve("600", Mode::Host { base_port: 65000 }, HTTP).unwrap_err();
         assert!(error.0.contains("above 65535"), "{error}");
-        assert!(resolve("600", Mode::Docker).is_ok());
+        assert!(resolve("600", Mode::Docker, HTTP).is_ok());
     }
 
     #[test]
     fn self_is_this_containers_node_in_docker_mode() {
         assert_eq!(
-            resolve_self(Mode::Docker, None).unwrap(),
+            resolve_self(Mode::Docker, None, HTTP).unwrap(),
             "http://127.0.0.1:5000"
         );
         assert_eq!(
-            resolve_self(Mode::Docker, Some("6000")).unwrap(),
+            resolve_self(Mode::Docker, Some("6000"), HTTP).unwrap(),
             "http://127.0.0.1:6000"
         );
-        assert!(resolve_self(Mode::Docker, Some("x"))
+        assert!(resolve_self(Mode::Docker, Some("x"), HTTP)
             .unwrap_err()
             .0
             .contains("API_PORT"));
-        assert!(resolve_self(HOST, None)
+        assert!(resolve_self(HOST, None, HTTP)
             .unwrap_err()
             .0
             .contains("docker mode"));

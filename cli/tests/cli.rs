@@ -37,6 +37,7 @@ fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
         .args(args)
         .env_remove("TREECACHE_MODE")
         .env_remove("TREECACHE_BASE_PORT")
+        .env_remove("TREECACHE_CACERT")
         .envs(env.iter().copied())
         .output()
         .expect("run treecache-cli");
@@ -589,4 +590,53 @@ fn with_tokens_the_cli_sends_its_token() {
         &[("TREECACHE_TOKEN", "cli-reader")],
     );
     assert_eq!(deleted.code, 0, "{deleted:?}");
+}
+
+#[test]
+fn with_cacert_the_cli_speaks_https_to_a_tls_cluster() {
+    let cluster = Cluster::builder(2).tls().start();
+    let ca = common::tls::TestCa::shared().ca.display().to_string();
+    let port = cluster.port(2);
+    let address = cluster.address(2);
+    // With --cacert, HOST:PORT and node ids are reached over https://.
+    assert_eq!(
+        ok(&["--cacert", &ca, "put", &address, "k", "\"over tls\""]),
+        json!({"key": "k", "value": "over tls"})
+    );
+    let base = (port - 2).to_string();
+    let read = cli_with_env(
+        &["--base-port", &base, "get", "2", "k"],
+        &[("TREECACHE_CACERT", &ca)],
+    );
+    assert_eq!(read.code, 0, "{read:?}");
+    assert_eq!(read.json(), json!({"key": "k", "value": "over tls"}));
+    // An https:// URL works the same, and `tree` reads the root over TLS.
+    assert_eq!(
+        ok(&["--cacert", &ca, "get", &cluster.url(1), "k"]),
+        json!({"key": "k", "value": "over tls"})
+    );
+    let tree = cli(&["--cacert", &ca, "tree", &cluster.address(1)]);
+    assert_eq!(tree.code, 0, "{tree:?}");
+    assert!(tree.stdout.contains("NODE-2"), "{tree:?}");
+
+    // Without --cacert: plain HTTP to a TLS port gets no answer, and an
+    // https:// URL is checked against the public roots, which do not
+    // know the test CA.
+    let plain = cli(&["get", &address, "k"]);
+    assert_eq!(plain.code, 3, "{plain:?}");
+    assert!(plain.stderr.contains("cannot reach http://"), "{plain:?}");
+    assert!(plain.stderr.contains("give --cacert"), "{plain:?}");
+    let untrusted = cli(&["get", &cluster.url(2), "k"]);
+    assert_eq!(untrusted.code, 3, "{untrusted:?}");
+    assert!(untrusted.stderr.contains("certificate"), "{untrusted:?}");
+    // Another CA's certificate is not this cluster's.
+    let stranger = common::tls::TestCa::new("cli-stranger");
+    let stranger = stranger.ca.display().to_string();
+    let refused = cli(&["--cacert", &stranger, "get", &address, "k"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("certificate"), "{refused:?}");
+    // A CA file that is missing or not PEM is a usage error.
+    let missing = cli(&["--cacert", "/nonexistent/ca.pem", "get", &address, "k"]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(missing.stderr.contains("--cacert"), "{missing:?}");
 }

@@ -18,6 +18,10 @@
 //! then starts those nodes, all at once. A node's own join then finds the
 //! slot already held under its name, which it keeps, as any node that joins
 //! again does.
+//!
+//! With `--tls-cert`, `--tls-key` and `--tls-ca` every node gets the three
+//! (one certificate for all, which must name `127.0.0.1`), and the command
+//! reaches the nodes over HTTPS itself.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -66,6 +70,16 @@ pub struct ClusterArgs {
     /// `--threads` of every node; `None`: the node's default, or
     /// [`DEEP_TREE_THREADS`] in a tree of depth [`DEEP_TREE`] or more.
     pub threads: Option<usize>,
+    /// `--tls-cert`, `--tls-key` and `--tls-ca` of every node.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files of a cluster that runs TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 /// From this depth on (31 nodes and more), the nodes of `treecache cluster`
@@ -134,6 +148,15 @@ impl ClusterArgs {
         if threads.is_some_and(|n| !(1..=1024).contains(&n)) {
             return Err("--threads: expected a number of threads from 1 to 1024".into());
         }
+        let tls = match (
+            opt(&mut args, "--tls-cert")?,
+            opt(&mut args, "--tls-key")?,
+            opt(&mut args, "--tls-ca")?,
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            _ => return Err("--tls-cert: give --tls-cert, --tls-key and --tls-ca, or none".into()),
+        };
         if let Some(extra) = args.finish().first() {
             return Err(format!(
                 "{}: is not a flag of treecache cluster",
@@ -149,6 +172,7 @@ impl ClusterArgs {
             data_dir,
             standbys,
             threads,
+            tls,
         })
     }
 
@@ -213,7 +237,16 @@ pub fn run(args: ClusterArgs) -> i32 {
     let others: Vec<u32> = (1..=tree.capacity() as u32)
         .filter(|&i| i != args.root_id)
         .collect();
-    let url = |id: u32| format!("http://127.0.0.1:{}", args.base_port as u32 + id);
+    // Every call of ours to a node, over HTTPS when the cluster runs TLS.
+    let agent = match nodes_agent(args.tls.as_ref()) {
+        Ok(agent) => agent,
+        Err(e) => {
+            esay!("treecache cluster: {e}");
+            return 2;
+        }
+    };
+    let scheme = if args.tls.is_some() { "https" } else { "http" };
+    let url = |id: u32| format!("{scheme}://127.0.0.1:{}", args.base_port as u32 + id);
     let address = |id: u32| format!("127.0.0.1:{}", args.base_port as u32 + id);
     let root_url = url(args.root_id);
     let mut children: Vec<(u32, Child)> = Vec::new();
@@ -253,6 +286,15 @@ pub fn run(args: ClusterArgs) -> i32 {
         if let Some(data) = data {
             command.arg("--data-dir").arg(data);
         }
+        if let Some(tls) = &args.tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--tls-ca")
+                .arg(&tls.ca);
+        }
         children::die_with_parent(&mut command);
         let mut child = command
             .spawn()
@@ -268,37 +310,41 @@ pub fn run(args: ClusterArgs) -> i32 {
     let up = spawn(args.root_id, &mut children)
         .and_then(|()| {
             let key = ClusterKey::load(&key_file)?;
-            reserve_slots(&root_url, &others, address, &key, &mut children)
+            reserve_slots(&agent, &root_url, &others, address, &key, &mut children)
         })
         .and_then(|()| others.iter().try_for_each(|&id| spawn(id, &mut children)))
-        .and_then(|()| wait_for_tree(&root_url, tree.capacity(), &mut children))
+        .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
         .and_then(|doc| {
             let urls: Vec<(u32, String)> = std::iter::once(args.root_id)
                 .chain(others.iter().copied())
                 .map(|id| (id, url(id)))
                 .collect();
-            wait_ready(&urls, &mut children).map(|()| doc)
+            wait_ready(&agent, &urls, &mut children).map(|()| doc)
         })
         .and_then(|doc| {
             for k in 1..=args.standbys {
                 spawn(STANDBY + k, &mut children)?;
             }
-            wait_for_standbys(&root_url, args.standbys as usize, &mut children)?;
+            wait_for_standbys(&agent, &root_url, args.standbys as usize, &mut children)?;
             Ok(doc)
         });
     let status = match up {
         Ok(doc) => {
             let took = started.elapsed();
-            print_tree(&doc);
-            print_root_group(&root_url);
+            print_tree(&doc, scheme);
+            print_root_group(&agent, &root_url, scheme);
             let usage = Usage::of(children.iter().map(|(_, c)| c.id()));
             say!(
-                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper); {}. Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
+                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper); {}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
                 took.as_secs_f64(),
                 zk_up.as_secs_f64(),
                 usage,
-                args.base_port as u32 + doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name)),
+                url(doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name))),
+                cacert = args
+                    .tls
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" --cacert {}", t.ca.display())),
             );
             while !process::stop_requested() {
                 if let Some((id, status)) = exited(&mut children) {
@@ -373,19 +419,28 @@ fn parse_proc_status(status: &str) -> (u64, u64) {
     (field("VmRSS:") * 1024, field("Threads:"))
 }
 
+/// The agent of the command's own calls to its nodes: HTTPS trusting the
+/// cluster's CA when it runs TLS.
+fn nodes_agent(tls: Option<&TlsFiles>) -> Result<ureq::Agent, String> {
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        let config = crate::http::tls::read_ca(&tls.ca).map_err(|e| format!("--tls-ca: {e}"))?;
+        agent = agent.tls_config(config);
+    }
+    Ok(agent.build())
+}
+
 /// Joins each of `ids` to the root in this order, under the address it
 /// will listen on, so that slots follow ids (see the module documentation).
 /// Waits for the root to take joins first.
 fn reserve_slots(
+    agent: &ureq::Agent,
     root_url: &str,
     ids: &[u32],
     address: impl Fn(u32) -> String,
     key: &ClusterKey,
     children: &mut [(u32, Child)],
 ) -> Result<(), String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build();
     let until = Instant::now() + UP_WITHIN;
     for &id in ids {
         let body = serde_json::json!({ "name": node_name(id), "address": address(id) }).to_string();
@@ -432,10 +487,11 @@ fn reserve_slots(
 }
 
 /// Waits until every node of `urls` answers `GET /ready` with 200.
-fn wait_ready(urls: &[(u32, String)], children: &mut [(u32, Child)]) -> Result<(), String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build();
+fn wait_ready(
+    agent: &ureq::Agent,
+    urls: &[(u32, String)],
+    children: &mut [(u32, Child)],
+) -> Result<(), String> {
     let until = Instant::now() + UP_WITHIN;
     let mut waiting: Vec<&(u32, String)> = urls.iter().collect();
     while !waiting.is_empty() {
@@ -514,13 +570,11 @@ fn stop_all(children: &mut Vec<(u32, Child)>) {
 
 /// Polls the root's `/nodes` until it lists `n` nodes (60 s at most).
 fn wait_for_tree(
+    agent: &ureq::Agent,
     root_url: &str,
     n: usize,
     children: &mut [(u32, Child)],
 ) -> Result<NodesDoc, String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build();
     let until = Instant::now() + UP_WITHIN;
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
@@ -560,6 +614,7 @@ fn label(key: u32) -> String {
 
 /// Polls the root's `/nodes` until `k` standbys are in sync (60 s at most).
 fn wait_for_standbys(
+    agent: &ureq::Agent,
     root_url: &str,
     k: usize,
     children: &mut [(u32, Child)],
@@ -567,9 +622,6 @@ fn wait_for_standbys(
     if k == 0 {
         return Ok(());
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build();
     let until = Instant::now() + Duration::from_secs(60);
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
@@ -605,8 +657,9 @@ fn wait_for_standbys(
 }
 
 /// Prints the root group: the primary and each standby, with its URL.
-fn print_root_group(root_url: &str) {
-    let doc = ureq::get(&format!("{root_url}/nodes"))
+fn print_root_group(agent: &ureq::Agent, root_url: &str, scheme: &str) {
+    let doc = agent
+        .get(&format!("{root_url}/nodes"))
         .call()
         .ok()
         .and_then(|r| serde_json::from_reader::<_, NodesDoc>(r.into_reader()).ok());
@@ -621,7 +674,7 @@ fn print_root_group(root_url: &str) {
             (_, true) => "standby, in sync",
             (_, false) => "standby, catching up",
         };
-        say!("  http://{}  {role}", m.address);
+        say!("  {scheme}://{}  {role}", m.address);
     }
 }
 
@@ -635,7 +688,7 @@ impl crate::wire::Headers for NoHeaders {
 }
 
 /// Prints the tree as an indented drawing with each node's slot and URL.
-fn print_tree(doc: &NodesDoc) {
+fn print_tree(doc: &NodesDoc, scheme: &str) {
     say!(
         "\ntreecache: depth {}, {} nodes, root {}",
         doc.depth,
@@ -645,7 +698,7 @@ fn print_tree(doc: &NodesDoc) {
     let lines = draw_tree(doc, |place| match place {
         Place::Node(n) => vec![
             format!("{} (slot {})", n.name, n.slot),
-            format!("http://{}", n.address),
+            format!("{scheme}://{}", n.address),
         ],
         Place::Missing(name) => vec![name.to_string(), "(not in the node list)".to_string()],
         Place::Free(slot) => vec![format!("(free slot {slot})")],
@@ -740,5 +793,12 @@ mod tests {
         assert!(parse(&["--base-port", "65530"])
             .unwrap_err()
             .starts_with("--base-port"));
+        assert!(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .unwrap_err()
+            .starts_with("--tls-cert"));
+        let tls = parse(&["--tls-cert=c", "--tls-key=k", "--tls-ca=a"])
+            .unwrap()
+            .tls;
+        assert_eq!(tls.unwrap().ca.display().to_string(), "a");
     }
 }

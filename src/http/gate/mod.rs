@@ -26,6 +26,17 @@
 //! copies each byte once more, in one thread for all connections, with no
 //! wake-up of another thread per request: see docs/design.md for what that
 //! costs.
+//!
+//! With `--tls-cert`, the port speaks TLS, terminated here (`client`): the
+//! handshake runs in the same loop, counted against the request timeout
+//! from the connection's first moment (a handshake that stalls is closed
+//! after 10 s, with no answer, since the client could not read one), and
+//! the limits above apply to the plaintext. tiny_http still sees plaintext
+//! on its Unix socket. Past `--max-connections`, a TLS connection is closed
+//! without an answer.
+//!
+//! Layout: `client` (a client's socket: plain, or TLS with rustls), `head`
+//! (where a head ends, how long its body is), `epoll` (the system calls).
 
 mod client;
 mod epoll;
