@@ -213,7 +213,8 @@ where
         let handles: Vec<_> = (0..conns)
             .map(|c| {
                 s.spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
+                    // Its https:// calls trust the harness's test CA.
+                    let agent = common::http::builder()
                         .timeout(Duration::from_secs(10))
                         .max_idle_connections_per_host(1)
                         .build();
@@ -496,6 +497,7 @@ fn run(mode: Mode) {
     };
     report.row("GET hit at a leaf", &load(READERS, w, m, hot_get(&leaf)));
     report.row("GET hit at the root", &load(READERS, w, m, hot_get(&root)));
+    tls_hits(&mut report, mode, &hot_get);
 
     // Every miss reads a key held only by the root, never read before.
     let fresh = AtomicU64::new(0);
@@ -607,6 +609,38 @@ fn run(mode: Mode) {
         ));
     }
     report.print();
+}
+
+/// GET hits at a leaf of a depth-2 cluster that runs TLS (with the
+/// harness's test CA), and at a leaf of an equal cluster without TLS,
+/// measured one right after the other.
+fn tls_hits<F, G>(report: &mut Report, mode: Mode, hot_get: &F)
+where
+    F: Fn(&str) -> G,
+    G: Fn(usize, u64) -> Option<Req> + Sync,
+{
+    let (w, m) = (mode.warmup, mode.measure);
+    let quiet = |b: common::Builder| b.arg("--log-level").arg("warn");
+    let plain = quiet(Cluster::builder(2)).start();
+    let tls = quiet(Cluster::builder(2).tls()).start();
+    let leaves = [&plain, &tls].map(|c| c.url(c.at_slot(1)));
+    for cluster in [&plain, &tls] {
+        let root = cluster.url(cluster.root_id);
+        let hot = AtomicU64::new(0);
+        load(LOADERS, Duration::ZERO, LOAD_LIMIT, |_, _| {
+            let i = hot.fetch_add(1, Ordering::Relaxed);
+            (i < HOT_KEYS)
+                .then(|| Req::put(format!("{root}/store/{}", hot_key(i)), &small_value(i)))
+        });
+    }
+    for leaf in &leaves {
+        for i in 0..HOT_KEYS {
+            common::http::get(&format!("{leaf}/store/{}", hot_key(i)));
+        }
+    }
+    let stats = [&leaves[0], &leaves[1]].map(|leaf| load(READERS, w, m, hot_get(leaf)));
+    report.row("GET hit at a leaf, plain HTTP (depth 2)", &stats[0]);
+    report.row("GET hit at a leaf over TLS (depth 2)", &stats[1]);
 }
 
 /// Starts `treecache cluster --depth D` on the harness's ZooKeeper, waits
