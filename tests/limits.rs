@@ -225,3 +225,44 @@ fn two_thousand_slow_clients_cost_no_threads_and_little_memory() {
     let (threads_after, _) = threads_and_rss(pid);
     assert!(threads_after <= threads_before + 4, "{threads_after}");
 }
+
+/// The scheduling policy of each of a process's threads, by thread name
+/// (field 41 of /proc/PID/task/TID/stat: 0 SCHED_OTHER, 3 SCHED_BATCH).
+fn policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // The fields after the command name, which ends with ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let policy = rest.split_whitespace().nth(38).and_then(|p| p.parse().ok());
+        if let Some(policy) = policy {
+            out.push((name.trim().to_string(), policy));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_threads_the_gate_feeds_do_not_preempt_it() {
+    let cluster = Cluster::start(1);
+    assert_eq!(http::get(&cluster.url(1)).0, 200);
+    let threads = policies(cluster.pid(1));
+    let of = |prefix: &str| -> Vec<u32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, policy)| *policy)
+            .collect()
+    };
+    const OTHER: u32 = 0;
+    const BATCH: u32 = 3;
+    assert_eq!(of("gate"), [OTHER], "{threads:?}");
+    let workers = of("http-");
+    assert!(!workers.is_empty(), "{threads:?}");
+    assert!(workers.iter().all(|&p| p == BATCH), "{threads:?}");
+    assert!(of("upstream-").iter().all(|&p| p == BATCH), "{threads:?}");
+}

@@ -92,6 +92,14 @@ impl Client {
                     Ok(n) => {
                         received.active = true;
                         inbound.extend_from_slice(&scratch[..n]);
+                        if n < scratch.len() {
+                            // A short read took all there was: the loop's
+                            // epoll is level-triggered, so what comes next
+                            // (the end of the stream too) wakes it again,
+                            // and the read that would only say WouldBlock
+                            // is saved.
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -100,6 +108,7 @@ impl Client {
             }
             return Ok(received);
         };
+        let mut drained = false;
         loop {
             // First the plaintext rustls already holds: it takes no more
             // records while that is unread.
@@ -121,12 +130,18 @@ impl Client {
                 }
             }
             self.held = inbound.len() >= limit;
-            if self.held {
+            if self.held || drained {
                 return Ok(received);
             }
-            match tls.read_tls(&mut self.tcp) {
+            let mut socket = Short {
+                tcp: &mut self.tcp,
+                short: false,
+            };
+            match tls.read_tls(&mut socket) {
                 Ok(n) => {
                     received.active |= n > 0;
+                    // As for plain TCP: a short read took all there was.
+                    drained = n > 0 && socket.short;
                     if tls.process_new_packets().is_err() {
                         // Tell the client why (an alert), if it listens.
                         let _ = tls.write_tls(&mut self.tcp);
@@ -193,5 +208,19 @@ impl Client {
                 self.notified = true;
             }
         }
+    }
+}
+
+/// The socket as rustls reads it, noting whether a read came back short.
+struct Short<'a> {
+    tcp: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Short<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }

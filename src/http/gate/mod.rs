@@ -211,7 +211,10 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name("gate".into())
-        .spawn(move || gate.run())?;
+        .spawn(move || {
+            crate::http::server::set_policy(libc::SCHED_OTHER);
+            gate.run()
+        })?;
     Ok(())
 }
 
@@ -488,6 +491,10 @@ impl Gate {
                             conn.awaiting = false;
                             conn.last_activity = Instant::now();
                             conn.outbound.extend_from_slice(&scratch[..n]);
+                            if n < scratch.len() {
+                                // Drained for now (see `Client::receive`).
+                                break;
+                            }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
