@@ -23,9 +23,9 @@
 //! tiny_http thus sees only well-formed, complete requests, and holds a
 //! thread only for connections that have sent one (at most
 //! `--max-connections`, and each only until its idle timeout). The relay
-//! copies each byte once more, in one thread for all connections, with no
-//! wake-up of another thread per request: see docs/design.md for what that
-//! costs.
+//! copies each byte once more, in one thread for all connections, at four
+//! system calls per request (no read is made only to hear `EAGAIN`): see
+//! docs/design.md, "What the relay costs".
 //!
 //! With `--tls-cert`, the port speaks TLS, terminated here (`client`): the
 //! handshake runs in the same loop, counted against the request timeout
