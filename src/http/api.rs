@@ -351,11 +351,7 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
     // an error, or "still working") well within it.
     let own_hop = node.config().hop_timeout;
     let hop = wire::hop(&headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
-    let request_id = headers
-        .header(REQUEST_ID_HEADER)
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string);
+    let request_id = input::request_id(headers.header(REQUEST_ID_HEADER))?;
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
         Route::Ready => Ok(Step::Done(match node.readiness() {
