@@ -231,9 +231,19 @@ if sts["treecache"]["spec"].get("podManagementPolicy", "OrderedReady") != "Order
     problems.append("the caches must start in order (OrderedReady)")
 if root_env.get("DATA_DIR") != "/data" or not sts["treecache-root"]["spec"].get("volumeClaimTemplates"):
     problems.append("the root needs DATA_DIR /data on a claim")
-for c in (root, cache):
-    if c["readinessProbe"]["httpGet"]["path"] != "/ready" or c["livenessProbe"]["httpGet"]["path"] != "/":
-        problems.append("probes: readiness on /ready, liveness on /")
+if cache["readinessProbe"]["httpGet"]["path"] != "/ready" or cache["livenessProbe"]["httpGet"]["path"] != "/":
+    problems.append("cache probes: readiness on /ready, liveness on /")
+# The root group: standbys answer /ready with 503 by design, so its pods
+# are ready while they answer; at least one standby; started all at once.
+if root["readinessProbe"]["httpGet"]["path"] != "/" or root["livenessProbe"]["httpGet"]["path"] != "/":
+    problems.append("root group probes: readiness and liveness on /")
+if sts["treecache-root"]["spec"]["replicas"] < 2:
+    problems.append("the root group needs a standby (2 replicas or more)")
+if sts["treecache-root"]["spec"].get("podManagementPolicy") != "Parallel":
+    problems.append("the root group starts all at once (Parallel)")
+budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+if "treecache-root" not in budgets:
+    problems.append("no PodDisruptionBudget for the root group")
 zk = sts["zookeeper"]["spec"]["replicas"]
 for e in (root_env, cache_env):
     if zk != 3 or len(e["ZOOKEEPER"].split(",")) != zk:
