@@ -6,6 +6,8 @@
 //!   key across the failover is linearizable;
 //! - a frozen primary (SIGSTOP) is replaced the same way; after SIGCONT it
 //!   acknowledges nothing more and comes back as a standby;
+//! - a primary stopped with SIGTERM ends its session as it exits: a standby
+//!   takes over at once, not a session timeout later;
 //! - a standby that is not in sync never takes over; the old primary,
 //!   restarted on its own data, does, with every write;
 //! - a replication request from an older epoch is refused.
@@ -211,6 +213,33 @@ fn a_frozen_primary_is_replaced_and_after_sigcont_acknowledges_nothing_and_becom
         log.contains("no longer the primary"),
         "the old primary never said it stepped down"
     );
+}
+
+#[test]
+fn a_primary_stopped_with_sigterm_hands_over_well_within_its_session_timeout() {
+    // Sessions of 6 s: a handover that waited for the session to expire
+    // would take that long.
+    let mut cluster = Cluster::builder(2)
+        .standbys(1)
+        .arg("--zk-session-timeout")
+        .arg("6s")
+        .start();
+    let leaf = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != cluster.root_id)
+        .unwrap();
+    assert_eq!(http::put(&at(&cluster, leaf, "before"), &json!(1)).0, 200);
+    let stopped = Instant::now();
+    cluster.signal(cluster.root_id, 15);
+    let status = cluster.wait_exit(cluster.root_id, Duration::from_secs(6));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let took = writes_everywhere_again(&cluster, &[leaf, STANDBY + 1], stopped);
+    eprintln!("writes through every node again {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(3), "the handover took {took:?}");
+    assert_eq!(cluster.primary(), Some(STANDBY + 1));
+    let (status, body) = http::get(&at(&cluster, leaf, "before"));
+    assert_eq!((status, body["value"].clone()), (200, json!(1)));
 }
 
 #[test]
