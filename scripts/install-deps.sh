@@ -10,6 +10,7 @@ packages=(
   chromium    # scripts/check-openapi.sh renders /docs headless
   ruby        # scripts/check-deploy-files.sh: ruby -c Vagrantfile
   vagrant     # scripts/check-deploy-files.sh: vagrant validate (docker provider)
+  debootstrap # scripts/zookeeper-image.sh builds the ZooKeeper image from Debian
 )
 
 missing=()
