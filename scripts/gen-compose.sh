@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prints a Docker Compose file for a treecache cluster of the given depth:
 # ZooKeeper plus NODE-1 .. NODE-N (N = 2^DEPTH - 1) on the private network
-# 10.0.1.0/24, node i at 10.0.1.(10+i), published on 127.0.0.1:(5000+i).
+# 10.0.1.0/24, node i at 10.0.1.(10+i), published on 127.0.0.1:(5000+i), and
+# one standby of the root NODE-r, NODE-r-standby at 10.0.1.10, published on
+# 127.0.0.1:(6000+r).
 #
 #   scripts/gen-compose.sh DEPTH [ROOT_ID] > docker-compose.yml
 #
@@ -31,9 +33,15 @@ cat <<EOF
 #   docker exec NODE-1 /treecache-cli tree
 #   docker compose down
 #
+# NODE-$root-standby (http://127.0.0.1:$((6000 + root))) is a standby of the root: it takes
+# over when the root's ZooKeeper session ends (docs/deployment.md).
+#
 # TREECACHE_IMAGE names the node image (default treecache:latest, built from
 # the Dockerfile here); a prebuilt one skips the build:
 #   TREECACHE_IMAGE=treecache:local docker compose up -d --no-build
+# ZOOKEEPER_IMAGE names the ZooKeeper image (default zookeeper:3.9); where no
+# registry is reachable, build one with scripts/zookeeper-image.sh:
+#   ZOOKEEPER_IMAGE=treecache-zookeeper:local docker compose up -d
 name: treecache
 
 x-node: &node
@@ -47,7 +55,7 @@ x-node: &node
 
 services:
   zookeeper:
-    image: zookeeper:3.9
+    image: \${ZOOKEEPER_IMAGE:-zookeeper:3.9}
     container_name: zookeeper
     healthcheck:
       test: ["CMD", "zkServer.sh", "status"]
@@ -64,6 +72,16 @@ EOF
 # slot 2, ...), the nodes start in id order, each after the one before it,
 # and the k-th node after the root waits STARTUP_DELAY = 4 + k seconds: the
 # nodes reach the root at least a second apart. The root never waits.
+root_healthcheck() {
+  cat <<'EOF'
+    healthcheck:
+      test: ["CMD", "/treecache-cli", "--timeout", "2", "tree", "http://127.0.0.1:5000"]
+      interval: 2s
+      timeout: 5s
+      retries: 30
+EOF
+}
+
 position=0
 previous=""
 for id in $(seq 1 "$count"); do
@@ -72,8 +90,12 @@ for id in $(seq 1 "$count"); do
   dependencies=""
   delay=0
   volumes=""
+  health=""
   if [ "$id" -eq "$root" ]; then
     volumes=$'\n'"    volumes:"$'\n'"      - root-data:/data"
+    # Healthy once it serves the tree (GET /nodes), which the root does once
+    # it leads the root group; its standby starts only then.
+    health=$'\n'"$(root_healthcheck)"
   else
     position=$((position + 1))
     delay=$((4 + position))
@@ -104,15 +126,56 @@ for id in $(seq 1 "$count"); do
     networks:
       treecache:
         ipv4_address: 10.0.1.$((10 + id))
-        aliases: [NODE-$id]
+        aliases: [NODE-$id]$health
 EOF
 done
 
+# A standby of the root: the root's id, its own address and data volume.
+# The first process of the root group to write the group's state in
+# ZooKeeper leads, so the standby starts once the root is healthy, and the
+# root in NODE-$root is the primary after every start.
 cat <<EOF
 
-# The root's log and snapshots outlive its container.
+  node-$root-standby:
+    <<: *node
+    container_name: NODE-$root-standby
+    hostname: NODE-$root-standby
+    environment:
+      NODE_ID: "$root"
+      TREE_DEPTH: "$depth"
+      ROOT_NODE_ID: "$root"
+      API_PORT: "5000"
+      ADVERTISE_ADDRESS: "NODE-$root-standby:5000"
+      ZOOKEEPER: "zookeeper:2181"
+      STARTUP_DELAY: "0"
+    ports:
+      - "127.0.0.1:$((6000 + root)):5000"
+    volumes:
+      - root-standby-data:/data
+    depends_on:
+      zookeeper:
+        condition: service_healthy
+      node-$root:
+        condition: service_healthy
+    networks:
+      treecache:
+        ipv4_address: 10.0.1.10
+        aliases: [NODE-$root-standby]
+    # A standby never reports ready (GET /ready is 503 until it takes over):
+    # healthy while it answers GET /.
+    healthcheck:
+      test: ["CMD", "/treecache-cli", "--timeout", "2", "health", "http://127.0.0.1:5000"]
+      interval: 5s
+      timeout: 5s
+      retries: 3
+EOF
+
+cat <<EOF
+
+# The root's and its standby's logs and snapshots outlive their containers.
 volumes:
   root-data:
+  root-standby-data:
 
 networks:
   treecache:
