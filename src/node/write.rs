@@ -118,7 +118,12 @@ impl Node {
             .store
             .begin_write(key, deadline.0)
             .ok_or_else(|| not_applied_in_time(key))?;
-        // The key is ours until `apply` or `abort_write`.
+        // The key is ours until `apply` or `abort_write`. Every answer from
+        // here on, a 404 too, is given only by the primary under its lease.
+        if let Err(e) = root.group().require_primacy(&*self.links.sessions) {
+            self.store.abort_write(key, holders);
+            return Err(e);
+        }
         let room = match &mutation {
             Mutation::Put(value) => self.store.reserve(key, value.len()),
             Mutation::Delete if self.store.contains(key) => self.store.reserve(key, 0),
@@ -168,16 +173,21 @@ impl Node {
         );
         // Acknowledged only under the lease of the session this process
         // became primary in: no other primary can exist meanwhile.
-        if let Err(e) =
-            replicated.and_then(|()| root.group().require_primacy(&*self.links.sessions))
-        {
-            drop(logged);
-            self.store.abort_write(key, 0);
-            return Err(e);
-        }
+        let acknowledged =
+            replicated.and_then(|()| root.group().require_primacy(&*self.links.sessions));
+        // In the log it is, so it is applied here whatever the answer: this
+        // copy and its log must agree (a primary that was replaced drops
+        // both when it catches up as a standby).
         let applied = self.store.apply(key, mutation, version, room);
         drop(logged);
         drop(replicating);
+        if let Err(e) = acknowledged {
+            return Err(Error::Unavailable(format!(
+                "{} The write of \"{key}\" was logged here but not acknowledged: it may \
+                 or may not take effect.",
+                e
+            )));
+        }
         match applied {
             Applied::Absent => Err(Error::not_found(key)),
             _ => Ok(answer),
