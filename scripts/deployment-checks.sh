@@ -5,7 +5,7 @@
 # The layout both files give (docs/deployment.md): a depth-3 tree, NODE-1
 # (the root) .. NODE-7 in containers of those names, published on
 # 127.0.0.1:5001 .. 5007, and the root's standby NODE-1-standby on
-# 127.0.0.1:6001. Everything is asked through those loopback ports or with
+# 127.0.0.1:5008. Everything is asked through those loopback ports or with
 # `docker exec` in the cluster's own containers.
 #
 # The caller sources scripts/tally.sh first, sets $work (a temporary
@@ -18,7 +18,7 @@
 depth=3
 count=7
 standby=NODE-1-standby
-standby_port=6001
+standby_port=5008
 
 note() { echo "--- $* (${SECONDS}s)"; }
 now_ms() { date +%s%3N; }

@@ -3,7 +3,7 @@
 # ZooKeeper plus NODE-1 .. NODE-N (N = 2^DEPTH - 1) on the private network
 # 10.0.1.0/24, node i at 10.0.1.(10+i), published on 127.0.0.1:(5000+i), and
 # one standby of the root NODE-r, NODE-r-standby at 10.0.1.10, published on
-# 127.0.0.1:(6000+r).
+# 127.0.0.1:(5000+N+1), as `treecache cluster` publishes its first standby.
 #
 #   scripts/gen-compose.sh DEPTH [ROOT_ID] > docker-compose.yml
 #
@@ -33,7 +33,7 @@ cat <<EOF
 #   docker exec NODE-1 /treecache-cli tree
 #   docker compose down
 #
-# NODE-$root-standby (http://127.0.0.1:$((6000 + root))) is a standby of the root: it takes
+# NODE-$root-standby (http://127.0.0.1:$((5001 + count))) is a standby of the root: it takes
 # over when the root's ZooKeeper session ends (docs/deployment.md).
 #
 # TREECACHE_IMAGE names the node image (default treecache:latest, built from
@@ -149,7 +149,7 @@ cat <<EOF
       ZOOKEEPER: "zookeeper:2181"
       STARTUP_DELAY: "0"
     ports:
-      - "127.0.0.1:$((6000 + root)):5000"
+      - "127.0.0.1:$((5001 + count)):5000"
     volumes:
       - root-standby-data:/data
     depends_on:
