@@ -124,37 +124,60 @@ expect_rejected "docker-compose.yml: compose config rejects a misspelt key" \
   compose_config "$scratch/broken-compose.yml"
 
 # Each node: healthy once `treecache-cli ready self` succeeds in its
-# container, restarted unless stopped, started once ZooKeeper, the root and
-# the node before it are healthy, with no start-up delay.
+# container, restarted unless stopped, started once ZooKeeper, the cluster
+# key, the root and the node before it are ready, with no start-up delay,
+# signing with the key; the root's standby once the root is healthy.
 compose_nodes_ok() {
   "$compose" --project-directory . -f "$1" config --format json >"$scratch/compose.json" &&
     "$venv/bin/python" - "$scratch/compose.json" <<'PY'
-import json, sys
+import json, re, sys
 services = json.load(open(sys.argv[1]))["services"]
-nodes = {n: s for n, s in services.items() if n.startswith("node-")}
+nodes = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+", n)}
+standbys = {n: s for n, s in services.items() if n.endswith("-standby")}
 problems = []
-for name, s in sorted(nodes.items()):
-    test = s.get("healthcheck", {}).get("test", [])
-    if test[:2] != ["CMD", "/treecache-cli"] or test[-2:] != ["ready", "self"]:
-        problems.append("%s: health check %s" % (name, test))
+def waits_for(s):
+    return {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
+for name, s in sorted(nodes.items()) + sorted(standbys.items()):
     if s.get("restart") != "unless-stopped":
         problems.append("%s: restart %s" % (name, s.get("restart")))
-    conditions = {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
+    conditions = waits_for(s)
+    if conditions.pop("cluster-key", None) != "service_completed_successfully":
+        problems.append("%s: does not wait for the cluster key" % name)
     if conditions.get("zookeeper") != "service_healthy" or any(
         c != "service_healthy" for c in conditions.values()
     ):
         problems.append("%s: depends_on %s" % (name, conditions))
     if s["environment"].get("STARTUP_DELAY") != "0":
         problems.append("%s: STARTUP_DELAY %s" % (name, s["environment"].get("STARTUP_DELAY")))
+    if s["environment"].get("CLUSTER_KEY_FILE") != "/keys/cluster.key" or not any(
+        v.get("source") == "cluster-key" and v.get("target") == "/keys" and v.get("read_only")
+        for v in s.get("volumes", [])
+    ):
+        problems.append("%s: no cluster key (read-only volume cluster-key at /keys)" % name)
+for name, s in sorted(nodes.items()):
+    test = s.get("healthcheck", {}).get("test", [])
+    if test[:2] != ["CMD", "/treecache-cli"] or test[-2:] != ["ready", "self"]:
+        problems.append("%s: health check %s" % (name, test))
 # Each node after the root waits for the root and the node before it.
 env = {int(n[5:]): s["environment"] for n, s in nodes.items()}
 roots = [i for i, e in env.items() if e["NODE_ID"] == e["ROOT_NODE_ID"]]
 others = sorted(i for i in env if i not in roots)
 for k, i in enumerate(others):
-    wanted = {"zookeeper", "node-%d" % roots[0]} | ({"node-%d" % others[k - 1]} if k else set())
+    wanted = {"zookeeper", "cluster-key", "node-%d" % roots[0]} | ({"node-%d" % others[k - 1]} if k else set())
     got = set(nodes["node-%d" % i]["depends_on"])
     if got != wanted:
         problems.append("node-%d waits for %s, not %s" % (i, sorted(got), sorted(wanted)))
+# The standby of the root: the root's id, after a healthy root.
+if len(standbys) != 1:
+    problems.append("%d standbys of the root (want 1)" % len(standbys))
+for name, s in standbys.items():
+    if s["environment"]["NODE_ID"] != s["environment"]["ROOT_NODE_ID"]:
+        problems.append("%s: not the root's id" % name)
+    if waits_for(s).get("node-%d" % roots[0]) != "service_healthy":
+        problems.append("%s: starts before the root is healthy" % name)
+key = services.get("cluster-key", {})
+if key.get("entrypoint", [])[:2] != ["/treecache", "keygen"] or key.get("restart") != "no":
+    problems.append("cluster-key: not a one-off `treecache keygen`")
 print("\n".join(problems))
 sys.exit(1 if problems or len(roots) != 1 else 0)
 PY
