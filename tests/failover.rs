@@ -18,10 +18,9 @@ use treecache_harness as common;
 
 use std::time::{Duration, Instant};
 
-use common::linearizability::Clock;
 use common::sentinels;
 use common::signing::{now_ms, sign};
-use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
+use common::traffic::Tally;
 use common::{http, wait_until, Cluster, STANDBY};
 use serde_json::json;
 
@@ -63,29 +62,7 @@ fn traffic_across(
     run_for: Duration,
     fault: impl FnOnce(&mut Cluster),
 ) -> Tally {
-    let seed = Rng::seeded(what, SEED_VAR).0;
-    let traffic = Traffic {
-        keys: (0..4).map(|i| format!("failover-{i}")).collect(),
-        clients: 6,
-        ops_per_client: 100_000,
-        timeout: Duration::from_secs(4),
-        verbose: false,
-        ..Traffic::default()
-    };
-    let clock = Clock::start();
-    let stop_at = Instant::now() + run_for;
-    let (mut history, written) = std::thread::scope(|s| {
-        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let written = s.spawn(|| sentinels::write_until(&urls, stop_at));
-        fault(cluster);
-        (clients.join().unwrap(), written.join().unwrap())
-    });
-    let primary = cluster.primary().expect("a primary after the fault");
-    let at = cluster.url(primary);
-    history.extend(sentinels::final_reads(&at, primary, &traffic.keys, clock));
-    assert_linearizable(&history, seed, SEED_VAR);
-    sentinels::check(&at, &written, 20);
-    Tally::of(&history)
+    sentinels::under_fault(cluster, urls, (what, SEED_VAR, "failover"), run_for, fault)
 }
 
 /// Traffic goes through the cache nodes and the standby.
