@@ -2,7 +2,7 @@
 //! measured.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Client connections that load keys into the root.
@@ -208,4 +208,165 @@ pub fn load_keys_with(url: &str, from: u64, to: u64, conns: usize) -> (u64, f64)
 /// [`load_keys_with`] with [`LOADERS`] connections.
 pub fn load_keys(url: &str, from: u64, to: u64) -> (u64, f64) {
     load_keys_with(url, from, to, LOADERS)
+}
+
+/// One request of a [`timeline`]: when it started, how long it took.
+#[derive(Clone, Copy)]
+pub struct Timed {
+    /// The client that sent it, and its number among that client's requests.
+    pub client: usize,
+    pub n: u64,
+    /// Microseconds from the timeline's start.
+    pub start_us: u64,
+    pub latency_us: u32,
+    pub ok: bool,
+}
+
+impl Timed {
+    pub fn end_us(&self) -> u64 {
+        self.start_us + self.latency_us as u64
+    }
+}
+
+/// Runs `conns` keep-alive clients from `start` until `stop` is set (or
+/// `next` has no more), recording when every request started and how long
+/// it took; the result is in order of start.
+pub fn timeline<F>(conns: usize, start: Instant, stop: &AtomicBool, next: F) -> Vec<Timed>
+where
+    F: Fn(usize, u64) -> Option<Req> + Sync,
+{
+    let next = &next;
+    let mut all: Vec<Timed> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|c| {
+                s.spawn(move || {
+                    let agent = agent();
+                    let mut done = Vec::with_capacity(1 << 14);
+                    for n in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Some(req) = next(c, n) else { break };
+                        let t0 = Instant::now();
+                        let ok = send(&agent, &req);
+                        let t1 = Instant::now();
+                        done.push(Timed {
+                            client: c,
+                            n,
+                            start_us: (t0 - start).as_micros() as u64,
+                            latency_us: (t1 - t0).as_micros().min(u32::MAX as u128) as u32,
+                            ok,
+                        });
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    all.sort_unstable_by_key(|t| t.start_us);
+    all
+}
+
+// ---------------------------------------------------------------- bulk loading
+
+/// Puts keys `from..to` (16-byte keys, 32-byte values) into the node at
+/// `url` (`http://host:port`) over `conns` connections, each sending
+/// `depth` requests at a time (HTTP/1.1 pipelining) and then reading their
+/// answers: far less client CPU per write than [`load_keys_with`], for
+/// loading many keys quickly. Returns how many were written (answered 200)
+/// and the rate.
+pub fn load_keys_pipelined(url: &str, from: u64, to: u64, conns: usize, depth: u64) -> (u64, f64) {
+    let host = url.strip_prefix("http://").expect("an http:// URL");
+    let next = AtomicU64::new(from);
+    let t = Instant::now();
+    let written: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut stream =
+                        std::net::TcpStream::connect(host).expect("connect to load keys");
+                    stream.set_nodelay(true).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    let mut answers = Answers::default();
+                    let mut request = Vec::with_capacity(depth as usize * 160);
+                    let mut written = 0;
+                    loop {
+                        let first = next.fetch_add(depth, Ordering::Relaxed);
+                        if first >= to {
+                            break written;
+                        }
+                        let last = (first + depth).min(to);
+                        request.clear();
+                        for i in first..last {
+                            let body = put_body(&small_value(i));
+                            let head = format!(
+                                "PUT /store/{} HTTP/1.1\r\nHost: {host}\r\n\
+                                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                small_key(i),
+                                body.len()
+                            );
+                            request.extend_from_slice(head.as_bytes());
+                            request.extend_from_slice(&body);
+                        }
+                        std::io::Write::write_all(&mut stream, &request).expect("send writes");
+                        for _ in first..last {
+                            if answers.next_status(&mut stream) == 200 {
+                                written += 1;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    (written, written as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Reads HTTP/1.1 answers (with a Content-Length) one after the other
+/// from a connection.
+#[derive(Default)]
+struct Answers {
+    buffer: Vec<u8>,
+}
+
+impl Answers {
+    /// The status of the next answer, whose body is skipped.
+    fn next_status(&mut self, stream: &mut impl Read) -> u16 {
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("not an HTTP answer: {head:?}"));
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .unwrap_or_else(|| panic!("an answer without Content-Length: {head:?}"));
+                let whole = end + 4 + length;
+                if self.buffer.len() >= whole {
+                    self.buffer.drain(..whole);
+                    return status;
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk).unwrap_or_else(|e| {
+                panic!("reading the answers to pipelined PUTs: {e} (none for 30 s?)")
+            });
+            assert!(n > 0, "the node closed the connection while loading keys");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
 }

@@ -16,6 +16,9 @@
 //!   tree, the resident memory of the nodes (idle, and the root holding
 //!   many small keys), the time to start seven nodes, and the latency of a
 //!   miss at depths 2 to 6.
+//! - `durable`: a root with `--data-dir`: writes under `--fsync always` and
+//!   `everysec` next to an in-memory root, recovery after `kill -9`, and
+//!   writes while the log is compacted (see `durable.rs`).
 //!
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
@@ -23,6 +26,7 @@
 use treecache_harness as common;
 
 mod baseline;
+mod durable;
 mod load;
 mod report;
 mod requests;
@@ -55,7 +59,7 @@ const SMOKE: Mode = Mode {
 type Section = (&'static str, fn(Mode, &mut Report));
 
 /// Every section, in the order they run.
-const SECTIONS: &[Section] = &[("requests", requests::run)];
+const SECTIONS: &[Section] = &[("requests", requests::run), ("durable", durable::run)];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
