@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, http, Builder, Cluster};
 use crate::load::{
-    load, load_keys_pipelined, quantile_ms, small_key, small_value, timeline, Req, Stats, Timed,
+    load, load_keys_fast, quantile_ms, small_key, small_value, timeline, Req, Stats, Timed,
 };
 use crate::report::Report;
 use crate::requests::{put_through_leaf, WRITERS};
@@ -55,11 +55,8 @@ const SMOKE: Sizes = Sizes {
     compaction_limit: Duration::from_secs(30),
 };
 
-/// Connections that load the keys of the recovery, and the requests each
-/// has on the wire at a time (a node was seen to stall a connection with
-/// some twenty PUTs pipelined on it; eight never did).
-const LOADERS: usize = 16;
-const PIPELINE: u64 = 8;
+/// Connections that load the keys of the recovery.
+const LOADERS: usize = 32;
 /// The mode of the root that is killed: recovery reads the same files
 /// whichever mode wrote them, and `everysec` loads the keys about twice
 /// as fast as `always` on this machine, which keeps the section short.
@@ -368,7 +365,7 @@ fn recovery(sizes: &Sizes, report: &mut Report) {
     let root = cluster.url(id);
 
     let t = Instant::now();
-    let (loaded, rate) = load_keys_pipelined(&root, 0, n, LOADERS, PIPELINE);
+    let (loaded, rate) = load_keys_fast(&root, 0, n, LOADERS);
     let load_seconds = t.elapsed().as_secs_f64();
     assert_eq!(loaded, n, "every key of the recovery was written");
     println!("loaded {loaded} keys into the durable root in {load_seconds:.1} s");
@@ -426,8 +423,8 @@ fn recovery(sizes: &Sizes, report: &mut Report) {
 
     report.figure(format!(
         "recovery: {n} keys (16 B keys, 32 B values) loaded into the root \
-         (--fsync {RECOVERY_FSYNC}) by {LOADERS} conns, {PIPELINE} PUTs pipelined on each, \
-         in {load_seconds:.1} s ({rate:.0}/s); on disk before the kill {}",
+         (--fsync {RECOVERY_FSYNC}) by {LOADERS} conns in {load_seconds:.1} s ({rate:.0}/s); \
+         on disk before the kill {}",
         on_disk.describe()
     ));
     report.figure(format!(
