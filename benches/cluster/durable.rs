@@ -589,7 +589,10 @@ fn compaction(sizes: &Sizes, report: &mut Report) {
         &format!("PUT {} KiB at the root, --fsync always", value_len / 1024),
         &all,
     );
-    report.row("  the same, during compaction", &overlapping);
+    report.row(
+        &format!("PUT {} KiB at root, during compaction", value_len / 1024),
+        &overlapping,
+    );
 
     let max_ms = |s: &Stats| {
         s.latencies
