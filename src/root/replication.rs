@@ -274,20 +274,18 @@ impl Replication {
         sent += count;
         send(Phase::Chunk, chunk)?;
         send(Phase::End, Vec::new())?;
-        if !self
-            .targets
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|t| t.member.id == member.id)
         {
-            return Err(Error::Unavailable("a write to it failed meanwhile".into()));
-        }
-        root.group().add_in_sync(member)?;
-        for t in self.targets.lock().unwrap().iter_mut() {
-            if t.member.id == member.id {
-                t.in_sync = true;
-            }
+            // No write between: each write either ended before (and reached
+            // the standby, or removed it from the targets) or starts after
+            // and counts it in sync, so that a write it then misses first
+            // removes it from the in-sync set again.
+            let _no_write_between = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            let mut targets = self.targets.lock().unwrap();
+            let Some(target) = targets.iter_mut().find(|t| t.member.id == member.id) else {
+                return Err(Error::Unavailable("a write to it failed meanwhile".into()));
+            };
+            root.group().add_in_sync(member)?;
+            target.in_sync = true;
         }
         log::info!("standby {} caught up with {sent} keys", member.address);
         Ok(())
