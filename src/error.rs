@@ -45,6 +45,8 @@ pub enum Error {
         allow: &'static str,
     },
     Conflict(String),
+    /// A conditional write whose condition does not hold (412).
+    PreconditionFailed(String),
     PayloadTooLarge(String),
     /// The node is not the root (421).
     NotRoot(String),
@@ -71,6 +73,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict(_) => 409,
+            Error::PreconditionFailed(_) => 412,
             Error::PayloadTooLarge(_) => 413,
             Error::NotRoot(_) => 421,
             Error::Unavailable(_) => 503,
@@ -100,6 +103,7 @@ impl fmt::Display for Error {
             Error::BadRequest(m)
             | Error::NotFound(m)
             | Error::Conflict(m)
+            | Error::PreconditionFailed(m)
             | Error::PayloadTooLarge(m)
             | Error::NotRoot(m)
             | Error::Unavailable(m)
