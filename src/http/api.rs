@@ -297,10 +297,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
             match method {
                 Method::Get => {
                     let local = input::local_flag(query)?;
-                    let unless = headers
-                        .header(IF_NONE_MATCH)
-                        .map(|v| Tags::parse(IF_NONE_MATCH, v))
-                        .transpose()?;
+                    let unless = headers.header(IF_NONE_MATCH).map(Tags::parse);
                     match node.read_now(&key, local, |v| key_value_body(&key, v))? {
                         Some(found) => Ok(Step::Done(value_reply(
                             found.value,
@@ -317,7 +314,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
                 }
                 Method::Put => {
                     let body = read_body(request)?;
-                    let condition = write_condition(&RequestHeaders(request))?;
+                    let condition = write_condition(&RequestHeaders(request));
                     let put = input::put_body(&body)?;
                     Ok(Step::Defer(Work::Write {
                         key,
@@ -332,7 +329,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
                     }))
                 }
                 _ => {
-                    let condition = write_condition(&headers)?;
+                    let condition = write_condition(&headers);
                     Ok(Step::Defer(Work::Write {
                         key,
                         write: Write {
@@ -461,11 +458,8 @@ fn write(
 }
 
 /// The condition of a `PUT` or `DELETE` (`If-Match`, `If-None-Match`).
-fn write_condition(headers: &impl Headers) -> Result<Option<Condition>, Error> {
-    Ok(Condition::parse(
-        headers.header(IF_MATCH),
-        headers.header(IF_NONE_MATCH),
-    )?)
+fn write_condition(headers: &impl Headers) -> Option<Condition> {
+    Condition::parse(headers.header(IF_MATCH), headers.header(IF_NONE_MATCH))
 }
 
 /// The answer to `GET /store/{key}` from the value's body `{"key", "value"}`:

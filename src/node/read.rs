@@ -139,8 +139,8 @@ impl Node {
                     .map_err(|e| Error::Internal(format!("the primary's answer: {e}")))?;
                 let version = answer
                     .header(crate::wire::ETAG_HEADER)
-                    .and_then(|tag| match Tags::parse(crate::wire::ETAG_HEADER, tag) {
-                        Ok(Tags::Versions(v)) if v.len() == 1 => Some(v[0]),
+                    .and_then(|tag| match Tags::parse(tag) {
+                        Tags::Versions(v) if v.len() == 1 => Some(v[0]),
                         _ => None,
                     })
                     .ok_or_else(|| unreadable("no ETag"))?;
