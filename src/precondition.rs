@@ -66,15 +66,27 @@ impl Tags {
         }
     }
 
-    /// The header value that names these tags.
+    /// The header value that names these tags (`""`, a tag that names no
+    /// version, for none).
     pub fn header_value(&self) -> String {
         match self {
             Tags::Any => "*".to_string(),
+            Tags::Versions(versions) if versions.is_empty() => "\"\"".to_string(),
             Tags::Versions(versions) => versions
                 .iter()
                 .map(|&v| etag(v))
                 .collect::<Vec<_>>()
                 .join(", "),
+        }
+    }
+
+    /// The header with these tags, as an error names it.
+    fn named(&self, header: &str) -> String {
+        match self {
+            Tags::Versions(versions) if versions.is_empty() => {
+                format!("{header}, which names no version")
+            }
+            _ => format!("{header}: {}", self.header_value()),
         }
     }
 }
@@ -114,16 +126,16 @@ impl Condition {
         if let Some(tags) = &self.if_match {
             if !tags.matches(current) {
                 return Err(format!(
-                    "The key {key:?} does not match If-Match: {}: {now}; nothing was changed.",
-                    tags.header_value()
+                    "The key {key:?} does not match {}: {now}; nothing was changed.",
+                    tags.named(IF_MATCH)
                 ));
             }
         }
         if let Some(tags) = &self.if_none_match {
             if tags.matches(current) {
                 return Err(format!(
-                    "The key {key:?} matches If-None-Match: {}: {now}; nothing was changed.",
-                    tags.header_value()
+                    "The key {key:?} matches {}: {now}; nothing was changed.",
+                    tags.named(IF_NONE_MATCH)
                 ));
             }
         }
@@ -184,9 +196,10 @@ mod tests {
 
     #[test]
     fn tags_round_trip_through_their_header_value() {
-        for value in ["*", "\"1\"", "\"1\", \"22\""] {
+        for value in ["*", "\"1\"", "\"1\", \"22\"", "\"\""] {
             assert_eq!(Tags::parse(value).header_value(), value);
         }
+        assert_eq!(Tags::parse("nonsense").header_value(), "\"\"");
         assert_eq!(etag(42), "\"42\"");
         assert_eq!(Tags::parse(&etag(42)), versions(&[42]));
     }
@@ -208,7 +221,9 @@ mod tests {
         assert!(if_none_match("\"1\"").check("k", Some(1)).is_err());
         assert!(if_none_match("nonsense").check("k", Some(1)).is_ok());
         let why = if_match("\"5\"").check("k", Some(6)).unwrap_err();
-        assert!(why.contains("its version is 6"), "{why}");
+        assert!(why.contains("If-Match: \"5\": its version is 6"), "{why}");
+        let why = if_match("nonsense").check("k", None).unwrap_err();
+        assert!(why.contains("names no version: it does not exist"), "{why}");
         let both = Condition::parse(Some("\"5\""), Some("\"6\"")).unwrap();
         assert_eq!(
             both.headers(),

@@ -229,7 +229,14 @@ fn a_condition_that_names_no_version_matches_nothing() {
     }
     let swapped = put(&at(&cluster, 2, "k"), json!(3), &[("If-Match", &bare)]);
     assert_eq!(swapped.status, 200, "{}", swapped.text());
-    let written_anyway = put(&at(&cluster, 2, "k"), json!(4), &[("If-None-Match", "seven")]);
-    assert_eq!(written_anyway.status, 200, "no version is named, so none matches");
+    let written_anyway = put(
+        &at(&cluster, 2, "k"),
+        json!(4),
+        &[("If-None-Match", "seven")],
+    );
+    assert_eq!(
+        written_anyway.status, 200,
+        "no version is named, so none matches"
+    );
     assert_eq!(get(&at(&cluster, 1, "k"), &[]).json()["value"], 4);
 }
