@@ -151,7 +151,7 @@ fn of_concurrent_compare_and_sets_from_several_clients_exactly_one_wins() {
     let ids = cluster.ids();
     assert_eq!(put(&at(&cluster, 1, "counter"), json!(0), &[]).status, 200);
     const CLIENTS: usize = 8;
-    for round in 0..15 {
+    for round in 0..40 {
         let current = etag(&get(&at(&cluster, 1, "counter"), &[]));
         let start = Barrier::new(CLIENTS);
         let statuses: Vec<u16> = std::thread::scope(|s| {
