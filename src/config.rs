@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::tokens::ApiTokens;
+use crate::auth::ClusterKey;
 use crate::tree::Tree;
 use crate::wal::Fsync;
 
@@ -204,6 +206,41 @@ pub const FLAGS: &[Flag] = {
             "when the root's log is synced: always, everysec or no",
         ),
         flag(
+            "--cluster-key-file",
+            "PATH",
+            "CLUSTER_KEY_FILE",
+            Described("none: cluster traffic unauthenticated, with a warning"),
+            "file of the cluster's shared secret (at least 32 bytes): signs node-to-node calls",
+        ),
+        flag(
+            "--api-tokens-file",
+            "PATH",
+            "API_TOKENS_FILE",
+            Described("none: the data endpoints are open"),
+            "file of client tokens, lines `TOKEN read` or `TOKEN write`; needs a cluster key",
+        ),
+        flag(
+            "--zk-auth",
+            "USER:PASSWORD",
+            "ZK_AUTH",
+            Described("none: open znodes, with a warning"),
+            "ZooKeeper digest identity; the cluster's znodes are then this identity's alone",
+        ),
+        flag(
+            "--idle-timeout",
+            "TIME",
+            "IDLE_TIMEOUT",
+            Value("30"),
+            "an idle keep-alive connection is closed after this long",
+        ),
+        flag(
+            "--max-connections",
+            "N",
+            "MAX_CONNECTIONS",
+            Value("1024"),
+            "open connections at most; past it a new one gets 503 and is closed",
+        ),
+        flag(
             "--docs-assets-url",
             "URL",
             "DOCS_ASSETS_URL",
@@ -270,6 +307,40 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub fsync: Fsync,
     pub docs_assets_url: String,
+    /// The cluster's shared secret, with `--cluster-key-file`.
+    pub cluster_key: Option<ClusterKey>,
+    /// The client tokens, with `--api-tokens-file`.
+    pub api_tokens: Option<ApiTokens>,
+    /// The ZooKeeper digest identity, with `--zk-auth`.
+    pub zk_auth: Option<ZkAuth>,
+    /// How long a keep-alive connection may idle.
+    pub idle_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
+/// A ZooKeeper digest identity (`--zk-auth USER:PASSWORD`); its `Debug`
+/// hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for ZkAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ZkAuth({}:..)", self.user)
+    }
+}
+
+fn parse_zk_auth(s: &str) -> Result<ZkAuth, String> {
+    match s.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(ZkAuth {
+            user: user.to_string(),
+            password: password.to_string(),
+        }),
+        _ => Err("expected USER:PASSWORD".to_string()),
+    }
 }
 
 impl Config {
@@ -526,6 +597,28 @@ impl Config {
             }
         })?;
 
+        let cluster_key = src.parsed("--cluster-key-file", |s| {
+            ClusterKey::load(std::path::Path::new(s))
+        })?;
+        let api_tokens = src.parsed("--api-tokens-file", |s| {
+            ApiTokens::load(std::path::Path::new(s))
+        })?;
+        if api_tokens.is_some() && cluster_key.is_none() {
+            return Err(error(
+                "--api-tokens-file",
+                "needs --cluster-key-file too: without a key, node-to-node calls (and so \
+                 forwarded writes) cannot be told from a client's",
+            ));
+        }
+        let zk_auth = src.parsed("--zk-auth", parse_zk_auth)?;
+        let idle_timeout =
+            src.parsed_or_default("--idle-timeout", at_least(Duration::from_secs(1)))?;
+        let max_connections =
+            src.parsed_or_default("--max-connections", |s| match s.parse::<usize>() {
+                Ok(n) if (16..=1_000_000).contains(&n) => Ok(n),
+                _ => Err("expected a number from 16 to 1000000".to_string()),
+            })?;
+
         let rest = src.args.finish();
         if let Some(extra) = rest.first() {
             let extra = extra.to_string_lossy();
@@ -552,6 +645,11 @@ impl Config {
             data_dir,
             fsync,
             docs_assets_url,
+            cluster_key,
+            api_tokens,
+            zk_auth,
+            idle_timeout,
+            max_connections,
         })
     }
 }

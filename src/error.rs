@@ -44,6 +44,13 @@ pub enum Error {
     MethodNotAllowed {
         allow: &'static str,
     },
+    /// Not authenticated (401): `challenge` is the `WWW-Authenticate` value.
+    Unauthorized {
+        message: String,
+        challenge: &'static str,
+    },
+    /// Authenticated, but not allowed to do this (403).
+    Forbidden(String),
     Conflict(String),
     /// A conditional write whose condition does not hold (412).
     PreconditionFailed(String),
@@ -72,6 +79,8 @@ impl Error {
             Error::BadRequest(_) => 400,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
+            Error::Unauthorized { .. } => 401,
+            Error::Forbidden(_) => 403,
             Error::Conflict(_) => 409,
             Error::PreconditionFailed(_) => 412,
             Error::PayloadTooLarge(_) => 413,
@@ -104,6 +113,8 @@ impl fmt::Display for Error {
             | Error::NotFound(m)
             | Error::Conflict(m)
             | Error::PreconditionFailed(m)
+            | Error::Forbidden(m)
+            | Error::Unauthorized { message: m, .. }
             | Error::PayloadTooLarge(m)
             | Error::NotRoot(m)
             | Error::Unavailable(m)

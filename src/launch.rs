@@ -44,10 +44,11 @@ pub fn node(args: pico_args::Arguments) {
             node.stop(STOP_WAIT);
         }
     });
-    let registry = Registry::start(
+    let registry = Registry::start_with_auth(
         &config.zookeeper,
         config.zk_session_timeout,
         &config.zk_prefix,
+        config.zk_auth.clone(),
     );
     let locate_root: RootLocator = match &config.root {
         Some(address) => {
@@ -61,11 +62,22 @@ pub fn node(args: pico_args::Arguments) {
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let client = Arc::new(HttpClient::new(
-        config.hop_timeout.min(config.upstream_timeout),
-        config.hop_timeout,
-        metrics.clone(),
+    let session_of = registry.clone();
+    let client = Arc::new(
+        HttpClient::new(
+            config.hop_timeout.min(config.upstream_timeout),
+            config.hop_timeout,
+            metrics.clone(),
+        )
+        .with_key(config.cluster_key.clone())
+        .with_session(Box::new(move || session_of.session().map(|s| s.id))),
+    );
+    let guard = Arc::new(crate::auth::Guard::new(
+        config.cluster_key.clone(),
+        config.api_tokens.clone(),
+        liveness_owner(registry.clone(), config.zk_prefix.clone()),
     ));
+    warn_of_open_doors(&config);
     log::info!(
         "{} listening on {} (advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
         config.name(),
@@ -96,9 +108,37 @@ pub fn node(args: pico_args::Arguments) {
     registry.on_new_session(move |generation| on_session.session_changed(generation));
     node.session_changed(crate::node::Sessions::lease(&registry).generation);
     crate::startup::start(node.clone(), registry);
-    if let Err(e) = crate::http::server::serve(node, listener, threads) {
+    if let Err(e) = crate::http::server::serve(node, guard, listener, threads) {
         log::error!("the server stopped: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Who holds a node's liveness znode, read from ZooKeeper (for the root's
+/// check that one node id is one process).
+fn liveness_owner(
+    registry: Registry,
+    prefix: String,
+) -> Box<crate::auth::one_process::LivenessOwner> {
+    Box::new(move |name: &str| {
+        let path = registry::layout::live_named(&prefix, name);
+        registry
+            .call(move |zk| zk.exists(&path, false))
+            .map(|stat| stat.map(|s| s.ephemeral_owner).filter(|&owner| owner != 0))
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Says once, at start, what is left open by the flags given.
+fn warn_of_open_doors(config: &Config) {
+    if config.cluster_key.is_none() {
+        log::warn!(
+            "no --cluster-key-file: cluster traffic is unauthenticated, and anyone who reaches \
+             this port can invalidate, flush, join and fill"
+        );
+    }
+    if config.zk_auth.is_none() {
+        log::warn!("no --zk-auth: the cluster's znodes are open to every ZooKeeper client");
     }
 }
 

@@ -12,6 +12,8 @@
 //!
 //! - `launch`: `treecache node`, the wiring from flags to a serving node.
 //! - `config`: flags and environment into one validated `Config`.
+//! - `auth/`: who may do what: the cluster key that signs node-to-node
+//!   calls, client tokens, one process per node id.
 //! - `http/`: both ends of HTTP: `server` (tiny_http and the worker pools),
 //!   `api` (routing: decode, call the node, encode), `docs` (openapi.yaml and
 //!   /docs), `client` (calls to other nodes).
@@ -40,6 +42,7 @@
 //!   throwaway ZooKeeper (one server or an ensemble), and child processes;
 //!   used by the tests too.
 
+pub mod auth;
 mod config;
 mod deadline;
 mod error;

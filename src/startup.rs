@@ -73,6 +73,8 @@ fn join_tree(node: &Node, registry: &Registry) {
     };
     let mut said_waiting = false;
     let mut said_failing = false;
+    // Refused because another live session holds this node's name: since when.
+    let mut held_since: Option<std::time::Instant> = None;
     loop {
         if c.root.is_none() {
             match registry.find_root(&c.zk_prefix, c.root_id) {
@@ -122,6 +124,20 @@ fn join_tree(node: &Node, registry: &Registry) {
                     joined.path
                 );
                 return;
+            }
+            Ok(Err(refused)) if refused.status == 409 => {
+                // One id, one process (auth::one_process): the holder may be
+                // this node's predecessor, whose session ends within a timeout.
+                let since = *held_since.get_or_insert_with(std::time::Instant::now);
+                let why = String::from_utf8_lossy(&refused.body).into_owned();
+                if since.elapsed() > c.zk_session_timeout + Duration::from_secs(2) {
+                    log::error!("the root refused the join for a whole session timeout: {why}");
+                    std::process::exit(1);
+                }
+                if !said_failing {
+                    log::warn!("the root refused the join for now ({why}); retrying");
+                    said_failing = true;
+                }
             }
             Ok(Err(refused)) => {
                 if refused.status < 500 {

@@ -63,6 +63,28 @@ pub const REQUEST_ID_HEADER: &str = "X-Treecache-Request-Id";
 pub const CHILD_SLOT_HEADER: &str = "X-Treecache-Child-Slot";
 pub const CHILD_NAME_HEADER: &str = "X-Treecache-Child-Name";
 pub const CHILD_ADDRESS_HEADER: &str = "X-Treecache-Child-Address";
+/// The signature of a node-to-node call under the cluster key (`auth`).
+pub const AUTH_HEADER: &str = "X-Treecache-Auth";
+/// On a join: the joining process's ZooKeeper session id (hex), so that the
+/// root can refuse a name whose liveness znode another session holds
+/// (`auth::one_process`).
+pub const SESSION_HEADER: &str = "X-Treecache-Session";
+
+/// The request headers a signature covers, besides the method, the path
+/// with its query, the time and the body: every header that changes what
+/// the receiver does.
+pub const SIGNED_HEADERS: [&str; 10] = [
+    BUDGET_HEADER,
+    HOP_HEADER,
+    REQUEST_ID_HEADER,
+    CHILD_SLOT_HEADER,
+    CHILD_NAME_HEADER,
+    CHILD_ADDRESS_HEADER,
+    SESSION_HEADER,
+    EPOCH_HEADER,
+    PHASE_HEADER,
+    CATCH_UP_HEADER,
+];
 
 pub const NODES_PATH: &str = "/nodes";
 pub const JOIN_PATH: &str = "/nodes/join";
@@ -578,18 +600,31 @@ impl Fill {
         }
     }
 
-    /// Reads `from`'s answer to a fill. A 200 without a version, or with a
-    /// time left that does not parse, is `from`'s fault; statuses other than
-    /// 200 and 404 are relayed as they came.
+    /// Reads `from`'s answer to a fill. A 200 whose value is not JSON, or
+    /// whose version is missing, or whose time left does not parse, or a
+    /// flag that is neither `0` nor `1`, is `from`'s fault (502, and nothing
+    /// of it is cached); statuses other than 200 and 404 are relayed as they
+    /// came.
     pub fn decode(answer: Answer, from: &Peer) -> Result<Fill, UpstreamError> {
-        let fenced = answer.header(FENCED_HEADER) == Some("1");
+        let flag = |name: &str| match answer.header(name).map(str::trim) {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(other) => Err(UpstreamError::invalid(
+                from,
+                format!("its fill answer had {name}: {other:?}"),
+            )),
+        };
+        let fenced = flag(FENCED_HEADER)?;
         match answer.status {
             200 => {
                 let version = answer
                     .header(VERSION_HEADER)
-                    .and_then(|v| v.parse().ok())
+                    .and_then(|v| v.trim().parse().ok())
                     .ok_or_else(|| {
-                        UpstreamError::invalid(from, "its fill answer had no version".into())
+                        UpstreamError::invalid(
+                            from,
+                            "its fill answer had no version, or one that is not a number".into(),
+                        )
                     })?;
                 let ttl_ms = answer
                     .header(TTL_HEADER)
@@ -602,7 +637,13 @@ impl Fill {
                         })
                     })
                     .transpose()?;
-                let cacheable = answer.header(CACHEABLE_HEADER) == Some("1");
+                let cacheable = flag(CACHEABLE_HEADER)?;
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body) {
+                    return Err(UpstreamError::invalid(
+                        from,
+                        format!("its fill answer's value is not JSON ({e})"),
+                    ));
+                }
                 Ok(Fill::Found {
                     value: answer.body,
                     version,
@@ -761,6 +802,33 @@ mod tests {
         let e = Error::from(Fill::decode(answer, &peer()).unwrap_err());
         assert_eq!(e.status(), 502);
         assert!(e.to_string().contains(TTL_HEADER), "{e}");
+    }
+
+    #[test]
+    fn a_fill_answer_that_does_not_parse_is_the_parents_fault() {
+        let found = |body: &[u8], headers: &[(&str, &str)]| {
+            let mut a = Answer::new(200, body.to_vec());
+            for (n, v) in headers {
+                a = a.with_header(n, *v);
+            }
+            Fill::decode(a, &peer())
+        };
+        let good = [(VERSION_HEADER, "7"), (CACHEABLE_HEADER, "1")];
+        assert!(found(b"{\"a\":1}", &good).is_ok());
+        for (body, headers) in [
+            (&b"{not json"[..], &good[..]),
+            (b"", &good[..]),
+            (b"1", &[(VERSION_HEADER, "x7"), (CACHEABLE_HEADER, "1")][..]),
+            (
+                b"1",
+                &[(VERSION_HEADER, "7"), (CACHEABLE_HEADER, "yes")][..],
+            ),
+            (b"1", &[(VERSION_HEADER, "7"), (FENCED_HEADER, "2")][..]),
+        ] {
+            let e = Error::from(found(body, headers).unwrap_err());
+            assert_eq!(e.status(), 502, "{body:?} {headers:?}");
+            assert!(e.to_string().contains("NODE-2 at 127.0.0.1:5002"), "{e}");
+        }
     }
 
     #[test]

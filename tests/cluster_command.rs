@@ -1,4 +1,5 @@
-//! `treecache cluster`: comes up, serves, and leaves nothing running after SIGTERM.
+//! `treecache cluster`: comes up with a standby of the root, serves, and
+//! leaves nothing running after SIGTERM.
 
 use treecache_harness as common;
 
@@ -12,7 +13,12 @@ use serde_json::json;
 
 #[test]
 fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
-    let base = common::free_port().saturating_sub(100).max(20000);
+    // Four ports in a row that nothing listens on now (three nodes and a standby).
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let base = (0..50)
+        .map(|_| common::free_port().saturating_sub(100).max(20000))
+        .find(|&b| (1..=4).all(|i| free(b + i)))
+        .expect("four free ports in a row");
     let zk_port = common::free_port();
     let mut command = Command::new(common::treecache_bin());
     command
@@ -49,10 +55,21 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
             "{printed}"
         );
     }
+    // The standby of the root: after the 3 nodes, in sync.
+    let standby = format!("http://127.0.0.1:{}", base + 4);
+    assert!(
+        printed.contains(&format!("{standby}  standby, in sync")),
+        "{printed}"
+    );
+    assert_eq!(http::get(&standby).1["role"], "standby");
     let url = |id: u16| format!("http://127.0.0.1:{}", base + id);
     assert_eq!(
         http::put(&format!("{}/store/hello", url(1)), &json!("world")).0,
         200
+    );
+    assert_eq!(
+        http::get(&format!("{standby}/store/hello")).1,
+        json!({"key": "hello", "value": "world"})
     );
     assert_eq!(
         http::get(&format!("{}/store/hello", url(3))).1,
@@ -71,6 +88,6 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
         .is_err()
     };
     common::wait_until(Duration::from_secs(5), "every port is closed", || {
-        (1..=3).all(|id| closed(base + id)) && closed(zk_port)
+        (1..=4).all(|id| closed(base + id)) && closed(zk_port)
     });
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::linearizability::Clock;
 use common::sentinels;
+use common::signing::{now_ms, sign};
 use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
 use common::{http, wait_until, Cluster, STANDBY};
 use serde_json::json;
@@ -271,17 +272,22 @@ fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_ev
 #[test]
 fn a_replication_request_from_an_older_epoch_is_refused() {
     let cluster = group(1);
-    let url = format!("{}{}", cluster.url(STANDBY + 1), "/internal/replicate");
-    let answer = http::request(
-        "POST",
-        &url,
-        Some(&[]),
-        &[
-            ("X-Treecache-Epoch", "0"),
-            ("X-Treecache-Phase", "live"),
-            ("Content-Type", "application/octet-stream"),
-        ],
-    );
+    let path = "/internal/replicate";
+    let url = format!("{}{path}", cluster.url(STANDBY + 1));
+    let headers = [("X-Treecache-Epoch", "0"), ("X-Treecache-Phase", "live")];
+    let key = cluster
+        .key
+        .clone()
+        .expect("the harness's clusters have a key");
+    // Unsigned: refused before anything else.
+    assert_eq!(http::request("POST", &url, Some(&[]), &headers).status, 401);
+    let auth = sign(&key, "POST", path, &headers, &[], now_ms());
+    let mut all = headers.to_vec();
+    all.extend([
+        ("X-Treecache-Auth", auth.as_str()),
+        ("Content-Type", "application/octet-stream"),
+    ]);
+    let answer = http::request("POST", &url, Some(&[]), &all);
     let (status, body) = (answer.status, answer.json());
     assert_eq!(status, 409, "{body}");
     assert!(body["epoch"].as_u64().unwrap() >= 1, "{body}");

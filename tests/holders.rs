@@ -214,8 +214,15 @@ fn a_restarted_node_keeps_flushing_a_frozen_child_until_it_answers() {
     let mut cluster = cluster().start();
     let (middle, leaf) = (cluster.at_slot(1), cluster.at_slot(3));
     cache_along(&cluster, leaf, "stale", json!("kept"));
+    // A restarted node joins once its predecessor's session has ended (one
+    // process per id): let it end first, so that the new one joins at once.
+    cluster.kill(middle);
+    let registry = cluster.registry();
+    wait_until(Duration::from_secs(10), "the old session ended", || {
+        treecache::registry::Sessions::ended(&registry, &format!("NODE-{middle}")) == Ok(true)
+    });
     cluster.freeze(leaf);
-    cluster.restart(middle);
+    cluster.spawn(middle);
     std::thread::sleep(Duration::from_millis(800));
     cluster.thaw(leaf);
     wait_until(Duration::from_secs(5), "the leaf dropped its cache", || {
@@ -230,7 +237,8 @@ fn a_restarted_node_keeps_flushing_a_frozen_child_until_it_answers() {
 
 #[test]
 fn a_root_restarted_without_zookeeper_takes_no_joins_or_writes_until_it_has_the_tree() {
-    let mut cluster = cluster().own_zookeeper().start();
+    // Without a cluster key: the join below is judged on the root's state.
+    let mut cluster = cluster().own_zookeeper().no_key().start();
     let before = cluster.tree()["nodes"].as_array().unwrap().len();
     cluster.zk.as_mut().unwrap().stop();
     cluster.kill(1);

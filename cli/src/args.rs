@@ -78,6 +78,8 @@ pub struct Options {
     pub base_port: Option<u16>,
     /// `--timeout`: bound on one request, connecting included.
     pub timeout: Duration,
+    /// `--token` (or `TREECACHE_TOKEN`): sent as `Authorization: Bearer`.
+    pub token: Option<String>,
 }
 
 /// The commands, by the word that names them on the command line.
@@ -144,7 +146,7 @@ fn usage_error(message: impl Into<String>, command: Option<CommandName>) -> Usag
     }
 }
 
-const VALUE_OPTIONS: [&str; 2] = ["--base-port", "--timeout"];
+const VALUE_OPTIONS: [&str; 3] = ["--base-port", "--timeout", "--token"];
 
 /// Parses the arguments after the program name.
 ///
@@ -176,6 +178,11 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         .opt_value_from_fn("--timeout", parse_timeout)
         .map_err(|e| usage_error(e.to_string(), None))?
         .unwrap_or(DEFAULT_TIMEOUT);
+    let token = args
+        .opt_value_from_str::<_, String>("--token")
+        .map_err(|e| usage_error(e.to_string(), None))?
+        .or_else(|| std::env::var("TREECACHE_TOKEN").ok())
+        .filter(|t| !t.is_empty());
 
     let mut operands = Vec::new();
     for arg in args.finish() {
@@ -227,6 +234,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         docker,
         base_port,
         timeout,
+        token,
     };
     Ok(Parsed::Run(Invocation { command, options }))
 }
@@ -457,6 +465,7 @@ mod tests {
                 docker: true,
                 base_port: Some(7000),
                 timeout: DEFAULT_TIMEOUT,
+                token: None,
             }
         );
         assert!(run(&["tree", "--json"]).options.json);

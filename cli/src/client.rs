@@ -79,6 +79,8 @@ impl fmt::Display for Unreachable {
 
 pub struct Client {
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer TOKEN` when given.
+    token: Option<String>,
     timeout: Duration,
     connect_timeout: Duration,
 }
@@ -96,9 +98,16 @@ impl Client {
             .build();
         Client {
             agent,
+            token: None,
             timeout,
             connect_timeout,
         }
+    }
+
+    /// Sends `token` with every request (`--token`).
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// Sends `request` to the node at `base` and returns its answer, error
@@ -109,6 +118,10 @@ impl Client {
             Method::Get => self.agent.get(&url),
             Method::Put => self.agent.put(&url),
             Method::Delete => self.agent.delete(&url),
+        };
+        let call = match &self.token {
+            Some(token) => call.set("Authorization", &format!("Bearer {token}")),
+            None => call,
         };
         let result = match &request.body {
             Some(body) => call

@@ -41,6 +41,8 @@ Options:
   --base-port PORT   host mode: node id i is on localhost:PORT+i (also TREECACHE_BASE_PORT)
   --timeout TIME     give up on a request after this long: seconds (2, 0.5) or with a unit
                      (500ms, 2s, 1m); default 10, of which connecting at most 3
+  --token TOKEN      send Authorization: Bearer TOKEN, for nodes started with
+                     --api-tokens-file (also TREECACHE_TOKEN)
   -h, --help         this help; with a command, that command's help
   -V, --version      print the version
   --                 end of options: what follows is NODE, KEY or VALUE even if it starts with -
@@ -83,7 +85,7 @@ the way back keeps a copy.
 Prints {"key": KEY, "value": VALUE}.
 Exit status: 0 found, 1 the key exists nowhere (404), 3 unreachable or another error.
 
-Options: --status, --timeout TIME, --docker, --base-port PORT
+Options: --status, --timeout TIME, --token TOKEN, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -112,7 +114,7 @@ Prints {"key": KEY, "value": VALUE}.
 Exit status: 0 stored, 3 unreachable or refused (400 bad key, 413 too large,
 507 store full, 502/504 the root could not be reached, ...).
 
-Options: --status, --timeout TIME, --docker, --base-port PORT
+Options: --status, --timeout TIME, --token TOKEN, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -134,7 +136,7 @@ is acknowledged once every cached copy of the key has been invalidated.
 Prints {"key": KEY}.
 Exit status: 0 deleted, 1 the key did not exist (404), 3 unreachable or another error.
 
-Options: --status, --timeout TIME, --docker, --base-port PORT
+Options: --status, --timeout TIME, --token TOKEN, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:
@@ -152,7 +154,7 @@ Sends GET / to NODE and prints its answer, for example
 
 Exit status: 0 the node answered, 3 it could not be reached or answered with an error.
 
-Options: --status, --timeout TIME, --docker, --base-port PORT
+Options: --status, --timeout TIME, --token TOKEN, --docker, --base-port PORT
 (see treecache-cli --help).
 
 Examples:

@@ -77,7 +77,7 @@ fn run(argv: Vec<OsString>) -> Exit {
     };
     let Invocation { command, options } = invocation;
 
-    let client = Client::new(options.timeout);
+    let client = Client::new(options.timeout).with_token(options.token.clone());
     let reply = match client.send(&base, &client::request_for(&command)) {
         Ok(reply) => reply,
         Err(unreachable) => {

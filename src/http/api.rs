@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::auth::{Guard, Signed};
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::expiry;
@@ -27,7 +28,7 @@ use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
     self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
-    Replicate, ETAG_HEADER, FILL_PREFIX, REQUEST_ID_HEADER, STORE_PREFIX,
+    Replicate, ETAG_HEADER, FILL_PREFIX, REQUEST_ID_HEADER, SESSION_HEADER, STORE_PREFIX,
 };
 
 const JSON: &str = "application/json";
@@ -55,8 +56,16 @@ impl Reply {
 
     fn error(e: &Error) -> Reply {
         let mut reply = Reply::json(e.status(), e.body());
-        if let Error::MethodNotAllowed { allow } = e {
-            reply.headers.push(("Allow".into(), allow.to_string()));
+        match e {
+            Error::MethodNotAllowed { allow } => {
+                reply.headers.push(("Allow".into(), allow.to_string()));
+            }
+            Error::Unauthorized { challenge, .. } => {
+                reply
+                    .headers
+                    .push(("WWW-Authenticate".into(), challenge.to_string()));
+            }
+            _ => {}
         }
         reply
     }
@@ -178,14 +187,15 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
 }
 
 /// Handles a request on the receiving thread; returns the work to defer, if any.
-pub fn handle(node: &Node, mut request: Request) -> Option<Deferred> {
-    match dispatch(node, &mut request) {
+pub fn handle(node: &Node, guard: &Guard, mut request: Request) -> Option<Deferred> {
+    match dispatch(node, guard, &mut request) {
         Ok(Step::Done(reply)) => {
             respond(node, request, reply);
             None
         }
         Ok(Step::Defer(work)) => Some(Deferred { request, work }),
         Err(e) => {
+            drain(&mut request);
             respond(node, request, Reply::error(&e));
             None
         }
@@ -258,18 +268,63 @@ pub fn finish(node: &Node, deferred: Deferred) {
     respond(node, deferred.request, reply);
 }
 
-fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
+/// The data endpoints, which take client tokens: `/store/...`, and `/mget`
+/// and `/keys` (guarded by prefix whether or not this node serves them).
+fn is_data_path(path: &str) -> bool {
+    path.starts_with(STORE_PREFIX) || path.starts_with("/mget") || path.starts_with("/keys")
+}
+
+/// The node-to-node routes: each must be signed with the cluster key (when
+/// there is one), whatever the sender says.
+fn is_node_to_node(route: &Route<'_>) -> bool {
+    matches!(
+        route,
+        Route::Join
+            | Route::Fill(_)
+            | Route::Invalidate
+            | Route::Evicted
+            | Route::Flush
+            | Route::Replicate
+    )
+}
+
+fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, Error> {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let method = request.method().clone();
+    let write = matches!(method, Method::Put | Method::Delete);
+    if is_data_path(path) && !guard.needs_body(&RequestHeaders(request)) {
+        // A client's request: its token, before anything else.
+        guard.client(RequestHeaders(request).header("Authorization"), write)?;
+    }
     let Some((route, allow)) = route(path) else {
-        drain(request);
         return Err(Error::NotFound(format!("There is no resource at {path}.")));
     };
-    let method = request.method().clone();
     if !allow.split(", ").any(|m| m == method.as_str()) {
-        drain(request);
         return Err(Error::MethodNotAllowed { allow });
     }
+    // A signed request: read what its signature covers, and check it.
+    let mut signed_body = if is_node_to_node(&route) || guard.needs_body(&RequestHeaders(request)) {
+        let body = match route {
+            // A catch-up's chunk may be a few MiB; a live write is small.
+            Route::Replicate => read_body_up_to(request, MAX_REPLICATION_BYTES)?,
+            _ => read_body(request)?,
+        };
+        let parts = Signed {
+            method: method.as_str(),
+            path: &url,
+            headers: &RequestHeaders(request),
+            body: &body,
+        };
+        if is_node_to_node(&route) {
+            guard.node_to_node(&parts, matches!(route, Route::Join | Route::Evicted))?;
+        } else {
+            guard.data(&parts, None, write)?;
+        }
+        Some(body)
+    } else {
+        None
+    };
     let headers = RequestHeaders(request);
     let deadline = Deadline::from_budget(wire::budget(&headers), node.config().upstream_timeout);
     // A call bounded by the caller's hop timeout is answered (if only with
@@ -313,7 +368,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
                     }
                 }
                 Method::Put => {
-                    let body = read_body(request)?;
+                    let body = take_body(&mut signed_body, request)?;
                     let condition = write_condition(&RequestHeaders(request));
                     let put = input::put_body(&body)?;
                     Ok(Step::Defer(Work::Write {
@@ -346,7 +401,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
         }
         Route::Mget => {
             node.require_joined()?;
-            let keys = input::mget_keys(&read_body(request)?)?;
+            let keys = input::mget_keys(&take_body(&mut signed_body, request)?)?;
             let gathered = node.read_many_now(keys)?;
             match gathered.incomplete() {
                 false => Ok(Step::Done(mget_reply(&gathered))),
@@ -366,7 +421,11 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
             None => Ok(Step::Defer(Work::Tree { deadline })),
         },
         Route::Join => {
-            let join = Join::decode(&read_body(request)?)?;
+            let join = Join::decode(&take_body(&mut signed_body, request)?)?;
+            if node.is_root() {
+                let headers = RequestHeaders(request);
+                guard.join(&join.name, headers.header(SESSION_HEADER))?;
+            }
             Ok(Step::Done(Reply::of(&node.join(&join)?)))
         }
         Route::Metrics => Ok(Step::Done(Reply {
@@ -401,7 +460,7 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
         Route::Invalidate => {
             // Deferred: it may wait (a little) on the children, and the
             // receivers must stay free for what does not wait.
-            let message = Invalidate::decode(&read_body(request)?)?;
+            let message = Invalidate::decode(&take_body(&mut signed_body, request)?)?;
             Ok(Step::Defer(Work::Invalidate {
                 message,
                 deadline,
@@ -409,16 +468,18 @@ fn dispatch(node: &Node, request: &mut Request) -> Result<Step, Error> {
             }))
         }
         Route::Flush => {
-            Flush::decode(&read_body(request)?)?;
+            Flush::decode(&take_body(&mut signed_body, request)?)?;
             Ok(Step::Done(Reply::of(&node.flush())))
         }
         Route::Evicted => {
-            let notice = Release::decode(&read_body(request)?)?;
+            let notice = Release::decode(&take_body(&mut signed_body, request)?)?;
             Ok(Step::Done(Reply::of(&node.release(&notice, deadline)?)))
         }
         Route::Replicate => {
-            // A catch-up's chunk may be a few MiB; a live write is small.
-            let body = read_body_up_to(request, MAX_REPLICATION_BYTES)?;
+            let body = match signed_body.take() {
+                Some(body) => body,
+                None => read_body_up_to(request, MAX_REPLICATION_BYTES)?,
+            };
             let message = Replicate::decode(&RequestHeaders(request), body)?;
             Ok(Step::Defer(Work::Replicate { message }))
         }
@@ -521,6 +582,14 @@ impl Headers for RequestHeaders<'_> {
             .iter()
             .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str())
+    }
+}
+
+/// The body already read for a signature check, else read now.
+fn take_body(signed: &mut Option<Vec<u8>>, request: &mut Request) -> Result<Vec<u8>, Error> {
+    match signed.take() {
+        Some(body) => Ok(body),
+        None => read_body(request),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{one_process, ClusterKey, Signed};
 use crate::deadline::Deadline;
 use crate::error::UpstreamError;
 use crate::input::{Listing, MAX_BODY_BYTES};
@@ -19,11 +20,17 @@ use crate::wire::{
     Peer, Progress, Release, Replicate, Replicated, Request,
 };
 
+/// This process's ZooKeeper session id, when it has one (sent with a join).
+pub type SessionId = Box<dyn Fn() -> Option<i64> + Send + Sync>;
+
 /// Calls to other nodes over HTTP. Cheap to share.
 pub struct HttpClient {
     agent: ureq::Agent,
     /// The hop timeout of upkeep calls (release notices, flushes).
     hop: Duration,
+    /// Signs every call, when the cluster has a key.
+    key: Option<ClusterKey>,
+    session: Option<SessionId>,
 }
 
 impl HttpClient {
@@ -42,7 +49,24 @@ impl HttpClient {
                 std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect())
             })
             .build();
-        HttpClient { agent, hop }
+        HttpClient {
+            agent,
+            hop,
+            key: None,
+            session: None,
+        }
+    }
+
+    /// Signs every call with `key` (see `auth`).
+    pub fn with_key(mut self, key: Option<ClusterKey>) -> HttpClient {
+        self.key = key;
+        self
+    }
+
+    /// Tells the root this process's ZooKeeper session with each join.
+    pub fn with_session(mut self, session: SessionId) -> HttpClient {
+        self.session = Some(session);
+        self
     }
 
     /// One call within the deadline, and within `hop` when given (which the
@@ -61,16 +85,27 @@ impl HttpClient {
             return Err(timed_out(peer));
         }
         let url = format!("http://{}{}", peer.address, request.path);
-        let (name, budget) = wire::budget_header(deadline);
-        let mut call = self
-            .agent
-            .request(request.method, &url)
-            .timeout(timeout)
-            .set(name, &budget);
+        let mut headers: Vec<(&str, String)> = vec![wire::budget_header(deadline)];
         if hop.is_some() {
-            call = call.set(wire::HOP_HEADER, &timeout.as_millis().to_string());
+            headers.push((wire::HOP_HEADER, timeout.as_millis().to_string()));
         }
-        for (name, value) in &request.headers {
+        headers.extend(request.headers.iter().cloned());
+        if request.path == wire::JOIN_PATH {
+            if let Some(id) = self.session.as_ref().and_then(|s| s()) {
+                headers.push((wire::SESSION_HEADER, one_process::session_text(id)));
+            }
+        }
+        if let Some(key) = &self.key {
+            let signature = key.sign(&Signed {
+                method: request.method,
+                path: &request.path,
+                headers: &Listed(&headers),
+                body: request.body.as_deref().unwrap_or_default(),
+            });
+            headers.push((wire::AUTH_HEADER, signature));
+        }
+        let mut call = self.agent.request(request.method, &url).timeout(timeout);
+        for (name, value) in &headers {
             call = call.set(name, value);
         }
         let result = match &request.body {
@@ -235,6 +270,18 @@ impl Downstream for HttpClient {
             .push(("Content-Type", "application/octet-stream".into()));
         let answer = self.call(standby, &request, deadline, Some(hop))?;
         wire::decode_reply(answer, standby)
+    }
+}
+
+/// Headers about to be sent, as the signature reads them.
+struct Listed<'a>(&'a [(&'a str, String)]);
+
+impl wire::Headers for Listed<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 

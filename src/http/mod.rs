@@ -1,5 +1,6 @@
 //! HTTP, both ends: the server that answers clients and other nodes
-//! (`server`: tiny_http and the worker pools, `pool` the one that grows;
+//! (`gate`: the accept loop and its limits, in front of tiny_http;
+//! `server`: tiny_http and the worker pools, `pool` the one that grows;
 //! `api`: routing and handlers;
 //! `docs`: the embedded OpenAPI document and its Swagger page), and the
 //! client that calls other nodes (`client`, the real implementation of the
@@ -8,5 +9,6 @@
 pub mod api;
 pub mod client;
 pub mod docs;
+mod gate;
 mod pool;
 pub mod server;

@@ -10,6 +10,10 @@
 //!   all its threads wait (`pool`), so that work stuck on a frozen node does
 //!   not stall work that waits on nobody.
 //!
+//! Clients do not reach tiny_http directly: the gate (`gate`) accepts them,
+//! holds each request until it is whole and within its limits, and relays
+//! it to tiny_http over a Unix socket of this process.
+//!
 //! tiny_http's accept thread ends for good on the first failed `accept`
 //! (too many open files, say), or panics when it cannot duplicate an
 //! accepted socket (the same cause, one step later), after which a server
@@ -28,11 +32,14 @@
 //! that long at most.
 
 use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::auth::Guard;
 use crate::http::api;
+use crate::http::gate::{self, Limits, Upstream};
 use crate::http::pool::Pool;
 use crate::node::Node;
 
@@ -45,49 +52,18 @@ const POLL: Duration = Duration::from_millis(250);
 /// How often the node connects to itself to unstrand queued connections.
 const NUDGE: Duration = Duration::from_millis(50);
 
-/// Connects to our own listening socket every `NUDGE` (see the module docs).
-fn nudge_connection_pool(listening: std::net::SocketAddr) {
-    let target = match listening.ip() {
-        ip if ip.is_unspecified() && listening.is_ipv4() => {
-            std::net::SocketAddr::from(([127, 0, 0, 1], listening.port()))
-        }
-        ip if ip.is_unspecified() => {
-            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listening.port()))
-        }
-        _ => listening,
-    };
+/// Connects to tiny_http's own listening socket every `NUDGE` (see the
+/// module docs): the pool thread that takes the connection reads its end
+/// at once and goes on to the next queued connection.
+fn nudge_connection_pool(upstream: Upstream) {
     let spawned = std::thread::Builder::new()
         .name("pool-nudge".into())
         .spawn(move || loop {
             std::thread::sleep(NUDGE);
-            // Opened and reset at once (no TIME_WAIT left behind): the pool
-            // thread that takes it reads the reset and goes on to the next
-            // queued connection.
-            if let Ok(stream) = std::net::TcpStream::connect_timeout(&target, NUDGE) {
-                reset_on_close(&stream);
-            }
+            drop(upstream.connect());
         });
     if let Err(e) = spawned {
         log::warn!("cannot start the connection-pool nudge: {e}");
-    }
-}
-
-/// Makes closing `stream` send a reset rather than wait in TIME_WAIT.
-fn reset_on_close(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket we own, with a valid linger struct.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
     }
 }
 
@@ -134,13 +110,13 @@ fn watch_tiny_http_panics() {
 
 /// The tiny_http server currently accepting, replaced if its accept loop dies.
 struct Acceptor {
-    listener: TcpListener,
+    listener: UnixListener,
     current: RwLock<Arc<tiny_http::Server>>,
     replacing: Mutex<()>,
 }
 
 impl Acceptor {
-    fn new(listener: TcpListener) -> std::io::Result<Acceptor> {
+    fn new(listener: UnixListener) -> std::io::Result<Acceptor> {
         let server = Self::build(&listener)?;
         Ok(Acceptor {
             listener,
@@ -149,7 +125,7 @@ impl Acceptor {
         })
     }
 
-    fn build(listener: &TcpListener) -> std::io::Result<tiny_http::Server> {
+    fn build(listener: &UnixListener) -> std::io::Result<tiny_http::Server> {
         tiny_http::Server::from_listener(listener.try_clone()?, None)
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
@@ -191,6 +167,7 @@ impl Acceptor {
 /// Handles one request if one arrives within `wait` (forever with `None`).
 fn receive(
     node: &Node,
+    guard: &Guard,
     server: &tiny_http::Server,
     deferred: &Pool<api::Deferred>,
     wait: Option<Duration>,
@@ -199,18 +176,31 @@ fn receive(
         Some(wait) => server.recv_timeout(wait)?,
         None => Some(server.recv()?),
     };
-    if let Some(job) = request.and_then(|r| api::handle(node, r)) {
+    if let Some(job) = request.and_then(|r| api::handle(node, guard, r)) {
         deferred.submit(job);
     }
     Ok(())
 }
 
 /// Runs the server until the process ends.
-pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io::Result<()> {
+pub fn serve(
+    node: Arc<Node>,
+    guard: Arc<Guard>,
+    listener: TcpListener,
+    threads: usize,
+) -> std::io::Result<()> {
     no_delay(&listener);
-    let listening = listener.local_addr()?;
-    let acceptor = Arc::new(Acceptor::new(listener)?);
-    nudge_connection_pool(listening);
+    let upstream = Upstream::for_port(listener.local_addr()?.port());
+    let acceptor = Arc::new(Acceptor::new(upstream.bind()?)?);
+    let limits = Limits::new(node.config().idle_timeout, node.config().max_connections);
+    let counting = node.clone();
+    gate::spawn(
+        listener,
+        upstream.clone(),
+        limits,
+        Box::new(move |status| counting.count_response(status)),
+    )?;
+    nudge_connection_pool(upstream);
     watch_tiny_http_panics();
     let waiting = {
         let node = node.clone();
@@ -224,13 +214,14 @@ pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io:
     let tx = waiting;
     let receivers = (0..threads)
         .map(|i| {
-            let (node, acceptor, tx) = (node.clone(), acceptor.clone(), tx.clone());
+            let (node, guard, acceptor, tx) =
+                (node.clone(), guard.clone(), acceptor.clone(), tx.clone());
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || loop {
                     let server = acceptor.current();
                     let failure: Option<(Arc<tiny_http::Server>, Box<dyn std::fmt::Display>)> =
-                        match receive(&node, &server, &tx, Some(POLL)) {
+                        match receive(&node, &guard, &server, &tx, Some(POLL)) {
                             Err(e) => Some((server, Box::new(e))),
                             // The panic may have ended the accept thread of a
                             // server installed since we fetched ours.
@@ -242,11 +233,11 @@ pub fn serve(node: Arc<Node>, listener: TcpListener, threads: usize) -> std::io:
                         };
                     if let Some((server, e)) = failure {
                         if let Some(old) = acceptor.replace(&server, &e) {
-                            let (node, tx) = (node.clone(), tx.clone());
+                            let (node, guard, tx) = (node.clone(), guard.clone(), tx.clone());
                             // Requests on connections the old server accepted.
-                            std::thread::spawn(
-                                move || while receive(&node, &old, &tx, None).is_ok() {},
-                            );
+                            std::thread::spawn(move || {
+                                while receive(&node, &guard, &old, &tx, None).is_ok() {}
+                            });
                         }
                     }
                 })

@@ -3,8 +3,11 @@
 //! Uses the ZooKeeper at `--zookeeper`, or starts one from the local
 //! installation when none answers there; starts the N nodes as child
 //! processes on `127.0.0.1:{base-port + id}`; waits until all have joined;
-//! prints the tree and the URLs; and stops everything it started on Ctrl-C or
-//! SIGTERM (and, through the parent-death signal, even if it is killed).
+//! starts the standbys of the root (`--standbys K`, each with the root's id,
+//! on `127.0.0.1:{base-port + N + k}` with its own data directory) and waits
+//! until they are in sync; prints the tree and the URLs; and stops
+//! everything it started on Ctrl-C or SIGTERM (and, through the
+//! parent-death signal, even if it is killed).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -44,9 +47,17 @@ pub struct ClusterArgs {
     pub zookeeper: String,
     pub log_level: String,
     /// The root's data directory; by default one in the cluster's
-    /// temporary directory, removed at exit.
+    /// temporary directory, removed at exit. Standby `k` keeps its data
+    /// beside it, in `{data_dir}-standby-{k}`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Standbys of the root.
+    pub standbys: u32,
 }
+
+/// The most standbys `treecache cluster` starts.
+const MAX_STANDBYS: u32 = 8;
+/// Standby `k` is the child `STANDBY + k` (the children are known by id).
+const STANDBY: u32 = 1 << 20;
 
 impl ClusterArgs {
     pub fn parse(mut args: pico_args::Arguments) -> Result<ClusterArgs, String> {
@@ -76,11 +87,17 @@ impl ClusterArgs {
                 tree.capacity()
             ));
         }
+        let standbys: u32 = opt(&mut args, "--standbys")?.unwrap_or(1);
+        if standbys > MAX_STANDBYS {
+            return Err(format!(
+                "--standbys: at most {MAX_STANDBYS} (got {standbys})"
+            ));
+        }
         let base_port: u16 = opt(&mut args, "--base-port")?.unwrap_or(5000);
-        if base_port as usize + tree.capacity() > u16::MAX as usize {
+        if base_port as usize + tree.capacity() + standbys as usize > u16::MAX as usize {
             return Err(format!(
                 "--base-port: {base_port} + {} is past the last port",
-                tree.capacity()
+                tree.capacity() + standbys as usize
             ));
         }
         let zookeeper: String =
@@ -101,6 +118,7 @@ impl ClusterArgs {
             zookeeper,
             log_level,
             data_dir,
+            standbys,
         })
     }
 }
@@ -140,6 +158,14 @@ pub fn run(args: ClusterArgs) -> i32 {
         None => dir.join("root-data"),
     };
 
+    // The nodes' cluster key: made for this run, in our temporary directory.
+    let key_file = dir.join("cluster.key");
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).and_then(|()| crate::auth::write_random_key(&key_file))
+    {
+        esay!("treecache cluster: cannot make a cluster key: {e}");
+        return 1;
+    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -152,8 +178,19 @@ pub fn run(args: ClusterArgs) -> i32 {
         .collect();
     ids.insert(0, args.root_id);
     let mut children: Vec<(u32, Child)> = Vec::new();
-    for id in ids {
-        let port = args.base_port as u32 + id;
+    let spawn = |children: &mut Vec<(u32, Child)>, key: u32| -> bool {
+        let (id, port, data) = match key.checked_sub(STANDBY) {
+            Some(k) => (
+                args.root_id,
+                args.base_port as u32 + tree.capacity() as u32 + k,
+                Some(standby_data_dir(&data_dir, k)),
+            ),
+            None => (
+                key,
+                args.base_port as u32 + key,
+                (key == args.root_id).then(|| data_dir.clone()),
+            ),
+        };
         let mut command = Command::new(&exe);
         command
             .arg("node")
@@ -165,30 +202,51 @@ pub fn run(args: ClusterArgs) -> i32 {
             .args(["--zookeeper", &args.zookeeper])
             .args(["--startup-delay", "0"])
             .args(["--log-level", &args.log_level])
+            .arg("--cluster-key-file")
+            .arg(&key_file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if id == args.root_id {
-            command.arg("--data-dir").arg(&data_dir);
+        if let Some(data) = data {
+            command.arg("--data-dir").arg(data);
         }
         children::die_with_parent(&mut command);
         match command.spawn() {
             Ok(mut child) => {
-                prefix_output(&mut child, &node_name(id));
-                children.push((id, child));
+                prefix_output(&mut child, &label(key));
+                children.push((key, child));
+                true
             }
             Err(e) => {
-                esay!("treecache cluster: starting {}: {e}", node_name(id));
-                stop_all(&mut children);
-                return 1;
+                esay!("treecache cluster: starting {}: {e}", label(key));
+                false
             }
+        }
+    };
+    for id in ids {
+        if !spawn(&mut children, id) {
+            stop_all(&mut children);
+            return 1;
         }
     }
 
     let root_url = format!("http://127.0.0.1:{}", args.base_port as u32 + args.root_id);
-    let status = match wait_for_tree(&root_url, tree.capacity(), &mut children) {
+    // The standbys start once the root leads the group (the first member
+    // to write the group's state leads), and the cluster is up once they
+    // are in sync.
+    let up = wait_for_tree(&root_url, tree.capacity(), &mut children).and_then(|doc| {
+        for k in 1..=args.standbys {
+            if !spawn(&mut children, STANDBY + k) {
+                return Err(format!("could not start standby {k}"));
+            }
+        }
+        wait_for_standbys(&root_url, args.standbys as usize, &mut children)?;
+        Ok(doc)
+    });
+    let status = match up {
         Ok(doc) => {
             print_tree(&doc);
+            print_root_group(&root_url);
             say!(
                 "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper). Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
@@ -200,7 +258,7 @@ pub fn run(args: ClusterArgs) -> i32 {
                 if let Some((id, status)) = exited(&mut children) {
                     esay!(
                         "treecache cluster: {} exited ({status}); stopping",
-                        node_name(id)
+                        label(id)
                     );
                     break;
                 }
@@ -219,6 +277,21 @@ pub fn run(args: ClusterArgs) -> i32 {
     // Our temporary directory: ZooKeeper's data, and the root's unless --data-dir.
     let _ = std::fs::remove_dir_all(&dir);
     status
+}
+
+/// Standby `k`'s data directory, beside the root's.
+fn standby_data_dir(root: &std::path::Path, k: u32) -> std::path::PathBuf {
+    let mut name = root.as_os_str().to_os_string();
+    name.push(format!("-standby-{k}"));
+    std::path::PathBuf::from(name)
+}
+
+/// A child's name in the output: `NODE-3`, or `standby-2`.
+fn label(key: u32) -> String {
+    match key.checked_sub(STANDBY) {
+        Some(k) => format!("standby-{k}"),
+        None => node_name(key),
+    }
 }
 
 fn id_of(name: &str) -> u32 {
@@ -282,10 +355,7 @@ fn wait_for_tree(
             return Err("stopped before the cluster was up".into());
         }
         if let Some((id, status)) = exited(children) {
-            return Err(format!(
-                "{} exited during start-up ({status})",
-                node_name(id)
-            ));
+            return Err(format!("{} exited during start-up ({status})", label(id)));
         }
         match agent.get(&format!("{root_url}/nodes")).call() {
             Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
@@ -298,6 +368,73 @@ fn wait_for_tree(
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("the cluster did not come up within 60 s ({last})"))
+}
+
+/// Polls the root's `/nodes` until `k` standbys are in sync (60 s at most).
+fn wait_for_standbys(
+    root_url: &str,
+    k: usize,
+    children: &mut [(u32, Child)],
+) -> Result<(), String> {
+    if k == 0 {
+        return Ok(());
+    }
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer yet");
+    while Instant::now() < until {
+        if process::stop_requested() {
+            return Err("stopped before the cluster was up".into());
+        }
+        if let Some((id, status)) = exited(children) {
+            return Err(format!("{} exited during start-up ({status})", label(id)));
+        }
+        match agent.get(&format!("{root_url}/nodes")).call() {
+            Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
+                Ok(doc) => {
+                    let in_sync = doc
+                        .root_group
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|m| m.role == "standby" && m.in_sync)
+                        .count();
+                    if in_sync >= k {
+                        return Ok(());
+                    }
+                    last = format!("{in_sync} of {k} standbys in sync");
+                }
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "the standbys were not in sync within 60 s ({last})"
+    ))
+}
+
+/// Prints the root group: the primary and each standby, with its URL.
+fn print_root_group(root_url: &str) {
+    let doc = ureq::get(&format!("{root_url}/nodes"))
+        .call()
+        .ok()
+        .and_then(|r| serde_json::from_reader::<_, NodesDoc>(r.into_reader()).ok());
+    let group = doc.and_then(|d| d.root_group).unwrap_or_default();
+    if group.len() < 2 {
+        return;
+    }
+    say!("\nroot group (the root's id, each with its own data directory):");
+    for m in &group {
+        let role = match (m.role.as_str(), m.in_sync) {
+            ("root", _) => "primary",
+            (_, true) => "standby, in sync",
+            (_, false) => "standby, catching up",
+        };
+        say!("  http://{}  {role}", m.address);
+    }
 }
 
 /// Prints the tree as an indented drawing with each node's slot and URL.
@@ -343,8 +480,17 @@ mod tests {
         let a = parse(&["--depth=2", "--base-port=7000"]).unwrap();
         assert_eq!((a.depth, a.base_port), (2, 7000));
         assert_eq!(a.data_dir, None);
-        let a = parse(&["--data-dir", "/tmp/x"]).unwrap();
-        assert_eq!(a.data_dir.unwrap().display().to_string(), "/tmp/x");
+        assert_eq!(a.standbys, 1);
+        let a = parse(&["--data-dir", "/tmp/x", "--standbys", "2"]).unwrap();
+        assert_eq!(a.standbys, 2);
+        let data = a.data_dir.unwrap();
+        assert_eq!(data.display().to_string(), "/tmp/x");
+        assert_eq!(
+            standby_data_dir(&data, 2).display().to_string(),
+            "/tmp/x-standby-2"
+        );
+        assert_eq!(label(STANDBY + 2), "standby-2");
+        assert_eq!(label(3), "NODE-3");
     }
 
     #[test]
@@ -357,5 +503,11 @@ mod tests {
             .unwrap_err()
             .starts_with("--zookeeper"));
         assert!(parse(&["--bogus"]).unwrap_err().starts_with("--bogus"));
+        assert!(parse(&["--standbys", "9"])
+            .unwrap_err()
+            .starts_with("--standbys"));
+        assert!(parse(&["--base-port", "65530"])
+            .unwrap_err()
+            .starts_with("--base-port"));
     }
 }

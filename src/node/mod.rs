@@ -259,6 +259,11 @@ impl Node {
         }
     }
 
+    /// Whether this node's ZooKeeper session is confirmed now (its lease).
+    pub fn lease_confirmed(&self) -> bool {
+        self.links.sessions.lease().valid
+    }
+
     /// `GET /ready`: whether this node can serve `/store`, and if not, why.
     pub fn readiness(&self) -> Result<(), String> {
         if self.writes.stopping.load(Ordering::SeqCst) {
@@ -280,6 +285,9 @@ impl Node {
         }
         if let Some(root) = &self.root {
             root.require_open().map_err(|e| e.to_string())?;
+            root.group()
+                .require_primacy(&*self.links.sessions)
+                .map_err(|e| e.to_string())?;
         }
         if let Some(why) = self
             .root
@@ -296,7 +304,8 @@ impl Node {
 
     /// `GET /`.
     pub fn info(&self) -> Info {
-        let place = self.position.place();
+        // A standby holds no slot, whatever it held as a primary before.
+        let place = self.position.place().filter(|_| !self.is_standby());
         let parent = place.as_ref().and_then(|p| p.parent.clone());
         Info {
             status: "alive",
@@ -312,7 +321,10 @@ impl Node {
             parent: parent.as_ref().map(|p| p.name.clone()),
             parent_address: parent.map(|p| p.address),
             joined: place.is_some(),
-            lease: self.cache_trusted(),
+            lease: match self.is_standby() {
+                true => self.links.sessions.lease().valid,
+                false => self.cache_trusted(),
+            },
         }
     }
 
@@ -332,8 +344,16 @@ impl Node {
 
     /// `POST /nodes/join`: only the root places nodes.
     pub fn join(&self, join: &Join) -> Result<Joined, Error> {
-        match self.root.as_ref().filter(|r| r.is_primary()) {
-            Some(root) => root.join(join),
+        match self.root.as_ref() {
+            Some(root) if root.is_primary() => root.join(join),
+            Some(root) => Err(match root.group().primary_address() {
+                Some(primary) => Error::NotRoot(format!(
+                    "This process is a standby of the root group; join the primary at {primary}."
+                )),
+                None => Error::Unavailable(
+                    "The root group has no primary yet; try again shortly.".into(),
+                ),
+            }),
             None => Err(Error::NotRoot(format!(
                 "{} is not the root; join {}.",
                 self.config.name(),

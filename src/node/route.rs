@@ -254,14 +254,26 @@ impl Node {
         &self,
         call: impl Fn(&Peer) -> Result<T, UpstreamError>,
     ) -> Result<T, UpstreamError> {
-        let root = self
-            .position
-            .root()
-            .ok_or_else(|| UpstreamError::Unreachable {
-                name: self.position.root_name().to_string(),
-                address: "(unknown)".into(),
-                detail: "its address is not known yet (not registered in ZooKeeper)".into(),
-            })?;
+        let root = match self.position.root() {
+            Some(root) => root,
+            // A member of the root group before any primary is known.
+            None if self.root.is_some() => {
+                return Err(UpstreamError::Relayed {
+                    status: 503,
+                    body: Error::Unavailable(
+                        "The root group has no primary yet; try again shortly.".into(),
+                    )
+                    .body(),
+                })
+            }
+            None => {
+                return Err(UpstreamError::Unreachable {
+                    name: self.position.root_name().to_string(),
+                    address: "(unknown)".into(),
+                    detail: "its address is not known yet (not registered in ZooKeeper)".into(),
+                })
+            }
+        };
         match call(&root) {
             // Refused, or frozen: the root may have moved (a restart, or
             // another member of the root group took over).

@@ -143,8 +143,14 @@ impl Node {
             .store
             .begin_write(key, deadline.0)
             .ok_or_else(|| not_applied_in_time(key))?;
-        // The key is ours until `apply` or `abort_write`: what its version is
-        // now, it stays until this write changes it.
+        // The key is ours until `apply` or `abort_write`. Every answer from
+        // here on, a 404 or a 412 too, is given only by the primary under its
+        // lease; and what the key's version is now, it stays until this write
+        // changes it.
+        if let Err(e) = root.group().require_primacy(&*self.links.sessions) {
+            self.store.abort_write(key, holders);
+            return Err(e);
+        }
         let current = self.store.version_of(key);
         if let Some(condition) = &write.condition {
             if let Err(why) = condition.check(key, current) {
@@ -204,16 +210,21 @@ impl Node {
         );
         // Acknowledged only under the lease of the session this process
         // became primary in: no other primary can exist meanwhile.
-        if let Err(e) =
-            replicated.and_then(|()| root.group().require_primacy(&*self.links.sessions))
-        {
-            drop(logged);
-            self.store.abort_write(key, 0);
-            return Err(e);
-        }
+        let acknowledged =
+            replicated.and_then(|()| root.group().require_primacy(&*self.links.sessions));
+        // In the log it is, so it is applied here whatever the answer: this
+        // copy and its log must agree (a primary that was replaced drops
+        // both when it catches up as a standby).
         let applied = self.store.apply(key, mutation, version, expires, room);
         drop(logged);
         drop(replicating);
+        if let Err(e) = acknowledged {
+            return Err(Error::Unavailable(format!(
+                "{} The write of \"{key}\" was logged here but not acknowledged: it may \
+                 or may not take effect.",
+                e
+            )));
+        }
         match applied {
             Applied::Absent => Err(Error::not_found(key)),
             _ => Ok(answer),

@@ -57,6 +57,7 @@
 //! needs it to serve data. Registrations are declared with [`Registry::keep`];
 //! a session thread applies them whenever a session is (re)established.
 
+mod acl;
 pub mod layout;
 mod sessions;
 
@@ -67,6 +68,8 @@ use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
 use zookeeper::{Acl, CreateMode, WatchedEvent, Watcher, ZkError, ZkState, ZooKeeper};
+
+use crate::config::ZkAuth;
 
 pub use crate::node::peers::{Lease, Sessions};
 pub use layout::ZnodeData;
@@ -184,6 +187,10 @@ type Callback = Arc<dyn Fn(u64) + Send + Sync>;
 struct Shared {
     connect: String,
     prefix: String,
+    /// The digest identity each session authenticates as (`--zk-auth`).
+    auth: Option<ZkAuth>,
+    /// The ACL of every znode created (`acl`).
+    acl: Vec<Acl>,
     /// The session timeout asked for.
     asked: Duration,
     /// The client of the current session, while connected.
@@ -236,6 +243,17 @@ impl Registry {
     /// asking for sessions of `session_timeout`; `prefix` is the cluster's
     /// znode prefix (where the liveness znodes are).
     pub fn start(connect: &str, session_timeout: Duration, prefix: &str) -> Registry {
+        Registry::start_with_auth(connect, session_timeout, prefix, None)
+    }
+
+    /// [`Registry::start`], authenticating every session as `auth` (the
+    /// digest scheme) and creating every znode with an ACL for it alone.
+    pub fn start_with_auth(
+        connect: &str,
+        session_timeout: Duration,
+        prefix: &str,
+        auth: Option<ZkAuth>,
+    ) -> Registry {
         if log::max_level() < CLIENT_LOG_LEVEL {
             log::warn!(
                 "the ZooKeeper client's trace records are not produced (log level {}): \
@@ -247,6 +265,8 @@ impl Registry {
         let shared = Arc::new(Shared {
             connect: connect.to_string(),
             prefix: prefix.to_string(),
+            acl: acl::for_cluster(auth.as_ref()),
+            auth,
             asked: session_timeout,
             session: Mutex::new(None),
             desired: Mutex::new(Vec::new()),
@@ -417,15 +437,10 @@ impl Registry {
     /// Writes `data` at the persistent znode `path`, creating it (and its
     /// parents) when it does not exist yet.
     pub fn put(&self, path: &str, data: Vec<u8>) -> Result<(), RegistryError> {
-        let path = path.to_string();
+        let (path, acl) = (path.to_string(), self.shared.acl.clone());
         self.call(move |zk| {
-            ensure_parents(zk, &path)?;
-            match zk.create(
-                &path,
-                data.clone(),
-                Acl::open_unsafe().clone(),
-                CreateMode::Persistent,
-            ) {
+            ensure_parents(zk, &path, &acl)?;
+            match zk.create(&path, data.clone(), acl.clone(), CreateMode::Persistent) {
                 Ok(_) => Ok(()),
                 Err(ZkError::NodeExists) => zk.set_data(&path, data, None).map(|_| ()),
                 Err(e) => Err(e),
@@ -453,7 +468,7 @@ impl Registry {
         data: Vec<u8>,
         expected: Option<i32>,
     ) -> Result<bool, RegistryError> {
-        let path = path.to_string();
+        let (path, acl) = (path.to_string(), self.shared.acl.clone());
         self.call(move |zk| match expected {
             Some(version) => match zk.set_data(&path, data, Some(version)) {
                 Ok(_) => Ok(true),
@@ -461,13 +476,8 @@ impl Registry {
                 Err(e) => Err(e),
             },
             None => {
-                ensure_parents(zk, &path)?;
-                match zk.create(
-                    &path,
-                    data,
-                    Acl::open_unsafe().clone(),
-                    CreateMode::Persistent,
-                ) {
+                ensure_parents(zk, &path, &acl)?;
+                match zk.create(&path, data, acl.clone(), CreateMode::Persistent) {
                     Ok(_) => Ok(true),
                     Err(ZkError::NodeExists) => Ok(false),
                     Err(e) => Err(e),
@@ -480,7 +490,7 @@ impl Registry {
     /// `dir` (ephemeral, sequential, holding `data`); returns its name.
     pub fn ensure_member(&self, dir: &str, data: Vec<u8>) -> Result<String, RegistryError> {
         let me = self.session().ok_or(RegistryError::NotConnected)?.id;
-        let dir = dir.to_string();
+        let (dir, acl) = (dir.to_string(), self.shared.acl.clone());
         self.call(move |zk| {
             if let Ok(names) = zk.get_children(&dir, false) {
                 for name in names {
@@ -495,11 +505,11 @@ impl Registry {
                     }
                 }
             }
-            ensure_parents(zk, &format!("{dir}/member-"))?;
+            ensure_parents(zk, &format!("{dir}/member-"), &acl)?;
             let path = zk.create(
                 &format!("{dir}/member-"),
                 data,
-                Acl::open_unsafe().clone(),
+                acl.clone(),
                 CreateMode::EphemeralSequential,
             )?;
             Ok(path.rsplit('/').next().unwrap_or_default().to_string())
@@ -615,19 +625,24 @@ fn abandon(shared: &Shared, client: Client) {
         .spawn(move || drop(client));
 }
 
+/// Authenticates the client's connection as the digest identity, if any
+/// (ZooKeeper keeps it per connection: done on every new connection).
+fn authenticate(shared: &Shared, client: &Client) -> Result<(), RegistryError> {
+    let Some(auth) = &shared.auth else {
+        return Ok(());
+    };
+    let (zk, credentials) = (client.zk.clone(), acl::credentials(auth));
+    bounded_for(CALL_TIMEOUT, move || zk.add_auth("digest", credentials))
+}
+
 /// Creates the parents of `path` that are missing, with empty data.
-fn ensure_parents(zk: &ZooKeeper, path: &str) -> Result<(), ZkError> {
+fn ensure_parents(zk: &ZooKeeper, path: &str, acl: &[Acl]) -> Result<(), ZkError> {
     let mut at = String::new();
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     for part in &parts[..parts.len().saturating_sub(1)] {
         at.push('/');
         at.push_str(part);
-        match zk.create(
-            &at,
-            Vec::new(),
-            Acl::open_unsafe().clone(),
-            CreateMode::Persistent,
-        ) {
+        match zk.create(&at, Vec::new(), acl.to_vec(), CreateMode::Persistent) {
             Ok(_) | Err(ZkError::NodeExists) => {}
             Err(e) => return Err(e),
         }
@@ -645,9 +660,15 @@ enum Applied {
 
 /// Makes one znode as desired, in the session `me`; `ended` are this
 /// registry's earlier sessions, whose leases ended.
-fn apply(zk: &ZooKeeper, z: &Znode, me: i64, ended: &[i64]) -> Result<Applied, ZkError> {
-    ensure_parents(zk, &z.path)?;
-    let acl = Acl::open_unsafe().clone();
+fn apply(
+    zk: &ZooKeeper,
+    z: &Znode,
+    me: i64,
+    ended: &[i64],
+    acl: &[Acl],
+) -> Result<Applied, ZkError> {
+    ensure_parents(zk, &z.path, acl)?;
+    let acl = acl.to_vec();
     if !z.ephemeral {
         return match zk.create(&z.path, z.data.clone(), acl, CreateMode::Persistent) {
             Ok(_) => Ok(Applied::Done),
@@ -724,10 +745,11 @@ fn sync(shared: &Shared, client: &Client, only_held: bool) -> Result<bool, Regis
         held.retain(|path, _| desired.iter().any(|z| &z.path == path));
     }
     let zk = client.zk.clone();
+    let acl = shared.acl.clone();
     let applied = bounded_for(CALL_TIMEOUT, move || {
         desired
             .into_iter()
-            .map(|z| apply(&zk, &z, me, &ended).map(|a| (z.path, a)))
+            .map(|z| apply(&zk, &z, me, &ended, &acl).map(|a| (z.path, a)))
             .collect::<Result<Vec<_>, _>>()
     })?;
     let mut held = shared.held.lock().unwrap();
@@ -927,6 +949,10 @@ fn wait_connected(rx: &mpsc::Receiver<Event>, wait: Duration, serial: u64) -> Op
 /// registrations change.
 fn watch(shared: &Shared, client: &Client, rx: &mpsc::Receiver<Event>, mut session: SessionInfo) {
     let serial = client.serial;
+    if let Err(e) = authenticate(shared, client) {
+        log::warn!("authenticating with ZooKeeper failed ({e}); reconnecting");
+        return;
+    }
     let mut in_place = match sync(shared, client, false) {
         Ok(all) => all,
         Err(e) => {
@@ -988,6 +1014,10 @@ fn watch(shared: &Shared, client: &Client, rx: &mpsc::Receiver<Event>, mut sessi
             Some(Connected::Reconnected(s)) => {
                 log::info!("reconnected to ZooKeeper (session 0x{:x} goes on)", s.id);
                 session = s;
+                if let Err(e) = authenticate(shared, client) {
+                    log::warn!("authenticating with ZooKeeper failed ({e}); reconnecting");
+                    return;
+                }
             }
             Some(Connected::Unknown) => {
                 log::error!(

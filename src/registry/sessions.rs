@@ -478,17 +478,12 @@ const LIVE_FRESH: Duration = Duration::from_millis(1500);
 /// A write in this session that changes nothing but the directory's
 /// version: it is answered only once the server has applied everything
 /// committed before it.
-fn barrier(zk: &ZooKeeper, dir: &str) -> Result<(), ZkError> {
+fn barrier(zk: &ZooKeeper, dir: &str, acl: &[Acl]) -> Result<(), ZkError> {
     match zk.set_data(dir, Vec::new(), None) {
         Ok(_) => Ok(()),
         Err(ZkError::NoNode) => {
-            ensure_parents(zk, &format!("{dir}/x"))?;
-            match zk.create(
-                dir,
-                Vec::new(),
-                Acl::open_unsafe().clone(),
-                CreateMode::Persistent,
-            ) {
+            ensure_parents(zk, &format!("{dir}/x"), acl)?;
+            match zk.create(dir, Vec::new(), acl.to_vec(), CreateMode::Persistent) {
                 Ok(_) | Err(ZkError::NodeExists) => Ok(()),
                 Err(e) => Err(e),
             }
@@ -521,8 +516,9 @@ impl Sessions for Registry {
         }
         let dir = layout::live_dir(&self.shared.prefix);
         let path = layout::live_named(&self.shared.prefix, name);
+        let acl = self.shared.acl.clone();
         self.call_within(ENDED_TIMEOUT, move |zk| {
-            barrier(zk, &dir)?;
+            barrier(zk, &dir, &acl)?;
             Ok(zk.exists(&path, false)?.is_none())
         })
         .map_err(|e| e.to_string())

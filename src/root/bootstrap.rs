@@ -32,6 +32,14 @@ pub fn run(node: &Node, registry: &Registry) {
     // Each child acknowledges, or its session ends (then it drops its cache
     // itself when it comes back).
     node.flush_all(&root.children());
+    // Writes are acknowledged only under a confirmed lease: open once the
+    // session is confirmed with the root's liveness znode its own.
+    while !node.lease_confirmed() {
+        if !root.is_primary() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     root.set_open();
 }
 

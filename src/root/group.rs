@@ -96,10 +96,14 @@ pub struct Group {
     writing: Mutex<()>,
     /// ZooKeeper and where this member's znodes are, once the group runs.
     zk: OnceLock<Zk>,
-    /// Set once a standby may be counted in sync: from then on another
-    /// process may take over once this one's session ends, so this one
-    /// answers reads only under its lease too.
-    replaceable: AtomicBool,
+    /// The standbys this primary counts in sync, by its own conditional
+    /// writes of the root's state (only the primary changes `in_sync`): a
+    /// standby is counted from before the write that adds it until after
+    /// the write that removes it succeeded.
+    counted: Mutex<Vec<String>>,
+    /// A primary without a data directory has seen another member, which
+    /// may take over from it (see `replaceable`).
+    seen_others: AtomicBool,
 }
 
 /// ZooKeeper as the group uses it.
@@ -121,7 +125,8 @@ impl Group {
             known_epoch: AtomicU64::new(0),
             writing: Mutex::new(()),
             zk: OnceLock::new(),
-            replaceable: AtomicBool::new(false),
+            counted: Mutex::new(Vec::new()),
+            seen_others: AtomicBool::new(false),
         }
     }
 
@@ -180,15 +185,30 @@ impl Group {
     /// (once the root's state says so).
     pub fn assume_primary(&self, epoch: u64, generation: u64) {
         self.learn_epoch(epoch);
+        self.counted.lock().unwrap().clear();
         *self.role.write().unwrap() = Role::Primary { epoch, generation };
     }
 
-    /// 503 unless this process is the primary and still holds the lease of
-    /// the session it became primary in: only then may it acknowledge.
+    /// Whether another process could take over from this primary once its
+    /// session ends: a standby it counts in sync; or, when this primary
+    /// keeps its data in memory only, any other member it has seen (see
+    /// `run`). If not, it alone may lead (restarted on its own data
+    /// directory), and needs no lease to acknowledge or to answer.
+    fn replaceable(&self) -> bool {
+        !self.counted.lock().unwrap().is_empty() || self.seen_others.load(Ordering::SeqCst)
+    }
+
+    /// 503 unless this process is the primary and, when another process
+    /// could take over from it, still holds the lease of the session it
+    /// became primary in: only then may it acknowledge.
     pub fn require_primacy(&self, sessions: &dyn Sessions) -> Result<(), Error> {
         match self.role() {
             Role::Primary { generation, .. } => {
                 let lease = sessions.lease();
+                if !self.replaceable() {
+                    self.adopt_session(lease.generation);
+                    return Ok(());
+                }
                 if lease.valid && lease.generation == generation {
                     return Ok(());
                 }
@@ -207,6 +227,24 @@ impl Group {
         }
     }
 
+    /// A primary that nobody else could take over from carries on in a new
+    /// session of its own (after ZooKeeper was away for a whole timeout).
+    fn adopt_session(&self, new: u64) {
+        let mut role = self.role.write().unwrap();
+        if let Role::Primary { epoch, generation } = *role {
+            if generation != new {
+                log::info!(
+                    "the primary of epoch {epoch} carries on in its new ZooKeeper session \
+                     (no standby is in sync that could have taken over)"
+                );
+                *role = Role::Primary {
+                    epoch,
+                    generation: new,
+                };
+            }
+        }
+    }
+
     /// Whether this process may answer reads from its own copy: as the
     /// primary, and, once another process could take over from it, only
     /// under the lease of the session it became primary in (a primary
@@ -215,7 +253,7 @@ impl Group {
     pub fn may_answer(&self, sessions: &dyn Sessions) -> bool {
         match self.role() {
             Role::Primary { generation, .. } => {
-                if !self.replaceable.load(Ordering::SeqCst) {
+                if !self.replaceable() {
                     return true;
                 }
                 let lease = sessions.lease();
@@ -329,13 +367,14 @@ impl Group {
     /// acknowledged without it).
     pub fn drop_in_sync(&self, member: &Member) -> Result<(), Error> {
         self.change_state(|s| s.in_sync.retain(|m| m.id != member.id))?;
+        self.counted.lock().unwrap().retain(|id| *id != member.id);
         log::warn!("standby {} ({}) is out of sync", member.address, member.id);
         Ok(())
     }
 
     /// Adds `member` to the in-sync standbys (it caught up).
     pub fn add_in_sync(&self, member: &Member) -> Result<(), Error> {
-        self.replaceable.store(true, Ordering::SeqCst);
+        self.counted.lock().unwrap().push(member.id.clone());
         self.change_state(|s| {
             s.in_sync.retain(|m| m.id != member.id);
             s.in_sync.push(member.clone());
@@ -398,12 +437,13 @@ pub fn run(node: Arc<Node>, registry: Registry) {
             (Role::Primary { epoch, generation }, Some((s, _))) => {
                 if s.epoch != epoch || s.primary.id != group.me.id {
                     group.step_down("the root's state names another primary");
-                } else if registry.lease().generation != generation {
+                } else if registry.lease().generation != generation && group.replaceable() {
                     group.step_down("its ZooKeeper session ended");
                 } else {
+                    group.adopt_session(registry.lease().generation);
                     let others = group.others();
                     if !others.is_empty() && group.memory {
-                        group.replaceable.store(true, Ordering::SeqCst);
+                        group.seen_others.store(true, Ordering::SeqCst);
                     }
                     root.replication().catch_up_members(&node, &others);
                     keep_root_znode(&node, &registry);

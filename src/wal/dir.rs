@@ -37,7 +37,9 @@ struct Meta {
     format: u32,
     /// Made at random when the directory is made: what tells this copy of
     /// the data apart from every other (the root group counts a standby in
-    /// sync by it, not by its address).
+    /// sync by it, not by its address). A directory made before ids were
+    /// kept gets one when it is next opened.
+    #[serde(default)]
     id: String,
     #[serde(flatten)]
     identity: Identity,
@@ -97,6 +99,16 @@ impl DataDir {
                         identity.root_id,
                         identity.depth
                     )));
+                }
+                if dir.id.is_empty() {
+                    dir.id = random_id().map_err(|e| io(path, e))?;
+                    let meta_bytes = serde_json::to_vec_pretty(&Meta {
+                        format: FORMAT,
+                        id: dir.id.clone(),
+                        identity: identity.clone(),
+                    })
+                    .expect("the record serializes");
+                    dir.write_durably(META, &meta_bytes)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -260,6 +272,23 @@ mod tests {
             Err(OpenError::Refused(m)) => assert!(m.contains("another cluster"), "{m}"),
             _ => panic!("another cluster's directory was accepted"),
         }
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn a_directory_made_before_ids_gets_one_and_keeps_it() {
+        let path = temp("no-id");
+        std::fs::write(
+            path.join(META),
+            r#"{"format": 1, "zk_prefix": "/a", "root_id": 1, "depth": 3}"#,
+        )
+        .unwrap();
+        let id = DataDir::open(&path, &cluster("/a"))
+            .unwrap()
+            .id()
+            .to_string();
+        assert_eq!(id.len(), 32);
+        assert_eq!(DataDir::open(&path, &cluster("/a")).unwrap().id(), id);
         std::fs::remove_dir_all(&path).unwrap();
     }
 

@@ -25,6 +25,7 @@
 pub mod linearizability;
 pub mod proxy;
 pub mod sentinels;
+pub mod signing;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -259,6 +260,8 @@ pub struct Builder {
     open_files: Option<u64>,
     root_data: bool,
     standbys: u32,
+    key: bool,
+    tokens: Option<String>,
 }
 
 impl Builder {
@@ -274,6 +277,18 @@ impl Builder {
     pub fn standbys(mut self, count: u32) -> Self {
         self.standbys = count;
         self.root_data = true;
+        self
+    }
+
+    /// Starts the nodes without a cluster key (by default they share one).
+    pub fn no_key(mut self) -> Self {
+        self.key = false;
+        self
+    }
+
+    /// Gives the nodes a tokens file (`--api-tokens-file`) with these lines.
+    pub fn tokens(mut self, lines: &str) -> Self {
+        self.tokens = Some(lines.to_string());
         self
     }
 
@@ -335,6 +350,18 @@ impl Builder {
             (Some(zk), None) => zk.addr(),
             (None, None) => shared_zookeeper(),
         };
+        let dir = temp_dir("cluster");
+        let mut args = self.args;
+        let key_file = dir.join("cluster.key");
+        if self.key {
+            treecache::auth::write_random_key(&key_file).expect("write a cluster key");
+            args.extend(["--cluster-key-file".into(), key_file.display().to_string()]);
+        }
+        if let Some(lines) = &self.tokens {
+            let path = dir.join("tokens");
+            std::fs::write(&path, lines).expect("write a tokens file");
+            args.extend(["--api-tokens-file".into(), path.display().to_string()]);
+        }
         let mut cluster = Cluster {
             zk,
             ensemble,
@@ -342,9 +369,13 @@ impl Builder {
             depth: self.depth,
             root_id: self.root_id,
             prefix: format!("/treecache-test-{}-{}", std::process::id(), unique()),
-            dir: temp_dir("cluster"),
+            key: self.key.then(|| {
+                let text = std::fs::read(&key_file).unwrap();
+                text.strip_suffix(b"\n").unwrap_or(&text).to_vec()
+            }),
+            dir,
             env: self.env,
-            args: self.args,
+            args,
             open_files: self.open_files,
             nodes: BTreeMap::new(),
         };
@@ -400,6 +431,8 @@ pub struct Cluster {
     pub depth: u32,
     pub root_id: u32,
     pub prefix: String,
+    /// The cluster key the nodes share, when they have one.
+    pub key: Option<Vec<u8>>,
     pub dir: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
@@ -426,6 +459,8 @@ impl Cluster {
             open_files: None,
             root_data: false,
             standbys: 0,
+            key: true,
+            tokens: None,
         }
     }
 

@@ -1,0 +1,505 @@
+//! Who may do what: the cluster key that authenticates node-to-node calls
+//! (here), the client tokens of the API (`tokens`), and the rule that one
+//! node id is one process (`one_process`).
+//!
+//! # The cluster key
+//! Every node of a cluster reads the same secret (`--cluster-key-file`).
+//! A node-to-node request carries [`wire::AUTH_HEADER`]:
+//!
+//! ```text
+//! X-Treecache-Auth: v1 t=<unix time in ms> mac=<64 hex digits>
+//! ```
+//!
+//! where the MAC is HMAC-SHA256, under the key, of this text (each line
+//! ends with `\n`; a header that is absent is written as its name and `!`):
+//!
+//! ```text
+//! treecache-auth-v1
+//! <METHOD>
+//! <path with its query, as sent>
+//! <t>
+//! x-treecache-budget-ms:<value>          (one line per header of wire::SIGNED_HEADERS)
+//! ...
+//! <hex SHA-256 of the body>
+//! ```
+//!
+//! The secret itself never travels. The receiving route decides whether a
+//! request must be signed (every `/internal/` route and `POST /nodes/join`),
+//! and refuses one without a valid signature, or whose `t` is more than
+//! [`WINDOW`] away from its own clock, with 401 before it changes anything.
+//! Comparisons of MACs are constant-time (`hmac`'s `verify_slice`).
+//!
+//! A signed request may be replayed within the window by whoever captured
+//! it. For most calls that is harmless (an invalidation or a flush drops
+//! cached copies, a fill reads, a forwarded write carries a request id the
+//! root answers once); a release notice and a join are not, so their MACs
+//! are remembered for twice the window and a second use is refused
+//! ([`Replays`]).
+
+pub mod one_process;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::wire::{self, Headers};
+
+/// How far a signed request's time may be from the receiver's clock.
+pub const WINDOW: Duration = Duration::from_secs(30);
+
+/// The fewest bytes a cluster key may have.
+pub const MIN_KEY_BYTES: usize = 32;
+
+const VERSION: &str = "v1";
+const DOMAIN: &str = "treecache-auth-v1";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shared secret of a cluster's nodes.
+#[derive(Clone)]
+pub struct ClusterKey {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
+}
+
+/// The parts of a request that its signature covers.
+pub struct Signed<'a> {
+    pub method: &'a str,
+    /// The path with its query, exactly as sent.
+    pub path: &'a str,
+    pub headers: &'a dyn Headers,
+    pub body: &'a [u8],
+}
+
+/// Why a request's signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Missing,
+    Malformed,
+    /// Its time is this far from ours.
+    OutOfWindow(Duration),
+    BadMac,
+    Replayed,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Missing => write!(
+                f,
+                "This endpoint takes node-to-node calls only, signed with the cluster key \
+                 ({} header missing).",
+                wire::AUTH_HEADER
+            ),
+            Refused::Malformed => write!(f, "The {} header is not understood.", wire::AUTH_HEADER),
+            Refused::OutOfWindow(d) => write!(
+                f,
+                "The signed request's time is {} s away from this node's clock (at most {} s \
+                 are accepted).",
+                d.as_secs(),
+                WINDOW.as_secs()
+            ),
+            Refused::BadMac => f.write_str("The request's signature is not valid."),
+            Refused::Replayed => f.write_str("This signed request was already received once."),
+        }
+    }
+}
+
+impl ClusterKey {
+    /// A key of these bytes (at least [`MIN_KEY_BYTES`]).
+    pub fn new(key: Vec<u8>) -> Result<ClusterKey, String> {
+        if key.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "the key must have at least {MIN_KEY_BYTES} bytes (it has {})",
+                key.len()
+            ));
+        }
+        Ok(ClusterKey { key })
+    }
+
+    /// Reads a key file: its bytes, less one trailing newline.
+    pub fn load(path: &Path) -> Result<ClusterKey, String> {
+        let mut bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        ClusterKey::new(bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn mac(&self, parts: &Signed<'_>, time_ms: u64) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut text = format!("{DOMAIN}\n{}\n{}\n{time_ms}\n", parts.method, parts.path);
+        for name in wire::SIGNED_HEADERS {
+            let lower = name.to_ascii_lowercase();
+            match parts.headers.header(name) {
+                Some(value) => text.push_str(&format!("{lower}:{value}\n")),
+                None => text.push_str(&format!("{lower}!\n")),
+            }
+        }
+        mac.update(text.as_bytes());
+        mac.update(hex(&Sha256::digest(parts.body)).as_bytes());
+        mac
+    }
+
+    /// The value of the auth header for a request made at `time_ms`.
+    pub fn sign_at(&self, parts: &Signed<'_>, time_ms: u64) -> String {
+        let tag = self.mac(parts, time_ms).finalize().into_bytes();
+        format!("{VERSION} t={time_ms} mac={}", hex(&tag))
+    }
+
+    /// The value of the auth header for a request made now.
+    pub fn sign(&self, parts: &Signed<'_>) -> String {
+        self.sign_at(parts, now_ms())
+    }
+
+    /// Checks the auth header of a received request against the clock
+    /// `now_ms`; the MAC on success (for [`Replays`]).
+    pub fn verify_at(&self, parts: &Signed<'_>, now_ms: u64) -> Result<[u8; 32], Refused> {
+        let value = parts
+            .headers
+            .header(wire::AUTH_HEADER)
+            .ok_or(Refused::Missing)?;
+        let (time_ms, tag) = parse_header(value).ok_or(Refused::Malformed)?;
+        let away = Duration::from_millis(now_ms.abs_diff(time_ms));
+        if away > WINDOW {
+            return Err(Refused::OutOfWindow(away));
+        }
+        self.mac(parts, time_ms)
+            .verify_slice(&tag)
+            .map_err(|_| Refused::BadMac)?;
+        Ok(tag)
+    }
+
+    /// Checks the auth header of a request received now.
+    pub fn verify(&self, parts: &Signed<'_>) -> Result<[u8; 32], Refused> {
+        self.verify_at(parts, now_ms())
+    }
+}
+
+/// `v1 t=<ms> mac=<hex>` into the time and the tag.
+fn parse_header(value: &str) -> Option<(u64, [u8; 32])> {
+    let mut fields = value.split_ascii_whitespace();
+    if fields.next()? != VERSION {
+        return None;
+    }
+    let time = fields.next()?.strip_prefix("t=")?.parse().ok()?;
+    let tag = unhex(fields.next()?.strip_prefix("mac=")?)?;
+    if fields.next().is_some() {
+        return None;
+    }
+    Some((time, tag))
+}
+
+/// Writes a new random key to `path` (64 hex digits of 32 bytes from
+/// `/dev/urandom`, and a newline), readable by its owner alone (0600).
+pub fn write_random_key(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(format!("{}\n", hex(&random)).as_bytes())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Most MACs remembered at once; past it, calls that must not be replayed
+/// are refused until older ones expire (a flood of them needs the key).
+const REPLAYS_MAX: usize = 100_000;
+
+/// The MACs of signed calls that must not be replayed (release notices,
+/// joins), each remembered for twice [`WINDOW`]: a MAC seen again within
+/// that time is a replay. Older ones are outside the window anyway.
+#[derive(Default)]
+pub struct Replays {
+    seen: Mutex<HashMap<[u8; 32], u64>>,
+}
+
+impl Replays {
+    /// Notes `tag` at `now_ms`; `Err` when it was seen before.
+    pub fn first_use(&self, tag: [u8; 32], now_ms: u64) -> Result<(), Refused> {
+        let keep = 2 * WINDOW.as_millis() as u64;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= REPLAYS_MAX {
+            seen.retain(|_, at| now_ms.saturating_sub(*at) <= keep);
+        }
+        match seen.get(&tag) {
+            Some(at) if now_ms.saturating_sub(*at) <= keep => Err(Refused::Replayed),
+            _ if seen.len() >= REPLAYS_MAX => Err(Refused::Replayed),
+            _ => {
+                seen.insert(tag, now_ms);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What the receiving end checks, built once at start: the cluster key,
+/// the client tokens, the replays seen, and who holds a node's liveness.
+pub struct Guard {
+    key: Option<ClusterKey>,
+    tokens: Option<tokens::ApiTokens>,
+    replays: Replays,
+    liveness_owner: Box<one_process::LivenessOwner>,
+}
+
+/// The `WWW-Authenticate` challenge of a refused node-to-node call.
+pub const CLUSTER_CHALLENGE: &str = "Treecache-HMAC";
+
+impl Guard {
+    pub fn new(
+        key: Option<ClusterKey>,
+        tokens: Option<tokens::ApiTokens>,
+        liveness_owner: Box<one_process::LivenessOwner>,
+    ) -> Guard {
+        Guard {
+            key,
+            tokens,
+            replays: Replays::default(),
+            liveness_owner,
+        }
+    }
+
+    /// A node-to-node call: signed with the cluster key when there is one;
+    /// `once` for calls that must not be replayed.
+    pub fn node_to_node(&self, parts: &Signed<'_>, once: bool) -> Result<(), crate::error::Error> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let refused = |r: Refused| crate::error::Error::Unauthorized {
+            message: r.to_string(),
+            challenge: CLUSTER_CHALLENGE,
+        };
+        let tag = key.verify(parts).map_err(refused)?;
+        if once {
+            self.replays.first_use(tag, now_ms()).map_err(refused)?;
+        }
+        Ok(())
+    }
+
+    /// A request of the data endpoints: a node's signed call (a forwarded
+    /// write) passes on its signature, a client's on its token (when the
+    /// node has tokens). A signature that is there must be valid.
+    pub fn data(
+        &self,
+        parts: &Signed<'_>,
+        authorization: Option<&str>,
+        write: bool,
+    ) -> Result<(), crate::error::Error> {
+        if self.key.is_some() && parts.headers.header(wire::AUTH_HEADER).is_some() {
+            return self.node_to_node(parts, false);
+        }
+        self.client(authorization, write)
+    }
+
+    /// Whether a client's request needs a look at its body first: only a
+    /// signed one does (its signature covers the body).
+    pub fn needs_body(&self, headers: &dyn Headers) -> bool {
+        self.key.is_some() && headers.header(wire::AUTH_HEADER).is_some()
+    }
+
+    /// A client's request of the data endpoints, on its token alone.
+    pub fn client(
+        &self,
+        authorization: Option<&str>,
+        write: bool,
+    ) -> Result<(), crate::error::Error> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(());
+        };
+        match tokens.allow(authorization, write) {
+            Ok(_) => Ok(()),
+            Err(tokens::Denied::Unauthenticated(m)) => Err(crate::error::Error::Unauthorized {
+                message: m.to_string(),
+                challenge: "Bearer",
+            }),
+            Err(tokens::Denied::ReadOnly) => Err(crate::error::Error::Forbidden(
+                "This token may read, not write.".into(),
+            )),
+        }
+    }
+
+    /// Whether `name` may join from the session `session` (see `one_process`).
+    pub fn join(&self, name: &str, session: Option<&str>) -> Result<(), crate::error::Error> {
+        one_process::check(self.liveness_owner.as_ref(), name, session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Map(Vec<(&'static str, String)>);
+
+    impl Headers for Map {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn key() -> ClusterKey {
+        ClusterKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+    }
+
+    fn signed<'a>(headers: &'a Map, body: &'a [u8]) -> Signed<'a> {
+        Signed {
+            method: "POST",
+            path: "/internal/invalidate",
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_any_change_breaks_it() {
+        let k = key();
+        let mut headers = Map(vec![(wire::BUDGET_HEADER, "2000".into())]);
+        let value = k.sign_at(&signed(&headers, b"{}"), 1_000_000);
+        headers.0.push((wire::AUTH_HEADER, value.clone()));
+        assert!(k.verify_at(&signed(&headers, b"{}"), 1_000_000).is_ok());
+        assert!(k.verify_at(&signed(&headers, b"{}"), 1_029_000).is_ok());
+        // Another body, another header value, another path, another key.
+        assert_eq!(
+            k.verify_at(&signed(&headers, b"{ }"), 1_000_000),
+            Err(Refused::BadMac)
+        );
+        let mut changed = Map(vec![(wire::BUDGET_HEADER, "9000".into())]);
+        changed.0.push((wire::AUTH_HEADER, value.clone()));
+        assert_eq!(
+            k.verify_at(&signed(&changed, b"{}"), 1_000_000),
+            Err(Refused::BadMac)
+        );
+        let moved = Signed {
+            path: "/internal/flush",
+            ..signed(&headers, b"{}")
+        };
+        assert_eq!(k.verify_at(&moved, 1_000_000), Err(Refused::BadMac));
+        let other = ClusterKey::new(vec![7; 40]).unwrap();
+        assert_eq!(
+            other.verify_at(&signed(&headers, b"{}"), 1_000_000),
+            Err(Refused::BadMac)
+        );
+        // A header added that the signature did not cover.
+        let mut added = Map(vec![
+            (wire::BUDGET_HEADER, "2000".into()),
+            (wire::HOP_HEADER, "5".into()),
+        ]);
+        added.0.push((wire::AUTH_HEADER, value));
+        assert_eq!(
+            k.verify_at(&signed(&added, b"{}"), 1_000_000),
+            Err(Refused::BadMac)
+        );
+    }
+
+    #[test]
+    fn old_missing_and_garbled_signatures_are_refused() {
+        let k = key();
+        let mut headers = Map(vec![]);
+        let value = k.sign_at(&signed(&headers, b""), 1_000_000);
+        headers.0.push((wire::AUTH_HEADER, value));
+        assert!(matches!(
+            k.verify_at(&signed(&headers, b""), 1_031_000),
+            Err(Refused::OutOfWindow(_))
+        ));
+        assert!(matches!(
+            k.verify_at(&signed(&headers, b""), 969_000),
+            Err(Refused::OutOfWindow(_))
+        ));
+        assert_eq!(
+            k.verify_at(&signed(&Map(vec![]), b""), 1_000_000),
+            Err(Refused::Missing)
+        );
+        for garbled in [
+            "v1",
+            "v2 t=1 mac=00",
+            "v1 t=x mac=00",
+            "v1 t=1000000 mac=zz",
+        ] {
+            let headers = Map(vec![(wire::AUTH_HEADER, garbled.into())]);
+            assert_eq!(
+                k.verify_at(&signed(&headers, b""), 1_000_000),
+                Err(Refused::Malformed),
+                "{garbled}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_keys_are_refused_and_one_newline_is_dropped() {
+        assert!(ClusterKey::new(vec![1; 31]).is_err());
+        let dir = std::env::temp_dir().join(format!("treecache-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, [b"x".repeat(32), b"\n".to_vec()].concat()).unwrap();
+        let k = ClusterKey::load(&path).unwrap();
+        assert_eq!(k.key.len(), 32);
+        std::fs::write(&path, [b"x".repeat(31), b"\n".to_vec()].concat()).unwrap();
+        assert!(ClusterKey::load(&path).unwrap_err().contains("32 bytes"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_mac_is_accepted_once() {
+        let r = Replays::default();
+        assert!(r.first_use([1; 32], 1000).is_ok());
+        assert_eq!(r.first_use([1; 32], 2000), Err(Refused::Replayed));
+        assert!(r.first_use([2; 32], 2000).is_ok());
+        assert!(r.first_use([1; 32], 1000 + 61_000).is_ok());
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let tag = [0xab; 32];
+        assert_eq!(unhex(&hex(&tag)), Some(tag));
+    }
+}
