@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::input::{self, Listing};
-use crate::precondition::Condition;
+use crate::precondition::{self, Condition};
 
 /// The time budget left to the request a call serves, in milliseconds.
 pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
@@ -73,7 +73,7 @@ pub const SESSION_HEADER: &str = "X-Treecache-Session";
 /// The request headers a signature covers, besides the method, the path
 /// with its query, the time and the body: every header that changes what
 /// the receiver does.
-pub const SIGNED_HEADERS: [&str; 10] = [
+pub const SIGNED_HEADERS: [&str; 12] = [
     BUDGET_HEADER,
     HOP_HEADER,
     REQUEST_ID_HEADER,
@@ -84,6 +84,8 @@ pub const SIGNED_HEADERS: [&str; 10] = [
     EPOCH_HEADER,
     PHASE_HEADER,
     CATCH_UP_HEADER,
+    precondition::IF_MATCH,
+    precondition::IF_NONE_MATCH,
 ];
 
 pub const NODES_PATH: &str = "/nodes";
