@@ -145,11 +145,18 @@ fn a_put_without_a_ttl_makes_the_key_permanent_and_replaces_every_copy() {
 
 #[test]
 fn a_restarted_durable_root_restores_the_time_left_and_drops_what_expired_meanwhile() {
-    let mut cluster = Cluster::builder(2).root_data_dir().start();
+    // A restarted root serves once its predecessor's session has ended:
+    // sessions of 2 s keep that short.
+    let mut cluster = Cluster::builder(2)
+        .root_data_dir()
+        .arg("--zk-session-timeout")
+        .arg("2s")
+        .start();
     let root = cluster.root_id;
     let leaf = cluster.at_slot(1);
+    const LONG: f64 = 10.0;
     put_ttl(&at(&cluster, root, "short"), json!("s"), 1.0);
-    let (_, sent, back) = put_ttl(&at(&cluster, root, "long"), json!("l"), 6.0);
+    let (_, sent, back) = put_ttl(&at(&cluster, root, "long"), json!("l"), LONG);
     assert_eq!(
         http::put(&at(&cluster, root, "forever"), &json!("f")).0,
         200
@@ -171,7 +178,7 @@ fn a_restarted_durable_root_restores_the_time_left_and_drops_what_expired_meanwh
         let ttl = ttl_of(&at(&cluster, id, "long"));
         assert_left(
             ttl,
-            6.0,
+            LONG,
             sent,
             back,
             &format!("NODE-{id} after the restart"),
@@ -182,7 +189,7 @@ fn a_restarted_durable_root_restores_the_time_left_and_drops_what_expired_meanwh
             (200, json!({"key": "forever", "value": "f"}))
         );
     }
-    sleep_until(back + Duration::from_secs(6) + Duration::from_millis(5));
+    sleep_until(back + Duration::from_secs_f64(LONG) + Duration::from_millis(5));
     for id in [root, leaf] {
         assert_eq!(
             http::get(&at(&cluster, id, "long")).0,
