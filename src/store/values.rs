@@ -29,10 +29,6 @@ impl Store {
     ) -> Lookup<R> {
         let mut shard = self.shard(key);
         let shard = &mut *shard;
-        // Only values that expire pay for a second look.
-        if shard.map.get(key).is_some_and(Meta::expires) {
-            self.expire_if_due(shard, key, Instant::now());
-        }
         let Some((blob, meta)) = shard.map.get_key_value(key) else {
             return Lookup::Miss { pending: false };
         };
@@ -41,8 +37,15 @@ impl Store {
                 pending: meta.pending(),
             };
         }
-        let out = out(blob.value());
+        // Only values that expire look for their deadline.
         let expires = Store::deadline(shard, key, meta);
+        if expires.is_some_and(|at| at <= Instant::now()) {
+            self.expire_if_due(shard, key, Instant::now());
+            return Lookup::Miss {
+                pending: shard.map.get(key).is_some_and(Meta::pending),
+            };
+        }
+        let out = out(blob.value());
         let version = meta.version;
         let lru = meta.lru;
         let pending = meta.pending();
