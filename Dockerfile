@@ -22,12 +22,23 @@
 # has no shell, so the CLI is run directly:
 #   docker exec NODE-1 /treecache-cli health NODE-1
 FROM scratch AS runtime-base
+# The version in Cargo.toml (scripts/check-deploy-files.sh checks they agree).
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="treecache" \
+      org.opencontainers.image.description="A distributed key-value cache whose nodes form a binary tree: the node (/treecache) and its command-line client (/treecache-cli)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="scratch"
 # /data holds the root's log and snapshots (cache nodes ignore DATA_DIR).
 # It is made here, owned by the node's user, so that a volume mounted there
 # starts out writable by it; keep it on a volume, or a new container of the
 # root starts empty.
 COPY --chown=10001:10001 deploy/image/data /data
 VOLUME /data
+# /keys holds the cluster key in the container setups (`treecache keygen`
+# writes it there on a volume); made here, owned by the node's user, for the
+# same reason.
+COPY --chown=10001:10001 deploy/image/keys /keys
 ENV DATA_DIR=/data \
     TREE_DEPTH=3 \
     API_PORT=5000 \
@@ -39,6 +50,14 @@ ENV DATA_DIR=/data \
     TREECACHE_MODE=docker
 USER 10001:10001
 EXPOSE 5000
+# Healthy once the node serves its part of the tree (GET /ready: joined,
+# or on the root its data and tree loaded). No shell, so the CLI runs
+# directly; in docker mode (above) the NODE "self" is this container's node
+# on 127.0.0.1 and its API_PORT. (--start-interval, for quicker probes while
+# starting, is unknown to the classic builder and to Docker Engines before
+# 25; Compose probes every 2 s instead.)
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["/treecache-cli", "--timeout", "2", "ready", "self"]
 ENTRYPOINT ["/treecache", "node"]
 
 # Runtime image from binaries built on the host; BIN_DIR is relative to the

@@ -10,7 +10,9 @@
 //!
 //! Besides the request scenarios it reports the resident memory of the nodes
 //! (idle, and the root holding many small keys), the time to start seven
-//! nodes, and the latency of a miss at depths 2 to 6.
+//! nodes, the latency of a miss at depths 2 to 6, and what `treecache
+//! cluster --depth 8` (255 nodes) takes to come up: time, resident memory
+//! and threads of all its nodes (depth 4 in smoke mode).
 //!
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
@@ -36,6 +38,8 @@ struct Mode {
     /// Small keys at the root for the second memory figure.
     keys_second: u64,
     depths: &'static [u32],
+    /// Depth of the `treecache cluster` started for its start-up figures.
+    cluster_depth: u32,
 }
 
 const FULL: Mode = Mode {
@@ -45,6 +49,7 @@ const FULL: Mode = Mode {
     keys_first: 100_000,
     keys_second: 1_000_000,
     depths: &[2, 3, 4, 5, 6],
+    cluster_depth: 8,
 };
 
 const SMOKE: Mode = Mode {
@@ -54,6 +59,7 @@ const SMOKE: Mode = Mode {
     keys_first: 5_000,
     keys_second: 20_000,
     depths: &[2, 3],
+    cluster_depth: 4,
 };
 
 /// Keys read by the hit scenarios (and the baseline).
@@ -584,6 +590,7 @@ fn run(mode: Mode) {
     if mode.depths.iter().any(|&d| d > 3) {
         by_depth = miss_by_depth(mode);
     }
+    report.figure(cluster_command(mode.cluster_depth));
     for (d, stats) in &by_depth {
         report.row(
             &format!("GET miss at depth {d} ({} hops), 1 conn", d - 1),
@@ -600,6 +607,50 @@ fn run(mode: Mode) {
         ));
     }
     report.print();
+}
+
+/// Starts `treecache cluster --depth D` on the harness's ZooKeeper, waits
+/// until it says it is up, and returns its summary: how long its nodes took
+/// to start and become ready in id order, their resident memory and their
+/// threads, as it measured them.
+fn cluster_command(depth: u32) -> String {
+    use std::io::BufRead;
+    let n = (1u16 << depth) - 1;
+    let base = (20_000..60_000)
+        .step_by(1000)
+        .find(|&b| (1..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()))
+        .expect("a free range of ports");
+    let mut command = Command::new(common::treecache_bin());
+    command
+        .arg("cluster")
+        .args([
+            "--depth",
+            &depth.to_string(),
+            "--base-port",
+            &base.to_string(),
+        ])
+        .args(["--zookeeper", &common::shared_zookeeper()])
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    treecache::local::children::die_with_parent(&mut command);
+    let mut child = command.spawn().expect("start treecache cluster");
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut summary = None;
+    for line in lines.map_while(Result::ok) {
+        if line.contains(" nodes up in ") {
+            summary = Some(line.trim_end_matches(" Try:").to_string());
+        }
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    treecache::local::children::signal(child.id(), 15);
+    let _ = child.wait();
+    format!(
+        "treecache cluster --depth {depth}: {}",
+        summary.unwrap_or_else(|| "did not come up".to_string())
+    )
 }
 
 /// The first slot at depth `d` (slots count from 0 at the root, level by level).

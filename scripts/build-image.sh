@@ -26,9 +26,11 @@ if [ $# -gt 1 ] || [[ ${1:-} == -* ]]; then
   exit 2
 fi
 tag=${1:-treecache:local}
+# The image's org.opencontainers.image.version label: the package's version.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 
 if $from_source; then
-  docker build --force-rm --target runtime -t "$tag" .
+  docker build --force-rm --target runtime --build-arg "VERSION=$version" -t "$tag" .
 else
   RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --workspace --target "$target_triple"
@@ -40,7 +42,8 @@ else
       exit 1
     fi
   done
-  docker build --force-rm --target runtime-prebuilt --build-arg "BIN_DIR=$bin_dir" -t "$tag" .
+  docker build --force-rm --target runtime-prebuilt --build-arg "BIN_DIR=$bin_dir" \
+    --build-arg "VERSION=$version" -t "$tag" .
 fi
 
 size=$(docker image inspect --format '{{.Size}}' "$tag")

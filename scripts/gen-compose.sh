@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Prints a Docker Compose file for a treecache cluster of the given depth:
 # ZooKeeper plus NODE-1 .. NODE-N (N = 2^DEPTH - 1) on the private network
-# 10.0.1.0/24, node i at 10.0.1.(10+i), published on 127.0.0.1:(5000+i).
+# 10.0.1.0/24, node i at 10.0.1.(10+i), published on 127.0.0.1:(5000+i), and
+# one standby of the root NODE-r, NODE-r-standby at 10.0.1.10, published on
+# 127.0.0.1:(5000+N+1), as `treecache cluster` publishes its first standby.
+# The nodes share a cluster key that a one-off service makes on the first
+# start, in a volume of its own.
 #
 #   scripts/gen-compose.sh DEPTH [ROOT_ID] > docker-compose.yml
 #
@@ -31,9 +35,15 @@ cat <<EOF
 #   docker exec NODE-1 /treecache-cli tree
 #   docker compose down
 #
+# NODE-$root-standby (http://127.0.0.1:$((5001 + count))) is a standby of the root: it takes
+# over when the root's ZooKeeper session ends (docs/deployment.md).
+#
 # TREECACHE_IMAGE names the node image (default treecache:latest, built from
 # the Dockerfile here); a prebuilt one skips the build:
 #   TREECACHE_IMAGE=treecache:local docker compose up -d --no-build
+# ZOOKEEPER_IMAGE names the ZooKeeper image (default zookeeper:3.9); where no
+# registry is reachable, build one with scripts/zookeeper-image.sh:
+#   ZOOKEEPER_IMAGE=treecache-zookeeper:local docker compose up -d
 name: treecache
 
 x-node: &node
@@ -42,13 +52,24 @@ x-node: &node
     context: .
     target: runtime
   # Docker's init runs the node and passes on SIGTERM: the node finishes the
-  # writes under way, syncs its log and exits.
+  # writes under way, syncs its log, ends its ZooKeeper session and exits.
   init: true
+  restart: unless-stopped
+  # Healthy once the node serves its part of the tree (GET /ready), asked by
+  # the CLI inside the image (no shell there; "self" is this container's
+  # node).
+  healthcheck:
+    test: ["CMD", "/treecache-cli", "--timeout", "2", "ready", "self"]
+    interval: 2s
+    timeout: 3s
+    retries: 3
+    start_period: 60s
 
 services:
   zookeeper:
-    image: zookeeper:3.9
+    image: \${ZOOKEEPER_IMAGE:-zookeeper:3.9}
     container_name: zookeeper
+    restart: unless-stopped
     healthcheck:
       test: ["CMD", "zkServer.sh", "status"]
       interval: 2s
@@ -57,28 +78,39 @@ services:
     networks:
       treecache:
         ipv4_address: 10.0.1.2
+
+  # The cluster key every node signs its calls to the others with: made once,
+  # on the first start, and kept in the volume cluster-key.
+  cluster-key:
+    image: \${TREECACHE_IMAGE:-treecache:latest}
+    container_name: treecache-cluster-key
+    entrypoint: ["/treecache", "keygen", "/keys/cluster.key"]
+    restart: "no"
+    volumes:
+      - cluster-key:/keys
+    network_mode: none
 EOF
+
+# Every node and the standby: the key, read-only.
+key_volume="      - cluster-key:/keys:ro"
+key_dependency=$'\n'"      cluster-key:"$'\n'"        condition: service_completed_successfully"
 
 # The tree takes the nodes in order of arrival. So that it comes out the
 # same on every start (the first node after the root in slot 1, the next in
-# slot 2, ...), the nodes start in id order, each after the one before it,
-# and the k-th node after the root waits STARTUP_DELAY = 4 + k seconds: the
-# nodes reach the root at least a second apart. The root never waits.
-position=0
+# slot 2, ...), each node starts once the one before it in id order is
+# healthy, that is, has joined: no node waits longer than that
+# (STARTUP_DELAY 0).
 previous=""
 for id in $(seq 1 "$count"); do
-  # Every node waits for a healthy ZooKeeper, the others also for the root
-  # and for the node before them.
+  # Every node waits for a healthy ZooKeeper, the others also for a healthy
+  # root and the node before them.
   dependencies=""
-  delay=0
-  volumes=""
+  volumes=$'\n'"    volumes:"$'\n'"$key_volume"
   if [ "$id" -eq "$root" ]; then
-    volumes=$'\n'"    volumes:"$'\n'"      - root-data:/data"
+    volumes+=$'\n'"      - root-data:/data"
   else
-    position=$((position + 1))
-    delay=$((4 + position))
     for service in "node-$root" ${previous:+"$previous"}; do
-      dependencies+=$'\n'"      $service:"$'\n'"        condition: service_started"
+      dependencies+=$'\n'"      $service:"$'\n'"        condition: service_healthy"
     done
     previous="node-$id"
   fi
@@ -95,12 +127,13 @@ for id in $(seq 1 "$count"); do
       API_PORT: "5000"
       ADVERTISE_ADDRESS: "NODE-$id:5000"
       ZOOKEEPER: "zookeeper:2181"
-      STARTUP_DELAY: "$delay"
+      STARTUP_DELAY: "0"
+      CLUSTER_KEY_FILE: /keys/cluster.key
     ports:
       - "127.0.0.1:$((5000 + id)):5000"$volumes
     depends_on:
       zookeeper:
-        condition: service_healthy$dependencies
+        condition: service_healthy$key_dependency$dependencies
     networks:
       treecache:
         ipv4_address: 10.0.1.$((10 + id))
@@ -108,11 +141,56 @@ for id in $(seq 1 "$count"); do
 EOF
 done
 
+# A standby of the root: the root's id, its own address and data volume.
+# The first process of the root group to write the group's state in
+# ZooKeeper leads, so the standby starts once the root is healthy (ready:
+# it leads), and the root in NODE-$root is the primary after every start.
 cat <<EOF
 
-# The root's log and snapshots outlive its container.
+  node-$root-standby:
+    <<: *node
+    container_name: NODE-$root-standby
+    hostname: NODE-$root-standby
+    environment:
+      NODE_ID: "$root"
+      TREE_DEPTH: "$depth"
+      ROOT_NODE_ID: "$root"
+      API_PORT: "5000"
+      ADVERTISE_ADDRESS: "NODE-$root-standby:5000"
+      ZOOKEEPER: "zookeeper:2181"
+      STARTUP_DELAY: "0"
+      CLUSTER_KEY_FILE: /keys/cluster.key
+    ports:
+      - "127.0.0.1:$((5001 + count)):5000"
+    volumes:
+$key_volume
+      - root-standby-data:/data
+    depends_on:
+      zookeeper:
+        condition: service_healthy$key_dependency
+      node-$root:
+        condition: service_healthy
+    networks:
+      treecache:
+        ipv4_address: 10.0.1.10
+        aliases: [NODE-$root-standby]
+    # A standby never reports ready (GET /ready is 503 until it takes over):
+    # healthy while it answers GET /.
+    healthcheck:
+      test: ["CMD", "/treecache-cli", "--timeout", "2", "health", "http://127.0.0.1:5000"]
+      interval: 5s
+      timeout: 5s
+      retries: 3
+EOF
+
+cat <<EOF
+
+# The cluster key, and the root's and its standby's logs and snapshots,
+# outlive their containers.
 volumes:
+  cluster-key:
   root-data:
+  root-standby-data:
 
 networks:
   treecache:

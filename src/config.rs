@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::ApiTokens;
 use crate::auth::ClusterKey;
+use crate::logging::LogFormat;
 use crate::tree::Tree;
 use crate::wal::Fsync;
 
@@ -78,6 +79,13 @@ pub const FLAGS: &[Flag] = {
             "NODE_ID",
             Required,
             "this node's id, 1 to 2^depth - 1",
+        ),
+        flag(
+            "--id-from-ordinal",
+            "FIRST",
+            "ID_FROM_ORDINAL",
+            Described("none: --id gives the id"),
+            "instead of --id: FIRST plus the ordinal that ends this host's name (StatefulSet pod treecache-4 with 1: NODE-5)",
         ),
         flag(
             "--depth",
@@ -155,6 +163,13 @@ pub const FLAGS: &[Flag] = {
             "LOG_LEVEL",
             Value("info"),
             "error, warn, info, debug or trace",
+        ),
+        flag(
+            "--log-format",
+            "FORMAT",
+            "LOG_FORMAT",
+            Value("text"),
+            "text, or json: one object per line with ts, level, target and msg",
         ),
         flag(
             "--upstream-timeout",
@@ -295,6 +310,7 @@ pub struct Config {
     pub startup_delay: Duration,
     pub threads: usize,
     pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
     pub upstream_timeout: Duration,
     /// Bound on one call to one other node.
     // Parsed and validated, but nothing reads it yet.
@@ -496,6 +512,34 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
+/// This host's name: `HOSTNAME` when set (Docker and Kubernetes set it to
+/// the container's host name), else the kernel's.
+fn hostname(env: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(name) = env("HOSTNAME").filter(|n| !n.is_empty()) {
+        return name;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The ordinal at the end of a StatefulSet pod's host name: 4 in
+/// `treecache-4` (and in `treecache-4.treecache.default.svc`).
+pub fn ordinal_of(host: &str) -> Result<u32, String> {
+    let short = host.split('.').next().unwrap_or_default();
+    short
+        .rsplit_once('-')
+        .and_then(|(_, digits)| treecache_common::names::parse_node_id(digits))
+        .ok_or_else(|| {
+            format!("the host name {host:?} does not end in -ORDINAL, as a StatefulSet pod's does")
+        })
+}
+
 /// The thread count used when `--threads` is not given.
 pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -532,10 +576,33 @@ impl Config {
             }
         };
 
-        let id = match src.parsed("--id", parse_u32)? {
-            Some(id) => in_tree("--id", id)?,
-            None => return Err(error("--id", "is required (or set NODE_ID)")),
-        };
+        let given_id = src.parsed("--id", parse_u32)?;
+        let first_id = src.parsed("--id-from-ordinal", parse_u32)?;
+        let id =
+            match (given_id, first_id) {
+                (Some(_), Some(_)) => return Err(error(
+                    "--id-from-ordinal",
+                    "give either --id (NODE_ID) or --id-from-ordinal (ID_FROM_ORDINAL), not both",
+                )),
+                (Some(id), None) => in_tree("--id", id)?,
+                (None, Some(first)) => {
+                    let host = hostname(src.env);
+                    let id = ordinal_of(&host)
+                        .and_then(|ordinal| {
+                            first
+                                .checked_add(ordinal)
+                                .ok_or_else(|| "the id is past 2^32".to_string())
+                        })
+                        .map_err(|m| error("--id-from-ordinal", m))?;
+                    in_tree("--id-from-ordinal", id)?
+                }
+                (None, None) => {
+                    return Err(error(
+                        "--id",
+                        "is required (or set NODE_ID, or give --id-from-ordinal)",
+                    ))
+                }
+            };
         let root_id = in_tree("--root-id", src.parsed_or_default("--root-id", parse_u32)?)?;
         let port = src.parsed_or_default("--port", |s| {
             s.parse::<u16>()
@@ -561,6 +628,7 @@ impl Config {
             })?
             .unwrap_or_else(default_threads);
         let log_level = src.parsed_or_default("--log-level", parse_level)?;
+        let log_format = src.parsed_or_default("--log-format", LogFormat::parse)?;
         let upstream_timeout = src.parsed_or_default("--upstream-timeout", |s| {
             parse_duration(s).and_then(|d| {
                 if d >= Duration::from_millis(10) {
@@ -637,6 +705,7 @@ impl Config {
             startup_delay,
             threads,
             log_level,
+            log_format,
             upstream_timeout,
             hop_timeout,
             zk_session_timeout,
@@ -712,6 +781,161 @@ mod tests {
         assert_eq!(c.root.as_deref(), Some("h:7000"));
         assert_eq!(parse(&["--id=x"], &[]).unwrap_err().flag, "--id");
         assert_eq!(parse(&["--id="], &[]).unwrap_err().flag, "--id");
+    }
+
+    #[test]
+    fn the_id_may_come_from_a_stateful_set_ordinal() {
+        let host = |name: &'static str| [("HOSTNAME", name)];
+        let c = parse(&["--id-from-ordinal", "1"], &host("treecache-4")).unwrap();
+        assert_eq!((c.id, c.name()), (5, "NODE-5".to_string()));
+        assert_eq!(c.advertise, "NODE-5:5000");
+        let c = parse(&["--id-from-ordinal=2"], &host("treecache-0")).unwrap();
+        assert_eq!(c.id, 2);
+        let env = [
+            ("ID_FROM_ORDINAL", "2"),
+            ("HOSTNAME", "cache-5.treecache.ns.svc"),
+        ];
+        assert_eq!(parse(&[], &env).unwrap().id, 7);
+        assert_eq!(ordinal_of("my-app-12"), Ok(12));
+        for refused in [
+            &["--id-from-ordinal", "1"][..],
+            &["--id-from-ordinal", "1", "--id", "2"],
+        ] {
+            let host = if refused.len() == 2 {
+                "treecache"
+            } else {
+                "t-1"
+            };
+            let e = parse(refused, &[("HOSTNAME", host)]).unwrap_err();
+            assert_eq!(e.flag, "--id-from-ordinal", "{e}");
+        }
+        for host in [
+            "treecache",
+            "treecache-",
+            "treecache-01",
+            "treecache-x",
+            "4",
+        ] {
+            assert!(ordinal_of(host).is_err(), "{host}");
+        }
+        // Ordinal 7 with FIRST 1 is NODE-8: outside a depth-3 tree.
+        let e = parse(&["--id-from-ordinal", "1"], &host("treecache-7")).unwrap_err();
+        assert!(e.message.contains("between 1 and 7"), "{e}");
+        let e = parse(&["--id-from-ordinal", "1", "--id", "1"], &[]).unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert_eq!(
+            parse(&["--id", "1"], &[]).unwrap().log_format,
+            LogFormat::Text
+        );
+        let c = parse(&["--id=1", "--log-format=json"], &[]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let c = parse(&["--id", "1"], &[("LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let e = parse(&["--id", "1", "--log-format", "xml"], &[]).unwrap_err();
+        assert_eq!(e.flag, "--log-format");
+    }
+
+    #[test]
+    fn every_value_flag_takes_its_value_after_an_equals_sign_too() {
+        let spaced = parse(
+            &[
+                "--id",
+                "3",
+                "--depth",
+                "4",
+                "--startup-delay",
+                "250ms",
+                "--cache-max-bytes",
+                "10MB",
+                "--max-store-bytes",
+                "1GiB",
+                "--zk-session-timeout",
+                "2s",
+                "--hop-timeout",
+                "1500ms",
+                "--upstream-timeout",
+                "1m",
+                "--threads",
+                "2",
+                "--log-level",
+                "debug",
+                "--log-format",
+                "json",
+                "--fsync",
+                "no",
+            ],
+            &[],
+        )
+        .unwrap();
+        let joined = parse(
+            &[
+                "--id=3",
+                "--depth=4",
+                "--startup-delay=250ms",
+                "--cache-max-bytes=10MB",
+                "--max-store-bytes=1GiB",
+                "--zk-session-timeout=2s",
+                "--hop-timeout=1500ms",
+                "--upstream-timeout=1m",
+                "--threads=2",
+                "--log-level=debug",
+                "--log-format=json",
+                "--fsync=no",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(format!("{spaced:?}"), format!("{joined:?}"));
+        assert_eq!(joined.startup_delay, Duration::from_millis(250));
+        assert_eq!(joined.cache_max_bytes, 10_000_000);
+        assert_eq!(joined.max_store_bytes, Some(1 << 30));
+        assert_eq!(joined.hop_timeout, Duration::from_millis(1500));
+        assert_eq!(joined.upstream_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_size_unit_and_duration_unit_reaches_the_config() {
+        let sizes = [
+            ("65536", 65536),
+            ("64K", 64 << 10),
+            ("64KiB", 64 << 10),
+            ("64KB", 64_000),
+            ("8M", 8 << 20),
+            ("8MiB", 8 << 20),
+            ("8MB", 8_000_000),
+            ("2G", 2 << 30),
+            ("2GiB", 2 << 30),
+            ("2GB", 2_000_000_000),
+        ];
+        for (text, bytes) in sizes {
+            let flag = format!("--cache-max-bytes={text}");
+            assert_eq!(
+                parse(&["--id=2", &flag], &[]).unwrap().cache_max_bytes,
+                bytes
+            );
+            let env = [("MAX_STORE_BYTES", text)];
+            assert_eq!(
+                parse(&["--id=1"], &env).unwrap().max_store_bytes,
+                Some(bytes)
+            );
+        }
+        let durations = [
+            ("5", Duration::from_secs(5)),
+            ("0.5", Duration::from_millis(500)),
+            ("750ms", Duration::from_millis(750)),
+            ("3s", Duration::from_secs(3)),
+            ("2m", Duration::from_secs(120)),
+        ];
+        for (text, d) in durations {
+            let flag = format!("--startup-delay={text}");
+            assert_eq!(parse(&["--id=2", &flag], &[]).unwrap().startup_delay, d);
+            let env = [("ZK_SESSION_TIMEOUT", text)];
+            assert_eq!(parse(&["--id=2"], &env).unwrap().zk_session_timeout, d);
+        }
     }
 
     #[test]

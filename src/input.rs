@@ -95,6 +95,29 @@ pub fn local_flag(query: &str) -> Result<bool, Invalid> {
     Ok(local)
 }
 
+/// The longest request id a write may carry.
+pub const MAX_REQUEST_ID: usize = 200;
+
+/// A write's `X-Treecache-Request-Id`: absent or empty is none; else 1 to
+/// 200 visible ASCII characters.
+pub fn request_id(header: Option<&str>) -> Result<Option<String>, Invalid> {
+    let Some(id) = header.map(str::trim).filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    if id.len() > MAX_REQUEST_ID {
+        return Err(bad(format!(
+            "A request id takes at most {MAX_REQUEST_ID} characters, not {}.",
+            id.len()
+        )));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "A request id takes visible ASCII characters only (no spaces).",
+        ));
+    }
+    Ok(Some(id.to_string()))
+}
+
 /// A PUT body: `{"value": V}`, or `{"value": V, "ttl": SECONDS}`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PutBody {
@@ -275,6 +298,20 @@ pub fn with_ttl(mut body: Vec<u8>, seconds: f64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_visible() {
+        assert_eq!(request_id(None), Ok(None));
+        assert_eq!(request_id(Some("  ")), Ok(None));
+        assert_eq!(request_id(Some(" a-1 ")), Ok(Some("a-1".into())));
+        assert_eq!(
+            request_id(Some(&"x".repeat(200))),
+            Ok(Some("x".repeat(200)))
+        );
+        assert!(request_id(Some(&"x".repeat(201))).is_err());
+        assert!(request_id(Some("a b")).is_err());
+        assert!(request_id(Some("é")).is_err());
+    }
 
     #[test]
     fn keys_are_percent_decoded() {

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::http::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::node::{Links, Node, RootLocator};
-use crate::registry::{self, Registry};
+use crate::registry::Registry;
 
 /// How long a stopping node waits for the writes under way: with the sync
 /// after it, a node exits within 5 s of SIGTERM.
@@ -26,22 +26,25 @@ pub fn node(args: pico_args::Arguments) {
             std::process::exit(2);
         }
     };
-    init_logging(config.log_level);
+    crate::logging::init(config.log_level, config.log_format);
 
     let listener = match std::net::TcpListener::bind(config.listen) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("treecache node: cannot listen on {}: {e}", config.listen);
+            log::error!("cannot listen on {}: {e}", config.listen);
             std::process::exit(1);
         }
     };
     // A signal during recovery exits at once; once the node serves, it
     // first finishes the writes under way and syncs the log.
-    let serving: Arc<OnceLock<Arc<Node>>> = Arc::default();
+    let serving: Arc<OnceLock<(Arc<Node>, Registry)>> = Arc::default();
     let stopping = serving.clone();
     crate::process::on_stop_signals(move || {
-        if let Some(node) = stopping.get() {
+        if let Some((node, registry)) = stopping.get() {
             node.stop(STOP_WAIT);
+            // Its znodes go now: a standby of the root takes over at once,
+            // and no parent waits a session timeout for this node.
+            registry.close(Duration::from_millis(500));
         }
     });
     let registry = Registry::start_with_auth(
@@ -62,6 +65,13 @@ pub fn node(args: pico_args::Arguments) {
         }
     };
     let metrics = Arc::new(Metrics::default());
+    metrics.set_cache_max_bytes(if config.is_root() {
+        config.max_store_bytes.unwrap_or(0)
+    } else {
+        config.cache_max_bytes
+    });
+    let connected = registry.clone();
+    metrics.set_zookeeper_probe(move || connected.is_connected());
     let session_of = registry.clone();
     let client = Arc::new(
         HttpClient::new(
@@ -101,7 +111,7 @@ pub fn node(args: pico_args::Arguments) {
             std::process::exit(e.exit_status());
         }
     };
-    let _ = serving.set(node.clone());
+    let _ = serving.set((node.clone(), registry.clone()));
     // Each new ZooKeeper session: the node drops what its old one may have
     // left stale. The session already there, if any, is the first.
     let on_session = node.clone();
@@ -121,7 +131,7 @@ fn liveness_owner(
     prefix: String,
 ) -> Box<crate::auth::one_process::LivenessOwner> {
     Box::new(move |name: &str| {
-        let path = registry::layout::live_named(&prefix, name);
+        let path = crate::registry::layout::live_named(&prefix, name);
         registry
             .call(move |zk| zk.exists(&path, false))
             .map(|stat| stat.map(|s| s.ephemeral_owner).filter(|&owner| owner != 0))
@@ -140,40 +150,4 @@ fn warn_of_open_doors(config: &Config) {
     if config.zk_auth.is_none() {
         log::warn!("no --zk-auth: the cluster's znodes are open to every ZooKeeper client");
     }
-}
-
-/// The node's logger: simple_logger for our records; the ZooKeeper client's
-/// records (an error per reconnect attempt, thousands a second while
-/// ZooKeeper is down) go to the registry, which logs state changes itself.
-struct NodeLogger {
-    inner: simple_logger::SimpleLogger,
-}
-
-impl log::Log for NodeLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        registry::is_client_log(metadata.target()) || self.inner.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if registry::is_client_log(record.target()) {
-            registry::pace_client_log(record);
-        } else {
-            self.inner.log(record);
-        }
-    }
-
-    fn flush(&self) {
-        self.inner.flush();
-    }
-}
-
-fn init_logging(level: log::LevelFilter) {
-    let inner = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_module_level("ureq", log::LevelFilter::Warn);
-    log::set_boxed_logger(Box::new(NodeLogger { inner })).expect("the logger is set once");
-    // The client's records must reach NodeLogger even at a quieter level:
-    // its reconnect loop is paced there (info and above), and the registry
-    // learns each session from one of its trace records.
-    log::set_max_level(level.max(registry::CLIENT_LOG_LEVEL));
 }

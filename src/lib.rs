@@ -10,7 +10,9 @@
 //! `store`, and reaches other nodes through the seams of `node::peers`,
 //! whose HTTP implementation is `http::client` speaking `wire`.
 //!
-//! - `launch`: `treecache node`, the wiring from flags to a serving node.
+//! - `launch`: `treecache node`, the wiring from flags to a serving node;
+//!   `logging`: its log lines (RFC 3339 timestamps, text or JSON), with the
+//!   ZooKeeper client's records routed to `registry`.
 //! - `config`: flags and environment into one validated `Config`.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
@@ -52,6 +54,7 @@ mod http;
 mod input;
 pub mod launch;
 pub mod local;
+mod logging;
 mod metrics;
 mod node;
 mod precondition;

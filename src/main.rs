@@ -11,6 +11,7 @@ treecache: a distributed key-value cache whose nodes form a binary tree
 Usage:
   treecache node [FLAGS]      run one node (every flag also has an environment variable)
   treecache cluster [FLAGS]   run a whole local cluster with its own ZooKeeper
+  treecache keygen PATH       write a new random cluster key to PATH (kept if PATH exists)
   treecache --version
 
 Node flags (--flag VALUE or --flag=VALUE; each has an environment variable, and the flag wins):
@@ -25,6 +26,9 @@ Cluster flags:
   --zookeeper H:P (127.0.0.1:2181; started from the local installation when none answers)
   --log-level LEVEL (info)
   --data-dir DIR (the root's data; by default a temporary directory removed at exit)
+  --threads N (each node's --threads; by default the node's own, 2 from depth 5 on)
+  --standbys K (1: standbys of the root, standby k on 127.0.0.1:P+N+k)
+  The nodes take slots in id order: NODE-2 slot 1, NODE-3 slot 2, ...
 ",
         treecache::flags_usage().trim_end()
     )
@@ -49,6 +53,7 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Some(cmd)) if cmd == "keygen" => std::process::exit(keygen(args)),
         Ok(Some(cmd)) => {
             eprintln!("treecache: unknown command {cmd:?}; try `treecache --help`");
             std::process::exit(2);
@@ -56,6 +61,35 @@ fn main() {
         _ => {
             eprint!("{}", usage());
             std::process::exit(2);
+        }
+    }
+}
+
+/// `treecache keygen PATH`: a new random cluster key at PATH, unless a file
+/// is there already (then it is kept: a container setup runs this on every
+/// start). Exit 0 either way, 2 for bad arguments, 1 when it cannot write.
+fn keygen(args: pico_args::Arguments) -> i32 {
+    let paths = args.finish();
+    let [path] = paths.as_slice() else {
+        eprintln!("usage: treecache keygen PATH");
+        return 2;
+    };
+    let path = std::path::Path::new(path);
+    if path.exists() {
+        println!("treecache keygen: keeping the key in {}", path.display());
+        return 0;
+    }
+    match treecache::auth::write_random_key(path) {
+        Ok(()) => {
+            println!(
+                "treecache keygen: wrote a new cluster key to {}",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("treecache keygen: cannot write {}: {e}", path.display());
+            1
         }
     }
 }

@@ -1,7 +1,18 @@
 //! Per-node counters, rendered in the Prometheus text exposition format.
+//!
+//! Besides the counters of reads, fills and invalidations: the time each
+//! request took, by method and route ([`RequestDurations`], one histogram
+//! per pair, built at start so that timing a request allocates nothing),
+//! the build, whether the node's ZooKeeper session is up, and the byte
+//! bound of its store.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The version in `treecache_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Counters a node keeps. Gauges (bytes, keys) are read from the store when rendered.
 pub struct Metrics {
@@ -16,6 +27,13 @@ pub struct Metrics {
     pub upstream_connections: AtomicU64,
     /// Responses by status code, 100 to 599.
     responses: Box<[AtomicU64]>,
+    /// How long requests took, by method and route.
+    pub requests: RequestDurations,
+    /// `treecache_cache_max_bytes`: the byte bound of this node's store
+    /// (a cache's bound; the root's, or 0 when it has none).
+    cache_max_bytes: AtomicU64,
+    /// Whether this node has a ZooKeeper session; unset: it has none.
+    zookeeper: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Default for Metrics {
@@ -30,6 +48,147 @@ impl Default for Metrics {
             releases_sent: AtomicU64::new(0),
             upstream_connections: AtomicU64::new(0),
             responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
+            requests: RequestDurations::new(),
+            cache_max_bytes: AtomicU64::new(0),
+            zookeeper: OnceLock::new(),
+        }
+    }
+}
+
+/// The methods of `treecache_request_duration_seconds`; any other is `other`.
+pub const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "other"];
+
+/// The routes of `treecache_request_duration_seconds`: a fixed set of names,
+/// never a request's path, so that the number of series stays bounded.
+/// `other` is every path that matches no route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteName {
+    Store,
+    Mget,
+    Keys,
+    Nodes,
+    Join,
+    Fill,
+    Invalidate,
+    Flush,
+    Evicted,
+    /// The root group's replication to its standbys.
+    Replicate,
+    Metrics,
+    Ready,
+    Info,
+    Docs,
+    OpenApi,
+    Other,
+}
+
+impl RouteName {
+    pub const ALL: [RouteName; 16] = [
+        RouteName::Store,
+        RouteName::Mget,
+        RouteName::Keys,
+        RouteName::Nodes,
+        RouteName::Join,
+        RouteName::Fill,
+        RouteName::Invalidate,
+        RouteName::Flush,
+        RouteName::Evicted,
+        RouteName::Replicate,
+        RouteName::Metrics,
+        RouteName::Ready,
+        RouteName::Info,
+        RouteName::Docs,
+        RouteName::OpenApi,
+        RouteName::Other,
+    ];
+
+    /// The value of the `route` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteName::Store => "store",
+            RouteName::Mget => "mget",
+            RouteName::Keys => "keys",
+            RouteName::Nodes => "nodes",
+            RouteName::Join => "join",
+            RouteName::Fill => "fill",
+            RouteName::Invalidate => "invalidate",
+            RouteName::Flush => "flush",
+            RouteName::Evicted => "evicted",
+            RouteName::Replicate => "replicate",
+            RouteName::Metrics => "metrics",
+            RouteName::Ready => "ready",
+            RouteName::Info => "info",
+            RouteName::Docs => "docs",
+            RouteName::OpenApi => "openapi",
+            RouteName::Other => "other",
+        }
+    }
+}
+
+/// One series of `treecache_request_duration_seconds`: which method and
+/// route a request had. Copy it when the request arrives; observe with it
+/// when the answer has been written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestSeries(usize);
+
+impl RequestSeries {
+    /// The series of a request: its method (`GET`, ...; another is `other`)
+    /// and route.
+    pub fn of(method: &str, route: RouteName) -> RequestSeries {
+        let m = METHODS[..METHODS.len() - 1]
+            .iter()
+            .position(|&x| x == method)
+            .unwrap_or(METHODS.len() - 1);
+        let r = route as usize;
+        RequestSeries(m * RouteName::ALL.len() + r)
+    }
+}
+
+/// `treecache_request_duration_seconds`: a histogram per method and route,
+/// each with its label text made once.
+pub struct RequestDurations {
+    series: Box<[(String, Histogram)]>,
+}
+
+impl RequestDurations {
+    fn new() -> RequestDurations {
+        let series = METHODS
+            .iter()
+            .flat_map(|method| {
+                RouteName::ALL.iter().map(move |route| {
+                    (
+                        format!("method=\"{method}\",route=\"{}\"", route.label()),
+                        Histogram::new(LATENCY_BUCKETS),
+                    )
+                })
+            })
+            .collect();
+        RequestDurations { series }
+    }
+
+    /// Records that a request of `series` took `took`.
+    pub fn observe(&self, series: RequestSeries, took: Duration) {
+        self.series[series.0].1.observe(took);
+    }
+
+    /// How many requests of `series` were recorded.
+    #[cfg(test)]
+    pub fn count(&self, series: RequestSeries) -> u64 {
+        self.series[series.0].1.count()
+    }
+
+    /// The metric with the series that have had a request (an unused
+    /// method and route pair has none).
+    fn render(&self, out: &mut String) {
+        let name = "treecache_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from receiving a request to having written its answer, by method and route.\n# TYPE {name} histogram"
+        );
+        for (labels, h) in self.series.iter() {
+            if h.count() > 0 {
+                h.render(out, name, labels);
+            }
         }
     }
 }
@@ -73,7 +232,6 @@ impl Histogram {
     }
 
     /// How many observations there were.
-    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
@@ -123,6 +281,17 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 impl Metrics {
+    /// Sets `treecache_cache_max_bytes`.
+    pub fn set_cache_max_bytes(&self, bytes: u64) {
+        self.cache_max_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Tells the metrics how to learn whether the node has a ZooKeeper
+    /// session (`treecache_zookeeper_connected`); asked at each scrape.
+    pub fn set_zookeeper_probe(&self, connected: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.zookeeper.set(Box::new(connected));
+    }
+
     pub fn count_response(&self, status: u16) {
         if let Some(c) = self.responses.get((status as usize).wrapping_sub(100)) {
             bump(c);
@@ -216,6 +385,24 @@ impl Metrics {
                 );
             }
         }
+        self.requests.render(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP treecache_build_info The version of this node; always 1.\n# TYPE treecache_build_info gauge\ntreecache_build_info{{version=\"{VERSION}\"}} 1"
+        );
+        let connected = self.zookeeper.get().is_some_and(|probe| probe());
+        gauge(
+            &mut out,
+            "treecache_zookeeper_connected",
+            "1 while this node has a ZooKeeper session, else 0.",
+            u64::from(connected),
+        );
+        gauge(
+            &mut out,
+            "treecache_cache_max_bytes",
+            "Byte bound of this node's store: --cache-max-bytes on a cache, --max-store-bytes on the root (0: none).",
+            get(&self.cache_max_bytes),
+        );
         out
     }
 }
@@ -267,7 +454,88 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("treecache_"), "{line}");
-            value.parse::<u64>().unwrap();
+            value.parse::<f64>().unwrap();
         }
+    }
+
+    fn gauges() -> Gauges {
+        Gauges {
+            evictions: 0,
+            cache_bytes: 0,
+            store_keys: 0,
+        }
+    }
+
+    #[test]
+    fn request_durations_count_by_method_and_route() {
+        let m = Metrics::default();
+        let get_store = RequestSeries::of("GET", RouteName::Store);
+        let put_store = RequestSeries::of("PUT", RouteName::Store);
+        let patch = RequestSeries::of("PATCH", RouteName::Other);
+        assert_ne!(get_store, put_store);
+        assert_eq!(patch, RequestSeries::of("OPTIONS", RouteName::Other));
+        m.requests.observe(get_store, Duration::from_micros(80));
+        m.requests.observe(get_store, Duration::from_millis(3));
+        m.requests.observe(patch, Duration::from_millis(1));
+        assert_eq!(m.requests.count(get_store), 2);
+        assert_eq!(m.requests.count(put_store), 0);
+        let text = m.render(&gauges());
+        assert!(text.contains("# TYPE treecache_request_duration_seconds histogram\n"));
+        assert!(
+            text.contains(
+                "treecache_request_duration_seconds_count{method=\"GET\",route=\"store\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "treecache_request_duration_seconds_bucket{method=\"GET\",route=\"store\",le=\"0.0001\"} 1\n"
+        ));
+        assert!(text.contains(
+            "treecache_request_duration_seconds_count{method=\"other\",route=\"other\"} 1\n"
+        ));
+        // A pair without requests has no series.
+        assert!(!text.contains("method=\"PUT\",route=\"store\""));
+    }
+
+    #[test]
+    fn every_route_and_method_has_its_own_series() {
+        let mut seen = std::collections::BTreeSet::new();
+        for method in METHODS {
+            for route in RouteName::ALL {
+                assert!(seen.insert(RequestSeries::of(method, route)));
+            }
+        }
+        // A series' index is its route's discriminant: ALL is in that order.
+        for (i, route) in RouteName::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, i, "{route:?}");
+        }
+        let labels: std::collections::BTreeSet<&str> =
+            RouteName::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), RouteName::ALL.len());
+    }
+
+    #[test]
+    fn build_info_zookeeper_and_the_store_bound() {
+        let m = Metrics::default();
+        let text = m.render(&gauges());
+        assert!(text.contains(&format!(
+            "\ntreecache_build_info{{version=\"{VERSION}\"}} 1\n"
+        )));
+        assert!(
+            text.contains("\ntreecache_zookeeper_connected 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ntreecache_cache_max_bytes 0\n"));
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let probe = up.clone();
+        m.set_zookeeper_probe(move || probe.load(Ordering::Relaxed));
+        m.set_cache_max_bytes(64 << 20);
+        let text = m.render(&gauges());
+        assert!(text.contains("\ntreecache_zookeeper_connected 1\n"));
+        assert!(text.contains(&format!("\ntreecache_cache_max_bytes {}\n", 64 << 20)));
+        up.store(false, Ordering::Relaxed);
+        assert!(m
+            .render(&gauges())
+            .contains("\ntreecache_zookeeper_connected 0\n"));
     }
 }

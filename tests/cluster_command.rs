@@ -13,12 +13,7 @@ use serde_json::json;
 
 #[test]
 fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
-    // Four ports in a row that nothing listens on now (three nodes and a standby).
-    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-    let base = (0..50)
-        .map(|_| common::free_port().saturating_sub(100).max(20000))
-        .find(|&b| (1..=4).all(|i| free(b + i)))
-        .expect("four free ports in a row");
+    let base = free_base(4);
     let zk_port = common::free_port();
     let mut command = Command::new(common::treecache_bin());
     command
@@ -90,4 +85,136 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
     common::wait_until(Duration::from_secs(5), "every port is closed", || {
         (1..=4).all(|id| closed(base + id)) && closed(zk_port)
     });
+}
+
+/// A base port B such that B+1..=B+n are free, below the ephemeral range
+/// (where the ZooKeeper's and the test's own ports come from); the tests of
+/// this binary run at once, so each gets a range of its own.
+fn free_base(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 100) as u16 * 100;
+    loop {
+        let base = start + NEXT.fetch_add(n + 1, Ordering::Relaxed);
+        assert!(base < 32_000, "no free range of {n} ports");
+        let free = (1..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+/// Starts `treecache cluster` with `args` and reads its stdout until the
+/// cluster is up; returns the process and what it printed.
+fn cluster_up(args: &[&str]) -> (std::process::Child, String) {
+    let mut command = Command::new(common::treecache_bin());
+    command
+        .arg("cluster")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    treecache::local::children::die_with_parent(&mut command);
+    let started = Instant::now();
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("Press Ctrl-C") {
+                let _ = tx.send(printed.clone());
+            }
+        }
+        let _ = tx.send(printed);
+    });
+    let printed = rx
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| panic!("no cluster within 90 s"));
+    assert!(
+        printed.contains("Press Ctrl-C"),
+        "{printed} (after {:?})",
+        started.elapsed()
+    );
+    (child, printed)
+}
+
+#[test]
+fn a_depth_5_cluster_takes_its_slots_in_id_order_and_reports_what_it_takes() {
+    // 31 nodes and the standby of the root.
+    let base = free_base(32);
+    let zk_port = common::free_port();
+    let (mut child, printed) = cluster_up(&[
+        "--depth",
+        "5",
+        "--base-port",
+        &base.to_string(),
+        "--zookeeper",
+        &format!("127.0.0.1:{zk_port}"),
+        "--log-level",
+        "warn",
+    ]);
+    let url = |id: u32| format!("http://127.0.0.1:{}", base as u32 + id);
+    let (status, doc) = http::get(&format!("{}/nodes", url(1)));
+    assert_eq!(status, 200, "{doc}");
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 31, "{doc}");
+    for node in nodes {
+        let id: u64 = node["name"].as_str().unwrap()[5..].parse().unwrap();
+        assert_eq!(node["slot"], id - 1, "{node}");
+        assert_eq!(node["address"], format!("127.0.0.1:{}", base as u64 + id));
+    }
+    // Every node serves, and its own view agrees with the root's.
+    for id in 1..=31 {
+        assert_eq!(http::get(&format!("{}/ready", url(id))).0, 200, "NODE-{id}");
+        let (_, info) = http::get(&url(id));
+        assert_eq!(info["slot"], id - 1, "{info}");
+    }
+    // From depth 5 on, each node has 2 receiver threads.
+    let summary = printed
+        .lines()
+        .find(|l| l.starts_with("31 nodes up in "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(
+        summary.contains("32 node processes: ") && summary.contains(" MiB resident in all, "),
+        "{summary}"
+    );
+    let threads: u64 = summary
+        .split(" MiB resident in all, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!((31..31 * 64).contains(&threads), "{summary}");
+    assert!(treecache::local::children::signal(child.id(), 15));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_depth_3_cluster_takes_its_slots_in_id_order_within_seconds() {
+    let base = free_base(8);
+    let zk_port = common::free_port();
+    let started = Instant::now();
+    let (mut child, printed) = cluster_up(&[
+        "--depth",
+        "3",
+        "--base-port",
+        &base.to_string(),
+        "--zookeeper",
+        &format!("127.0.0.1:{zk_port}"),
+        "--log-level",
+        "warn",
+    ]);
+    let took = started.elapsed();
+    for (id, slot) in (1..=7).zip(0..) {
+        assert!(
+            printed.contains(&format!("NODE-{id} (slot {slot})")),
+            "{printed}"
+        );
+    }
+    // ZooKeeper's start is most of it; the nodes take about a second.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(treecache::local::children::signal(child.id(), 15));
+    assert!(child.wait().unwrap().success());
 }

@@ -6,6 +6,8 @@
 //!   key across the failover is linearizable;
 //! - a frozen primary (SIGSTOP) is replaced the same way; after SIGCONT it
 //!   acknowledges nothing more and comes back as a standby;
+//! - a primary stopped with SIGTERM ends its session as it exits: a standby
+//!   takes over at once, not a session timeout later;
 //! - a standby that is not in sync never takes over; the old primary,
 //!   restarted on its own data, does, with every write;
 //! - a replication request from an older epoch is refused.
@@ -16,10 +18,9 @@ use treecache_harness as common;
 
 use std::time::{Duration, Instant};
 
-use common::linearizability::Clock;
 use common::sentinels;
 use common::signing::{now_ms, sign};
-use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
+use common::traffic::Tally;
 use common::{http, wait_until, Cluster, STANDBY};
 use serde_json::json;
 
@@ -61,29 +62,7 @@ fn traffic_across(
     run_for: Duration,
     fault: impl FnOnce(&mut Cluster),
 ) -> Tally {
-    let seed = Rng::seeded(what, SEED_VAR).0;
-    let traffic = Traffic {
-        keys: (0..4).map(|i| format!("failover-{i}")).collect(),
-        clients: 6,
-        ops_per_client: 100_000,
-        timeout: Duration::from_secs(4),
-        verbose: false,
-        ..Traffic::default()
-    };
-    let clock = Clock::start();
-    let stop_at = Instant::now() + run_for;
-    let (mut history, written) = std::thread::scope(|s| {
-        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let written = s.spawn(|| sentinels::write_until(&urls, stop_at));
-        fault(cluster);
-        (clients.join().unwrap(), written.join().unwrap())
-    });
-    let primary = cluster.primary().expect("a primary after the fault");
-    let at = cluster.url(primary);
-    history.extend(sentinels::final_reads(&at, primary, &traffic.keys, clock));
-    assert_linearizable(&history, seed, SEED_VAR);
-    sentinels::check(&at, &written, 20);
-    Tally::of(&history)
+    sentinels::under_fault(cluster, urls, (what, SEED_VAR, "failover"), run_for, fault)
 }
 
 /// Traffic goes through the cache nodes and the standby.
@@ -211,6 +190,33 @@ fn a_frozen_primary_is_replaced_and_after_sigcont_acknowledges_nothing_and_becom
         log.contains("no longer the primary"),
         "the old primary never said it stepped down"
     );
+}
+
+#[test]
+fn a_primary_stopped_with_sigterm_hands_over_well_within_its_session_timeout() {
+    // Sessions of 6 s: a handover that waited for the session to expire
+    // would take that long.
+    let mut cluster = Cluster::builder(2)
+        .standbys(1)
+        .arg("--zk-session-timeout")
+        .arg("6s")
+        .start();
+    let leaf = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != cluster.root_id)
+        .unwrap();
+    assert_eq!(http::put(&at(&cluster, leaf, "before"), &json!(1)).0, 200);
+    let stopped = Instant::now();
+    cluster.signal(cluster.root_id, 15);
+    let status = cluster.wait_exit(cluster.root_id, Duration::from_secs(6));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let took = writes_everywhere_again(&cluster, &[leaf, STANDBY + 1], stopped);
+    eprintln!("writes through every node again {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(3), "the handover took {took:?}");
+    assert_eq!(cluster.primary(), Some(STANDBY + 1));
+    let (status, body) = http::get(&at(&cluster, leaf, "before"));
+    assert_eq!((status, body["value"].clone()), (200, json!(1)));
 }
 
 #[test]

@@ -38,19 +38,60 @@ pub enum Command {
     Put {
         node: String,
         key: String,
-        value: Value,
+        value: PutValue,
+        /// `--ttl`: seconds the value lives.
+        ttl: Option<u64>,
+        condition: Option<Condition>,
     },
     Delete {
         node: String,
         key: String,
+        /// `--if-match N`.
+        if_match: Option<u64>,
     },
     Health {
         node: String,
+    },
+    Ready {
+        node: String,
+    },
+    Metrics {
+        node: String,
+    },
+    Keys {
+        node: String,
+        prefix: Option<String>,
+        after: Option<String>,
+        /// Most keys to list; all when `None`.
+        limit: Option<u64>,
+    },
+    Mget {
+        node: String,
+        keys: Vec<String>,
     },
     /// `node` is `None` when the user named none: ask node 1.
     Tree {
         node: Option<String>,
     },
+    /// Prints a completion script; talks to no node.
+    Completions,
+}
+
+/// The VALUE of `put`.
+#[derive(Debug, PartialEq)]
+pub enum PutValue {
+    Given(Value),
+    /// `-`: read from standard input (by `main`, before the request is made).
+    Stdin,
+}
+
+/// A condition on a write, sent as a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `--if-match N`: `If-Match: "N"`, only if the key's version is N.
+    IfMatch(u64),
+    /// `--if-absent`: `If-None-Match: *`, only if the key does not exist.
+    IfAbsent,
 }
 
 impl Command {
@@ -60,8 +101,13 @@ impl Command {
             Command::Get { node, .. }
             | Command::Put { node, .. }
             | Command::Delete { node, .. }
-            | Command::Health { node } => Some(node),
+            | Command::Health { node }
+            | Command::Ready { node }
+            | Command::Metrics { node }
+            | Command::Keys { node, .. }
+            | Command::Mget { node, .. } => Some(node),
             Command::Tree { node } => node.as_deref(),
+            Command::Completions => None,
         }
     }
 }
@@ -80,6 +126,8 @@ pub struct Options {
     pub timeout: Duration,
     /// `--token` (or `TREECACHE_TOKEN`): sent as `Authorization: Bearer`.
     pub token: Option<String>,
+    /// `--etag`: print the answer's ETag (the key's version) before it.
+    pub etag: bool,
 }
 
 /// The commands, by the word that names them on the command line.
@@ -88,20 +136,34 @@ pub enum CommandName {
     Get,
     Put,
     Delete,
+    Mget,
+    Keys,
     Health,
+    Ready,
+    Metrics,
     Tree,
+    Completions,
 }
 
 impl CommandName {
+    /// Every command, in the order of the help text.
+    pub const ALL: [CommandName; 10] = [
+        CommandName::Get,
+        CommandName::Put,
+        CommandName::Delete,
+        CommandName::Mget,
+        CommandName::Keys,
+        CommandName::Health,
+        CommandName::Ready,
+        CommandName::Metrics,
+        CommandName::Tree,
+        CommandName::Completions,
+    ];
+
     fn from_word(word: &str) -> Option<CommandName> {
-        match word {
-            "get" => Some(CommandName::Get),
-            "put" => Some(CommandName::Put),
-            "delete" => Some(CommandName::Delete),
-            "health" => Some(CommandName::Health),
-            "tree" => Some(CommandName::Tree),
-            _ => None,
-        }
+        CommandName::ALL
+            .into_iter()
+            .find(|name| name.word() == word)
     }
 
     pub fn word(self) -> &'static str {
@@ -109,21 +171,58 @@ impl CommandName {
             CommandName::Get => "get",
             CommandName::Put => "put",
             CommandName::Delete => "delete",
+            CommandName::Mget => "mget",
+            CommandName::Keys => "keys",
             CommandName::Health => "health",
+            CommandName::Ready => "ready",
+            CommandName::Metrics => "metrics",
             CommandName::Tree => "tree",
+            CommandName::Completions => "completions",
         }
     }
 
-    /// Names of the command's operands: the required ones, then the optional ones.
+    /// Names of the command's operands: the required ones, then the optional
+    /// ones; `mget` takes any number of KEYs after its first.
     fn operands(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
             CommandName::Get | CommandName::Delete => (&["NODE", "KEY"], &[]),
             CommandName::Put => (&["NODE", "KEY", "VALUE"], &[]),
-            CommandName::Health => (&["NODE"], &[]),
+            CommandName::Mget => (&["NODE", "KEY"], &[]),
+            CommandName::Health | CommandName::Ready | CommandName::Metrics | CommandName::Keys => {
+                (&["NODE"], &[])
+            }
             CommandName::Tree => (&[], &["NODE"]),
+            CommandName::Completions => (&["SHELL"], &[]),
+        }
+    }
+
+    /// The options that belong to this command alone which it takes.
+    fn takes(self, option: &str) -> bool {
+        match option {
+            "--json" => self == CommandName::Tree,
+            "--etag" => matches!(
+                self,
+                CommandName::Get | CommandName::Put | CommandName::Delete
+            ),
+            "--ttl" | "--if-absent" => self == CommandName::Put,
+            "--if-match" => matches!(self, CommandName::Put | CommandName::Delete),
+            "--prefix" | "--after" | "--limit" => self == CommandName::Keys,
+            _ => true,
         }
     }
 }
+
+/// The options that only some commands take, with what `takes` says.
+const COMMAND_OPTIONS: [(&str, &str); 8] = [
+    ("--json", "'tree' (the other commands always print JSON)"),
+    ("--etag", "'get', 'put' and 'delete'"),
+    ("--ttl", "'put'"),
+    ("--if-absent", "'put'"),
+    ("--if-match", "'put' and 'delete'"),
+    ("--prefix", "'keys'"),
+    ("--after", "'keys'"),
+    ("--limit", "'keys'"),
+];
 
 /// A command line that cannot be run. `command` is set when the words named one,
 /// so the hint can point at that command's help.
@@ -146,7 +245,16 @@ fn usage_error(message: impl Into<String>, command: Option<CommandName>) -> Usag
     }
 }
 
-const VALUE_OPTIONS: [&str; 3] = ["--base-port", "--timeout", "--token"];
+const VALUE_OPTIONS: [&str; 8] = [
+    "--base-port",
+    "--timeout",
+    "--token",
+    "--ttl",
+    "--if-match",
+    "--prefix",
+    "--after",
+    "--limit",
+];
 
 /// Parses the arguments after the program name.
 ///
@@ -183,6 +291,23 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         .map_err(|e| usage_error(e.to_string(), None))?
         .or_else(|| std::env::var("TREECACHE_TOKEN").ok())
         .filter(|t| !t.is_empty());
+    let etag = flag(&mut args, &["--etag"]);
+    let if_absent = flag(&mut args, &["--if-absent"]);
+    let ttl = args
+        .opt_value_from_fn("--ttl", parse_ttl)
+        .map_err(|e| usage_error(e.to_string(), None))?;
+    let if_match = args
+        .opt_value_from_fn("--if-match", parse_version)
+        .map_err(|e| usage_error(e.to_string(), None))?;
+    let prefix: Option<String> = args
+        .opt_value_from_str("--prefix")
+        .map_err(|e| usage_error(e.to_string(), None))?;
+    let after_key: Option<String> = args
+        .opt_value_from_str("--after")
+        .map_err(|e| usage_error(e.to_string(), None))?;
+    let limit = args
+        .opt_value_from_fn("--limit", parse_limit)
+        .map_err(|e| usage_error(e.to_string(), None))?;
 
     let mut operands = Vec::new();
     for arg in args.finish() {
@@ -221,13 +346,57 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
     if help {
         return Ok(Parsed::Help(help::for_command(name)));
     }
-    if json && name != CommandName::Tree {
+    let given = [
+        json,
+        etag,
+        ttl.is_some(),
+        if_absent,
+        if_match.is_some(),
+        prefix.is_some(),
+        after_key.is_some(),
+        limit.is_some(),
+    ];
+    for ((option, applies_to), given) in COMMAND_OPTIONS.iter().zip(given) {
+        if given && !name.takes(option) {
+            return Err(usage_error(
+                format!("{option} only applies to {applies_to}"),
+                Some(name),
+            ));
+        }
+    }
+    if if_absent && if_match.is_some() {
         return Err(usage_error(
-            "--json only applies to 'tree' (the other commands always print JSON)",
+            "put: give --if-match or --if-absent, not both",
             Some(name),
         ));
     }
-    let command = command(name, operands.collect())?;
+    let mut command = command(name, operands.collect())?;
+    match &mut command {
+        Command::Put {
+            ttl: t,
+            condition: c,
+            ..
+        } => {
+            *t = ttl;
+            *c = match (if_match, if_absent) {
+                (Some(version), _) => Some(Condition::IfMatch(version)),
+                (None, true) => Some(Condition::IfAbsent),
+                (None, false) => None,
+            };
+        }
+        Command::Delete { if_match: m, .. } => *m = if_match,
+        Command::Keys {
+            prefix: p,
+            after: a,
+            limit: l,
+            ..
+        } => {
+            *p = prefix;
+            *a = after_key;
+            *l = limit;
+        }
+        _ => {}
+    }
     let options = Options {
         status,
         json,
@@ -235,6 +404,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         base_port,
         timeout,
         token,
+        etag,
     };
     Ok(Parsed::Run(Invocation { command, options }))
 }
@@ -268,7 +438,12 @@ fn command(name: CommandName, operands: Vec<String>) -> Result<Command, UsageErr
             Some(name),
         ));
     }
-    if let Some(extra) = operands.get(required.len() + optional.len()) {
+    let most = if name == CommandName::Mget {
+        usize::MAX
+    } else {
+        required.len() + optional.len()
+    };
+    if let Some(extra) = operands.get(most) {
         return Err(usage_error(
             format!("{word}: unexpected argument '{extra}'"),
             Some(name),
@@ -284,18 +459,62 @@ fn command(name: CommandName, operands: Vec<String>) -> Result<Command, UsageErr
         CommandName::Put => Command::Put {
             node: next(),
             key: key(name, next())?,
-            value: parse_value(&next()),
+            value: match next() {
+                stdin if stdin == "-" => PutValue::Stdin,
+                text => PutValue::Given(parse_value(&text)),
+            },
+            ttl: None,
+            condition: None,
         },
         CommandName::Delete => Command::Delete {
             node: next(),
             key: key(name, next())?,
+            if_match: None,
         },
         CommandName::Health => Command::Health { node: next() },
+        CommandName::Ready => Command::Ready { node: next() },
+        CommandName::Metrics => Command::Metrics { node: next() },
+        CommandName::Keys => Command::Keys {
+            node: next(),
+            prefix: None,
+            after: None,
+            limit: None,
+        },
+        CommandName::Mget => {
+            let node = next();
+            let mut keys = Vec::new();
+            for text in operands {
+                if text.is_empty() {
+                    return Err(usage_error("mget: a KEY must not be empty", Some(name)));
+                }
+                keys.push(text);
+            }
+            Command::Mget { node, keys }
+        }
         CommandName::Tree => Command::Tree {
             node: Some(next()).filter(|node| !node.is_empty()),
         },
+        CommandName::Completions => match next().as_str() {
+            "bash" => Command::Completions,
+            other => {
+                return Err(usage_error(
+                    format!("completions: no completions for '{other}' (only bash)"),
+                    Some(name),
+                ))
+            }
+        },
     };
     Ok(command)
+}
+
+/// A VALUE read from standard input (`put NODE KEY -`): without the one
+/// line break that ends it, if any, then as a VALUE on the command line.
+pub fn value_from_stdin(text: &str) -> Value {
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    parse_value(text)
 }
 
 fn key(name: CommandName, key: String) -> Result<String, UsageError> {
@@ -340,6 +559,41 @@ fn looks_like_option(arg: &str) -> bool {
             .is_some_and(|c| !c.is_ascii_digit() && c != '.')
 }
 
+/// `--ttl`: whole seconds, at least 1: `90`, or a time with a unit that
+/// comes to whole seconds (`2m`, `1500ms` is refused).
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let seconds = text.trim().parse::<u64>().ok().or_else(|| {
+        units::parse_duration(text)
+            .ok()
+            .filter(|d| d.subsec_nanos() == 0)
+            .map(|d| d.as_secs())
+    });
+    match seconds {
+        Some(s) if s >= 1 => Ok(s),
+        _ => Err(format!(
+            "'{text}' is not a TTL: give whole seconds (90) or a time with a unit (2m), at least 1s"
+        )),
+    }
+}
+
+/// `--if-match`: a version, as a node's ETag gives it (`7` or `"7"`).
+fn parse_version(text: &str) -> Result<u64, String> {
+    text.trim()
+        .trim_matches('"')
+        .parse::<u64>()
+        .map_err(|_| format!("'{text}' is not a version: --if-match takes the number of an ETag"))
+}
+
+/// `--limit`: how many keys at most, at least 1.
+fn parse_limit(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a limit: give a whole number from 1"
+        )),
+    }
+}
+
 fn parse_base_port(text: &str) -> Result<u16, String> {
     text.parse::<u16>()
         .map_err(|_| format!("'{text}' is not a port number (0-65535)"))
@@ -382,7 +636,10 @@ mod tests {
 
     fn put_value(words: &[&str]) -> Value {
         match run(words).command {
-            Command::Put { value, .. } => value,
+            Command::Put {
+                value: PutValue::Given(value),
+                ..
+            } => value,
             other => panic!("not a put: {other:?}"),
         }
     }
@@ -423,14 +680,17 @@ mod tests {
             Command::Put {
                 node: "1".into(),
                 key: "k".into(),
-                value: json!("v")
+                value: PutValue::Given(json!("v")),
+                ttl: None,
+                condition: None,
             }
         );
         assert_eq!(
             run(&["delete", "localhost:5001", "k"]).command,
             Command::Delete {
                 node: "localhost:5001".into(),
-                key: "k".into()
+                key: "k".into(),
+                if_match: None,
             }
         );
         assert_eq!(
@@ -466,6 +726,7 @@ mod tests {
                 base_port: Some(7000),
                 timeout: DEFAULT_TIMEOUT,
                 token: None,
+                etag: false,
             }
         );
         assert!(run(&["tree", "--json"]).options.json);
@@ -497,7 +758,7 @@ mod tests {
     fn a_value_may_start_with_a_dash() {
         assert_eq!(put_value(&["put", "1", "k", "-5"]), json!(-5));
         assert_eq!(put_value(&["put", "1", "k", "-0.5"]), json!(-0.5));
-        assert_eq!(put_value(&["put", "1", "k", "-"]), json!("-"));
+        assert_eq!(put_value(&["put", "1", "k", "\"-\""]), json!("-"));
         assert_eq!(put_value(&["put", "1", "k", "--", "-x"]), json!("-x"));
         assert_eq!(
             put_value(&["put", "--", "1", "k", "--status"]),
@@ -595,6 +856,158 @@ mod tests {
         assert!(error(&["--timeout=", "get", "1", "k"])
             .message
             .contains("--timeout"));
+    }
+
+    #[test]
+    fn a_value_of_dash_is_read_from_standard_input() {
+        match run(&["put", "1", "k", "-"]).command {
+            Command::Put { value, .. } => assert_eq!(value, PutValue::Stdin),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(value_from_stdin("{\"a\": 1}\n"), json!({"a": 1}));
+        assert_eq!(value_from_stdin("hello\r\n"), json!("hello"));
+        assert_eq!(value_from_stdin("two\nlines\n"), json!("two\nlines"));
+        assert_eq!(value_from_stdin(""), json!(""));
+    }
+
+    #[test]
+    fn the_new_commands_take_their_operands_and_options() {
+        assert_eq!(
+            run(&["ready", "2"]).command,
+            Command::Ready { node: "2".into() }
+        );
+        assert_eq!(
+            run(&["metrics", "NODE-2"]).command,
+            Command::Metrics {
+                node: "NODE-2".into()
+            }
+        );
+        assert_eq!(
+            run(&["mget", "1", "a", "b c", "--", "-d"]).command,
+            Command::Mget {
+                node: "1".into(),
+                keys: vec!["a".into(), "b c".into(), "-d".into()]
+            }
+        );
+        assert_eq!(
+            run(&[
+                "keys",
+                "1",
+                "--prefix",
+                "user:",
+                "--limit=10",
+                "--after",
+                "user:5"
+            ])
+            .command,
+            Command::Keys {
+                node: "1".into(),
+                prefix: Some("user:".into()),
+                after: Some("user:5".into()),
+                limit: Some(10),
+            }
+        );
+        assert_eq!(
+            run(&["keys", "1"]).command,
+            Command::Keys {
+                node: "1".into(),
+                prefix: None,
+                after: None,
+                limit: None,
+            }
+        );
+        assert_eq!(run(&["completions", "bash"]).command, Command::Completions);
+        match run(&["put", "1", "k", "v", "--ttl", "90", "--if-match", "\"7\""]).command {
+            Command::Put { ttl, condition, .. } => {
+                assert_eq!((ttl, condition), (Some(90), Some(Condition::IfMatch(7))))
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&["put", "1", "k", "v", "--ttl=2m", "--if-absent"]).command {
+            Command::Put { ttl, condition, .. } => {
+                assert_eq!((ttl, condition), (Some(120), Some(Condition::IfAbsent)))
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&["delete", "1", "k", "--if-match=3"]).command {
+            Command::Delete { if_match, .. } => assert_eq!(if_match, Some(3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(run(&["get", "1", "k", "--etag"]).options.etag);
+    }
+
+    #[test]
+    fn options_of_other_commands_are_refused() {
+        let cases: [(&[&str], &str); 10] = [
+            (
+                &["get", "1", "k", "--ttl", "5"],
+                "--ttl only applies to 'put'",
+            ),
+            (
+                &["delete", "1", "k", "--if-absent"],
+                "--if-absent only applies to 'put'",
+            ),
+            (
+                &["get", "1", "k", "--if-match", "1"],
+                "--if-match only applies",
+            ),
+            (
+                &["tree", "--prefix", "a"],
+                "--prefix only applies to 'keys'",
+            ),
+            (&["ready", "1", "--etag"], "--etag only applies"),
+            (
+                &["put", "1", "k", "v", "--if-match", "1", "--if-absent"],
+                "not both",
+            ),
+            (&["put", "1", "k", "v", "--ttl", "0"], "not a TTL"),
+            (&["put", "1", "k", "v", "--ttl", "1500ms"], "not a TTL"),
+            (&["keys", "1", "--limit", "0"], "not a limit"),
+            (
+                &["delete", "1", "k", "--if-match", "seven"],
+                "not a version",
+            ),
+        ];
+        for (words, message) in cases {
+            let e = error(words);
+            assert!(e.message.contains(message), "{words:?}: {}", e.message);
+        }
+        assert_eq!(error(&["mget", "1"]).message, "mget: missing KEY");
+        assert_eq!(
+            error(&["mget", "1", "a", ""]).message,
+            "mget: a KEY must not be empty"
+        );
+        assert!(error(&["completions", "fish"])
+            .message
+            .contains("only bash"));
+        assert_eq!(
+            error(&["completions"]).message,
+            "completions: missing SHELL"
+        );
+        assert_eq!(error(&["ready"]).message, "ready: missing NODE");
+        assert_eq!(
+            error(&["keys", "1", "x"]).message,
+            "keys: unexpected argument 'x'"
+        );
+    }
+
+    #[test]
+    fn times_take_the_forms_the_node_takes() {
+        // The node's flags (--startup-delay, --hop-timeout, ...) read times
+        // with units::parse_duration; so do --timeout and --ttl here.
+        for text in ["5", "0.5", "250ms", "2s", "1m", "1.5m", " 500 ms "] {
+            let node = units::parse_duration(text).unwrap();
+            let words = ["--timeout", text, "health", "1"];
+            assert_eq!(run(&words).options.timeout, node, "{text:?}");
+            let form = format!("--timeout={text}");
+            assert_eq!(run(&[&form, "health", "1"]).options.timeout, node);
+        }
+        for (text, seconds) in [("90", 90), ("2s", 2), ("2m", 120), ("1.5m", 90)] {
+            match run(&["put", "1", "k", "v", "--ttl", text]).command {
+                Command::Put { ttl, .. } => assert_eq!(ttl, Some(seconds), "{text}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

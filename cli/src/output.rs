@@ -1,5 +1,5 @@
 //! What goes to stdout: a node's answer as one line of JSON, optionally
-//! behind its HTTP status.
+//! behind its HTTP status and its ETag's version.
 
 use serde_json::Value;
 
@@ -49,14 +49,28 @@ pub fn body_text(body: &str) -> String {
     }
 }
 
-/// Puts the status in front of `text` when `--status` asks for it: on the same
-/// line for one line of text, on a line of its own above a multi-line drawing.
-pub fn with_status(status: Option<u16>, text: &str) -> String {
-    match status {
+/// Puts `prefix` (the status of `--status`, the version of `--etag`) in
+/// front of `text`: on the same line for one line of text, on a line of its
+/// own above a multi-line drawing or text.
+pub fn with_prefix(prefix: Option<&str>, text: &str) -> String {
+    match prefix {
         None => text.to_string(),
-        Some(status) if text.is_empty() => status.to_string(),
-        Some(status) if text.contains('\n') => format!("{status}\n{text}"),
-        Some(status) => format!("{status} {text}"),
+        Some(prefix) if text.is_empty() => prefix.to_string(),
+        Some(prefix) if text.contains('\n') => format!("{prefix}\n{text}"),
+        Some(prefix) => format!("{prefix} {text}"),
+    }
+}
+
+/// The version in an ETag as `--etag` prints it: `"7"` and `W/"7"` are `7`;
+/// no ETag is `-`.
+pub fn etag_version(etag: Option<&str>) -> String {
+    match etag {
+        None => "-".to_string(),
+        Some(tag) => {
+            let tag = tag.trim();
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            tag.trim_matches('"').to_string()
+        }
     }
 }
 
@@ -88,12 +102,20 @@ mod tests {
 
     #[test]
     fn the_status_goes_in_front() {
-        assert_eq!(with_status(None, "{}"), "{}");
+        assert_eq!(with_prefix(None, "{}"), "{}");
         assert_eq!(
-            with_status(Some(200), r#"{"key": "hello", "value": "world"}"#),
+            with_prefix(Some("200"), r#"{"key": "hello", "value": "world"}"#),
             r#"200 {"key": "hello", "value": "world"}"#
         );
-        assert_eq!(with_status(Some(405), ""), "405");
-        assert_eq!(with_status(Some(200), "a\nb"), "200\na\nb");
+        assert_eq!(with_prefix(Some("405"), ""), "405");
+        assert_eq!(with_prefix(Some("200"), "a\nb"), "200\na\nb");
+        assert_eq!(with_prefix(Some("200 7"), "{}"), "200 7 {}");
+    }
+
+    #[test]
+    fn etags_print_as_their_version() {
+        assert_eq!(etag_version(Some("\"7\"")), "7");
+        assert_eq!(etag_version(Some("W/\"12\"")), "12");
+        assert_eq!(etag_version(None), "-");
     }
 }

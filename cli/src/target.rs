@@ -149,6 +149,34 @@ fn address_of_id(id: u32, mode: Mode) -> Result<String, TargetError> {
     }
 }
 
+/// The NODE `self`: the node of the container the CLI runs in, for the
+/// image's health check. Docker mode only: `http://127.0.0.1:{API_PORT}`,
+/// with the container's `API_PORT` (5000 when unset), as the node reads it.
+pub const SELF: &str = "self";
+
+/// The base URL of `self` in `mode`, given the environment's `API_PORT`.
+pub fn resolve_self(mode: Mode, api_port_env: Option<&str>) -> Result<String, TargetError> {
+    if mode != Mode::Docker {
+        return Err(TargetError(
+            "'self' names the node of this container: it needs docker mode \
+             (--docker or TREECACHE_MODE=docker, as in the image)"
+                .to_string(),
+        ));
+    }
+    let port = match api_port_env.map(str::trim) {
+        None | Some("") => CONTAINER_API_PORT,
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => {
+                return Err(TargetError(format!(
+                    "API_PORT must be a port number (1-65535), not '{text}'"
+                )))
+            }
+        },
+    };
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
 fn resolve_url(node: &str, scheme: &str) -> Result<String, TargetError> {
     if !scheme.eq_ignore_ascii_case("http") {
         return Err(TargetError(format!(
@@ -267,6 +295,26 @@ mod tests {
         let error = resolve("600", Mode::Host { base_port: 65000 }).unwrap_err();
         assert!(error.0.contains("above 65535"), "{error}");
         assert!(resolve("600", Mode::Docker).is_ok());
+    }
+
+    #[test]
+    fn self_is_this_containers_node_in_docker_mode() {
+        assert_eq!(
+            resolve_self(Mode::Docker, None).unwrap(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            resolve_self(Mode::Docker, Some("6000")).unwrap(),
+            "http://127.0.0.1:6000"
+        );
+        assert!(resolve_self(Mode::Docker, Some("x"))
+            .unwrap_err()
+            .0
+            .contains("API_PORT"));
+        assert!(resolve_self(HOST, None)
+            .unwrap_err()
+            .0
+            .contains("docker mode"));
     }
 
     #[test]

@@ -59,12 +59,13 @@ fn ok(args: &[&str]) -> Value {
     outcome.json()
 }
 
-/// A `/nodes` document without its live flags: liveness is read from
-/// ZooKeeper every half second from the first `/nodes` on, so two reads a
-/// moment apart may differ in them.
+/// A `/nodes` document without each node's `live` flag, which comes and
+/// goes with sessions (as `Cluster::tree` gives it).
 fn without_live(mut doc: Value) -> Value {
-    for node in doc["nodes"].as_array_mut().unwrap() {
-        node.as_object_mut().unwrap().remove("live");
+    for node in doc["nodes"].as_array_mut().into_iter().flatten() {
+        if let Some(fields) = node.as_object_mut() {
+            fields.remove("live");
+        }
     }
     doc
 }
@@ -83,6 +84,151 @@ fn against_a_live_cluster() {
     keys_travel_percent_encoded(&cluster);
     error_answers_are_printed_with_their_exit_status(&cluster);
     the_tree_is_drawn_with_names_addresses_and_slots(&cluster);
+    ready_and_metrics_ask_the_node(&cluster);
+    a_value_of_dash_comes_from_standard_input(&cluster);
+}
+
+fn ready_and_metrics_ask_the_node(cluster: &Cluster) {
+    for id in 1..=3 {
+        assert_eq!(ok(&["ready", &cluster.url(id)]), json!({"ready": true}));
+    }
+    let with_status = cli(&["--status", "ready", &cluster.address(2)]);
+    assert_eq!(
+        (with_status.code, with_status.stdout.as_str()),
+        (0, "200 {\"ready\": true}\n")
+    );
+    let base = (cluster.port(3) - 3).to_string();
+    assert_eq!(
+        ok(&["ready", "3", "--base-port", &base]),
+        json!({"ready": true})
+    );
+
+    // A read through NODE-2 shows in its metrics.
+    assert_eq!(
+        http::put(&format!("{}/store/m", cluster.url(1)), &json!(1)).0,
+        200
+    );
+    assert_eq!(http::get(&format!("{}/store/m", cluster.url(2))).0, 200);
+    let metrics = cli(&["metrics", &cluster.url(2)]);
+    assert_eq!(metrics.code, 0, "{metrics:?}");
+    assert!(metrics.stdout.starts_with("# HELP "), "{metrics:?}");
+    assert!(metrics.stdout.ends_with('\n') && !metrics.stdout.ends_with("\n\n"));
+    for line in [
+        "treecache_build_info{version=\"",
+        "treecache_zookeeper_connected 1",
+        "treecache_cache_max_bytes ",
+        "treecache_request_duration_seconds_count{method=\"GET\",route=\"store\"} ",
+    ] {
+        assert!(
+            metrics.stdout.lines().any(|l| l.starts_with(line)),
+            "{line}: {}",
+            metrics.stdout
+        );
+    }
+    let fetches = metrics
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("treecache_upstream_fetches_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(fetches.is_some_and(|n| n >= 1), "{}", metrics.stdout);
+}
+
+fn a_value_of_dash_comes_from_standard_input(cluster: &Cluster) {
+    use std::io::Write;
+    let root = cluster.url(1);
+    for (input, expected) in [
+        ("{\"from\": \"stdin\"}\n", json!({"from": "stdin"})),
+        ("plain text\n", json!("plain text")),
+        ("-", json!("-")),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_treecache-cli"))
+            .args(["put", &root, "piped", "-"])
+            .env_remove("TREECACHE_MODE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{input:?}: {output:?}");
+        assert_eq!(at_root(cluster, "piped").1["value"], expected, "{input:?}");
+    }
+}
+
+/// A stand-in node on loopback that answers every request with `answer`.
+fn stub(answer: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    address
+}
+
+#[test]
+fn a_node_that_is_not_ready_exits_3_with_its_reason() {
+    let body = r#"{"ready": false, "reason": "not joined yet"}"#;
+    let answer: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let outcome = cli(&["ready", &stub(answer)]);
+    assert_eq!(outcome.code, 3, "{outcome:?}");
+    assert_eq!(
+        outcome.json(),
+        json!({"ready": false, "reason": "not joined yet"})
+    );
+    assert_eq!(outcome.stderr, "");
+}
+
+#[test]
+fn ready_self_is_the_node_of_this_container() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    drop(silent);
+    let outcome = cli_with_env(
+        &["ready", "self"],
+        &[("TREECACHE_MODE", "docker"), ("API_PORT", &port)],
+    );
+    assert_eq!(outcome.code, 3, "{outcome:?}");
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("cannot reach http://127.0.0.1:{port}/ready")),
+        "{outcome:?}"
+    );
+    let host_mode = cli(&["ready", "self"]);
+    assert_eq!(host_mode.code, 2, "{host_mode:?}");
+    assert!(host_mode.stderr.contains("docker mode"), "{host_mode:?}");
+}
+
+#[test]
+fn completions_for_bash_load_in_bash() {
+    let outcome = cli(&["completions", "bash"]);
+    assert_eq!(outcome.code, 0, "{outcome:?}");
+    let status = Command::new("bash")
+        .args([
+            "-c",
+            &format!("{}\ncomplete -p treecache-cli", outcome.stdout),
+        ])
+        .output()
+        .expect("bash");
+    assert!(status.status.success(), "{status:?}");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("_treecache_cli"));
 }
 
 fn every_command_works(cluster: &Cluster) {
@@ -384,6 +530,10 @@ fn help_is_printed_for_the_tool_and_for_each_command() {
         "put NODE KEY VALUE",
         "delete NODE KEY",
         "health NODE",
+        "ready NODE",
+        "metrics NODE",
+        "mget NODE KEY...",
+        "keys NODE",
         "tree [NODE]",
     ] {
         assert!(
@@ -392,7 +542,9 @@ fn help_is_printed_for_the_tool_and_for_each_command() {
             "{command}"
         );
     }
-    for command in ["get", "put", "delete", "health", "tree"] {
+    for command in [
+        "get", "put", "delete", "mget", "keys", "health", "ready", "metrics", "tree",
+    ] {
         let by_word = cli(&["help", command]);
         let by_flag = cli(&[command, "--help"]);
         assert_eq!((by_word.code, by_flag.code), (0, 0), "{command}");

@@ -10,6 +10,10 @@
 //! for invalidations) becomes [`Deferred`] work for the upstream pool, so
 //! that waiting on a parent can never use up the threads that answer the
 //! invalidations the parent may be sending us.
+//!
+//! Every request is timed from the moment a receiver takes it to the moment
+//! its answer has been written, in either lane, into the histogram of its
+//! method and route (`metrics::RequestDurations`).
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -22,6 +26,7 @@ use crate::error::Error;
 use crate::expiry;
 use crate::http::docs;
 use crate::input::{self, decode_key, key_value_body, Listing, MAX_BODY_BYTES};
+use crate::metrics::{RequestSeries, RouteName};
 use crate::node::{Gathered, Node, Write};
 use crate::precondition::{self, Condition, Tags, IF_MATCH, IF_NONE_MATCH};
 use crate::root::replication::Refusal;
@@ -91,6 +96,27 @@ impl From<Answer> for Reply {
 pub struct Deferred {
     request: Request,
     work: Work,
+    timing: Timing,
+}
+
+/// When a request was received, and the series its time goes to.
+#[derive(Clone, Copy)]
+struct Timing {
+    received: Instant,
+    series: RequestSeries,
+}
+
+impl Timing {
+    fn start(request: &Request) -> Timing {
+        let received = Instant::now();
+        let url = request.url();
+        let path = url.split_once('?').map_or(url, |(path, _)| path);
+        let route = route(path).map_or(RouteName::Other, |(r, _)| r.name());
+        Timing {
+            received,
+            series: RequestSeries::of(request.method().as_str(), route),
+        }
+    }
 }
 
 enum Work {
@@ -157,6 +183,29 @@ enum Route<'a> {
     Replicate,
 }
 
+impl Route<'_> {
+    /// The `route` label of the request-duration metric.
+    fn name(&self) -> RouteName {
+        match self {
+            Route::Info => RouteName::Info,
+            Route::Ready => RouteName::Ready,
+            Route::Store(_) => RouteName::Store,
+            Route::Mget => RouteName::Mget,
+            Route::Keys => RouteName::Keys,
+            Route::Nodes => RouteName::Nodes,
+            Route::Join => RouteName::Join,
+            Route::Metrics => RouteName::Metrics,
+            Route::OpenApi => RouteName::OpenApi,
+            Route::Docs => RouteName::Docs,
+            Route::Fill(_) => RouteName::Fill,
+            Route::Invalidate => RouteName::Invalidate,
+            Route::Evicted => RouteName::Evicted,
+            Route::Flush => RouteName::Flush,
+            Route::Replicate => RouteName::Replicate,
+        }
+    }
+}
+
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     let r = match path {
         "/" => (Route::Info, "GET"),
@@ -188,15 +237,20 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
 
 /// Handles a request on the receiving thread; returns the work to defer, if any.
 pub fn handle(node: &Node, guard: &Guard, mut request: Request) -> Option<Deferred> {
+    let timing = Timing::start(&request);
     match dispatch(node, guard, &mut request) {
         Ok(Step::Done(reply)) => {
-            respond(node, request, reply);
+            respond(node, request, reply, timing);
             None
         }
-        Ok(Step::Defer(work)) => Some(Deferred { request, work }),
+        Ok(Step::Defer(work)) => Some(Deferred {
+            request,
+            work,
+            timing,
+        }),
         Err(e) => {
             drain(&mut request);
-            respond(node, request, Reply::error(&e));
+            respond(node, request, Reply::error(&e), timing);
             None
         }
     }
@@ -265,7 +319,7 @@ pub fn finish(node: &Node, deferred: Deferred) {
         }),
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));
-    respond(node, deferred.request, reply);
+    respond(node, deferred.request, reply, deferred.timing);
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`
@@ -331,11 +385,7 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
     // an error, or "still working") well within it.
     let own_hop = node.config().hop_timeout;
     let hop = wire::hop(&headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
-    let request_id = headers
-        .header(REQUEST_ID_HEADER)
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string);
+    let request_id = input::request_id(headers.header(REQUEST_ID_HEADER))?;
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
         Route::Ready => Ok(Step::Done(match node.readiness() {
@@ -624,7 +674,7 @@ fn drain(request: &mut Request) {
     }
 }
 
-fn respond(node: &Node, request: Request, reply: Reply) {
+fn respond(node: &Node, request: Request, reply: Reply, timing: Timing) {
     node.count_response(reply.status);
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     // A 304 has no body, so no type of one.
@@ -641,6 +691,9 @@ fn respond(node: &Node, request: Request, reply: Reply) {
     if let Err(e) = request.respond(response) {
         log::debug!("could not send a response: {e}");
     }
+    node.metrics()
+        .requests
+        .observe(timing.series, timing.received.elapsed());
 }
 
 fn header_of(name: &str, value: &str) -> Header {

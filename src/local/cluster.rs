@@ -2,23 +2,34 @@
 //!
 //! Uses the ZooKeeper at `--zookeeper`, or starts one from the local
 //! installation when none answers there; starts the N nodes as child
-//! processes on `127.0.0.1:{base-port + id}`; waits until all have joined;
-//! starts the standbys of the root (`--standbys K`, each with the root's id,
-//! on `127.0.0.1:{base-port + N + k}` with its own data directory) and waits
-//! until they are in sync; prints the tree and the URLs; and stops
-//! everything it started on Ctrl-C or SIGTERM (and, through the
-//! parent-death signal, even if it is killed).
+//! processes on `127.0.0.1:{base-port + id}`, sharing a cluster key made for
+//! the run; waits until all are ready; starts the standbys of the root
+//! (`--standbys K`, each with the root's id, on
+//! `127.0.0.1:{base-port + N + k}` with its own data directory) and waits
+//! until they are in sync; prints the tree, the root group, the URLs, and
+//! what the nodes take (time, memory, threads); and stops everything it
+//! started on Ctrl-C or SIGTERM (and, through the parent-death signal, even
+//! if it is killed).
+//!
+//! The tree comes out as under Vagrant and Compose, NODE-2 in slot 1,
+//! NODE-3 in slot 2, and so on, without starting the nodes one after the
+//! other: once the root takes joins, the cluster command joins every other
+//! node's name and address to it in id order (`reserve_slots`), and only
+//! then starts those nodes, all at once. A node's own join then finds the
+//! slot already held under its name, which it keeps, as any node that joins
+//! again does.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::auth::{ClusterKey, Signed};
 use crate::config::{node_name, parse_host_port};
 use crate::local::children;
 use crate::local::zookeeper::{self as zk_local, LocalZooKeeper};
 use crate::process;
 use crate::tree::Tree;
-use crate::wire::NodesDoc;
+use crate::wire::{NodesDoc, AUTH_HEADER, JOIN_PATH};
 use treecache_common::drawing::{draw_tree, Place};
 
 /// Prints a line, ignoring a closed stdout: whoever started us may have stopped
@@ -52,12 +63,26 @@ pub struct ClusterArgs {
     pub data_dir: Option<std::path::PathBuf>,
     /// Standbys of the root.
     pub standbys: u32,
+    /// `--threads` of every node; `None`: the node's default, or
+    /// [`DEEP_TREE_THREADS`] in a tree of depth [`DEEP_TREE`] or more.
+    pub threads: Option<usize>,
 }
+
+/// From this depth on (31 nodes and more), the nodes of `treecache cluster`
+/// get [`DEEP_TREE_THREADS`] receiver threads each unless `--threads` says
+/// otherwise: on one machine, thousands of threads that mostly idle cost
+/// memory and start-up time and buy nothing.
+pub const DEEP_TREE: u32 = 5;
+/// The receivers of each node in a deep local tree.
+pub const DEEP_TREE_THREADS: usize = 2;
 
 /// The most standbys `treecache cluster` starts.
 const MAX_STANDBYS: u32 = 8;
 /// Standby `k` is the child `STANDBY + k` (the children are known by id).
 const STANDBY: u32 = 1 << 20;
+
+/// How long the cluster may take to come up.
+const UP_WITHIN: Duration = Duration::from_secs(60);
 
 impl ClusterArgs {
     pub fn parse(mut args: pico_args::Arguments) -> Result<ClusterArgs, String> {
@@ -105,6 +130,10 @@ impl ClusterArgs {
         parse_host_port(&zookeeper).map_err(|m| format!("--zookeeper: {m} (got {zookeeper:?})"))?;
         let log_level: String = opt(&mut args, "--log-level")?.unwrap_or_else(|| "info".into());
         let data_dir: Option<std::path::PathBuf> = opt(&mut args, "--data-dir")?;
+        let threads: Option<usize> = opt(&mut args, "--threads")?;
+        if threads.is_some_and(|n| !(1..=1024).contains(&n)) {
+            return Err("--threads: expected a number of threads from 1 to 1024".into());
+        }
         if let Some(extra) = args.finish().first() {
             return Err(format!(
                 "{}: is not a flag of treecache cluster",
@@ -119,7 +148,14 @@ impl ClusterArgs {
             log_level,
             data_dir,
             standbys,
+            threads,
         })
+    }
+
+    /// The `--threads` its nodes get, if any.
+    pub fn node_threads(&self) -> Option<usize> {
+        self.threads
+            .or((self.depth >= DEEP_TREE).then_some(DEEP_TREE_THREADS))
     }
 }
 
@@ -166,6 +202,7 @@ pub fn run(args: ClusterArgs) -> i32 {
         esay!("treecache cluster: cannot make a cluster key: {e}");
         return 1;
     }
+
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -173,21 +210,24 @@ pub fn run(args: ClusterArgs) -> i32 {
             return 1;
         }
     };
-    let mut ids: Vec<u32> = (1..=tree.capacity() as u32)
+    let others: Vec<u32> = (1..=tree.capacity() as u32)
         .filter(|&i| i != args.root_id)
         .collect();
-    ids.insert(0, args.root_id);
+    let url = |id: u32| format!("http://127.0.0.1:{}", args.base_port as u32 + id);
+    let address = |id: u32| format!("127.0.0.1:{}", args.base_port as u32 + id);
+    let root_url = url(args.root_id);
     let mut children: Vec<(u32, Child)> = Vec::new();
-    let spawn = |children: &mut Vec<(u32, Child)>, key: u32| -> bool {
-        let (id, port, data) = match key.checked_sub(STANDBY) {
+    // `key` is a node's id, or `STANDBY + k` for standby k.
+    let spawn = |key: u32, children: &mut Vec<(u32, Child)>| -> Result<(), String> {
+        let (id, listen, data) = match key.checked_sub(STANDBY) {
             Some(k) => (
                 args.root_id,
-                args.base_port as u32 + tree.capacity() as u32 + k,
+                address(tree.capacity() as u32 + k),
                 Some(standby_data_dir(&data_dir, k)),
             ),
             None => (
                 key,
-                args.base_port as u32 + key,
+                address(key),
                 (key == args.root_id).then(|| data_dir.clone()),
             ),
         };
@@ -197,61 +237,67 @@ pub fn run(args: ClusterArgs) -> i32 {
             .args(["--id", &id.to_string()])
             .args(["--depth", &args.depth.to_string()])
             .args(["--root-id", &args.root_id.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--advertise", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &listen])
+            .args(["--advertise", &listen])
+            .arg("--cluster-key-file")
+            .arg(&key_file)
             .args(["--zookeeper", &args.zookeeper])
             .args(["--startup-delay", "0"])
             .args(["--log-level", &args.log_level])
-            .arg("--cluster-key-file")
-            .arg(&key_file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(threads) = args.node_threads() {
+            command.args(["--threads", &threads.to_string()]);
+        }
         if let Some(data) = data {
             command.arg("--data-dir").arg(data);
         }
         children::die_with_parent(&mut command);
-        match command.spawn() {
-            Ok(mut child) => {
-                prefix_output(&mut child, &label(key));
-                children.push((key, child));
-                true
-            }
-            Err(e) => {
-                esay!("treecache cluster: starting {}: {e}", label(key));
-                false
-            }
-        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", label(key)))?;
+        prefix_output(&mut child, &label(key));
+        children.push((key, child));
+        Ok(())
     };
-    for id in ids {
-        if !spawn(&mut children, id) {
-            stop_all(&mut children);
-            return 1;
-        }
-    }
 
-    let root_url = format!("http://127.0.0.1:{}", args.base_port as u32 + args.root_id);
-    // The standbys start once the root leads the group (the first member
-    // to write the group's state leads), and the cluster is up once they
-    // are in sync.
-    let up = wait_for_tree(&root_url, tree.capacity(), &mut children).and_then(|doc| {
-        for k in 1..=args.standbys {
-            if !spawn(&mut children, STANDBY + k) {
-                return Err(format!("could not start standby {k}"));
+    // The root, the slots in id order, then every other node at once; then
+    // the standbys, once the root leads the group (the first member to write
+    // the group's state leads), and until they are in sync.
+    let up = spawn(args.root_id, &mut children)
+        .and_then(|()| {
+            let key = ClusterKey::load(&key_file)?;
+            reserve_slots(&root_url, &others, address, &key, &mut children)
+        })
+        .and_then(|()| others.iter().try_for_each(|&id| spawn(id, &mut children)))
+        .and_then(|()| wait_for_tree(&root_url, tree.capacity(), &mut children))
+        .and_then(|doc| {
+            let urls: Vec<(u32, String)> = std::iter::once(args.root_id)
+                .chain(others.iter().copied())
+                .map(|id| (id, url(id)))
+                .collect();
+            wait_ready(&urls, &mut children).map(|()| doc)
+        })
+        .and_then(|doc| {
+            for k in 1..=args.standbys {
+                spawn(STANDBY + k, &mut children)?;
             }
-        }
-        wait_for_standbys(&root_url, args.standbys as usize, &mut children)?;
-        Ok(doc)
-    });
+            wait_for_standbys(&root_url, args.standbys as usize, &mut children)?;
+            Ok(doc)
+        });
     let status = match up {
         Ok(doc) => {
+            let took = started.elapsed();
             print_tree(&doc);
             print_root_group(&root_url);
+            let usage = Usage::of(children.iter().map(|(_, c)| c.id()));
             say!(
-                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper). Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
+                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper); {}. Try:\n  curl {root_url}/\n  curl -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl http://127.0.0.1:{}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
-                started.elapsed().as_secs_f64(),
+                took.as_secs_f64(),
                 zk_up.as_secs_f64(),
+                usage,
                 args.base_port as u32 + doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name)),
             );
             while !process::stop_requested() {
@@ -279,19 +325,146 @@ pub fn run(args: ClusterArgs) -> i32 {
     status
 }
 
-/// Standby `k`'s data directory, beside the root's.
-fn standby_data_dir(root: &std::path::Path, k: u32) -> std::path::PathBuf {
-    let mut name = root.as_os_str().to_os_string();
-    name.push(format!("-standby-{k}"));
-    std::path::PathBuf::from(name)
+/// What the node processes take, from /proc: resident memory and threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub processes: usize,
+    pub rss_bytes: u64,
+    pub threads: u64,
 }
 
-/// A child's name in the output: `NODE-3`, or `standby-2`.
-fn label(key: u32) -> String {
-    match key.checked_sub(STANDBY) {
-        Some(k) => format!("standby-{k}"),
-        None => node_name(key),
+impl Usage {
+    /// The sum over these processes (those gone already count nothing).
+    pub fn of(pids: impl Iterator<Item = u32>) -> Usage {
+        let mut usage = Usage::default();
+        for pid in pids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let (rss, threads) = parse_proc_status(&status);
+            usage.processes += 1;
+            usage.rss_bytes += rss;
+            usage.threads += threads;
+        }
+        usage
     }
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} node processes: {:.1} MiB resident in all, {} threads",
+            self.processes,
+            self.rss_bytes as f64 / (1 << 20) as f64,
+            self.threads
+        )
+    }
+}
+
+/// `VmRSS` (in bytes) and `Threads` of a `/proc/PID/status`.
+fn parse_proc_status(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:") * 1024, field("Threads:"))
+}
+
+/// Joins each of `ids` to the root in this order, under the address it
+/// will listen on, so that slots follow ids (see the module documentation).
+/// Waits for the root to take joins first.
+fn reserve_slots(
+    root_url: &str,
+    ids: &[u32],
+    address: impl Fn(u32) -> String,
+    key: &ClusterKey,
+    children: &mut [(u32, Child)],
+) -> Result<(), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let until = Instant::now() + UP_WITHIN;
+    for &id in ids {
+        let body = serde_json::json!({ "name": node_name(id), "address": address(id) }).to_string();
+        loop {
+            if process::stop_requested() {
+                return Err("stopped before the cluster was up".into());
+            }
+            if let Some((id, status)) = exited(children) {
+                return Err(format!("{} exited during start-up ({status})", label(id)));
+            }
+            // Signed with the cluster key, as a node's own join is.
+            let auth = key.sign(&Signed {
+                method: "POST",
+                path: JOIN_PATH,
+                headers: &NoHeaders,
+                body: body.as_bytes(),
+            });
+            let last = match agent
+                .post(&format!("{root_url}{JOIN_PATH}"))
+                .set("Content-Type", "application/json")
+                .set(AUTH_HEADER, &auth)
+                .send_string(&body)
+            {
+                Ok(_) => break,
+                // 503: the root does not take joins yet.
+                Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) => {
+                    "the root does not take joins yet".to_string()
+                }
+                Err(ureq::Error::Status(status, r)) => {
+                    return Err(format!(
+                        "the root refused the slot of {}: {status} {}",
+                        node_name(id),
+                        r.into_string().unwrap_or_default()
+                    ))
+                }
+            };
+            if Instant::now() > until {
+                return Err(format!("{last} after {} s", UP_WITHIN.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every node of `urls` answers `GET /ready` with 200.
+fn wait_ready(urls: &[(u32, String)], children: &mut [(u32, Child)]) -> Result<(), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let until = Instant::now() + UP_WITHIN;
+    let mut waiting: Vec<&(u32, String)> = urls.iter().collect();
+    while !waiting.is_empty() {
+        if process::stop_requested() {
+            return Err("stopped before the cluster was up".into());
+        }
+        if let Some((id, status)) = exited(children) {
+            return Err(format!("{} exited during start-up ({status})", label(id)));
+        }
+        waiting.retain(|(_, url)| agent.get(&format!("{url}/ready")).call().is_err());
+        if waiting.is_empty() {
+            break;
+        }
+        if Instant::now() > until {
+            let names: Vec<String> = waiting
+                .iter()
+                .take(5)
+                .map(|(id, _)| node_name(*id))
+                .collect();
+            return Err(format!(
+                "{} nodes were not ready within {} s ({}, ...)",
+                waiting.len(),
+                UP_WITHIN.as_secs(),
+                names.join(", ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn id_of(name: &str) -> u32 {
@@ -339,16 +512,36 @@ fn stop_all(children: &mut Vec<(u32, Child)>) {
     children.clear();
 }
 
-/// Polls the root's `/nodes` until `n` nodes have joined (60 s at most).
+/// Polls the root's `/nodes` until `n` nodes have joined.
 fn wait_for_tree(
     root_url: &str,
     n: usize,
     children: &mut [(u32, Child)],
 ) -> Result<NodesDoc, String> {
+    poll_nodes(
+        root_url,
+        children,
+        "the cluster did not come up",
+        |doc| match doc.nodes.len() == n {
+            true => Ok(doc.clone()),
+            false => Err(format!("{} of {n} nodes joined", doc.nodes.len())),
+        },
+    )
+}
+
+/// Polls the root's `/nodes` until `done` takes it (`Err` says what is
+/// still missing), for [`UP_WITHIN`] at most, giving up when a child exits
+/// or a stop is asked for.
+fn poll_nodes<T>(
+    root_url: &str,
+    children: &mut [(u32, Child)],
+    failure: &str,
+    mut done: impl FnMut(&NodesDoc) -> Result<T, String>,
+) -> Result<T, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(2))
         .build();
-    let until = Instant::now() + Duration::from_secs(60);
+    let until = Instant::now() + UP_WITHIN;
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
         if process::stop_requested() {
@@ -359,18 +552,38 @@ fn wait_for_tree(
         }
         match agent.get(&format!("{root_url}/nodes")).call() {
             Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
-                Ok(doc) if doc.nodes.len() == n => return Ok(doc),
-                Ok(doc) => last = format!("{} of {n} nodes joined", doc.nodes.len()),
+                Ok(doc) => match done(&doc) {
+                    Ok(t) => return Ok(t),
+                    Err(missing) => last = missing,
+                },
                 Err(e) => last = e.to_string(),
             },
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("the cluster did not come up within 60 s ({last})"))
+    Err(format!(
+        "{failure} within {} s ({last})",
+        UP_WITHIN.as_secs()
+    ))
 }
 
-/// Polls the root's `/nodes` until `k` standbys are in sync (60 s at most).
+/// Standby `k`'s data directory, beside the root's.
+fn standby_data_dir(root: &std::path::Path, k: u32) -> std::path::PathBuf {
+    let mut name = root.as_os_str().to_os_string();
+    name.push(format!("-standby-{k}"));
+    std::path::PathBuf::from(name)
+}
+
+/// A child's name in the output: `NODE-3`, or `standby-2`.
+fn label(key: u32) -> String {
+    match key.checked_sub(STANDBY) {
+        Some(k) => format!("standby-{k}"),
+        None => node_name(key),
+    }
+}
+
+/// Polls the root's `/nodes` until `k` standbys are in sync.
 fn wait_for_standbys(
     root_url: &str,
     k: usize,
@@ -379,41 +592,18 @@ fn wait_for_standbys(
     if k == 0 {
         return Ok(());
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build();
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut last = String::from("no answer yet");
-    while Instant::now() < until {
-        if process::stop_requested() {
-            return Err("stopped before the cluster was up".into());
+    poll_nodes(root_url, children, "the standbys were not in sync", |doc| {
+        let in_sync = doc
+            .root_group
+            .iter()
+            .flatten()
+            .filter(|m| m.role == "standby" && m.in_sync)
+            .count();
+        match in_sync >= k {
+            true => Ok(()),
+            false => Err(format!("{in_sync} of {k} standbys in sync")),
         }
-        if let Some((id, status)) = exited(children) {
-            return Err(format!("{} exited during start-up ({status})", label(id)));
-        }
-        match agent.get(&format!("{root_url}/nodes")).call() {
-            Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
-                Ok(doc) => {
-                    let in_sync = doc
-                        .root_group
-                        .unwrap_or_default()
-                        .iter()
-                        .filter(|m| m.role == "standby" && m.in_sync)
-                        .count();
-                    if in_sync >= k {
-                        return Ok(());
-                    }
-                    last = format!("{in_sync} of {k} standbys in sync");
-                }
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!(
-        "the standbys were not in sync within 60 s ({last})"
-    ))
+    })
 }
 
 /// Prints the root group: the primary and each standby, with its URL.
@@ -434,6 +624,15 @@ fn print_root_group(root_url: &str) {
             (_, false) => "standby, catching up",
         };
         say!("  http://{}  {role}", m.address);
+    }
+}
+
+/// No headers: a join the cluster command sends carries none that are signed.
+struct NoHeaders;
+
+impl crate::wire::Headers for NoHeaders {
+    fn header(&self, _: &str) -> Option<&str> {
+        None
     }
 }
 
@@ -491,6 +690,40 @@ mod tests {
         );
         assert_eq!(label(STANDBY + 2), "standby-2");
         assert_eq!(label(3), "NODE-3");
+    }
+
+    #[test]
+    fn deep_trees_get_fewer_threads_per_node() {
+        assert_eq!(parse(&[]).unwrap().node_threads(), None);
+        assert_eq!(parse(&["--depth", "4"]).unwrap().node_threads(), None);
+        assert_eq!(parse(&["--depth", "5"]).unwrap().node_threads(), Some(2));
+        assert_eq!(parse(&["--depth=8"]).unwrap().node_threads(), Some(2));
+        let a = parse(&["--depth", "8", "--threads", "6"]).unwrap();
+        assert_eq!(a.node_threads(), Some(6));
+        assert_eq!(parse(&["--threads=3"]).unwrap().node_threads(), Some(3));
+        assert!(parse(&["--threads", "0"])
+            .unwrap_err()
+            .starts_with("--threads"));
+    }
+
+    #[test]
+    fn usage_is_read_from_proc_status() {
+        let status = "Name:\ttreecache\nVmRSS:\t    4096 kB\nThreads:\t23\n";
+        assert_eq!(parse_proc_status(status), (4096 * 1024, 23));
+        assert_eq!(parse_proc_status(""), (0, 0));
+        let me = Usage::of(std::iter::once(std::process::id()));
+        assert_eq!(me.processes, 1);
+        assert!(me.rss_bytes > 0 && me.threads >= 1, "{me:?}");
+        let text = Usage {
+            processes: 255,
+            rss_bytes: 1536 << 20,
+            threads: 8000,
+        }
+        .to_string();
+        assert_eq!(
+            text,
+            "255 node processes: 1536.0 MiB resident in all, 8000 threads"
+        );
     }
 
     #[test]

@@ -420,6 +420,11 @@ impl Node {
         self.metrics.count_response(status);
     }
 
+    /// The node's metrics, for the HTTP layer's request timings.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Looks `key` up in this node's own copy, counting the hit or miss;
     /// `child` is the asking child when the lookup answers a fill.
     fn lookup<R>(

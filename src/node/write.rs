@@ -115,7 +115,14 @@ impl Node {
         let Some(id) = request_id else {
             return self.write_at_root(root, key, write, deadline, render);
         };
-        match root.dedup().claim(id, deadline.0) {
+        // The same id on another write (another method, key or body) is
+        // another request: only a true retry gets the first answer.
+        let method = match write.mutation {
+            Mutation::Put(_) => "PUT",
+            Mutation::Delete => "DELETE",
+        };
+        let retry_of = super::super::root::dedup::fingerprint(id, method, key, body);
+        match root.dedup().claim(&retry_of, deadline.0) {
             None => Err(Error::Upstream(UpstreamError::TimedOut {
                 name: self.config.name(),
                 address: self.config.advertise.clone(),
