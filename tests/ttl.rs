@@ -32,24 +32,44 @@ fn put_ttl(url: &str, value: Value, ttl: f64) -> (http::Answer, Instant, Instant
     (answer, sent, back)
 }
 
-/// The `ttl` of a GET answer, which must be 200.
-fn ttl_of(url: &str) -> f64 {
-    let (status, body) = http::get(url);
-    assert_eq!(status, 200, "{url}: {body}");
-    body["ttl"]
+/// A GET answer (which must be 200), the `ttl` it shows, and the moments
+/// just before it was asked for and just after it came.
+struct Shown {
+    answer: http::Answer,
+    ttl: f64,
+    asked: Instant,
+    answered: Instant,
+}
+
+fn ttl_of(url: &str) -> Shown {
+    let asked = Instant::now();
+    let answer = http::request("GET", url, None, &[]);
+    let answered = Instant::now();
+    assert_eq!(answer.status, 200, "{url}: {}", answer.text());
+    let ttl = answer.json()["ttl"]
         .as_f64()
-        .unwrap_or_else(|| panic!("{url}: no ttl in {body}"))
+        .unwrap_or_else(|| panic!("{url}: no ttl in {}", answer.text()));
+    Shown {
+        answer,
+        ttl,
+        asked,
+        answered,
+    }
 }
 
 fn sleep_until(t: Instant) {
     std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
-/// Asserts `ttl` is the time left of a key written with `written` seconds
-/// between `sent` and `back`, as read now.
-fn assert_left(ttl: f64, written: f64, sent: Instant, back: Instant, what: &str) {
-    let most = written - back.elapsed().as_secs_f64() + 0.002;
-    let least = written - sent.elapsed().as_secs_f64() - 0.2;
+/// Asserts that `shown` gives the time left of a key written with a ttl of
+/// `written` seconds by a PUT sent at `sent` and answered at `back`: the
+/// key expires between `sent + written` and `back + written` at the root,
+/// a copy no later, and a little earlier (the time of a fill) at most.
+fn assert_left(shown: &Shown, written: f64, sent: Instant, back: Instant, what: &str) {
+    let since = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64();
+    let most = written - since(shown.asked, back) + 0.002;
+    let least = written - since(shown.answered, sent) - 0.2;
+    let ttl = shown.ttl;
     assert!(
         ttl <= most && ttl >= least,
         "{what}: ttl {ttl}, expected between {least:.3} and {most:.3}"
@@ -75,12 +95,12 @@ fn a_key_expires_on_every_node_at_once_including_those_that_cached_it() {
     // with the time the key has left at the root, not the full ttl.
     std::thread::sleep(Duration::from_secs(1));
     for &leaf in &leaves {
-        let ttl = ttl_of(&at(&cluster, leaf, "k"));
-        assert_left(ttl, TTL, sent, back, &format!("NODE-{leaf}"));
+        let shown = ttl_of(&at(&cluster, leaf, "k"));
+        assert_left(&shown, TTL, sent, back, &format!("NODE-{leaf}"));
     }
     for &id in &ids {
-        let ttl = ttl_of(&local(&cluster, id, "k"));
-        assert_left(ttl, TTL, sent, back, &format!("NODE-{id}'s own copy"));
+        let shown = ttl_of(&local(&cluster, id, "k"));
+        assert_left(&shown, TTL, sent, back, &format!("NODE-{id}'s own copy"));
     }
 
     // Right before the expiry, every node still answers it from its copy.
@@ -175,9 +195,9 @@ fn a_restarted_durable_root_restores_the_time_left_and_drops_what_expired_meanwh
             404,
             "NODE-{id}: expired while the root was down"
         );
-        let ttl = ttl_of(&at(&cluster, id, "long"));
+        let shown = ttl_of(&at(&cluster, id, "long"));
         assert_left(
-            ttl,
+            &shown,
             LONG,
             sent,
             back,
@@ -209,11 +229,10 @@ fn a_standby_relays_the_time_left_and_keeps_it_when_it_takes_over() {
     let (root, standby, leaf) = (cluster.root_id, STANDBY + 1, cluster.at_slot(1));
     let (answer, sent, back) = put_ttl(&at(&cluster, root, "k"), json!("v"), 8.0);
     put_ttl(&at(&cluster, root, "brief"), json!("b"), 0.5);
-    let through_standby = http::request("GET", &at(&cluster, standby, "k"), None, &[]);
-    assert_eq!(through_standby.status, 200, "{}", through_standby.text());
-    assert_eq!(through_standby.header("etag"), answer.header("etag"));
+    let through_standby = ttl_of(&at(&cluster, standby, "k"));
+    assert_eq!(through_standby.answer.header("etag"), answer.header("etag"));
     assert_left(
-        through_standby.json()["ttl"].as_f64().unwrap(),
+        &through_standby,
         8.0,
         sent,
         back,
@@ -228,9 +247,9 @@ fn a_standby_relays_the_time_left_and_keeps_it_when_it_takes_over() {
         http::get(&at(&cluster, leaf, "k")).0 == 200
     });
     for id in [standby, leaf] {
-        let ttl = ttl_of(&at(&cluster, id, "k"));
+        let shown = ttl_of(&at(&cluster, id, "k"));
         assert_left(
-            ttl,
+            &shown,
             8.0,
             sent,
             back,
