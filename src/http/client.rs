@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::auth::{one_process, ClusterKey, Signed};
 use crate::deadline::Deadline;
 use crate::error::UpstreamError;
-use crate::input::MAX_BODY_BYTES;
+use crate::input::{Listing, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::node::{Downstream, Upstream};
 use crate::wire::{
@@ -123,7 +123,7 @@ impl HttpClient {
         let headers = response
             .headers_names()
             .into_iter()
-            .filter(|n| n.len() > 12 && n[..12].eq_ignore_ascii_case("x-treecache-"))
+            .filter(|n| wire::kept_header(n))
             .filter_map(|n| {
                 let v = response.header(&n)?.to_string();
                 Some((n, v))
@@ -208,6 +208,15 @@ impl Upstream for HttpClient {
 
     fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError> {
         self.call(root, &wire::nodes_request(), deadline, None)
+    }
+
+    fn keys(
+        &self,
+        root: &Peer,
+        listing: &Listing,
+        deadline: Deadline,
+    ) -> Result<Answer, UpstreamError> {
+        self.call(root, &wire::keys_request(listing), deadline, None)
     }
 
     fn join(

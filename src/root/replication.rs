@@ -23,10 +23,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
+use crate::expiry::{self, Kept};
 use crate::node::Node;
 use crate::store::Mutation;
 use crate::wal::record::{self, Change, Edit};
@@ -89,13 +90,16 @@ impl Replication {
         self.targets.lock().unwrap().clear();
     }
 
-    /// The primary: sends one write to every target and waits for each.
+    /// The primary: sends one write to every target and waits for each
+    /// (`expires_ms`: a put's expiry as a Unix time in milliseconds, 0 for none).
+    #[allow(clippy::too_many_arguments)]
     pub fn replicate(
         &self,
         node: &Node,
         epoch: u64,
         key: &str,
         version: u64,
+        expires_ms: u64,
         mutation: &Mutation,
         deadline: Deadline,
     ) -> Result<(), Error> {
@@ -108,7 +112,7 @@ impl Replication {
             Mutation::Put(v) => Edit::Put(v),
             Mutation::Delete => Edit::Delete,
         };
-        record::encode_write(&mut records, 0, key, version, 0, edit);
+        record::encode_write(&mut records, 0, key, version, expires_ms, edit);
         let message = Replicate {
             epoch,
             phase: Phase::Live,
@@ -340,6 +344,14 @@ impl Replication {
                 Change::End(_) => continue,
             };
             root.note_version(r.version);
+            // The log keeps the expiry as the primary sent it; memory, the
+            // time it has left by this process's clock.
+            let (live, expires) =
+                match expiry::from_unix_ms(r.expires_ms, expiry::unix_now_ms(), Instant::now()) {
+                    Kept::Forever => (value, None),
+                    Kept::Until(at) => (value, Some(at)),
+                    Kept::Expired => (None, None),
+                };
             match message.phase {
                 Phase::Live => {
                     let mutation = match value {
@@ -347,9 +359,12 @@ impl Replication {
                         None => Mutation::Delete,
                     };
                     let logged = root
-                        .log(&r.key, r.version, &mutation)
+                        .log(&r.key, r.version, r.expires_ms, &mutation)
                         .map_err(Refusal::Other)?;
-                    if node.store_handle().apply_if_newer(&r.key, value, r.version) {
+                    if node
+                        .store_handle()
+                        .apply_if_newer(&r.key, live, r.version, expires)
+                    {
                         applied += 1;
                     }
                     drop(logged);
@@ -363,7 +378,9 @@ impl Replication {
                         .and_then(|c| c.deleted.get(&r.key))
                         .is_some_and(|&v| v >= r.version);
                     if !deleted_later
-                        && node.store_handle().apply_if_newer(&r.key, value, r.version)
+                        && node
+                            .store_handle()
+                            .apply_if_newer(&r.key, live, r.version, expires)
                     {
                         applied += 1;
                     }
