@@ -207,6 +207,17 @@ fn run(args: &Args) -> ExitCode {
         }
     );
 
+    if let Some(op) = history
+        .iter()
+        .filter(|op| op.outcome != Outcome::Unknown)
+        .max_by_key(|op| op.returned - op.invoked)
+    {
+        println!(
+            "treecache-traffic: slowest answer {:.2} s: {op}",
+            (op.returned - op.invoked) as f64 / 1e9
+        );
+    }
+
     let mut every: Vec<(u32, String)> = args.nodes.clone();
     every.extend(args.read_after.iter().cloned());
     every.sort();
