@@ -44,9 +44,13 @@ impl HttpClient {
             .max_idle_connections_per_host(64)
             .no_delay(true)
             .redirects(0)
-            .resolver(move |addr: &str| {
-                metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
-                std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect())
+            .resolver({
+                // A lookup waits no longer than a call to the peer may.
+                let names = super::resolve::Resolver::new(hop);
+                move |addr: &str| {
+                    metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
+                    names.resolve(addr)
+                }
             })
             .build();
         HttpClient {

@@ -4,11 +4,12 @@
 //! `api`: routing and handlers;
 //! `docs`: the embedded OpenAPI document and its Swagger page), and the
 //! client that calls other nodes (`client`, the real implementation of the
-//! node's seams). What travels between nodes is defined in `wire`, not here.
+//! node's seams; `resolve`, its name lookups bounded in time). What travels between nodes is defined in `wire`, not here.
 
 pub mod api;
 pub mod client;
 pub mod docs;
 mod gate;
 mod pool;
+mod resolve;
 pub mod server;
