@@ -32,14 +32,14 @@ if [ "${1:-}" = --ensemble ]; then
   shift
   [ $# -eq 1 ] || usage
 fi
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
+{ [ $# -ge 1 ] && [ $# -le 2 ]; } || usage
 depth=$1
 root=${2:-1}
-[[ $depth =~ ^[0-9]+$ ]] && [[ $root =~ ^[0-9]+$ ]] || usage
+[[ $depth =~ ^[0-9]+$ && $root =~ ^[0-9]+$ ]] || usage
 # 2^7 - 1 = 127 nodes is the most that fits the /24 and its address plan.
-[ "$depth" -ge 1 ] && [ "$depth" -le 7 ] || usage
+{ [ "$depth" -ge 1 ] && [ "$depth" -le 7 ]; } || usage
 count=$(( (1 << depth) - 1 ))
-[ "$root" -ge 1 ] && [ "$root" -le "$count" ] || usage
+{ [ "$root" -ge 1 ] && [ "$root" -le "$count" ]; } || usage
 
 # The healthcheck of a ZooKeeper server: `zkServer.sh status` succeeds once
 # the server serves (in an ensemble: once it leads or follows in a quorum).
@@ -127,7 +127,8 @@ cat <<EOF
 #
 #   docker compose up -d --build       # node i answers on http://127.0.0.1:(5000 + i)
 #   docker exec NODE-1 /treecache-cli tree
-#   docker compose down
+#   docker compose down                # keeps the volumes: the cluster key, the root's data
+#   docker compose down -v             # removes them too
 #
 # NODE-$root-standby (http://127.0.0.1:$((5001 + count))) is a standby of the root: it takes
 # over when the root's ZooKeeper session ends (docs/deployment.md).

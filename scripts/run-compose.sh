@@ -8,14 +8,19 @@
 #   2. TREECACHE_IMAGE=... ZOOKEEPER_IMAGE=... docker compose up -d --no-build
 #      in the repository's root, timed until every node has joined and the
 #      root's standby is in sync;
-#   3. scripts/deployment-checks.sh: the tree (slots in id order), writes and
-#      reads through leaves, ?local=true, the standby forwarding /store,
-#      treecache-cli inside a container; `docker compose stop` and `start` of
-#      a node (it rejoins its slot) and of the root (its standby takes over,
-#      the caches follow, no acknowledged write is lost; the root comes back
-#      as a standby);
+#   3. scripts/deployment-checks.sh: every node runs with the cluster key
+#      that the one-off service cluster-key wrote (the volume read-only at
+#      /keys, the key in no container's configuration, unsigned calls and
+#      calls signed with another key refused with 401 and without effect);
+#      the tree (slots in id order), writes and reads through leaves,
+#      ?local=true, the standby forwarding /store, treecache-cli inside a
+#      container; `docker compose stop` and `start` of a node (it rejoins
+#      its slot) and of the root (its standby takes over within 3 s of the
+#      SIGTERM, the caches follow, no acknowledged write is lost; the root
+#      comes back as a standby);
 #   4. docker compose down: no container or network of the project is left,
-#      the named data volumes are (on purpose); up again: the data is still
+#      the named volumes (the cluster key, the root's and its standby's
+#      data) are, on purpose; up again: the data and the key are still
 #      there; docker compose down -v: nothing of the project is left, not
 #      even the anonymous volumes of the images' VOLUME directories.
 #
@@ -151,10 +156,15 @@ timing "up until every node joined, standby in sync" "$(since "$t")"
 
 # --- 3. the checks
 key=compose-$run
+check_key "$key"
 check_tree
 check_data "$key"
 check_node_restart "$key"
 check_failover "$key"
+if [ -n "$handover" ]; then
+  timing "SIGTERM to the standby's taking over" "$(ms_as_s2 "$handover")"
+  timing "SIGTERM to its GET / saying root" "$(ms_as_s2 "$handover_seen")"
+fi
 
 # --- 4. down, up again, down -v
 mapfile -t containers < <(compose ps -aq)
@@ -163,9 +173,13 @@ named=$(docker volume ls -q --filter "label=com.docker.compose.project=$project"
 named_list=$(paste -sd ' ' <<<"$named")
 root_volume=$(data_volume NODE-1)
 standby_volume=$(data_volume "$standby")
+key_volume=$(mounted_volume NODE-1 /keys)
+key_before=$(key_digest NODE-1)
 check "NODE-1 and $standby keep /data on two named volumes of the project ($root_volume, $standby_volume)" \
   test -n "$root_volume" -a -n "$standby_volume" -a "$root_volume" != "$standby_volume" -a \
   "$(grep -cxF -e "$root_volume" -e "$standby_volume" <<<"$named")" = 2
+check "the cluster key is on a named volume of the project ($key_volume)" \
+  test "$(grep -cxF -e "$key_volume" <<<"$named")" = 1 -a "$(wc -l <<<"$named")" = 3
 anonymous=$(comm -23 <(echo "$volumes") <(echo "$named") | tr '\n' ' ')
 note "docker compose down"
 t=$(now_ms)
@@ -175,7 +189,7 @@ check "down: no container of project $project is left" \
   test -z "$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
 check "down: no network of project $project is left" \
   test -z "$(docker network ls -q --filter "label=com.docker.compose.project=$project")"
-check "down keeps the named data volumes ($named_list)" \
+check "down keeps the named volumes of the key and the data ($named_list)" \
   test "$(docker volume ls -q --filter "label=com.docker.compose.project=$project" | sort)" = "$named"
 note "down leaves $(wc -w <<<"$anonymous") anonymous volumes of the images' VOLUME directories (down -v removes them)"
 
@@ -191,6 +205,10 @@ expect_http "the root's data outlived down and up (read through leaf NODE-7)" 20
   '.value == "acknowledged before the failover"'
 http GET "$(url 4)/store/$key-after"
 expect_http "so did the write made after the failover" 200 '.value == "after"'
+check "the cluster key outlived down and up (the same key in $key_volume)" \
+  test -n "$key_before" -a "$(key_digest NODE-4)" = "$key_before"
+check "$key_container kept it (treecache keygen: keeping the key)" \
+  grep -q 'keeping the key in /keys/cluster.key' <(docker logs "$key_container" 2>&1)
 
 mapfile -t containers < <(compose ps -aq)
 volumes=$(volumes_of "${containers[@]}")

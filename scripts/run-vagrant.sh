@@ -9,15 +9,19 @@
 #   2. TREECACHE_IMAGE=... ZOOKEEPER_IMAGE=... vagrant destroy -f && vagrant up
 #      in the repository's root, timed until every node has joined and the
 #      root's standby is in sync;
-#   3. scripts/deployment-checks.sh: the tree (slots in id order), writes and
-#      reads through leaves, ?local=true, the standby forwarding /store,
-#      treecache-cli inside a container (also through `vagrant docker-exec`);
-#      `vagrant halt` and `vagrant up` of a node (it rejoins its slot) and of
-#      the root (its standby takes over, the caches follow, no acknowledged
-#      write is lost; the root comes back as a standby);
+#   3. scripts/deployment-checks.sh: every node runs with the cluster key
+#      that the one-off machine cluster-key wrote (the volume read-only at
+#      /keys, the key in no container's configuration, unsigned calls and
+#      calls signed with another key refused with 401 and without effect);
+#      the tree (slots in id order), writes and reads through leaves,
+#      ?local=true, the standby forwarding /store, treecache-cli inside a
+#      container (also through `vagrant docker-exec`); `vagrant halt` and
+#      `vagrant up` of a node (it rejoins its slot) and of the root (its
+#      standby takes over within 3 s of the SIGTERM, the caches follow, no
+#      acknowledged write is lost; the root comes back as a standby);
 #   4. vagrant destroy -f: no container, network or anonymous volume of the
-#      cluster is left; the named data volumes of the root and its standby
-#      are (on purpose), and are then removed.
+#      cluster is left; the named volumes of the cluster key and of the
+#      root's and its standby's data are (on purpose), and are then removed.
 #
 # Vagrant keeps its machine state in a directory of this run
 # (VAGRANT_DOTFILE_PATH), not in .vagrant. The file names fixed container
@@ -105,7 +109,7 @@ trap 'exit 130' INT TERM
 stop_node() { vagrant halt "$1" >>"$work/vagrant.log" 2>&1; }
 start_node() { vagrant up "$1" >>"$work/vagrant.log" 2>&1; }
 
-for tool in vagrant docker curl jq; do
+for tool in vagrant docker curl jq python3; do
   command -v "$tool" >/dev/null || abort "$tool is installed (scripts/install-deps.sh)"
 done
 note "$(vagrant --version)"
@@ -116,10 +120,11 @@ mapfile -t machines < <(vagrant status --machine-readable 2>"$work/status-error"
   awk -F, '$3 == "state" { print $2 }')
 [ ${#machines[@]} -gt 0 ] || abort "vagrant status lists the machines ($(cat "$work/status-error"))"
 note "machines: ${machines[*]}"
-for name in NODE-1 NODE-3 "$standby"; do
+for name in cluster-key NODE-1 NODE-3 "$standby"; do
   printf '%s\n' "${machines[@]}" | grep -qxF "$name" || abort "the Vagrantfile defines $name"
 done
-for name in "${machines[@]}"; do
+check "the first machine is cluster-key (the key before any node)" test "${machines[0]}" = cluster-key
+for name in "${machines[@]/#cluster-key/$key_container}"; do
   if docker container inspect "$name" >/dev/null 2>&1; then
     abort "no container named $name exists yet (another cluster from the committed files? remove it first)"
   fi
@@ -158,6 +163,14 @@ pass "vagrant destroy -f && vagrant up ($(since "$t")s)"
 timing "vagrant up returned" "$(since "$t")"
 grep -q "Waiting until NODE-1 is the primary" "$work/up.log" ||
   fail "vagrant up ran the trigger that starts the standby after the root leads"
+grep -q "Waiting until the cluster key is in the volume" "$work/up.log" ||
+  fail "vagrant up ran the trigger that waits for the cluster key"
+for id in $(seq 2 "$count"); do
+  grep -q "Waiting until NODE-$((id - 1)) has joined" "$work/up.log" ||
+    fail "vagrant up ran the trigger that starts NODE-$id once NODE-$((id - 1)) has joined"
+done
+check "$key_container made a new key (treecache keygen: wrote a new cluster key)" \
+  grep -q 'wrote a new cluster key to /keys/cluster.key' <(docker logs "$key_container" 2>&1)
 wait_for 120 cluster_up || abort "every node joined and the standby is in sync within 120 s (last: $status $body)"
 pass "every node joined and the standby is in sync, $(since "$t")s after up began"
 timing "up until every node joined, standby in sync" "$(since "$t")"
@@ -167,6 +180,7 @@ check "vagrant up made ${#machines[@]} containers, one per machine (${#container
 
 # --- 3. the checks
 key=vagrant-$run
+check_key "$key"
 check_tree
 check_data "$key"
 out=$(vagrant docker-exec -t NODE-1 -- /treecache-cli tree 2>&1)
@@ -178,14 +192,21 @@ else
 fi
 check_node_restart "$key"
 check_failover "$key"
+if [ -n "$handover" ]; then
+  timing "SIGTERM to the standby's taking over" "$(ms_as_s2 "$handover")"
+  timing "SIGTERM to its GET / saying root" "$(ms_as_s2 "$handover_seen")"
+fi
 
 # --- 4. destroy
 record
 root_volume=$(data_volume NODE-1)
 standby_volume=$(data_volume "$standby")
+key_volume=$(mounted_volume NODE-1 /keys)
 check "NODE-1 and $standby keep /data on two named volumes ($root_volume, $standby_volume)" \
   test -n "$root_volume" -a -n "$standby_volume" -a "$root_volume" != "$standby_volume" \
   -a ${#root_volume} -lt 64 -a ${#standby_volume} -lt 64
+check "the cluster key is on a named volume ($key_volume)" test -n "$key_volume" -a ${#key_volume} -lt 64
+kept_volumes=$(printf '%s\n' "$key_volume" "$root_volume" "$standby_volume" | sort)
 note "vagrant destroy -f"
 t=$(now_ms)
 vagrant destroy -f >"$work/destroy.log" 2>&1 || { tail -20 "$work/destroy.log"; fail "vagrant destroy -f"; }
@@ -207,19 +228,20 @@ check "destroy: the network Vagrant made ($(paste -sd ' ' <<<"$networks")) is go
 left=""
 kept=""
 for v in $volumes; do
-  if [ "$v" = "$root_volume" ] || [ "$v" = "$standby_volume" ]; then
-    docker volume inspect "$v" >/dev/null 2>&1 && kept+=" $v"
+  if grep -qxF "$v" <<<"$kept_volumes"; then
+    docker volume inspect "$v" >/dev/null 2>&1 && kept+="$v"$'\n'
   else
     docker volume inspect "$v" >/dev/null 2>&1 && left+=" $v"
   fi
 done
 check "destroy: no anonymous volume of the containers is left${left:+ (left:$left)}" test -z "$left"
-check "destroy keeps the named data volumes ($root_volume $standby_volume)" \
-  test "$kept" = " $root_volume $standby_volume" -o "$kept" = " $standby_volume $root_volume"
-if docker volume rm "$root_volume" "$standby_volume" >/dev/null; then
-  pass "docker volume rm $root_volume $standby_volume (as docs/deployment.md says)"
+check "destroy keeps the named volumes of the key and the data ($(paste -sd ' ' <<<"$kept_volumes"))" \
+  test "$(sed '/^$/d' <<<"$kept" | sort)" = "$kept_volumes"
+# shellcheck disable=SC2046 # one volume name per word
+if docker volume rm $(paste -sd ' ' <<<"$kept_volumes") >/dev/null; then
+  pass "docker volume rm $(paste -sd ' ' <<<"$kept_volumes") (as docs/deployment.md says)"
 else
-  fail "docker volume rm $root_volume $standby_volume (as docs/deployment.md says)"
+  fail "docker volume rm $(paste -sd ' ' <<<"$kept_volumes") (as docs/deployment.md says)"
 fi
 started=false
 
