@@ -1011,7 +1011,9 @@ fn watch(shared: &Shared, client: &Client, rx: &mpsc::Receiver<Event>, mut sessi
                 continue;
             }
             Ok(Event::State(s, ZkState::Closed | ZkState::AuthFailed)) if s == serial => {
-                log::warn!("ZooKeeper session ended; starting a new one");
+                if !shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    log::warn!("ZooKeeper session ended; starting a new one");
+                }
                 return;
             }
             Ok(Event::State(s, _)) if s == serial => {
