@@ -98,12 +98,15 @@ pub fn local_flag(query: &str) -> Result<bool, Invalid> {
 /// The longest request id a write may carry.
 pub const MAX_REQUEST_ID: usize = 200;
 
-/// A write's `X-Treecache-Request-Id`: absent or empty is none; else 1 to
-/// 200 visible ASCII characters.
+/// A write's `X-Treecache-Request-Id`: absent is none; else 1 to 200
+/// visible ASCII characters.
 pub fn request_id(header: Option<&str>) -> Result<Option<String>, Invalid> {
-    let Some(id) = header.map(str::trim).filter(|id| !id.is_empty()) else {
+    let Some(id) = header.map(str::trim) else {
         return Ok(None);
     };
+    if id.is_empty() {
+        return Err(bad("A request id may not be empty."));
+    }
     if id.len() > MAX_REQUEST_ID {
         return Err(bad(format!(
             "A request id takes at most {MAX_REQUEST_ID} characters, not {}.",
@@ -302,7 +305,7 @@ mod tests {
     #[test]
     fn request_ids_are_short_and_visible() {
         assert_eq!(request_id(None), Ok(None));
-        assert_eq!(request_id(Some("  ")), Ok(None));
+        assert!(request_id(Some("  ")).is_err());
         assert_eq!(request_id(Some(" a-1 ")), Ok(Some("a-1".into())));
         assert_eq!(
             request_id(Some(&"x".repeat(200))),
