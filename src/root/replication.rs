@@ -308,11 +308,17 @@ impl Replication {
                 "This process is the primary of the root group.".into(),
             )));
         }
-        let mut catch_up = self.catch_up.lock().unwrap();
+        // A catch-up's phases run one at a time, under the lock; live writes
+        // take it only for a moment (a delete, below), so that concurrent
+        // writes share their syncs of this process's log.
+        let mut catch_up = match message.phase {
+            Phase::Live => None,
+            _ => Some(self.catch_up.lock().unwrap()),
+        };
         match message.phase {
             Phase::Reset => {
                 node.store_handle().clear();
-                *catch_up = Some(CatchUp {
+                **catch_up.as_mut().expect("locked for the catch-up") = Some(CatchUp {
                     id: message.catch_up.clone().unwrap_or_default(),
                     deleted: HashMap::new(),
                 });
@@ -321,7 +327,8 @@ impl Replication {
             }
             Phase::Chunk | Phase::End => {
                 let ours = catch_up
-                    .as_ref()
+                    .as_deref()
+                    .and_then(Option::as_ref)
                     .is_some_and(|c| Some(&c.id) == message.catch_up.as_ref());
                 if !ours {
                     return Err(Refusal::Other(Error::Conflict(
@@ -361,20 +368,29 @@ impl Replication {
                     let logged = root
                         .log(&r.key, r.version, r.expires_ms, &mutation)
                         .map_err(Refusal::Other)?;
+                    // A delete is remembered by a catch-up under way before
+                    // it is applied, so that no chunk applied after it can
+                    // bring the key back.
+                    let remembered = value.is_none().then(|| {
+                        let mut under_way = self.catch_up.lock().unwrap();
+                        if let Some(c) = under_way.as_mut() {
+                            c.deleted.insert(r.key.clone(), r.version);
+                        }
+                        under_way
+                    });
                     if node
                         .store_handle()
                         .apply_if_newer(&r.key, live, r.version, expires)
                     {
                         applied += 1;
                     }
+                    drop(remembered);
                     drop(logged);
-                    if let (None, Some(c)) = (value, catch_up.as_mut()) {
-                        c.deleted.insert(r.key.clone(), r.version);
-                    }
                 }
                 _ => {
                     let deleted_later = catch_up
-                        .as_ref()
+                        .as_deref()
+                        .and_then(Option::as_ref)
                         .and_then(|c| c.deleted.get(&r.key))
                         .is_some_and(|&v| v >= r.version);
                     if !deleted_later
@@ -394,7 +410,7 @@ impl Replication {
                 wal.compact_now(node.store_handle().as_ref())
                     .map_err(|e| Refusal::Other(Error::Internal(e)))?;
             }
-            *catch_up = None;
+            **catch_up.as_mut().expect("locked for the catch-up") = None;
             log::info!("caught up with the primary (epoch {})", message.epoch);
         }
         Ok(Replicated { applied })
