@@ -119,6 +119,29 @@ impl Stats {
     pub fn quantile_ms(&self, q: f64) -> f64 {
         quantile_ms(&self.latencies, q)
     }
+
+    /// The stats of timed requests: their latencies and errors, and their
+    /// rate over `seconds`.
+    pub fn of_timed<'a>(
+        conns: usize,
+        seconds: f64,
+        timed: impl Iterator<Item = &'a Timed>,
+    ) -> Stats {
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        for t in timed {
+            latencies.push(t.latency_us);
+            errors += u64::from(!t.ok);
+        }
+        latencies.sort_unstable();
+        Stats {
+            conns,
+            requests: latencies.len() as u64,
+            errors,
+            seconds,
+            latencies,
+        }
+    }
 }
 
 /// The latency at quantile `q` of sorted microseconds, in milliseconds.

@@ -150,3 +150,16 @@ pub fn rss_mib(pid: u32) -> f64 {
 pub fn first_slot_at(d: u32) -> u64 {
     (1u64 << (d - 1)) - 1
 }
+
+/// A node's `/metrics` text.
+pub fn metrics(url: &str) -> String {
+    common::http::request("GET", &format!("{url}/metrics"), None, &[]).text()
+}
+
+/// The value of an unlabelled sample `name` in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is missing from /metrics"))
+}
