@@ -19,6 +19,9 @@
 //! - `durable`: a root with `--data-dir`: writes under `--fsync always` and
 //!   `everysec` next to an in-memory root, recovery after `kill -9`, and
 //!   writes while the log is compacted (see `durable.rs`).
+//! - `faults`: a write of a key cached by a frozen leaf and the writes of
+//!   other keys meanwhile; misses read around a killed and a frozen middle
+//!   node (see `faults.rs`).
 //!
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
@@ -27,6 +30,7 @@ use treecache_harness as common;
 
 mod baseline;
 mod durable;
+mod faults;
 mod load;
 mod report;
 mod requests;
@@ -59,7 +63,11 @@ const SMOKE: Mode = Mode {
 type Section = (&'static str, fn(Mode, &mut Report));
 
 /// Every section, in the order they run.
-const SECTIONS: &[Section] = &[("requests", requests::run), ("durable", durable::run)];
+const SECTIONS: &[Section] = &[
+    ("requests", requests::run),
+    ("durable", durable::run),
+    ("faults", faults::run),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
