@@ -75,6 +75,12 @@ pub fn agent() -> ureq::Agent {
 
 /// Sends one request on the agent's connection; true when the status is the expected one.
 pub fn send(agent: &ureq::Agent, req: &Req) -> bool {
+    status(agent, req) == req.expect
+}
+
+/// Sends one request on the agent's connection and returns the status of
+/// the answer, 0 when none came (refused, reset, timed out).
+pub fn status(agent: &ureq::Agent, req: &Req) -> u16 {
     let request = agent.request(req.method, &req.url);
     let result = match &req.body {
         Some(body) => request
@@ -88,9 +94,9 @@ pub fn send(agent: &ureq::Agent, req: &Req) -> bool {
             // Reading the body to its end returns the connection for reuse.
             let mut sink = Vec::with_capacity(256);
             let _ = response.into_reader().take(1 << 20).read_to_end(&mut sink);
-            status == req.expect
+            status
         }
-        Err(_) => false,
+        Err(_) => 0,
     }
 }
 
@@ -142,6 +148,57 @@ impl Stats {
             latencies,
         }
     }
+
+    /// Several loads of the same scenario as one: every request of each,
+    /// over the time they measured together.
+    pub fn pooled(all: &[Stats]) -> Stats {
+        let mut latencies: Vec<u32> = all
+            .iter()
+            .flat_map(|s| s.latencies.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        Stats {
+            conns: all.first().map_or(0, |s| s.conns),
+            requests: all.iter().map(|s| s.requests).sum(),
+            errors: all.iter().map(|s| s.errors).sum(),
+            seconds: all.iter().map(|s| s.seconds).sum(),
+            latencies,
+        }
+    }
+}
+
+/// The median of some figures (the mean of the middle two when their
+/// number is even); NaN when there are none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Measures two setups `a` and `b` of one scenario in `rounds` rounds,
+/// alternating so that neither always goes first: A B, B A, A B, ... The
+/// argument of each call is the round's number. On a machine whose load
+/// comes and goes, each round compares two loads seconds apart.
+pub fn alternate(
+    rounds: usize,
+    mut a: impl FnMut(usize) -> Stats,
+    mut b: impl FnMut(usize) -> Stats,
+) -> (Vec<Stats>, Vec<Stats>) {
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            of_a.push(a(round));
+            of_b.push(b(round));
+        } else {
+            of_b.push(b(round));
+            of_a.push(a(round));
+        }
+    }
+    (of_a, of_b)
 }
 
 /// The latency at quantile `q` of sorted microseconds, in milliseconds.

@@ -22,6 +22,12 @@
 //! - `faults`: a write of a key cached by a frozen leaf and the writes of
 //!   other keys meanwhile; misses read around a killed and a frozen middle
 //!   node (see `faults.rs`).
+//! - `failover`: how long writes through a leaf stop when the primary of
+//!   the root group is killed or stopped with SIGTERM, and what a standby
+//!   in sync costs a write (see `failover.rs`).
+//!
+//! Where two setups are compared on this shared, noisy machine, both are
+//! up at once and measured in alternating rounds ([`load::alternate`]).
 //!
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
@@ -30,6 +36,7 @@ use treecache_harness as common;
 
 mod baseline;
 mod durable;
+mod failover;
 mod faults;
 mod load;
 mod report;
@@ -67,6 +74,7 @@ const SECTIONS: &[Section] = &[
     ("requests", requests::run),
     ("durable", durable::run),
     ("faults", faults::run),
+    ("failover", failover::run),
 ];
 
 fn main() {
