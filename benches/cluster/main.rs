@@ -25,6 +25,8 @@
 //! - `failover`: how long writes through a leaf stop when the primary of
 //!   the root group is killed or stopped with SIGTERM, and what a standby
 //!   in sync costs a write (see `failover.rs`).
+//! - `security`: misses through signed node-to-node calls against a tree
+//!   without a cluster key (see `security.rs`).
 //!
 //! Where two setups are compared on this shared, noisy machine, both are
 //! up at once and measured in alternating rounds ([`load::alternate`]).
@@ -41,6 +43,7 @@ mod faults;
 mod load;
 mod report;
 mod requests;
+mod security;
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +78,7 @@ const SECTIONS: &[Section] = &[
     ("durable", durable::run),
     ("faults", faults::run),
     ("failover", failover::run),
+    ("security", security::run),
 ];
 
 fn main() {
