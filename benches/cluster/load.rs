@@ -210,6 +210,65 @@ pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1] as f64 / 1000.0
 }
 
+/// Sends the requests of two setups in turn from one thread, over one
+/// keep-alive connection to each (A, B, A, B, ...), so that both see the
+/// machine as it is at the same moment. After `warmup`, `measure` is cut
+/// into `slices` equal spans of time; for each it returns the stats of A
+/// and of B, whose `seconds` is the time their own requests took, so that
+/// the throughput is that of one closed-loop connection to that setup
+/// alone (one over the mean latency). `next_a(n)` gives A's n-th request.
+pub fn interleave(
+    warmup: Duration,
+    measure: Duration,
+    slices: usize,
+    mut next_a: impl FnMut(u64) -> Option<Req>,
+    mut next_b: impl FnMut(u64) -> Option<Req>,
+) -> Vec<(Stats, Stats)> {
+    let (agent_a, agent_b) = (agent(), agent());
+    let start = Instant::now();
+    let measured_from = start + warmup;
+    let slice = measure / slices.max(1) as u32;
+    let mut out: Vec<[(Vec<u32>, u64); 2]> = (0..slices).map(|_| Default::default()).collect();
+    let mut one = |agent: &ureq::Agent, req: Req, side: usize| -> bool {
+        let t0 = Instant::now();
+        let ok = send(agent, &req);
+        let t1 = Instant::now();
+        if t0 >= measured_from {
+            let i = ((t0 - measured_from).as_nanos() / slice.as_nanos().max(1)) as usize;
+            if let Some(s) = out.get_mut(i) {
+                s[side]
+                    .0
+                    .push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                s[side].1 += u64::from(!ok);
+            }
+        }
+        t1 < measured_from + measure
+    };
+    for n in 0.. {
+        let (Some(a), Some(b)) = (next_a(n), next_b(n)) else {
+            break;
+        };
+        if !one(&agent_a, a, 0) || !one(&agent_b, b, 1) {
+            break;
+        }
+    }
+    out.into_iter()
+        .map(|sides| {
+            let [a, b] = sides.map(|(mut latencies, errors)| {
+                latencies.sort_unstable();
+                Stats {
+                    conns: 1,
+                    requests: latencies.len() as u64,
+                    errors,
+                    seconds: latencies.iter().map(|&us| us as f64 / 1e6).sum(),
+                    latencies,
+                }
+            });
+            (a, b)
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- load
 
 /// Runs `conns` keep-alive clients; `next(client, n)` gives a client's n-th
