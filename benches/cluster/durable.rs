@@ -23,9 +23,9 @@ use crate::common::{self, http, Builder, Cluster};
 use crate::load::{
     load, load_keys_fast, quantile_ms, small_key, small_value, timeline, Req, Stats, Timed,
 };
-use crate::report::Report;
+use crate::report::{met, Report};
 use crate::requests::{put_through_leaf, WRITERS};
-use crate::{first_slot_at, Mode};
+use crate::{first_slot_at, metric, metrics, Mode};
 
 /// How big the section is in each mode.
 struct Sizes {
@@ -142,19 +142,6 @@ fn wait_ready(url: &str, limit: Duration) {
     common::wait_until(limit, "the root is ready", || http::get(&ready).0 == 200);
 }
 
-/// The root's `/metrics` text.
-fn metrics(url: &str) -> String {
-    http::request("GET", &format!("{url}/metrics"), None, &[]).text()
-}
-
-/// The value of an unlabelled sample `name` in a `/metrics` text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} is missing from /metrics"))
-}
-
 /// What a data directory holds on disk.
 #[derive(Default, Clone, Copy)]
 struct Disk {
@@ -201,32 +188,6 @@ impl Disk {
 
 fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
-/// Stats of timed requests: latencies, errors, and their rate over `seconds`.
-fn stats_of<'a>(conns: usize, seconds: f64, timed: impl Iterator<Item = &'a Timed>) -> Stats {
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for t in timed {
-        latencies.push(t.latency_us);
-        errors += u64::from(!t.ok);
-    }
-    latencies.sort_unstable();
-    Stats {
-        conns,
-        requests: latencies.len() as u64,
-        errors,
-        seconds,
-        latencies,
-    }
 }
 
 // ---------------------------------------------------------------- group commit
@@ -583,8 +544,8 @@ fn compaction(sizes: &Sizes, report: &mut Report) {
         .iter()
         .map(|&(from, to)| (to - from) as f64 / 1e6)
         .sum();
-    let all = stats_of(REWRITERS, ran_us as f64 / 1e6, writes.iter());
-    let overlapping = stats_of(REWRITERS, window_seconds, during.iter().copied());
+    let all = Stats::of_timed(REWRITERS, ran_us as f64 / 1e6, writes.iter());
+    let overlapping = Stats::of_timed(REWRITERS, window_seconds, during.iter().copied());
     report.row(
         &format!("PUT {} KiB at the root, --fsync always", value_len / 1024),
         &all,

@@ -75,6 +75,12 @@ pub fn agent() -> ureq::Agent {
 
 /// Sends one request on the agent's connection; true when the status is the expected one.
 pub fn send(agent: &ureq::Agent, req: &Req) -> bool {
+    status(agent, req) == req.expect
+}
+
+/// Sends one request on the agent's connection and returns the status of
+/// the answer, 0 when none came (refused, reset, timed out).
+pub fn status(agent: &ureq::Agent, req: &Req) -> u16 {
     let request = agent.request(req.method, &req.url);
     let result = match &req.body {
         Some(body) => request
@@ -88,9 +94,9 @@ pub fn send(agent: &ureq::Agent, req: &Req) -> bool {
             // Reading the body to its end returns the connection for reuse.
             let mut sink = Vec::with_capacity(256);
             let _ = response.into_reader().take(1 << 20).read_to_end(&mut sink);
-            status == req.expect
+            status
         }
-        Err(_) => false,
+        Err(_) => 0,
     }
 }
 
@@ -119,6 +125,80 @@ impl Stats {
     pub fn quantile_ms(&self, q: f64) -> f64 {
         quantile_ms(&self.latencies, q)
     }
+
+    /// The stats of timed requests: their latencies and errors, and their
+    /// rate over `seconds`.
+    pub fn of_timed<'a>(
+        conns: usize,
+        seconds: f64,
+        timed: impl Iterator<Item = &'a Timed>,
+    ) -> Stats {
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        for t in timed {
+            latencies.push(t.latency_us);
+            errors += u64::from(!t.ok);
+        }
+        latencies.sort_unstable();
+        Stats {
+            conns,
+            requests: latencies.len() as u64,
+            errors,
+            seconds,
+            latencies,
+        }
+    }
+
+    /// Several loads of the same scenario as one: every request of each,
+    /// over the time they measured together.
+    pub fn pooled(all: &[Stats]) -> Stats {
+        let mut latencies: Vec<u32> = all
+            .iter()
+            .flat_map(|s| s.latencies.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        Stats {
+            conns: all.first().map_or(0, |s| s.conns),
+            requests: all.iter().map(|s| s.requests).sum(),
+            errors: all.iter().map(|s| s.errors).sum(),
+            seconds: all.iter().map(|s| s.seconds).sum(),
+            latencies,
+        }
+    }
+}
+
+/// The median of some figures (the mean of the middle two when their
+/// number is even); NaN when there are none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Measures two setups `a` and `b` of one scenario in `rounds` rounds,
+/// alternating so that neither always goes first: A B, B A, A B, ... The
+/// argument of each call is the round's number. On a machine whose load
+/// comes and goes, each round compares two loads seconds apart.
+pub fn alternate(
+    rounds: usize,
+    mut a: impl FnMut(usize) -> Stats,
+    mut b: impl FnMut(usize) -> Stats,
+) -> (Vec<Stats>, Vec<Stats>) {
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            of_a.push(a(round));
+            of_b.push(b(round));
+        } else {
+            of_b.push(b(round));
+            of_a.push(a(round));
+        }
+    }
+    (of_a, of_b)
 }
 
 /// The latency at quantile `q` of sorted microseconds, in milliseconds.
@@ -128,6 +208,65 @@ pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
     sorted[rank.min(sorted.len()) - 1] as f64 / 1000.0
+}
+
+/// Sends the requests of two setups in turn from one thread, over one
+/// keep-alive connection to each (A, B, A, B, ...), so that both see the
+/// machine as it is at the same moment. After `warmup`, `measure` is cut
+/// into `slices` equal spans of time; for each it returns the stats of A
+/// and of B, whose `seconds` is the time their own requests took, so that
+/// the throughput is that of one closed-loop connection to that setup
+/// alone (one over the mean latency). `next_a(n)` gives A's n-th request.
+pub fn interleave(
+    warmup: Duration,
+    measure: Duration,
+    slices: usize,
+    mut next_a: impl FnMut(u64) -> Option<Req>,
+    mut next_b: impl FnMut(u64) -> Option<Req>,
+) -> Vec<(Stats, Stats)> {
+    let (agent_a, agent_b) = (agent(), agent());
+    let start = Instant::now();
+    let measured_from = start + warmup;
+    let slice = measure / slices.max(1) as u32;
+    let mut out: Vec<[(Vec<u32>, u64); 2]> = (0..slices).map(|_| Default::default()).collect();
+    let mut one = |agent: &ureq::Agent, req: Req, side: usize| -> bool {
+        let t0 = Instant::now();
+        let ok = send(agent, &req);
+        let t1 = Instant::now();
+        if t0 >= measured_from {
+            let i = ((t0 - measured_from).as_nanos() / slice.as_nanos().max(1)) as usize;
+            if let Some(s) = out.get_mut(i) {
+                s[side]
+                    .0
+                    .push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                s[side].1 += u64::from(!ok);
+            }
+        }
+        t1 < measured_from + measure
+    };
+    for n in 0.. {
+        let (Some(a), Some(b)) = (next_a(n), next_b(n)) else {
+            break;
+        };
+        if !one(&agent_a, a, 0) || !one(&agent_b, b, 1) {
+            break;
+        }
+    }
+    out.into_iter()
+        .map(|sides| {
+            let [a, b] = sides.map(|(mut latencies, errors)| {
+                latencies.sort_unstable();
+                Stats {
+                    conns: 1,
+                    requests: latencies.len() as u64,
+                    errors,
+                    seconds: latencies.iter().map(|&us| us as f64 / 1e6).sum(),
+                    latencies,
+                }
+            });
+            (a, b)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- load

@@ -19,6 +19,17 @@
 //! - `durable`: a root with `--data-dir`: writes under `--fsync always` and
 //!   `everysec` next to an in-memory root, recovery after `kill -9`, and
 //!   writes while the log is compacted (see `durable.rs`).
+//! - `faults`: a write of a key cached by a frozen leaf and the writes of
+//!   other keys meanwhile; misses read around a killed and a frozen middle
+//!   node (see `faults.rs`).
+//! - `failover`: how long writes through a leaf stop when the primary of
+//!   the root group is killed or stopped with SIGTERM, and what a standby
+//!   in sync costs a write (see `failover.rs`).
+//! - `security`: misses through signed node-to-node calls against a tree
+//!   without a cluster key (see `security.rs`).
+//!
+//! Where two setups are compared on this shared, noisy machine, both are
+//! up at once and measured in alternating rounds ([`load::alternate`]).
 //!
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
 //! the benchmark works, never how fast the node is.
@@ -27,9 +38,12 @@ use treecache_harness as common;
 
 mod baseline;
 mod durable;
+mod failover;
+mod faults;
 mod load;
 mod report;
 mod requests;
+mod security;
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +73,13 @@ const SMOKE: Mode = Mode {
 type Section = (&'static str, fn(Mode, &mut Report));
 
 /// Every section, in the order they run.
-const SECTIONS: &[Section] = &[("requests", requests::run), ("durable", durable::run)];
+const SECTIONS: &[Section] = &[
+    ("requests", requests::run),
+    ("durable", durable::run),
+    ("faults", faults::run),
+    ("failover", failover::run),
+    ("security", security::run),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -149,4 +169,17 @@ pub fn rss_mib(pid: u32) -> f64 {
 /// The first slot at depth `d` (slots count from 0 at the root, level by level).
 pub fn first_slot_at(d: u32) -> u64 {
     (1u64 << (d - 1)) - 1
+}
+
+/// A node's `/metrics` text.
+pub fn metrics(url: &str) -> String {
+    common::http::request("GET", &format!("{url}/metrics"), None, &[]).text()
+}
+
+/// The value of an unlabelled sample `name` in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is missing from /metrics"))
 }

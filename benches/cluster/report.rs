@@ -114,3 +114,12 @@ impl Report {
         }
     }
 }
+
+/// How a target is reported: met or not.
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}

@@ -45,11 +45,17 @@ const SMOKE: Sizes = Sizes {
 };
 
 /// PUT through a leaf with [`WRITERS`] connections, fresh keys: the
-/// scenario of that name (the durable section runs it too).
+/// scenario of that name (the durable and failover sections run it too).
 pub fn put_through_leaf(leaf: &str, mode: Mode) -> Stats {
+    put_through_leaf_as(leaf, mode, "w")
+}
+
+/// [`put_through_leaf`] with keys that begin with `tag`: loads with
+/// different tags on one tree write fresh keys each.
+pub fn put_through_leaf_as(leaf: &str, mode: Mode, tag: &str) -> Stats {
     let put = |c: usize, n: u64| {
         Some(Req::put(
-            format!("{leaf}/store/w{c:02}-{n:012}"),
+            format!("{leaf}/store/{tag}{c:02}-{n:012}"),
             &small_value(n),
         ))
     };
