@@ -35,6 +35,10 @@ LABEL org.opencontainers.image.title="treecache" \
 # root starts empty.
 COPY --chown=10001:10001 deploy/image/data /data
 VOLUME /data
+# /keys holds the cluster key in the container setups (`treecache keygen`
+# writes it there on a volume); made here, owned by the node's user, for the
+# same reason.
+COPY --chown=10001:10001 deploy/image/keys /keys
 ENV DATA_DIR=/data \
     TREE_DEPTH=3 \
     API_PORT=5000 \
@@ -50,7 +54,8 @@ EXPOSE 5000
 # or on the root its data and tree loaded). No shell, so the CLI runs
 # directly; in docker mode (above) the NODE "self" is this container's node
 # on 127.0.0.1 and its API_PORT. (--start-interval, for quicker probes while
-# starting, is unknown to the classic builder; Compose sets start_interval.)
+# starting, is unknown to the classic builder and to Docker Engines before
+# 25; Compose probes every 2 s instead.)
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/treecache-cli", "--timeout", "2", "ready", "self"]
 ENTRYPOINT ["/treecache", "node"]

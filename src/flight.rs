@@ -18,6 +18,8 @@ pub struct Fetched {
     pub value: Option<Arc<[u8]>>,
     /// The version the root gave the write that produced it.
     pub version: u64,
+    /// When it expires, on this node's clock (see `crate::expiry`).
+    pub expires: Option<Instant>,
     /// Whether this node kept it in its cache.
     pub cached: bool,
     /// The answer may be older than a write acknowledged before it arrived:
@@ -113,6 +115,7 @@ mod tests {
         let absent = Fetched {
             value: None,
             version: 0,
+            expires: None,
             cached: false,
             fenced: false,
         };

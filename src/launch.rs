@@ -37,11 +37,14 @@ pub fn node(args: pico_args::Arguments) {
     };
     // A signal during recovery exits at once; once the node serves, it
     // first finishes the writes under way and syncs the log.
-    let serving: Arc<OnceLock<Arc<Node>>> = Arc::default();
+    let serving: Arc<OnceLock<(Arc<Node>, Registry)>> = Arc::default();
     let stopping = serving.clone();
     crate::process::on_stop_signals(move || {
-        if let Some(node) = stopping.get() {
+        if let Some((node, registry)) = stopping.get() {
             node.stop(STOP_WAIT);
+            // Its znodes go now: a standby of the root takes over at once,
+            // and no parent waits a session timeout for this node.
+            registry.close(Duration::from_millis(500));
         }
     });
     let registry = Registry::start_with_auth(
@@ -114,7 +117,7 @@ pub fn node(args: pico_args::Arguments) {
             std::process::exit(e.exit_status());
         }
     };
-    let _ = serving.set(node.clone());
+    let _ = serving.set((node.clone(), registry.clone()));
     // Each new ZooKeeper session: the node drops what its old one may have
     // left stale. The session already there, if any, is the first.
     let on_session = node.clone();

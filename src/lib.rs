@@ -34,9 +34,11 @@
 //!   cluster's znodes (`layout`), this node's sessions as leases and other
 //!   nodes' liveness (`sessions`, the node's `Sessions` seam).
 //! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
-//!   `input`: what clients send, validated; `error`: errors and their statuses;
-//!   `metrics`: counters in the Prometheus text format; `process`: this
-//!   process's signals and limits.
+//!   `expiry`: when keys with a time to live expire, as deadlines, time left
+//!   and Unix times; `input`: what clients send, validated; `precondition`:
+//!   versions as ETags, and conditional requests; `error`: errors and their
+//!   statuses; `metrics`: counters in the Prometheus text format; `process`:
+//!   this process's signals and limits.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
 //! - `local/`: `treecache cluster` (a whole cluster on one machine), a
 //!   throwaway ZooKeeper (one server or an ensemble), and child processes;
@@ -46,6 +48,7 @@ pub mod auth;
 mod config;
 mod deadline;
 mod error;
+mod expiry;
 mod flight;
 mod http;
 mod input;
@@ -54,6 +57,7 @@ pub mod local;
 mod logging;
 mod metrics;
 mod node;
+mod precondition;
 mod process;
 pub mod registry;
 mod root;

@@ -11,6 +11,7 @@ treecache: a distributed key-value cache whose nodes form a binary tree
 Usage:
   treecache node [FLAGS]      run one node (every flag also has an environment variable)
   treecache cluster [FLAGS]   run a whole local cluster with its own ZooKeeper
+  treecache keygen PATH       write a new random cluster key to PATH (kept if PATH exists)
   treecache --version
 
 Node flags (--flag VALUE or --flag=VALUE; each has an environment variable, and the flag wins):
@@ -26,6 +27,7 @@ Cluster flags:
   --log-level LEVEL (info)
   --data-dir DIR (the root's data; by default a temporary directory removed at exit)
   --threads N (each node's --threads; by default the node's own, 2 from depth 5 on)
+  --standbys K (1: standbys of the root, standby k on 127.0.0.1:P+N+k)
   --tls-cert PATH --tls-key PATH --tls-ca PATH (every node's; all three or none: the
     nodes then speak HTTPS, and the certificate must name 127.0.0.1)
   The nodes take slots in id order: NODE-2 slot 1, NODE-3 slot 2, ...
@@ -53,6 +55,7 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Ok(Some(cmd)) if cmd == "keygen" => std::process::exit(keygen(args)),
         Ok(Some(cmd)) => {
             eprintln!("treecache: unknown command {cmd:?}; try `treecache --help`");
             std::process::exit(2);
@@ -60,6 +63,35 @@ fn main() {
         _ => {
             eprint!("{}", usage());
             std::process::exit(2);
+        }
+    }
+}
+
+/// `treecache keygen PATH`: a new random cluster key at PATH, unless a file
+/// is there already (then it is kept: a container setup runs this on every
+/// start). Exit 0 either way, 2 for bad arguments, 1 when it cannot write.
+fn keygen(args: pico_args::Arguments) -> i32 {
+    let paths = args.finish();
+    let [path] = paths.as_slice() else {
+        eprintln!("usage: treecache keygen PATH");
+        return 2;
+    };
+    let path = std::path::Path::new(path);
+    if path.exists() {
+        println!("treecache keygen: keeping the key in {}", path.display());
+        return 0;
+    }
+    match treecache::auth::write_random_key(path) {
+        Ok(()) => {
+            println!(
+                "treecache keygen: wrote a new cluster key to {}",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("treecache keygen: cannot write {}: {e}", path.display());
+            1
         }
     }
 }

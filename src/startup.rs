@@ -4,7 +4,8 @@
 //!   unless `--root` names it), joins it, registers itself under its parent,
 //!   tells the caches below it to drop what an earlier run of it served
 //!   (`Node::flush_after_join`), and then sends release notices to its parent
-//!   for as long as it runs.
+//!   for as long as it runs;
+//! - every node drops expired values every second (`Node::sweep_expired`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 /// How often a cache node looks for the root's address in ZooKeeper (it
 /// follows a failover in the root group).
 const LOOK_FOR_ROOT: Duration = Duration::from_millis(500);
+/// How often expired values are swept away.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
@@ -28,8 +31,10 @@ pub fn keep_live(node: &Node, registry: &Registry) {
     });
 }
 
-/// Starts the work that brings the node into the tree, in the background.
+/// Starts, in the background, the work that brings the node into the tree,
+/// and the sweep of expired values.
 pub fn start(node: Arc<Node>, registry: Registry) {
+    let sweeping = node.clone();
     let name = if node.root().is_some() {
         "root-group"
     } else {
@@ -46,6 +51,13 @@ pub fn start(node: Arc<Node>, registry: Registry) {
             }
         })
         .expect("spawn the start-up thread");
+    std::thread::Builder::new()
+        .name("expiry".into())
+        .spawn(move || loop {
+            std::thread::sleep(SWEEP_EVERY);
+            sweeping.sweep_expired();
+        })
+        .expect("spawn the expiry thread");
 }
 
 /// Finds the root, joins it, and registers in ZooKeeper. Retries until it has joined.

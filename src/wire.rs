@@ -9,8 +9,8 @@
 //!
 //! The calls:
 //! - `GET /internal/fill/{key}` ([`FillRequest`] → [`Fill`]): a child asks
-//!   its parent for a key it missed; the answer carries the value's version
-//!   and whether the child may cache it.
+//!   its parent for a key it missed; the answer carries the value's version,
+//!   the time it has left if it expires, and whether the child may cache it.
 //! - `POST /internal/invalidate` ([`Invalidate`] → [`Invalidated`]): a
 //!   parent tells a child to drop a key before a write is applied.
 //! - `POST /internal/evicted` ([`Release`] → [`Released`]): a child tells
@@ -20,7 +20,9 @@
 //! - `POST /nodes/join` ([`Join`] → [`Joined`]) and `GET /nodes`
 //!   ([`NodesDoc`]): joining the root, and the tree as the root knows it.
 //! - `PUT`/`DELETE /store/{key}` ([`ForwardedWrite`]): a write passed on to
-//!   the root, whose answer is relayed unchanged.
+//!   the root with its condition, whose answer is relayed unchanged.
+//! - `GET /keys` ([`Listing`] → [`KeysPage`]): a page of keys, asked of the
+//!   root and relayed unchanged.
 //!
 //! Every call carries the budget left to its request ([`BUDGET_HEADER`]).
 
@@ -31,7 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
-use crate::input;
+use crate::input::{self, Listing};
+use crate::precondition::{self, Condition};
 
 /// The time budget left to the request a call serves, in milliseconds.
 pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
@@ -41,6 +44,14 @@ pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
 pub const HOP_HEADER: &str = "X-Treecache-Hop-Ms";
 /// The version of the value in a fill answer.
 pub const VERSION_HEADER: &str = "X-Treecache-Version";
+/// The milliseconds the value in a fill answer has left, when it expires:
+/// time left rather than a time of day, so that nodes need no clocks that
+/// agree (see `crate::expiry`).
+pub const TTL_HEADER: &str = "X-Treecache-Ttl-Ms";
+/// A value's version as clients see it (`precondition::etag`); relayed with
+/// the answers of writes passed on to the root and of reads a standby asks
+/// of the primary.
+pub const ETAG_HEADER: &str = "ETag";
 /// `1` when the asking child may cache the fill answer (it is recorded as a holder).
 pub const CACHEABLE_HEADER: &str = "X-Treecache-Cacheable";
 /// `1` when requests that joined the child's fill must fill again.
@@ -62,7 +73,7 @@ pub const SESSION_HEADER: &str = "X-Treecache-Session";
 /// The request headers a signature covers, besides the method, the path
 /// with its query, the time and the body: every header that changes what
 /// the receiver does.
-pub const SIGNED_HEADERS: [&str; 10] = [
+pub const SIGNED_HEADERS: [&str; 12] = [
     BUDGET_HEADER,
     HOP_HEADER,
     REQUEST_ID_HEADER,
@@ -73,11 +84,15 @@ pub const SIGNED_HEADERS: [&str; 10] = [
     EPOCH_HEADER,
     PHASE_HEADER,
     CATCH_UP_HEADER,
+    precondition::IF_MATCH,
+    precondition::IF_NONE_MATCH,
 ];
 
 pub const NODES_PATH: &str = "/nodes";
 pub const JOIN_PATH: &str = "/nodes/join";
 pub const STORE_PREFIX: &str = "/store/";
+pub const KEYS_PATH: &str = "/keys";
+pub const MGET_PATH: &str = "/mget";
 pub const FILL_PREFIX: &str = "/internal/fill/";
 pub const INVALIDATE_PATH: &str = "/internal/invalidate";
 pub const EVICTED_PATH: &str = "/internal/evicted";
@@ -101,6 +116,13 @@ pub struct Peer {
 /// Header lookup, case-insensitive, on whichever end holds the headers.
 pub trait Headers {
     fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// Whether a node keeps the header `name` of another node's answer: the
+/// protocol's own, and the ETag it relays.
+pub fn kept_header(name: &str) -> bool {
+    let ours = name.len() > 12 && name[..12].eq_ignore_ascii_case("x-treecache-");
+    ours || name.eq_ignore_ascii_case(ETAG_HEADER)
 }
 
 /// A call to another node as it goes on the wire.
@@ -540,6 +562,8 @@ pub enum Fill {
         value: Vec<u8>,
         /// The version of the write that produced it.
         version: u64,
+        /// When it expires: the milliseconds it had left when answered.
+        ttl_ms: Option<u64>,
         /// The asking child was recorded as a holder and may cache it.
         cacheable: bool,
         /// Requests that joined the child's fill must fill again (see
@@ -558,12 +582,19 @@ impl Fill {
             Fill::Found {
                 value,
                 version,
+                ttl_ms,
                 cacheable,
                 fenced,
-            } => Answer::new(200, value)
-                .with_header(VERSION_HEADER, version.to_string())
-                .with_header(CACHEABLE_HEADER, flag(cacheable))
-                .with_header(FENCED_HEADER, flag(fenced)),
+            } => {
+                let answer = Answer::new(200, value)
+                    .with_header(VERSION_HEADER, version.to_string())
+                    .with_header(CACHEABLE_HEADER, flag(cacheable))
+                    .with_header(FENCED_HEADER, flag(fenced));
+                match ttl_ms {
+                    Some(ms) => answer.with_header(TTL_HEADER, ms.to_string()),
+                    None => answer,
+                }
+            }
             Fill::Absent { fenced } => {
                 let e = Error::not_found(key);
                 Answer::new(e.status(), e.body()).with_header(FENCED_HEADER, flag(fenced))
@@ -572,9 +603,10 @@ impl Fill {
     }
 
     /// Reads `from`'s answer to a fill. A 200 whose value is not JSON, or
-    /// whose version is missing, or a flag that is neither `0` nor `1`, is
-    /// `from`'s fault (502, and nothing of it is cached); statuses other
-    /// than 200 and 404 are relayed as they came.
+    /// whose version is missing, or whose time left does not parse, or a
+    /// flag that is neither `0` nor `1`, is `from`'s fault (502, and nothing
+    /// of it is cached); statuses other than 200 and 404 are relayed as they
+    /// came.
     pub fn decode(answer: Answer, from: &Peer) -> Result<Fill, UpstreamError> {
         let flag = |name: &str| match answer.header(name).map(str::trim) {
             None | Some("0") => Ok(false),
@@ -596,6 +628,17 @@ impl Fill {
                             "its fill answer had no version, or one that is not a number".into(),
                         )
                     })?;
+                let ttl_ms = answer
+                    .header(TTL_HEADER)
+                    .map(|ms| {
+                        ms.trim().parse::<u64>().map_err(|_| {
+                            UpstreamError::invalid(
+                                from,
+                                format!("its fill answer had an unreadable {TTL_HEADER}: {ms:?}"),
+                            )
+                        })
+                    })
+                    .transpose()?;
                 let cacheable = flag(CACHEABLE_HEADER)?;
                 if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body) {
                     return Err(UpstreamError::invalid(
@@ -606,6 +649,7 @@ impl Fill {
                 Ok(Fill::Found {
                     value: answer.body,
                     version,
+                    ttl_ms,
                     cacheable,
                     fenced,
                 })
@@ -617,27 +661,53 @@ impl Fill {
 }
 
 /// A `PUT` or `DELETE` of a key, passed on to the root with the body it
-/// came with and the id that makes a retry of it harmless.
+/// came with (and its time to live), its condition (`If-Match`,
+/// `If-None-Match`, checked by the root), and the id that makes a retry of
+/// it harmless.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardedWrite<'a> {
     pub method: &'static str,
     pub key: &'a str,
     pub body: &'a [u8],
     pub request_id: &'a str,
+    pub condition: Option<&'a Condition>,
 }
 
 impl ForwardedWrite<'_> {
     pub fn request(&self) -> Request {
+        let mut headers = match self.request_id {
+            "" => Vec::new(),
+            id => vec![(REQUEST_ID_HEADER, id.to_string())],
+        };
+        if let Some(condition) = self.condition {
+            headers.extend(condition.headers());
+        }
         Request {
             method: self.method,
             path: format!("{STORE_PREFIX}{}", input::percent_encode(self.key)),
-            headers: match self.request_id {
-                "" => Vec::new(),
-                id => vec![(REQUEST_ID_HEADER, id.to_string())],
-            },
+            headers,
             body: Some(self.body.to_vec()).filter(|b| !b.is_empty()),
         }
     }
+}
+
+/// A page of `GET /keys`: keys in byte order, and the key to ask for the
+/// next page after (`None` when no more follow).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysPage {
+    pub keys: Vec<String>,
+    pub next: Option<String>,
+}
+
+/// `GET /keys` with the listing's parameters, asked of the root.
+pub fn keys_request(listing: &Listing) -> Request {
+    let mut path = format!("{KEYS_PATH}?limit={}", listing.limit);
+    for (name, value) in [("prefix", &listing.prefix), ("after", &listing.after)] {
+        if !value.is_empty() {
+            path.push_str(&format!("&{name}={}", input::percent_encode(value)));
+        }
+    }
+    Request::get(path)
 }
 
 #[cfg(test)]
@@ -692,14 +762,23 @@ mod tests {
             Fill::Found {
                 value: b"[1,2]".to_vec(),
                 version: 42,
+                ttl_ms: None,
                 cacheable: true,
                 fenced: false,
             },
             Fill::Found {
                 value: b"null".to_vec(),
                 version: 7,
+                ttl_ms: Some(2500),
                 cacheable: false,
                 fenced: true,
+            },
+            Fill::Found {
+                value: b"1".to_vec(),
+                version: 8,
+                ttl_ms: Some(0),
+                cacheable: true,
+                fenced: false,
             },
             Fill::Absent { fenced: true },
             Fill::Absent { fenced: false },
@@ -715,6 +794,16 @@ mod tests {
         let e = Error::from(e);
         assert_eq!(e.status(), 502);
         assert!(e.to_string().contains("NODE-2 at 127.0.0.1:5002"), "{e}");
+    }
+
+    #[test]
+    fn a_fill_answer_with_an_unreadable_time_left_is_the_parents_fault() {
+        let answer = Answer::new(200, b"1".to_vec())
+            .with_header(VERSION_HEADER, "3")
+            .with_header(TTL_HEADER, "soon");
+        let e = Error::from(Fill::decode(answer, &peer()).unwrap_err());
+        assert_eq!(e.status(), 502);
+        assert!(e.to_string().contains(TTL_HEADER), "{e}");
     }
 
     #[test]
@@ -814,9 +903,55 @@ mod tests {
             key: "a?b",
             body: b"",
             request_id: "NODE-4-1",
+            condition: None,
         };
         let r = w.request();
         assert_eq!((r.path.as_str(), r.body), ("/store/a%3Fb", None));
         assert_eq!(r.headers, [(REQUEST_ID_HEADER, "NODE-4-1".to_string())]);
+    }
+
+    #[test]
+    fn forwarded_writes_carry_their_condition_for_the_root_to_read_back() {
+        let condition = Condition::parse(Some("\"7\""), Some("*")).unwrap();
+        let w = ForwardedWrite {
+            method: "PUT",
+            key: "k",
+            body: br#"{"value":1,"ttl":5}"#,
+            request_id: "",
+            condition: Some(&condition),
+        };
+        let r = w.request();
+        let headers = Map(r.headers);
+        let read = Condition::parse(headers.header("if-match"), headers.header("if-none-match"));
+        assert_eq!(read, Some(condition));
+        assert_eq!(r.body.as_deref(), Some(&br#"{"value":1,"ttl":5}"#[..]));
+    }
+
+    #[test]
+    fn a_listing_asked_of_the_root_reads_back_as_it_was_asked() {
+        let asked = Listing {
+            prefix: "user: 1&".into(),
+            after: "a+b".into(),
+            limit: 7,
+        };
+        let r = keys_request(&asked);
+        let (path, query) = r.path.split_once('?').unwrap();
+        assert_eq!((r.method, path), ("GET", KEYS_PATH));
+        assert_eq!(input::listing(query), Ok(asked));
+        let first = keys_request(&Listing {
+            prefix: String::new(),
+            after: String::new(),
+            limit: 1000,
+        });
+        assert_eq!(first.path, "/keys?limit=1000");
+    }
+
+    #[test]
+    fn answers_keep_the_protocols_headers_and_the_etag() {
+        assert!(kept_header("X-Treecache-Version"));
+        assert!(kept_header("x-treecache-ttl-ms"));
+        assert!(kept_header("etag"));
+        assert!(!kept_header("Content-Type"));
+        assert!(!kept_header("x-treecache"));
     }
 }

@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::linearizability::Clock;
 use common::sentinels;
-use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
+use common::traffic::Tally;
 use common::{http, temp_dir, wait_until, Cluster};
 use serde_json::json;
 
@@ -55,33 +54,7 @@ fn traffic_across(
         .iter()
         .map(|&id| (id, cluster.url(id)))
         .collect();
-    let seed = Rng::seeded(what, SEED_VAR).0;
-    let traffic = Traffic {
-        keys: (0..4).map(|i| format!("durable-{i}")).collect(),
-        clients: 6,
-        ops_per_client: 100_000,
-        timeout: Duration::from_secs(4),
-        verbose: false,
-        ..Traffic::default()
-    };
-    let clock = Clock::start();
-    let stop_at = Instant::now() + run_for;
-    let (mut history, sentinels) = std::thread::scope(|s| {
-        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let sentinels = s.spawn(|| sentinels::write_until(&urls, stop_at));
-        fault(cluster);
-        (clients.join().unwrap(), sentinels.join().unwrap())
-    });
-    let root = cluster.url(cluster.root_id);
-    history.extend(sentinels::final_reads(
-        &root,
-        cluster.root_id,
-        &traffic.keys,
-        clock,
-    ));
-    assert_linearizable(&history, seed, SEED_VAR);
-    sentinels::check(&root, &sentinels, 20);
-    Tally::of(&history)
+    sentinels::under_fault(cluster, urls, (what, SEED_VAR, "durable"), run_for, fault)
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //!   key across the failover is linearizable;
 //! - a frozen primary (SIGSTOP) is replaced the same way; after SIGCONT it
 //!   acknowledges nothing more and comes back as a standby;
-//! - a standby that is not in sync never takes over; the old primary,
+//! - a primary stopped with SIGTERM ends its session as it exits: a standby
+//!   takes over at once, not a session timeout later;
+//! - a standby that is not in sync (frozen while writes went on) never
+//!   takes over; the old primary,
 //!   restarted on its own data, does, with every write;
 //! - a replication request from an older epoch is refused.
 //!
@@ -16,10 +19,9 @@ use treecache_harness as common;
 
 use std::time::{Duration, Instant};
 
-use common::linearizability::Clock;
 use common::sentinels;
 use common::signing::{now_ms, sign};
-use common::traffic::{assert_linearizable, Rng, Tally, Traffic};
+use common::traffic::Tally;
 use common::{http, wait_until, Cluster, STANDBY};
 use serde_json::json;
 
@@ -61,29 +63,7 @@ fn traffic_across(
     run_for: Duration,
     fault: impl FnOnce(&mut Cluster),
 ) -> Tally {
-    let seed = Rng::seeded(what, SEED_VAR).0;
-    let traffic = Traffic {
-        keys: (0..4).map(|i| format!("failover-{i}")).collect(),
-        clients: 6,
-        ops_per_client: 100_000,
-        timeout: Duration::from_secs(4),
-        verbose: false,
-        ..Traffic::default()
-    };
-    let clock = Clock::start();
-    let stop_at = Instant::now() + run_for;
-    let (mut history, written) = std::thread::scope(|s| {
-        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let written = s.spawn(|| sentinels::write_until(&urls, stop_at));
-        fault(cluster);
-        (clients.join().unwrap(), written.join().unwrap())
-    });
-    let primary = cluster.primary().expect("a primary after the fault");
-    let at = cluster.url(primary);
-    history.extend(sentinels::final_reads(&at, primary, &traffic.keys, clock));
-    assert_linearizable(&history, seed, SEED_VAR);
-    sentinels::check(&at, &written, 20);
-    Tally::of(&history)
+    sentinels::under_fault(cluster, urls, (what, SEED_VAR, "failover"), run_for, fault)
 }
 
 /// Traffic goes through the cache nodes and the standby.
@@ -109,7 +89,8 @@ fn role(cluster: &Cluster, key: u32) -> String {
 
 #[test]
 fn a_standby_serves_store_through_the_primary_and_nodes_shows_the_group() {
-    let cluster = group(2);
+    // Default sessions: nothing here waits for one to end.
+    let cluster = Cluster::builder(2).standbys(1).start();
     let standby = STANDBY + 1;
     assert_eq!(role(&cluster, cluster.root_id), "root");
     assert_eq!(role(&cluster, standby), "standby");
@@ -144,8 +125,10 @@ fn a_standby_serves_store_through_the_primary_and_nodes_shows_the_group() {
 #[test]
 fn a_killed_primary_is_replaced_within_5_s_and_no_acknowledged_write_is_lost() {
     let mut cluster = group(3);
-    let urls = cache_and_standby_urls(&cluster);
+    let mut urls = cache_and_standby_urls(&cluster);
     let others: Vec<u32> = urls.iter().map(|(k, _)| *k).collect();
+    // Clients write through the leaves, the standby and the root too.
+    urls.push((cluster.root_id, cluster.url(cluster.root_id)));
     let tally = traffic_across(
         &mut cluster,
         urls,
@@ -214,16 +197,49 @@ fn a_frozen_primary_is_replaced_and_after_sigcont_acknowledges_nothing_and_becom
 }
 
 #[test]
+fn a_primary_stopped_with_sigterm_hands_over_well_within_its_session_timeout() {
+    // Sessions of 6 s: a handover that waited for the session to expire
+    // would take that long.
+    let mut cluster = Cluster::builder(2)
+        .standbys(1)
+        .arg("--zk-session-timeout")
+        .arg("6s")
+        .start();
+    let leaf = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != cluster.root_id)
+        .unwrap();
+    assert_eq!(http::put(&at(&cluster, leaf, "before"), &json!(1)).0, 200);
+    let stopped = Instant::now();
+    cluster.signal(cluster.root_id, 15);
+    let status = cluster.wait_exit(cluster.root_id, Duration::from_secs(6));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let took = writes_everywhere_again(&cluster, &[leaf, STANDBY + 1], stopped);
+    eprintln!("writes through every node again {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(3), "the handover took {took:?}");
+    assert_eq!(cluster.primary(), Some(STANDBY + 1));
+    let (status, body) = http::get(&at(&cluster, leaf, "before"));
+    assert_eq!((status, body["value"].clone()), (200, json!(1)));
+}
+
+#[test]
 fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_every_write() {
     let mut cluster = group(2);
     let standby = STANDBY + 1;
     let root = cluster.root_id;
     let leaf = cluster.ids().into_iter().find(|&id| id != root).unwrap();
-    cluster.kill(standby);
-    // Acknowledged without the standby: it is out of sync from now on.
+    cluster.freeze(standby);
+    // Acknowledged without the frozen standby, once it did not answer
+    // within a hop time-out: it is out of sync from now on.
+    let started = Instant::now();
     assert_eq!(
         http::put(&at(&cluster, root, "after-the-standby"), &json!(1)).0,
         200
+    );
+    eprintln!(
+        "a write waited {:?} for the frozen standby",
+        started.elapsed()
     );
     let doc = cluster.nodes_document();
     let in_sync: Vec<&serde_json::Value> = doc["root_group"]
@@ -234,8 +250,10 @@ fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_ev
         .collect();
     assert!(in_sync.is_empty(), "{doc}");
 
+    // The primary goes; the standby wakes up, after its own session ended.
+    std::thread::sleep(Duration::from_secs(3));
     cluster.kill(root);
-    cluster.spawn(standby);
+    cluster.thaw(standby);
     // Well past the old primary's session: the standby may not take over.
     let until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until {

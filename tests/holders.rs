@@ -207,6 +207,24 @@ fn a_write_sent_twice_under_one_request_id_is_applied_once() {
         (200, json!(5))
     );
     assert_eq!(http::get(&store(&cluster, 1, "once")).1["value"], json!(6));
+    // The same id on another write is another request: it is done.
+    let reused = http::request("DELETE", &store(&cluster, leaf, "once"), None, &put_id);
+    assert_eq!(
+        (reused.status, reused.json()),
+        (200, json!({"key": "once"}))
+    );
+    assert_eq!(http::get(&store(&cluster, 1, "once")).0, 404);
+    // An id that is too long, or not visible ASCII, is refused.
+    let long = "x".repeat(201);
+    for bad in [long.as_str(), "two words"] {
+        let answer = http::request(
+            "DELETE",
+            &store(&cluster, leaf, "once"),
+            None,
+            &[("X-Treecache-Request-Id", bad)],
+        );
+        assert_eq!(answer.status, 400, "{}", answer.text());
+    }
 }
 
 #[test]

@@ -25,7 +25,21 @@ pub fn render(doc: &Value) -> Result<String, String> {
         doc.capacity,
         doc.root
     );
-    Ok(format!("{header}\n{}", lines.join("\n")))
+    let mut out = format!("{header}\n{}", lines.join("\n"));
+    // The root group, when the root has standbys.
+    let group = doc.root_group.unwrap_or_default();
+    if group.len() > 1 {
+        out.push_str("\nroot group:");
+        for member in &group {
+            let role = match (member.role.as_str(), member.in_sync) {
+                ("root", _) => "primary",
+                (_, true) => "standby, in sync",
+                (_, false) => "standby, catching up",
+            };
+            out.push_str(&format!("\n  {}  {role}", member.address));
+        }
+    }
+    Ok(out)
 }
 
 /// The document as [`NodesDoc`], with the most likely omissions named.
@@ -118,6 +132,27 @@ tree of depth 2: 1 of 3 slots taken, root NODE-1
 NODE-1      127.0.0.1:5001  slot 0
 ├── (free)                  slot 1
 └── (free)                  slot 2";
+        assert_eq!(render(&doc).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_root_group_follows_the_tree_when_the_root_has_standbys() {
+        let doc = json!({
+            "depth": 1, "capacity": 1, "root": "NODE-1",
+            "nodes": [node("NODE-1", 0, None, None, None)],
+            "root_group": [
+                {"address": "127.0.0.1:5001", "role": "root", "in_sync": true},
+                {"address": "127.0.0.1:5008", "role": "standby", "in_sync": true},
+                {"address": "127.0.0.1:5009", "role": "standby", "in_sync": false},
+            ],
+        });
+        let expected = "\
+tree of depth 1: 1 of 1 slots taken, root NODE-1
+NODE-1  127.0.0.1:5001  slot 0
+root group:
+  127.0.0.1:5001  primary
+  127.0.0.1:5008  standby, in sync
+  127.0.0.1:5009  standby, catching up";
         assert_eq!(render(&doc).unwrap(), expected);
     }
 

@@ -23,15 +23,17 @@ use tiny_http::{Header, Method, Request, Response};
 use crate::auth::{Guard, Signed};
 use crate::deadline::Deadline;
 use crate::error::Error;
+use crate::expiry;
 use crate::http::docs;
-use crate::input::{self, decode_key, key_value_body, MAX_BODY_BYTES};
+use crate::input::{self, decode_key, key_value_body, Listing, MAX_BODY_BYTES};
 use crate::metrics::{RequestSeries, RouteName};
-use crate::node::Node;
+use crate::node::{Gathered, Node, Write};
+use crate::precondition::{self, Condition, Tags, IF_MATCH, IF_NONE_MATCH};
 use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
     self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
-    Replicate, FILL_PREFIX, REQUEST_ID_HEADER, SESSION_HEADER, STORE_PREFIX,
+    Replicate, ETAG_HEADER, FILL_PREFIX, REQUEST_ID_HEADER, SESSION_HEADER, STORE_PREFIX,
 };
 
 const JSON: &str = "application/json";
@@ -120,6 +122,16 @@ impl Timing {
 enum Work {
     Read {
         key: String,
+        /// The client's `If-None-Match`: 304 when the version is one of them.
+        unless: Option<Tags>,
+        deadline: Deadline,
+    },
+    Mget {
+        gathered: Gathered,
+        deadline: Deadline,
+    },
+    Keys {
+        listing: Listing,
         deadline: Deadline,
     },
     Fill {
@@ -134,7 +146,7 @@ enum Work {
     },
     Write {
         key: String,
-        mutation: Mutation,
+        write: Write,
         body: Vec<u8>,
         request_id: Option<String>,
         deadline: Deadline,
@@ -157,6 +169,8 @@ enum Route<'a> {
     Info,
     Ready,
     Store(&'a str),
+    Mget,
+    Keys,
     Nodes,
     Join,
     Metrics,
@@ -176,6 +190,8 @@ impl Route<'_> {
             Route::Info => RouteName::Info,
             Route::Ready => RouteName::Ready,
             Route::Store(_) => RouteName::Store,
+            Route::Mget => RouteName::Mget,
+            Route::Keys => RouteName::Keys,
             Route::Nodes => RouteName::Nodes,
             Route::Join => RouteName::Join,
             Route::Metrics => RouteName::Metrics,
@@ -194,6 +210,8 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     let r = match path {
         "/" => (Route::Info, "GET"),
         "/ready" => (Route::Ready, "GET"),
+        wire::MGET_PATH => (Route::Mget, "POST"),
+        wire::KEYS_PATH => (Route::Keys, "GET"),
         wire::NODES_PATH => (Route::Nodes, "GET"),
         wire::JOIN_PATH => (Route::Join, "POST"),
         "/metrics" => (Route::Metrics, "GET"),
@@ -241,10 +259,26 @@ pub fn handle(node: &Node, guard: &Guard, mut request: Request) -> Option<Deferr
 /// Runs deferred work on the upstream pool and answers.
 pub fn finish(node: &Node, deferred: Deferred) {
     let reply = match deferred.work {
-        Work::Read { key, deadline } => node.read(&key, deadline).and_then(|value| match value {
-            Some(v) => Ok(Reply::json(200, key_value_body(&key, &v))),
+        Work::Read {
+            key,
+            unless,
+            deadline,
+        } => node.read(&key, deadline).and_then(|found| match found {
+            Some(found) => Ok(value_reply(
+                key_value_body(&key, &found.value),
+                found.version,
+                found.expires,
+                unless.as_ref(),
+            )),
             None => Err(Error::not_found(&key)),
         }),
+        Work::Mget {
+            mut gathered,
+            deadline,
+        } => node
+            .read_many(&mut gathered, deadline)
+            .map(|()| mget_reply(&gathered)),
+        Work::Keys { listing, deadline } => node.keys(&listing, deadline).map(Reply::from),
         Work::Fill {
             request,
             deadline,
@@ -261,11 +295,11 @@ pub fn finish(node: &Node, deferred: Deferred) {
             .map(|progress| progress.answer().into()),
         Work::Write {
             key,
-            mutation,
+            write: w,
             body,
             request_id,
             deadline,
-        } => write(node, &key, mutation, &body, request_id.as_deref(), deadline),
+        } => write(node, &key, w, &body, request_id.as_deref(), deadline),
         Work::Tree { deadline } => node.nodes(deadline).map(Reply::from),
         Work::Replicate { message } => Ok(match node.receive_replication(&message) {
             Ok(done) => Reply::of(&done),
@@ -351,11 +385,7 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
     // an error, or "still working") well within it.
     let own_hop = node.config().hop_timeout;
     let hop = wire::hop(&headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
-    let request_id = headers
-        .header(REQUEST_ID_HEADER)
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string);
+    let request_id = input::request_id(headers.header(REQUEST_ID_HEADER))?;
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
         Route::Ready => Ok(Step::Done(match node.readiness() {
@@ -372,29 +402,68 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
             match method {
                 Method::Get => {
                     let local = input::local_flag(query)?;
+                    let unless = headers.header(IF_NONE_MATCH).map(Tags::parse);
                     match node.read_now(&key, local, |v| key_value_body(&key, v))? {
-                        Some(body) => Ok(Step::Done(Reply::json(200, body))),
-                        None => Ok(Step::Defer(Work::Read { key, deadline })),
+                        Some(found) => Ok(Step::Done(value_reply(
+                            found.value,
+                            found.version,
+                            found.expires,
+                            unless.as_ref(),
+                        ))),
+                        None => Ok(Step::Defer(Work::Read {
+                            key,
+                            unless,
+                            deadline,
+                        })),
                     }
                 }
                 Method::Put => {
                     let body = take_body(&mut signed_body, request)?;
-                    let value = input::put_value(&body)?;
+                    let condition = write_condition(&RequestHeaders(request));
+                    let put = input::put_body(&body)?;
                     Ok(Step::Defer(Work::Write {
                         key,
-                        mutation: Mutation::Put(value),
+                        write: Write {
+                            mutation: Mutation::Put(put.value),
+                            ttl: put.ttl,
+                            condition,
+                        },
                         body,
                         request_id,
                         deadline,
                     }))
                 }
-                _ => Ok(Step::Defer(Work::Write {
-                    key,
-                    mutation: Mutation::Delete,
-                    body: Vec::new(),
-                    request_id,
-                    deadline,
-                })),
+                _ => {
+                    let condition = write_condition(&headers);
+                    Ok(Step::Defer(Work::Write {
+                        key,
+                        write: Write {
+                            mutation: Mutation::Delete,
+                            ttl: None,
+                            condition,
+                        },
+                        body: Vec::new(),
+                        request_id,
+                        deadline,
+                    }))
+                }
+            }
+        }
+        Route::Mget => {
+            node.require_joined()?;
+            let keys = input::mget_keys(&take_body(&mut signed_body, request)?)?;
+            let gathered = node.read_many_now(keys)?;
+            match gathered.incomplete() {
+                false => Ok(Step::Done(mget_reply(&gathered))),
+                true => Ok(Step::Defer(Work::Mget { gathered, deadline })),
+            }
+        }
+        Route::Keys => {
+            node.require_joined()?;
+            let listing = input::listing(query)?;
+            match node.keys_here(&listing) {
+                Some(page) => Ok(Step::Done(Reply::of(&page?))),
+                None => Ok(Step::Defer(Work::Keys { listing, deadline })),
             }
         }
         Route::Nodes => match node.nodes_here() {
@@ -468,20 +537,89 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
 }
 
 /// `PUT`/`DELETE /store/{key}`: the node applies or forwards it; its
-/// answer, or the root's, relayed as it came.
+/// answer, or the root's, relayed as it came (with the new value's ETag).
 fn write(
     node: &Node,
     key: &str,
-    mutation: Mutation,
+    write: Write,
     body: &[u8],
     request_id: Option<&str>,
     deadline: Deadline,
 ) -> Result<Reply, Error> {
-    let answer = node.write(key, mutation, body, request_id, deadline, |m| match m {
-        Mutation::Put(v) => Answer::new(200, key_value_body(key, v)),
-        Mutation::Delete => Answer::json(&serde_json::json!({ "key": key })),
-    })?;
-    Ok(Reply::json(answer.status, answer.body))
+    let ttl = write.ttl;
+    let answer = node.write(
+        key,
+        write,
+        body,
+        request_id,
+        deadline,
+        |m, version| match m {
+            Mutation::Put(v) => {
+                let body = key_value_body(key, v);
+                let body = match ttl {
+                    Some(ttl) => input::with_ttl(body, ttl.as_millis() as f64 / 1000.0),
+                    None => body,
+                };
+                Answer::new(200, body).with_header(ETAG_HEADER, precondition::etag(version))
+            }
+            Mutation::Delete => Answer::json(&serde_json::json!({ "key": key })),
+        },
+    )?;
+    Ok(Reply::from(answer))
+}
+
+/// The condition of a `PUT` or `DELETE` (`If-Match`, `If-None-Match`).
+fn write_condition(headers: &impl Headers) -> Option<Condition> {
+    Condition::parse(headers.header(IF_MATCH), headers.header(IF_NONE_MATCH))
+}
+
+/// The answer to `GET /store/{key}` from the value's body `{"key", "value"}`:
+/// with its ETag, and its time left if it expires; 304 without a body when
+/// the client's `If-None-Match` names its version.
+fn value_reply(
+    body: Vec<u8>,
+    version: u64,
+    expires: Option<Instant>,
+    unless: Option<&Tags>,
+) -> Reply {
+    let mut reply = match unless.is_some_and(|tags| tags.matches(Some(version))) {
+        true => Reply::json(304, Vec::new()),
+        false => match expires {
+            Some(at) => Reply::json(
+                200,
+                input::with_ttl(body, expiry::seconds_left(at, Instant::now())),
+            ),
+            None => Reply::json(200, body),
+        },
+    };
+    reply
+        .headers
+        .push((ETAG_HEADER.to_string(), precondition::etag(version)));
+    reply
+}
+
+/// The answer to `POST /mget`: `{"values": {K: V, ...}, "missing": [K, ...]}`.
+fn mget_reply(gathered: &Gathered) -> Reply {
+    let mut body = b"{\"values\":{".to_vec();
+    let mut missing = Vec::new();
+    let mut first = true;
+    for (key, value) in gathered.keys.iter().zip(&gathered.values) {
+        let Some(value) = value else {
+            missing.push(key);
+            continue;
+        };
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        input::push_json_string(&mut body, key);
+        body.push(b':');
+        body.extend_from_slice(value);
+    }
+    body.extend_from_slice(b"},\"missing\":");
+    serde_json::to_writer(&mut body, &missing).expect("writing to a Vec cannot fail");
+    body.push(b'}');
+    Reply::json(200, body)
 }
 
 /// The headers of a request received, as `wire` reads them.
@@ -538,9 +676,11 @@ fn drain(request: &mut Request) {
 
 fn respond(node: &Node, request: Request, reply: Reply, timing: Timing) {
     node.count_response(reply.status);
-    let mut response = Response::from_data(reply.body)
-        .with_status_code(reply.status)
-        .with_header(header_of("Content-Type", reply.content_type));
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    // A 304 has no body, so no type of one.
+    if reply.status != 304 {
+        response.add_header(header_of("Content-Type", reply.content_type));
+    }
     for (name, value) in &reply.headers {
         response.add_header(header_of(name, value));
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::auth::{one_process, ClusterKey, Signed};
 use crate::deadline::Deadline;
 use crate::error::UpstreamError;
-use crate::input::MAX_BODY_BYTES;
+use crate::input::{Listing, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::node::{Downstream, Upstream};
 use crate::wire::{
@@ -54,9 +54,13 @@ impl HttpClient {
             .max_idle_connections_per_host(64)
             .no_delay(true)
             .redirects(0)
-            .resolver(move |addr: &str| {
-                metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
-                std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect())
+            .resolver({
+                // A lookup waits no longer than a call to the peer may.
+                let names = super::resolve::Resolver::new(hop);
+                move |addr: &str| {
+                    metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
+                    names.resolve(addr)
+                }
             });
         if let Some(tls) = tls {
             agent = agent.tls_config(tls);
@@ -136,7 +140,7 @@ impl HttpClient {
         let headers = response
             .headers_names()
             .into_iter()
-            .filter(|n| n.len() > 12 && n[..12].eq_ignore_ascii_case("x-treecache-"))
+            .filter(|n| wire::kept_header(n))
             .filter_map(|n| {
                 let v = response.header(&n)?.to_string();
                 Some((n, v))
@@ -221,6 +225,15 @@ impl Upstream for HttpClient {
 
     fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError> {
         self.call(root, &wire::nodes_request(), deadline, None)
+    }
+
+    fn keys(
+        &self,
+        root: &Peer,
+        listing: &Listing,
+        deadline: Deadline,
+    ) -> Result<Answer, UpstreamError> {
+        self.call(root, &wire::keys_request(listing), deadline, None)
     }
 
     fn join(

@@ -4,13 +4,15 @@
 //! `api`: routing and handlers;
 //! `docs`: the embedded OpenAPI document and its Swagger page), the
 //! client that calls other nodes (`client`, the real implementation of the
-//! node's seams), and the TLS of both ends (`tls`). What travels between
-//! nodes is defined in `wire`, not here.
+//! node's seams; `resolve`, its name lookups bounded in time), and the TLS
+//! of both ends (`tls`). What travels between nodes is defined in `wire`,
+//! not here.
 
 pub mod api;
 pub mod client;
 pub mod docs;
 mod gate;
 mod pool;
+mod resolve;
 pub mod server;
 pub mod tls;

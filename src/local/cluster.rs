@@ -568,13 +568,35 @@ fn stop_all(children: &mut Vec<(u32, Child)>) {
     children.clear();
 }
 
-/// Polls the root's `/nodes` until it lists `n` nodes (60 s at most).
+/// Polls the root's `/nodes` until `n` nodes have joined.
 fn wait_for_tree(
     agent: &ureq::Agent,
     root_url: &str,
     n: usize,
     children: &mut [(u32, Child)],
 ) -> Result<NodesDoc, String> {
+    poll_nodes(
+        agent,
+        root_url,
+        children,
+        "the cluster did not come up",
+        |doc| match doc.nodes.len() == n {
+            true => Ok(doc.clone()),
+            false => Err(format!("{} of {n} nodes joined", doc.nodes.len())),
+        },
+    )
+}
+
+/// Polls the root's `/nodes` until `done` takes it (`Err` says what is
+/// still missing), for [`UP_WITHIN`] at most, giving up when a child exits
+/// or a stop is asked for.
+fn poll_nodes<T>(
+    agent: &ureq::Agent,
+    root_url: &str,
+    children: &mut [(u32, Child)],
+    failure: &str,
+    mut done: impl FnMut(&NodesDoc) -> Result<T, String>,
+) -> Result<T, String> {
     let until = Instant::now() + UP_WITHIN;
     let mut last = String::from("no answer yet");
     while Instant::now() < until {
@@ -586,15 +608,20 @@ fn wait_for_tree(
         }
         match agent.get(&format!("{root_url}/nodes")).call() {
             Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
-                Ok(doc) if doc.nodes.len() == n => return Ok(doc),
-                Ok(doc) => last = format!("{} of {n} nodes joined", doc.nodes.len()),
+                Ok(doc) => match done(&doc) {
+                    Ok(t) => return Ok(t),
+                    Err(missing) => last = missing,
+                },
                 Err(e) => last = e.to_string(),
             },
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("the cluster did not come up within 60 s ({last})"))
+    Err(format!(
+        "{failure} within {} s ({last})",
+        UP_WITHIN.as_secs()
+    ))
 }
 
 /// Standby `k`'s data directory, beside the root's.
@@ -612,7 +639,7 @@ fn label(key: u32) -> String {
     }
 }
 
-/// Polls the root's `/nodes` until `k` standbys are in sync (60 s at most).
+/// Polls the root's `/nodes` until `k` standbys are in sync.
 fn wait_for_standbys(
     agent: &ureq::Agent,
     root_url: &str,
@@ -622,38 +649,24 @@ fn wait_for_standbys(
     if k == 0 {
         return Ok(());
     }
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut last = String::from("no answer yet");
-    while Instant::now() < until {
-        if process::stop_requested() {
-            return Err("stopped before the cluster was up".into());
-        }
-        if let Some((id, status)) = exited(children) {
-            return Err(format!("{} exited during start-up ({status})", label(id)));
-        }
-        match agent.get(&format!("{root_url}/nodes")).call() {
-            Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
-                Ok(doc) => {
-                    let in_sync = doc
-                        .root_group
-                        .unwrap_or_default()
-                        .iter()
-                        .filter(|m| m.role == "standby" && m.in_sync)
-                        .count();
-                    if in_sync >= k {
-                        return Ok(());
-                    }
-                    last = format!("{in_sync} of {k} standbys in sync");
-                }
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!(
-        "the standbys were not in sync within 60 s ({last})"
-    ))
+    poll_nodes(
+        agent,
+        root_url,
+        children,
+        "the standbys were not in sync",
+        |doc| {
+            let in_sync = doc
+                .root_group
+                .iter()
+                .flatten()
+                .filter(|m| m.role == "standby" && m.in_sync)
+                .count();
+            match in_sync >= k {
+                true => Ok(()),
+                false => Err(format!("{in_sync} of {k} standbys in sync")),
+            }
+        },
+    )
 }
 
 /// Prints the root group: the primary and each standby, with its URL.

@@ -13,15 +13,17 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
-use crate::input;
+use crate::input::{self, Listing};
 use crate::metrics::Metrics;
 use crate::node::peers::Lease;
-use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream};
+use crate::node::read::Found;
+use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream, Write};
+use crate::precondition::{self, Condition};
 use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
-    Replicate, Replicated,
+    Replicate, Replicated, ETAG_HEADER,
 };
 
 /// A message a test may hold on its way.
@@ -146,34 +148,60 @@ impl Tree {
 
     /// Reads `key` at the node in `slot` as a client would; `None` when absent.
     pub fn get(&self, slot: usize, key: &str) -> Option<String> {
+        self.get_found(slot, key)
+            .map(|f| String::from_utf8(f.value).unwrap())
+    }
+
+    /// Reads `key` at the node in `slot` as a client would, with its version
+    /// and expiry; `None` when absent.
+    pub fn get_found(&self, slot: usize, key: &str) -> Option<Found<Vec<u8>>> {
         let node = &self.nodes[slot];
-        let found = match node.read_now(key, false, <[u8]>::to_vec) {
-            Ok(Some(v)) => Some(v),
+        match node.read_now(key, false, <[u8]>::to_vec) {
+            Ok(Some(found)) => Some(found),
             Ok(None) => node.read(key, deadline()).expect("read through"),
             Err(Error::NotFound(_)) => None,
             Err(e) => panic!("read at slot {slot}: {e}"),
-        };
-        found.map(|v| String::from_utf8(v).unwrap())
+        }
     }
 
     /// What the node in `slot` holds itself (`?local=true`).
     pub fn local(&self, slot: usize, key: &str) -> Option<String> {
-        match self.nodes[slot].read_now(key, true, <[u8]>::to_vec) {
-            Ok(v) => v.map(|v| String::from_utf8(v).unwrap()),
-            Err(_) => None,
-        }
+        self.local_found(slot, key)
+            .map(|f| String::from_utf8(f.value).unwrap())
+    }
+
+    /// What the node in `slot` holds itself, with its version and expiry.
+    pub fn local_found(&self, slot: usize, key: &str) -> Option<Found<Vec<u8>>> {
+        self.nodes[slot]
+            .read_now(key, true, <[u8]>::to_vec)
+            .ok()
+            .flatten()
     }
 
     /// Writes `key` = `value` (compact JSON) through the node in `slot`.
     pub fn put(&self, slot: usize, key: &str, value: &str) {
         let body = format!("{{\"value\":{value}}}");
-        let answer = write(&self.nodes[slot], key, "PUT", body.as_bytes());
+        let answer = write(&self.nodes[slot], key, "PUT", body.as_bytes(), None);
         assert_eq!(
             answer.status,
             200,
             "{}",
             String::from_utf8_lossy(&answer.body)
         );
+    }
+
+    /// A `PUT` through the node in `slot` with this body and condition, as
+    /// the HTTP layer would make it: its status, and the version it got.
+    pub fn put_body(
+        &self,
+        slot: usize,
+        key: &str,
+        body: &str,
+        condition: Option<Condition>,
+    ) -> (u16, Option<String>) {
+        let answer = write(&self.nodes[slot], key, "PUT", body.as_bytes(), condition);
+        let etag = crate::wire::Headers::header(&answer, ETAG_HEADER).map(str::to_string);
+        (answer.status, etag)
     }
 
     /// The test's handle on one message, held when it gets there.
@@ -201,13 +229,30 @@ pub fn address(id: usize) -> String {
 }
 
 /// A `PUT` or `DELETE` at `node` as the HTTP layer would make it.
-fn write(node: &Node, key: &str, method: &str, body: &[u8]) -> Answer {
-    let mutation = match method {
-        "PUT" => Mutation::Put(input::put_value(body).expect("a valid body")),
-        _ => Mutation::Delete,
+fn write(
+    node: &Node,
+    key: &str,
+    method: &str,
+    body: &[u8],
+    condition: Option<Condition>,
+) -> Answer {
+    let write = match method {
+        "PUT" => {
+            let put = input::put_body(body).expect("a valid body");
+            Write {
+                mutation: Mutation::Put(put.value),
+                ttl: put.ttl,
+                condition,
+            }
+        }
+        _ => Write {
+            mutation: Mutation::Delete,
+            ttl: None,
+            condition,
+        },
     };
-    match node.write(key, mutation, body, None, deadline(), |_| {
-        Answer::new(200, b"{}".to_vec())
+    match node.write(key, write, body, None, deadline(), |_, version| {
+        Answer::new(200, b"{}".to_vec()).with_header(ETAG_HEADER, precondition::etag(version))
     }) {
         Ok(answer) => answer,
         Err(e) => Answer::new(e.status(), e.body()),
@@ -330,7 +375,17 @@ impl Upstream for FakeLinks {
         _: Deadline,
     ) -> Result<Answer, UpstreamError> {
         let root = self.net().node(root)?;
-        Ok(write(&root, w.key, w.method, w.body))
+        Ok(write(&root, w.key, w.method, w.body, w.condition.cloned()))
+    }
+
+    fn keys(&self, root: &Peer, listing: &Listing, _: Deadline) -> Result<Answer, UpstreamError> {
+        let page = self
+            .net()
+            .node(root)?
+            .keys_here(listing)
+            .expect("asked of the root")
+            .map_err(relayed)?;
+        Ok(Answer::json(&page))
     }
 
     fn nodes(&self, root: &Peer, _: Deadline) -> Result<Answer, UpstreamError> {

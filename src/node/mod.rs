@@ -5,7 +5,8 @@
 //! layer (`http::api`) calls it through the operations below.
 //!
 //! - [`read`]: reads, and fills served to the nodes below.
-//! - [`write`]: writes at the root, or forwarded to it.
+//! - [`write`]: writes at the root, or forwarded to it, and their conditions.
+//! - [`bulk`]: requests about many keys: `POST /mget` and `GET /keys`.
 //! - [`invalidate`]: invalidations sent down and answered.
 //! - [`upkeep`]: flushes after a restart or a lost session, release notices.
 //! - [`route`]: which node a call goes to: around a dead parent, after a
@@ -27,6 +28,7 @@
 //! which is what lets a parent stop waiting for it once that session ended
 //! (docs/design.md has the argument).
 
+mod bulk;
 mod invalidate;
 pub mod peers;
 pub mod position;
@@ -55,8 +57,10 @@ use crate::tree::Side;
 use crate::wal::OpenError;
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
+pub use bulk::Gathered;
 pub use peers::{Downstream, RootLocator, Sessions, Upstream};
 pub use position::{Place, Position};
+pub use write::Write;
 
 /// The calls a node makes to others, what it learns from ZooKeeper about
 /// sessions, and how it finds the root again.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::error::UpstreamError;
+use crate::input::Listing;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
     Replicate, Replicated,
@@ -47,6 +48,14 @@ pub trait Upstream: Send + Sync {
 
     /// Asks `root` for the `/nodes` document; the answer comes back whatever its status.
     fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError>;
+
+    /// Asks `root` for a page of `/keys`; the answer comes back whatever its status.
+    fn keys(
+        &self,
+        root: &Peer,
+        listing: &Listing,
+        deadline: Deadline,
+    ) -> Result<Answer, UpstreamError>;
 
     /// Asks `root` for a slot: `Ok(Err(answer))` when the root refused.
     fn join(

@@ -17,22 +17,40 @@
 //! `node::peers::Lease`); without one its reads go upstream. The lease is
 //! checked after the value is read, so that the moment the value was read
 //! is covered by the lease however long the thread is held up between.
+//!
+//! A value that expires travels with the time it has left, which the node
+//! that asked counts from the moment it asked (`crate::expiry`): no copy
+//! outlives the root's, so from the moment a key expires at the root no node
+//! answers it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
+use crate::expiry;
 use crate::flight::{Fetched, FillOutcome, Leader};
 use crate::metrics::bump;
 use crate::node::position::Below;
+use crate::precondition::Tags;
 use crate::store::{Begin, Lookup};
 use crate::tree::Side;
-use crate::wire::{Fill, FillRequest, ForwardedWrite};
+use crate::wire::{Fill, FillRequest, ForwardedWrite, Headers};
 
 use super::Node;
 
 /// Slack past the end of a child's fill during which it is still sent invalidations.
 const FILL_GRACE: Duration = Duration::from_millis(100);
+
+/// A value as a read found it, for a client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found<T> {
+    /// The value, or what it was rendered into.
+    pub value: T,
+    /// The version of the write that produced it: its ETag.
+    pub version: u64,
+    /// When it expires, on this node's clock.
+    pub expires: Option<Instant>,
+}
 
 impl Node {
     /// `GET /store/{key}` from this node's copy: `Some` on a hit (rendered by
@@ -44,7 +62,7 @@ impl Node {
         key: &str,
         local: bool,
         render: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Option<R>, Error> {
+    ) -> Result<Option<Found<R>>, Error> {
         let found = self.lookup(key, None, render);
         if !self.cache_trusted() {
             if local {
@@ -53,7 +71,16 @@ impl Node {
             return Ok(None);
         }
         match found {
-            Lookup::Hit { out, .. } => Ok(Some(out)),
+            Lookup::Hit {
+                out,
+                version,
+                expires,
+                ..
+            } => Ok(Some(Found {
+                value: out,
+                version,
+                expires,
+            })),
             Lookup::Miss { .. } if local || self.is_root() => Err(Error::not_found(key)),
             Lookup::Miss { .. } => Ok(None),
         }
@@ -61,13 +88,22 @@ impl Node {
 
     /// `GET /store/{key}` after a miss: through the parent (or around it).
     /// `None`: the key exists nowhere.
-    pub fn read(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, Error> {
+    pub fn read(&self, key: &str, deadline: Deadline) -> Result<Option<Found<Vec<u8>>>, Error> {
         if self.is_standby() {
             return self.read_at_primary(key, deadline);
         }
         let read = self.read_through(key, None, deadline, self.config.hop_timeout);
         match read {
-            Ok(Fill::Found { value, .. }) => Ok(Some(value)),
+            Ok(Fill::Found {
+                value,
+                version,
+                ttl_ms,
+                ..
+            }) => Ok(Some(Found {
+                value,
+                version,
+                expires: ttl_ms.map(|ms| expiry::copied_deadline(Instant::now(), ms)),
+            })),
             Ok(Fill::Absent { .. }) => Ok(None),
             Err(e @ Error::Upstream(_)) if !self.cache_trusted() => {
                 Err(Error::Unavailable(format!(
@@ -81,21 +117,46 @@ impl Node {
     }
 
     /// A standby's read: the primary's answer.
-    fn read_at_primary(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, Error> {
+    fn read_at_primary(
+        &self,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Option<Found<Vec<u8>>>, Error> {
         let read = ForwardedWrite {
             method: "GET",
             key,
             body: b"",
             request_id: "",
+            condition: None,
         };
+        let asked = Instant::now();
         let answer = self.to_root(|primary| self.links.up.forward(primary, &read, deadline))?;
         match answer.status {
             200 => {
+                let unreadable =
+                    |what: &str| Error::Internal(format!("the primary's answer had {what}"));
                 let body: serde_json::Value = serde_json::from_slice(&answer.body)
                     .map_err(|e| Error::Internal(format!("the primary's answer: {e}")))?;
-                Ok(Some(
-                    serde_json::to_vec(&body["value"]).expect("JSON serializes"),
-                ))
+                let version = answer
+                    .header(crate::wire::ETAG_HEADER)
+                    .and_then(|tag| match Tags::parse(tag) {
+                        Tags::Versions(v) if v.len() == 1 => Some(v[0]),
+                        _ => None,
+                    })
+                    .ok_or_else(|| unreadable("no ETag"))?;
+                let expires = match body.get("ttl") {
+                    None => None,
+                    Some(ttl) => {
+                        let seconds = ttl.as_f64().ok_or_else(|| unreadable("a bad ttl"))?;
+                        let ms = (seconds * 1000.0) as u64;
+                        Some(expiry::copied_deadline(asked, ms))
+                    }
+                };
+                Ok(Some(Found {
+                    value: serde_json::to_vec(&body["value"]).expect("JSON serializes"),
+                    version,
+                    expires,
+                }))
             }
             404 => Ok(None),
             status => Err(Error::Upstream(UpstreamError::Relayed {
@@ -128,17 +189,7 @@ impl Node {
             return Ok(None);
         }
         let fill = match found {
-            Lookup::Hit {
-                out,
-                version,
-                cacheable,
-                pending,
-            } => Fill::Found {
-                value: out,
-                version,
-                cacheable,
-                fenced: pending,
-            },
+            found @ Lookup::Hit { .. } => fill_of(found),
             Lookup::Miss { pending } if self.is_root() => Fill::Absent { fenced: pending },
             Lookup::Miss { .. } => return Ok(None),
         };
@@ -205,7 +256,7 @@ impl Node {
     }
 
     /// Why a process of the root group does not answer from its copy.
-    fn untrusted_root(&self) -> Error {
+    pub(super) fn untrusted_root(&self) -> Error {
         Error::Unavailable(if self.is_standby() {
             "This process is a standby of the root group, not its primary.".into()
         } else {
@@ -271,19 +322,25 @@ impl Node {
         hop: Duration,
     ) -> FillOutcome {
         bump(&self.metrics.upstream_fetches);
+        // The time a value has left counts from here, before the node above
+        // measured it: no copy outlives the value it copies.
+        let asked = Instant::now();
         let outcome = match self.fill_from_above(key, deadline, hop) {
             Ok(Fill::Found {
                 value,
                 version,
+                ttl_ms,
                 cacheable,
                 fenced,
             }) => {
+                let expires = ttl_ms.map(|ms| expiry::copied_deadline(asked, ms));
                 let end = self
                     .store
-                    .complete_fill(key, id, &value, version, cacheable);
+                    .complete_fill(key, id, &value, version, expires, cacheable);
                 Ok(Fetched {
                     value: Some(value.into()),
                     version,
+                    expires,
                     cached: end.cached,
                     fenced: fenced || end.fenced,
                 })
@@ -293,6 +350,7 @@ impl Node {
                 Ok(Fetched {
                     value: None,
                     version: 0,
+                    expires: None,
                     cached: false,
                     fenced: fenced || fenced_here,
                 })
@@ -319,26 +377,14 @@ impl Node {
         Fill::Found {
             value: value.to_vec(),
             version: f.version,
+            ttl_ms: f.expires.map(|at| expiry::left_ms(at, Instant::now())),
             cacheable,
             fenced: f.fenced,
         }
     }
 
     fn answer_from_store(&self, key: &str, child: Option<Side>) -> Fill {
-        match self.store.lookup(key, child, <[u8]>::to_vec) {
-            Lookup::Hit {
-                out,
-                version,
-                cacheable,
-                pending,
-            } => Fill::Found {
-                value: out,
-                version,
-                cacheable,
-                fenced: pending,
-            },
-            Lookup::Miss { pending } => Fill::Absent { fenced: pending },
-        }
+        fill_of(self.store.lookup(key, child, <[u8]>::to_vec))
     }
 
     fn parent_timed_out(&self) -> Error {
@@ -352,15 +398,45 @@ impl Node {
     }
 }
 
+/// What a lookup found, as a fill answers it: a key being written is
+/// answered fenced; a value that expires, with the time it has left now.
+fn fill_of(found: Lookup<Vec<u8>>) -> Fill {
+    match found {
+        Lookup::Hit {
+            out,
+            version,
+            expires,
+            cacheable,
+            pending,
+        } => Fill::Found {
+            value: out,
+            version,
+            ttl_ms: expires.map(|at| expiry::left_ms(at, Instant::now())),
+            cacheable,
+            fenced: pending,
+        },
+        Lookup::Miss { pending } => Fill::Absent { fenced: pending },
+    }
+}
+
 /// A fill as answered to the node that asked: a node further below than a
 /// child is never recorded here, so it may not cache the answer, and
 /// requests that joined its fill must fill again.
 fn for_asking(asking: Below, fill: Fill) -> Fill {
     match (asking, fill) {
         (Below::Child(_), fill) => fill,
-        (Below::Descendant, Fill::Found { value, version, .. }) => Fill::Found {
+        (
+            Below::Descendant,
+            Fill::Found {
+                value,
+                version,
+                ttl_ms,
+                ..
+            },
+        ) => Fill::Found {
             value,
             version,
+            ttl_ms,
             cacheable: false,
             fenced: true,
         },

@@ -328,9 +328,15 @@ impl Node {
 /// itself; this makes it so whatever it answered.)
 fn not_cacheable(fill: Fill) -> Fill {
     match fill {
-        Fill::Found { value, version, .. } => Fill::Found {
+        Fill::Found {
             value,
             version,
+            ttl_ms,
+            ..
+        } => Fill::Found {
+            value,
+            version,
+            ttl_ms,
             cacheable: false,
             fenced: true,
         },

@@ -10,6 +10,8 @@
 //! - **Release notices.** A child that dropped a key tells its parent, so
 //!   that directory entries do not pile up (see `store::releases` for why a
 //!   notice is bounded by its deadline).
+//! - **Expiry.** Values whose time to live ran out are dropped every second,
+//!   read or not, so that they do not hold memory (`store::expiry`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -160,6 +162,15 @@ impl Node {
                     std::thread::sleep(FLUSH_RETRY);
                 }
             }
+        }
+    }
+
+    /// Drops the values whose time to live has run out. Run every second by
+    /// a background thread.
+    pub fn sweep_expired(&self) {
+        let dropped = self.store.sweep_expired();
+        if dropped > 0 {
+            log::debug!("{dropped} expired values dropped");
         }
     }
 

@@ -4,18 +4,31 @@
 //! A write at the root, for one key:
 //! 1. wait for the key's earlier write to end (not past the deadline), then
 //!    mark the key pending and take its directory bits;
-//! 2. invalidate every child that may hold it (`node::invalidate`);
-//! 3. check the deadline once more: a write whose client may already have
+//! 2. check the write's condition (`If-Match`, `If-None-Match`) against the
+//!    key's version: the pending mark is the key's write lock, so nothing
+//!    changes the key between this check and step 4, and a compare-and-set
+//!    is atomic;
+//! 3. invalidate every child that may hold it (`node::invalidate`);
+//! 4. check the deadline once more: a write whose client may already have
 //!    been told it failed is never applied;
-//! 4. log it (with `--data-dir`), apply it, and answer.
+//! 5. log it (with `--data-dir`, its expiry as a Unix time), replicate it,
+//!    apply it, and answer.
+//!
+//! A put with a time to live expires that long after step 5 begins; every
+//! copy of it below expires no later (see `crate::expiry`). A put without
+//! one makes the key permanent again; like any write, it first invalidates
+//! the copies of the value it replaces.
 //!
 //! A forwarded write carries a request id, the same on every retry, and the
 //! root applies a write at most once per id (`root::dedup`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
+use crate::expiry;
+use crate::precondition::Condition;
 use crate::root::dedup::Claim;
 use crate::root::Root;
 use crate::store::{Applied, Mutation};
@@ -50,20 +63,31 @@ impl RequestIds {
     }
 }
 
+/// A write as a client asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub mutation: Mutation,
+    /// How long a put's value lives; `None`: for good.
+    pub ttl: Option<Duration>,
+    /// What the key's version must be for the write to happen (412 if not).
+    pub condition: Option<Condition>,
+}
+
 impl Node {
     /// `PUT`/`DELETE /store/{key}`: applied at the root, forwarded there
-    /// from any other node with the `body` it came with. `request_id` makes
-    /// retries harmless (one is made when the client sent none). On the
-    /// root, `render` builds the answer from the mutation before the value
-    /// moves into the store (so that a large value is not copied for it).
+    /// from any other node with the `body` it came with and its condition.
+    /// `request_id` makes retries harmless (one is made when the client sent
+    /// none). On the root, `render` builds the answer from the mutation and
+    /// its version before the value moves into the store (so that a large
+    /// value is not copied for it).
     pub fn write(
         &self,
         key: &str,
-        mutation: Mutation,
+        write: Write,
         body: &[u8],
         request_id: Option<&str>,
         deadline: Deadline,
-        render: impl FnOnce(&Mutation) -> Answer,
+        render: impl FnOnce(&Mutation, u64) -> Answer,
     ) -> Result<Answer, Error> {
         let _counted = self.writes.begin()?;
         // A cache node, or a standby of the root group: the primary applies it.
@@ -76,28 +100,36 @@ impl Node {
                     &made
                 }
             };
-            let write = ForwardedWrite {
-                method: match mutation {
+            let forwarded = ForwardedWrite {
+                method: match write.mutation {
                     Mutation::Put(_) => "PUT",
                     Mutation::Delete => "DELETE",
                 },
                 key,
                 body,
                 request_id,
+                condition: write.condition.as_ref(),
             };
-            return Ok(self.to_root(|root| self.links.up.forward(root, &write, deadline))?);
+            return Ok(self.to_root(|root| self.links.up.forward(root, &forwarded, deadline))?);
         };
         let Some(id) = request_id else {
-            return self.write_at_root(root, key, mutation, deadline, render);
+            return self.write_at_root(root, key, write, deadline, render);
         };
-        match root.dedup().claim(id, deadline.0) {
+        // The same id on another write (another method, key or body) is
+        // another request: only a true retry gets the first answer.
+        let method = match write.mutation {
+            Mutation::Put(_) => "PUT",
+            Mutation::Delete => "DELETE",
+        };
+        let retry_of = super::super::root::dedup::fingerprint(id, method, key, body);
+        match root.dedup().claim(&retry_of, deadline.0) {
             None => Err(Error::Upstream(UpstreamError::TimedOut {
                 name: self.config.name(),
                 address: self.config.advertise.clone(),
             })),
             Some(Claim::Answered(answer)) => Ok(answer),
             Some(Claim::First(ticket)) => {
-                let outcome = self.write_at_root(root, key, mutation, deadline, render);
+                let outcome = self.write_at_root(root, key, write, deadline, render);
                 ticket.finish(outcome.as_ref().ok().cloned());
                 outcome
             }
@@ -109,9 +141,9 @@ impl Node {
         &self,
         root: &Root,
         key: &str,
-        mutation: Mutation,
+        write: Write,
         deadline: Deadline,
-        render: impl FnOnce(&Mutation) -> Answer,
+        render: impl FnOnce(&Mutation, u64) -> Answer,
     ) -> Result<Answer, Error> {
         root.require_open()?;
         let holders = self
@@ -119,14 +151,24 @@ impl Node {
             .begin_write(key, deadline.0)
             .ok_or_else(|| not_applied_in_time(key))?;
         // The key is ours until `apply` or `abort_write`. Every answer from
-        // here on, a 404 too, is given only by the primary under its lease.
+        // here on, a 404 or a 412 too, is given only by the primary under its
+        // lease; and what the key's version is now, it stays until this write
+        // changes it.
         if let Err(e) = root.group().require_primacy(&*self.links.sessions) {
             self.store.abort_write(key, holders);
             return Err(e);
         }
+        let current = self.store.version_of(key);
+        if let Some(condition) = &write.condition {
+            if let Err(why) = condition.check(key, current) {
+                self.store.abort_write(key, holders);
+                return Err(Error::PreconditionFailed(why));
+            }
+        }
+        let mutation = write.mutation;
         let room = match &mutation {
             Mutation::Put(value) => self.store.reserve(key, value.len()),
-            Mutation::Delete if self.store.contains(key) => self.store.reserve(key, 0),
+            Mutation::Delete if current.is_some() => self.store.reserve(key, 0),
             Mutation::Delete => {
                 self.store.abort_write(key, holders);
                 return Err(Error::not_found(key));
@@ -149,11 +191,13 @@ impl Node {
             self.store.abort_write(key, 0);
             return Err(not_applied_in_time(key));
         }
-        let answer = render(&mutation);
+        let answer = render(&mutation, version);
+        let expires = write.ttl.map(|ttl| Instant::now() + ttl);
+        let expires_ms = expires.map_or(0, expiry::to_unix_ms);
         // From before it is replicated until it is applied: a standby's
         // catch-up starts either before this write or after it is applied.
         let replicating = root.replication().hold();
-        let logged = match root.log(key, version, &mutation) {
+        let logged = match root.log(key, version, expires_ms, &mutation) {
             Ok(logged) => logged,
             Err(e) => {
                 self.store.abort_write(key, 0);
@@ -168,7 +212,7 @@ impl Node {
             },
             |epoch| {
                 root.replication()
-                    .replicate(self, epoch, key, version, &mutation, deadline)
+                    .replicate(self, epoch, key, version, expires_ms, &mutation, deadline)
             },
         );
         // Acknowledged only under the lease of the session this process
@@ -178,7 +222,7 @@ impl Node {
         // In the log it is, so it is applied here whatever the answer: this
         // copy and its log must agree (a primary that was replaced drops
         // both when it catches up as a standby).
-        let applied = self.store.apply(key, mutation, version, room);
+        let applied = self.store.apply(key, mutation, version, expires, room);
         drop(logged);
         drop(replicating);
         if let Err(e) = acknowledged {

@@ -209,6 +209,8 @@ struct Shared {
     /// The names under the liveness directory, as last read.
     live: Mutex<Option<(Instant, Vec<String>)>>,
     live_reader: Once,
+    /// Set by [`Registry::close`]: no new session from then on.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -277,6 +279,7 @@ impl Registry {
             wake: Mutex::new(wake),
             live: Mutex::new(None),
             live_reader: Once::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -329,6 +332,28 @@ impl Registry {
         self.shared.held.lock().unwrap().remove(path);
         self.shared.book.lock().unwrap().forget_live(path);
         self.shared.send(Event::Nudge);
+    }
+
+    /// Ends this node's session now, for a process that is about to exit:
+    /// its ephemeral znodes go at once, so that others need not wait a
+    /// session timeout to learn it is gone (a standby of the root takes
+    /// over at once). The lease ends first; no new session is started.
+    /// Waits at most `wait` for ZooKeeper to confirm.
+    pub fn close(&self, wait: Duration) {
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let client = self.shared.session.lock().unwrap().take();
+        let Some(client) = client else {
+            return;
+        };
+        self.shared.book.lock().unwrap().abandon(client.serial);
+        let zk = client.zk.clone();
+        let closed = bounded_for(wait, move || zk.close());
+        match closed {
+            Ok(()) => log::info!("closed the ZooKeeper session"),
+            Err(e) => log::warn!("closing the ZooKeeper session failed ({e})"),
+        }
     }
 
     /// Calls `callback` with the new generation each time this node gets a
@@ -811,6 +836,9 @@ fn run_sessions(shared: Arc<Shared>) {
     let mut said_unreachable = false;
     let mut said_unknown = false;
     loop {
+        if shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let Some(connect) = reachable(&shared.connect) else {
             if !said_unreachable {
                 log::warn!(
@@ -983,7 +1011,9 @@ fn watch(shared: &Shared, client: &Client, rx: &mpsc::Receiver<Event>, mut sessi
                 continue;
             }
             Ok(Event::State(s, ZkState::Closed | ZkState::AuthFailed)) if s == serial => {
-                log::warn!("ZooKeeper session ended; starting a new one");
+                if !shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    log::warn!("ZooKeeper session ended; starting a new one");
+                }
                 return;
             }
             Ok(Event::State(s, _)) if s == serial => {

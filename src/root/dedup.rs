@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 use crate::wire::Answer;
 
+/// What a write is remembered under: its request id, and what it asks for
+/// (a client that reuses an id for another write gets that write done, not
+/// the first one's answer).
+pub fn fingerprint(id: &str, method: &str, key: &str, body: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    // A fixed-key hash: the same for every retry this process sees.
+    let mut hasher = std::hash::DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("{id}\n{method} {key}\n{:016x}", hasher.finish())
+}
+
 /// How long the answer of a write is kept for retries: far longer than any
 /// request's time budget.
 const RETAIN: Duration = Duration::from_secs(120);
@@ -165,6 +176,16 @@ mod tests {
 
     fn later() -> Instant {
         Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn a_fingerprint_tells_requests_apart_by_what_they_ask() {
+        let put = fingerprint("id-1", "PUT", "k", b"{\"value\":1}");
+        assert_eq!(put, fingerprint("id-1", "PUT", "k", b"{\"value\":1}"));
+        assert_ne!(put, fingerprint("id-1", "DELETE", "k", b""));
+        assert_ne!(put, fingerprint("id-1", "PUT", "k2", b"{\"value\":1}"));
+        assert_ne!(put, fingerprint("id-1", "PUT", "k", b"{\"value\":2}"));
+        assert_ne!(put, fingerprint("id-2", "PUT", "k", b"{\"value\":1}"));
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub mod replication;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::expiry::{self, Kept};
 use crate::store::{Mutation, Store};
 use crate::tree::{Side, Tree};
 use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal, WalError};
@@ -64,13 +65,21 @@ impl Root {
             root_id: config.root_id,
             depth: config.tree.depth(),
         };
-        let now_ms = unix_micros() / 1000;
-        let (wal, recovered) = Wal::open(path, &identity, config.fsync, &mut |r| match r.change {
-            Change::Put(v) if r.expires_ms == 0 || r.expires_ms > now_ms => {
-                store.restore(&r.key, Some(&v), r.version)
+        // A key kept with a time of expiry gets back the time it has left;
+        // one whose time ran out while the root was down is dropped.
+        let (now_ms, now) = (expiry::unix_now_ms(), Instant::now());
+        let (wal, recovered) = Wal::open(path, &identity, config.fsync, &mut |r| {
+            let kept = expiry::from_unix_ms(r.expires_ms, now_ms, now);
+            match (r.change, kept) {
+                (Change::Put(v), Kept::Forever) => store.restore(&r.key, Some(&v), r.version, None),
+                (Change::Put(v), Kept::Until(at)) => {
+                    store.restore(&r.key, Some(&v), r.version, Some(at))
+                }
+                (Change::Put(_), Kept::Expired) | (Change::Delete, _) => {
+                    store.restore(&r.key, None, r.version, None)
+                }
+                (Change::End(_), _) => {}
             }
-            Change::Put(_) | Change::Delete => store.restore(&r.key, None, r.version),
-            Change::End(_) => {}
         })?;
         log::info!(
             "recovered {} keys from {} records in {} in {:.2} s (--fsync {})",
@@ -142,13 +151,15 @@ impl Root {
         self.open.store(false, Ordering::Release);
     }
 
-    /// Logs a write with `--data-dir`: apply it in memory while holding
-    /// what this returns, and not at all when it fails (507 disk full, 500
-    /// another I/O error, 503 after a failed sync or while stopping).
+    /// Logs a write with `--data-dir` (a put's expiry as a Unix time in
+    /// milliseconds, 0 for none): apply it in memory while holding what this
+    /// returns, and not at all when it fails (507 disk full, 500 another I/O
+    /// error, 503 after a failed sync or while stopping).
     pub fn log(
         &self,
         key: &str,
         version: u64,
+        expires_ms: u64,
         mutation: &Mutation,
     ) -> Result<Option<Logged<'_>>, Error> {
         let Some(wal) = &self.wal else {
@@ -158,7 +169,7 @@ impl Root {
             Mutation::Put(v) => Edit::Put(v),
             Mutation::Delete => Edit::Delete,
         };
-        wal.log(key, version, 0, edit)
+        wal.log(key, version, expires_ms, edit)
             .map(Some)
             .map_err(|e| match e {
                 WalError::DiskFull(m) => Error::StoreFull(format!(

@@ -23,10 +23,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
+use crate::expiry::{self, Kept};
 use crate::node::Node;
 use crate::store::Mutation;
 use crate::wal::record::{self, Change, Edit};
@@ -89,13 +90,16 @@ impl Replication {
         self.targets.lock().unwrap().clear();
     }
 
-    /// The primary: sends one write to every target and waits for each.
+    /// The primary: sends one write to every target and waits for each
+    /// (`expires_ms`: a put's expiry as a Unix time in milliseconds, 0 for none).
+    #[allow(clippy::too_many_arguments)]
     pub fn replicate(
         &self,
         node: &Node,
         epoch: u64,
         key: &str,
         version: u64,
+        expires_ms: u64,
         mutation: &Mutation,
         deadline: Deadline,
     ) -> Result<(), Error> {
@@ -108,7 +112,7 @@ impl Replication {
             Mutation::Put(v) => Edit::Put(v),
             Mutation::Delete => Edit::Delete,
         };
-        record::encode_write(&mut records, 0, key, version, 0, edit);
+        record::encode_write(&mut records, 0, key, version, expires_ms, edit);
         let message = Replicate {
             epoch,
             phase: Phase::Live,
@@ -274,20 +278,18 @@ impl Replication {
         sent += count;
         send(Phase::Chunk, chunk)?;
         send(Phase::End, Vec::new())?;
-        if !self
-            .targets
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|t| t.member.id == member.id)
         {
-            return Err(Error::Unavailable("a write to it failed meanwhile".into()));
-        }
-        root.group().add_in_sync(member)?;
-        for t in self.targets.lock().unwrap().iter_mut() {
-            if t.member.id == member.id {
-                t.in_sync = true;
-            }
+            // No write between: each write either ended before (and reached
+            // the standby, or removed it from the targets) or starts after
+            // and counts it in sync, so that a write it then misses first
+            // removes it from the in-sync set again.
+            let _no_write_between = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            let mut targets = self.targets.lock().unwrap();
+            let Some(target) = targets.iter_mut().find(|t| t.member.id == member.id) else {
+                return Err(Error::Unavailable("a write to it failed meanwhile".into()));
+            };
+            root.group().add_in_sync(member)?;
+            target.in_sync = true;
         }
         log::info!("standby {} caught up with {sent} keys", member.address);
         Ok(())
@@ -306,11 +308,17 @@ impl Replication {
                 "This process is the primary of the root group.".into(),
             )));
         }
-        let mut catch_up = self.catch_up.lock().unwrap();
+        // A catch-up's phases run one at a time, under the lock; live writes
+        // take it only for a moment (a delete, below), so that concurrent
+        // writes share their syncs of this process's log.
+        let mut catch_up = match message.phase {
+            Phase::Live => None,
+            _ => Some(self.catch_up.lock().unwrap()),
+        };
         match message.phase {
             Phase::Reset => {
                 node.store_handle().clear();
-                *catch_up = Some(CatchUp {
+                **catch_up.as_mut().expect("locked for the catch-up") = Some(CatchUp {
                     id: message.catch_up.clone().unwrap_or_default(),
                     deleted: HashMap::new(),
                 });
@@ -319,7 +327,8 @@ impl Replication {
             }
             Phase::Chunk | Phase::End => {
                 let ours = catch_up
-                    .as_ref()
+                    .as_deref()
+                    .and_then(Option::as_ref)
                     .is_some_and(|c| Some(&c.id) == message.catch_up.as_ref());
                 if !ours {
                     return Err(Refusal::Other(Error::Conflict(
@@ -342,6 +351,14 @@ impl Replication {
                 Change::End(_) => continue,
             };
             root.note_version(r.version);
+            // The log keeps the expiry as the primary sent it; memory, the
+            // time it has left by this process's clock.
+            let (live, expires) =
+                match expiry::from_unix_ms(r.expires_ms, expiry::unix_now_ms(), Instant::now()) {
+                    Kept::Forever => (value, None),
+                    Kept::Until(at) => (value, Some(at)),
+                    Kept::Expired => (None, None),
+                };
             match message.phase {
                 Phase::Live => {
                     let mutation = match value {
@@ -349,23 +366,37 @@ impl Replication {
                         None => Mutation::Delete,
                     };
                     let logged = root
-                        .log(&r.key, r.version, &mutation)
+                        .log(&r.key, r.version, r.expires_ms, &mutation)
                         .map_err(Refusal::Other)?;
-                    if node.store_handle().apply_if_newer(&r.key, value, r.version) {
+                    // A delete is remembered by a catch-up under way before
+                    // it is applied, so that no chunk applied after it can
+                    // bring the key back.
+                    let remembered = value.is_none().then(|| {
+                        let mut under_way = self.catch_up.lock().unwrap();
+                        if let Some(c) = under_way.as_mut() {
+                            c.deleted.insert(r.key.clone(), r.version);
+                        }
+                        under_way
+                    });
+                    if node
+                        .store_handle()
+                        .apply_if_newer(&r.key, live, r.version, expires)
+                    {
                         applied += 1;
                     }
+                    drop(remembered);
                     drop(logged);
-                    if let (None, Some(c)) = (value, catch_up.as_mut()) {
-                        c.deleted.insert(r.key.clone(), r.version);
-                    }
                 }
                 _ => {
                     let deleted_later = catch_up
-                        .as_ref()
+                        .as_deref()
+                        .and_then(Option::as_ref)
                         .and_then(|c| c.deleted.get(&r.key))
                         .is_some_and(|&v| v >= r.version);
                     if !deleted_later
-                        && node.store_handle().apply_if_newer(&r.key, value, r.version)
+                        && node
+                            .store_handle()
+                            .apply_if_newer(&r.key, live, r.version, expires)
                     {
                         applied += 1;
                     }
@@ -379,7 +410,7 @@ impl Replication {
                 wal.compact_now(node.store_handle().as_ref())
                     .map_err(|e| Refusal::Other(Error::Internal(e)))?;
             }
-            *catch_up = None;
+            **catch_up.as_mut().expect("locked for the catch-up") = None;
             log::info!("caught up with the primary (epoch {})", message.epoch);
         }
         Ok(Replicated { applied })

@@ -19,7 +19,9 @@ impl Store {
     /// Records `side` as a holder of `key` if this node holds exactly `version`
     /// of it. Returns whether it did: the child may cache the value only then.
     pub fn register_holder(&self, key: &str, version: u64, side: Side) -> bool {
-        let mut shard = self.shard(key);
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        self.expire_if_due(shard, key, Instant::now());
         match shard.map.get_mut(key) {
             Some(meta) if meta.has_value() && !meta.pending() && meta.version == version => {
                 meta.holders |= side.bit();

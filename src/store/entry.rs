@@ -21,6 +21,9 @@ pub(super) const HAS_VALUE: u8 = 1;
 /// In `Meta::flags` (root only): a write of the key is under way, so
 /// answers given meanwhile may be superseded before they arrive.
 pub(super) const PENDING: u8 = 2;
+/// In `Meta::flags`: the value expires; its deadline is in the shard's
+/// `Expiries` (so that keys without one pay nothing for it).
+pub(super) const EXPIRES: u8 = 4;
 
 /// A key and its value in one allocation: `[key length: u16][key][value]`.
 /// Keeping both in one block is what keeps the root near 100 bytes per small key.
@@ -88,6 +91,9 @@ impl Meta {
     pub(super) fn pending(&self) -> bool {
         self.flags & PENDING != 0
     }
+    pub(super) fn expires(&self) -> bool {
+        self.flags & EXPIRES != 0
+    }
 }
 
 impl Store {
@@ -112,18 +118,21 @@ impl Store {
                 version,
                 lru: NO_LRU,
                 holders,
-                flags: flags & !HAS_VALUE,
+                flags: flags & !(HAS_VALUE | EXPIRES),
             },
         );
         let cost = self.entry_cost(key, 0);
         self.charge(shard, cost as i64, 0);
     }
 
-    /// Removes an entry with its LRU link and byte charge.
+    /// Removes an entry with its LRU link, its deadline and its byte charge.
     pub(super) fn remove_entry(&self, shard: &mut Shard, key: &str) -> Option<Meta> {
         let (blob, meta) = shard.map.remove_entry(key)?;
         if meta.lru != NO_LRU {
             shard.lru.remove(meta.lru);
+        }
+        if meta.expires() {
+            self.forget_deadline(shard, key);
         }
         let cost = self.entry_cost(key, blob.value().len());
         let keys = if meta.has_value() { -1 } else { 0 };

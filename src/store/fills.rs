@@ -117,7 +117,9 @@ impl Store {
     /// With `use_copy`, a value held here ends the attempt (`Present`);
     /// without, the fill goes upstream whatever this node holds.
     pub fn begin_fill(&self, key: &str, use_copy: bool) -> Begin {
-        let mut shard = self.shard(key);
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        self.expire_if_due(shard, key, Instant::now());
         if use_copy && shard.map.get(key).is_some_and(Meta::has_value) {
             return Begin::Present;
         }
@@ -139,15 +141,17 @@ impl Store {
         Begin::Lead { id, flight }
     }
 
-    /// Ends fill `id` that brought `value`. It is cached only if upstream said
-    /// it may be, no invalidation passed the fill meanwhile, and the parent has
-    /// acknowledged any earlier release of the key.
+    /// Ends fill `id` that brought `value`, which expires at `expires` if it
+    /// does. It is cached only if upstream said it may be, no invalidation
+    /// passed the fill meanwhile, and the parent has acknowledged any earlier
+    /// release of the key.
     pub fn complete_fill(
         &self,
         key: &str,
         id: u64,
         value: &[u8],
         version: u64,
+        expires: Option<Instant>,
         cacheable: bool,
     ) -> FillEnd {
         let mut guard = self.shard(key);
@@ -158,7 +162,7 @@ impl Store {
         let cached = cacheable
             && !fenced
             && !shard.releases.blocks_caching(key)
-            && self.cache_fill(shard, key, value, version);
+            && self.cache_fill(shard, key, value, version, expires);
         FillEnd { cached, fenced }
     }
 
@@ -190,7 +194,7 @@ mod tests {
         let Begin::Lead { id: id2, .. } = s.begin_fill("k", true) else {
             panic!("a fenced fill must not be joined")
         };
-        let end = s.complete_fill("k", id, b"old", 1, true);
+        let end = s.complete_fill("k", id, b"old", 1, None, true);
         assert_eq!(
             end,
             FillEnd {
@@ -199,7 +203,7 @@ mod tests {
             }
         );
         assert_eq!(value(&s, "k"), None);
-        assert!(s.complete_fill("k", id2, b"new", 2, true).cached);
+        assert!(s.complete_fill("k", id2, b"new", 2, None, true).cached);
         assert_eq!(value(&s, "k").unwrap(), b"new");
     }
 
@@ -210,7 +214,7 @@ mod tests {
             panic!()
         };
         assert!(matches!(s.begin_fill("k", true), Begin::Join(_)));
-        assert!(s.complete_fill("k", id, b"v", 1, true).cached);
+        assert!(s.complete_fill("k", id, b"v", 1, None, true).cached);
     }
 
     #[test]
@@ -219,7 +223,7 @@ mod tests {
         let Begin::Lead { id, .. } = s.begin_fill("k", true) else {
             panic!()
         };
-        assert!(!s.complete_fill("k", id, b"v", 1, false).cached);
+        assert!(!s.complete_fill("k", id, b"v", 1, None, false).cached);
         assert_eq!(value(&s, "k"), None);
     }
 

@@ -4,6 +4,7 @@
 //! evicts, and may refuse writes once `--max-store-bytes` is reached. On every
 //! other node it is a byte-bounded LRU cache. In both it keeps, per key:
 //! - the value (compact JSON) and the version of the write that produced it;
+//! - when the value expires, if it was written with a time to live;
 //! - the directory: which children hold the key (two bits), and which
 //!   children were answered a fill of it recently (they may still be passing
 //!   that answer to requests that joined their fill);
@@ -25,12 +26,14 @@
 //!   answered a fill;
 //! - `writes`: the root's writes (pending mark, apply, abort, the bound), and
 //!   the place where a write-ahead log will record them;
+//! - `expiry`: the deadlines of values that expire, and dropping them;
+//! - `listing`: the keys in byte order, a page at a time;
 //! - `directory`: which children hold each key: recording, restoring and
 //!   releasing holders, and invalidating;
 //! - `releases`: the release notices a cache owes its parent.
 //!
 //! A concern with data of its own keeps it in its own struct inside each
-//! shard (`Fills`, `Releases`). The entry map is shared, because one entry
+//! shard (`Fills`, `Releases`, `Expiries`). The entry map is shared, because one entry
 //! carries bits of several concerns: one allocation per key is what keeps
 //! the root near 100 bytes per small key.
 //!
@@ -52,16 +55,20 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::flight::Flight;
 use entry::{Blob, Meta};
+use expiry::Expiries;
 use fills::Fills;
 use lru::Lru;
 use releases::Releases;
 
 mod directory;
 mod entry;
+mod expiry;
 mod fills;
+mod listing;
 
 // The store never asks the order for its length: `Lru::len` and `Lru::is_empty`
 // serve only the order's own tests now that the module is private to the store.
@@ -109,6 +116,7 @@ struct Shard {
     lru: Lru<Box<str>>,
     fills: Fills,
     releases: Releases,
+    expiries: Expiries,
     /// What this shard is charged; a cache holds each shard to its share of
     /// the bound.
     bytes: u64,
@@ -122,6 +130,8 @@ pub enum Lookup<R> {
     Hit {
         out: R,
         version: u64,
+        /// When the value expires, if it does.
+        expires: Option<Instant>,
         cacheable: bool,
         pending: bool,
     },
@@ -153,6 +163,8 @@ pub struct FillEnd {
 #[derive(Default)]
 pub struct StoreStats {
     pub evictions: AtomicU64,
+    /// Values dropped because their time to live ran out.
+    pub expirations: AtomicU64,
 }
 
 /// The sharded store. See the module documentation.
@@ -273,6 +285,6 @@ mod test_support {
         let Begin::Lead { id, .. } = store.begin_fill(key, true) else {
             panic!("expected to lead");
         };
-        store.complete_fill(key, id, v, version, true).cached
+        store.complete_fill(key, id, v, version, None, true).cached
     }
 }

@@ -8,6 +8,7 @@
 //! parent is told (see `releases`).
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::entry::{Blob, Meta, HAS_VALUE, NO_LRU};
 use super::lru::Lru;
@@ -19,7 +20,7 @@ impl Store {
     /// costs one copy. When a child asks (`child` is set) the answer is
     /// cacheable only if this node holds the value and records the child as a
     /// holder, in the same critical section; a key whose write is pending at
-    /// the root is never cacheable.
+    /// the root is never cacheable. An expired value is a miss.
     pub fn lookup<R>(
         &self,
         key: &str,
@@ -34,6 +35,14 @@ impl Store {
         if !meta.has_value() {
             return Lookup::Miss {
                 pending: meta.pending(),
+            };
+        }
+        // Only values that expire look for their deadline.
+        let expires = Store::deadline(shard, key, meta);
+        if expires.is_some_and(|at| at <= Instant::now()) {
+            self.expire_if_due(shard, key, Instant::now());
+            return Lookup::Miss {
+                pending: shard.map.get(key).is_some_and(Meta::pending),
             };
         }
         let out = out(blob.value());
@@ -52,6 +61,7 @@ impl Store {
         Lookup::Hit {
             out,
             version,
+            expires,
             cacheable: cacheable && child.is_some(),
             pending,
         }
@@ -65,21 +75,24 @@ impl Store {
             self.keys.fetch_sub(keys, Ordering::Relaxed);
             shard.fills.fence_all();
             shard.releases.clear();
+            shard.expiries = Default::default();
             shard.map.clear();
             shard.lru = Lru::default();
             shard.bytes = 0;
         }
     }
 
-    /// Caches the value a fill brought, unless this is not a cache, the value
-    /// would take more than the shard's share of the bound, or a newer value
-    /// is here already. Returns whether it did.
+    /// Caches the value a fill brought, expiring at `expires`, unless this is
+    /// not a cache, the value would take more than the shard's share of the
+    /// bound, it has expired already, or a newer value is here already.
+    /// Returns whether it did.
     pub(super) fn cache_fill(
         &self,
         shard: &mut Shard,
         key: &str,
         value: &[u8],
         version: u64,
+        expires: Option<Instant>,
     ) -> bool {
         let Mode::Cache { max_bytes } = self.mode else {
             return false;
@@ -88,6 +101,11 @@ impl Store {
         if cost > max_bytes / SHARDS as u64 {
             return false;
         }
+        let now = Instant::now();
+        if expires.is_some_and(|at| at <= now) {
+            return false;
+        }
+        self.expire_if_due(shard, key, now);
         if let Some(meta) = shard.map.get(key) {
             if meta.has_value() && meta.version >= version {
                 return false;
@@ -106,8 +124,10 @@ impl Store {
             },
         );
         self.charge(shard, cost as i64, 1);
+        self.set_deadline(shard, key, expires);
         self.evict(shard, max_bytes / SHARDS as u64);
-        true
+        // Evicted at once (its deadline took the room)? Then it is not cached.
+        shard.map.get(key).is_some_and(Meta::has_value)
     }
 
     /// Evicts least recently used values until the shard is within `cap`.
@@ -124,6 +144,9 @@ impl Store {
             };
             let cost = self.entry_cost(&key, blob.value().len());
             self.charge(shard, -(cost as i64), -1);
+            if meta.expires() {
+                self.forget_deadline(shard, &key);
+            }
             if meta.holders == 0 {
                 self.note_release(shard, &key);
             } else {

@@ -8,14 +8,15 @@
 //!
 //! `apply` is the only place where the root's values change; a durable root
 //! logs each write just before it (see `wal`). `restore` loads what the log
-//! kept, at start, and `dump` shows every value to a snapshot.
+//! kept, at start, and `dump` shows every value to a snapshot, with its time
+//! of expiry as a Unix time (the log's form, see `crate::expiry`).
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::entry::{Blob, Meta, HAS_VALUE, NO_LRU, PENDING};
 use super::{Applied, Mode, Mutation, Shard, Store};
-use crate::wal;
+use crate::{expiry, wal};
 
 /// What a snapshot of the root's data sees: every key with a value, a shard
 /// at a time, each shard copied out under its lock and visited after, so
@@ -30,21 +31,24 @@ impl wal::Source for Store {
         visit: &mut dyn FnMut(wal::Live<'_>) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         for shard in self.shards.iter() {
-            let copied: Vec<(Blob, u64)> = {
+            let copied: Vec<(Blob, u64, Option<Instant>)> = {
                 let shard = super::lock(shard);
+                let now = Instant::now();
                 shard
                     .map
                     .iter()
                     .filter(|(_, m)| m.has_value())
-                    .map(|(b, m)| (Blob::new(b.key(), b.value()), m.version))
+                    .map(|(b, m)| (b, m, Store::deadline(&shard, b.key(), m)))
+                    .filter(|(_, _, expires)| expires.is_none_or(|at| at > now))
+                    .map(|(b, m, expires)| (Blob::new(b.key(), b.value()), m.version, expires))
                     .collect()
             };
-            for (blob, version) in &copied {
+            for (blob, version, expires) in &copied {
                 visit(wal::Live {
                     key: blob.key(),
                     value: blob.value(),
                     version: *version,
-                    expires_ms: 0,
+                    expires_ms: expires.map_or(0, expiry::to_unix_ms),
                 })?;
             }
         }
@@ -98,10 +102,18 @@ impl Store {
         Some(recent)
     }
 
-    /// Whether `key` currently has a value.
-    pub fn contains(&self, key: &str) -> bool {
-        let shard = self.shard(key);
-        shard.map.get(key).is_some_and(Meta::has_value)
+    /// The version of `key`'s value, if it has one that has not expired. A
+    /// write holding the key's pending mark reads what its condition
+    /// (`If-Match`, `If-None-Match`) is checked against here.
+    pub fn version_of(&self, key: &str) -> Option<u64> {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        self.expire_if_due(shard, key, Instant::now());
+        shard
+            .map
+            .get(key)
+            .filter(|m| m.has_value())
+            .map(|m| m.version)
     }
 
     /// Reserves room for `len` bytes under `key` (instead of what it holds
@@ -149,7 +161,8 @@ impl Store {
     }
 
     /// Applies a write at the root with `version`, ending its pending state;
-    /// the room a put needs was reserved with [`Store::reserve`].
+    /// a put's value expires at `expires` if that is set, and lives for good
+    /// if not. The room a put needs was reserved with [`Store::reserve`].
     ///
     /// This is the only place where the root's values change. A durable
     /// root logs the write before it calls this (`wal::Wal::commit`), outside
@@ -160,10 +173,12 @@ impl Store {
         key: &str,
         mutation: Mutation,
         version: u64,
+        expires: Option<Instant>,
         room: Reservation<'_>,
     ) -> Applied {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
+        self.expire_if_due(shard, key, Instant::now());
         let applied = match mutation {
             Mutation::Delete => {
                 let existed = shard.map.get(key).is_some_and(Meta::has_value);
@@ -174,7 +189,7 @@ impl Store {
                 }
             }
             Mutation::Put(value) => {
-                self.put_value(shard, key, &value, version);
+                self.put_value(shard, key, &value, version, expires);
                 Applied::Stored
             }
         };
@@ -187,11 +202,11 @@ impl Store {
     /// Loads a write read back from the data directory at start: no
     /// directory bits, no pending state, no bound (what was stored before
     /// fits again).
-    pub fn restore(&self, key: &str, value: Option<&[u8]>, version: u64) {
+    pub fn restore(&self, key: &str, value: Option<&[u8]>, version: u64, expires: Option<Instant>) {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
         match value {
-            Some(v) => self.put_value(shard, key, v, version),
+            Some(v) => self.put_value(shard, key, v, version, expires),
             None => {
                 self.remove_entry(shard, key);
             }
@@ -202,9 +217,16 @@ impl Store {
     /// if it is newer than what the key holds (`older_than` gives the
     /// version of a delete already applied, during a catch-up). Returns
     /// whether it was applied.
-    pub fn apply_if_newer(&self, key: &str, value: Option<&[u8]>, version: u64) -> bool {
+    pub fn apply_if_newer(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        version: u64,
+        expires: Option<Instant>,
+    ) -> bool {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
+        self.expire_if_due(shard, key, Instant::now());
         if shard
             .map
             .get(key)
@@ -213,7 +235,7 @@ impl Store {
             return false;
         }
         match value {
-            Some(v) => self.put_value(shard, key, v, version),
+            Some(v) => self.put_value(shard, key, v, version, expires),
             None => {
                 self.remove_entry(shard, key);
             }
@@ -221,19 +243,16 @@ impl Store {
         true
     }
 
-    /// The version of `key`'s value, if it has one.
-    #[cfg(test)]
-    pub fn version_of(&self, key: &str) -> Option<u64> {
-        let shard = self.shard(key);
-        shard
-            .map
-            .get(key)
-            .filter(|m| m.has_value())
-            .map(|m| m.version)
-    }
-
-    /// Replaces `key`'s entry by `value`, keeping its directory bits.
-    fn put_value(&self, shard: &mut Shard, key: &str, value: &[u8], version: u64) {
+    /// Replaces `key`'s entry by `value`, expiring at `expires` if set,
+    /// keeping its directory bits.
+    fn put_value(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        value: &[u8],
+        version: u64,
+        expires: Option<Instant>,
+    ) {
         let holders = self.remove_entry(shard, key).map_or(0, |m| m.holders);
         let cost = self.entry_cost(key, value.len());
         shard.map.insert(
@@ -246,17 +265,30 @@ impl Store {
             },
         );
         self.charge(shard, cost as i64, 1);
+        self.set_deadline(shard, key, expires);
     }
 
     /// [`Store::apply`] with room reserved on the spot, for tests.
     #[cfg(test)]
     pub(crate) fn apply_now(&self, key: &str, mutation: Mutation, version: u64) -> Applied {
+        self.apply_now_until(key, mutation, version, None)
+    }
+
+    /// [`Store::apply_now`] of a value that expires at `expires`.
+    #[cfg(test)]
+    pub(crate) fn apply_now_until(
+        &self,
+        key: &str,
+        mutation: Mutation,
+        version: u64,
+        expires: Option<Instant>,
+    ) -> Applied {
         let len = match &mutation {
             Mutation::Put(v) => v.len(),
             Mutation::Delete => 0,
         };
         let room = self.reserve(key, len).expect("the test's value fits");
-        self.apply(key, mutation, version, room)
+        self.apply(key, mutation, version, expires, room)
     }
 
     /// Ends a write that could not be applied, restoring directory bits.
@@ -355,7 +387,7 @@ mod tests {
         assert!(s.reserve("b", 150).is_none(), "the room is taken");
         drop(first);
         let again = s.reserve("b", 150).expect("the room is back");
-        s.apply("b", Mutation::Put(vec![b'1'; 150]), 1, again);
+        s.apply("b", Mutation::Put(vec![b'1'; 150]), 1, None, again);
         assert!(s.reserve("c", 150).is_none());
         assert!(s.bytes() <= 400);
     }
@@ -363,28 +395,42 @@ mod tests {
     #[test]
     fn a_replicated_write_never_replaces_a_newer_one() {
         let s = primary();
-        assert!(s.apply_if_newer("k", Some(b"2"), 20));
-        assert!(!s.apply_if_newer("k", Some(b"1"), 10), "older");
-        assert!(!s.apply_if_newer("k", None, 15), "an older delete");
+        assert!(s.apply_if_newer("k", Some(b"2"), 20, None));
+        assert!(!s.apply_if_newer("k", Some(b"1"), 10, None), "older");
+        assert!(!s.apply_if_newer("k", None, 15, None), "an older delete");
         assert_eq!(s.version_of("k"), Some(20));
-        assert!(s.apply_if_newer("k", None, 30));
+        assert!(s.apply_if_newer("k", None, 30, None));
         assert_eq!(s.version_of("k"), None);
     }
 
     #[test]
     fn restored_writes_and_the_dump_agree() {
         let s = primary();
-        s.restore("a", Some(b"1"), 5);
-        s.restore("b", Some(b"2"), 6);
-        s.restore("a", None, 7);
+        s.restore("a", Some(b"1"), 5, None);
+        s.restore("b", Some(b"2"), 6, None);
+        s.restore("a", None, 7, None);
+        let in_a_minute = Instant::now() + Duration::from_secs(60);
+        s.restore("c", Some(b"3"), 8, Some(in_a_minute));
+        s.restore("gone", Some(b"4"), 9, Some(Instant::now()));
         let mut seen = Vec::new();
         wal::Source::dump(&s, &mut |live| {
-            seen.push((live.key.to_string(), live.value.to_vec(), live.version));
+            seen.push((
+                live.key.to_string(),
+                live.value.to_vec(),
+                live.version,
+                live.expires_ms,
+            ));
             Ok(())
         })
         .unwrap();
-        assert_eq!(seen, [("b".to_string(), b"2".to_vec(), 6)]);
-        assert_eq!(s.keys(), 1);
+        seen.sort();
+        let c_at = expiry::to_unix_ms(in_a_minute);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], ("b".to_string(), b"2".to_vec(), 6, 0));
+        let (key, _, version, at) = &seen[1];
+        assert_eq!((key.as_str(), *version), ("c", 8));
+        assert!(at.abs_diff(c_at) < 20, "expires at {at}, not {c_at}");
+        assert_eq!(s.keys(), 3, "the expired key is not swept yet");
     }
 
     #[test]

@@ -101,14 +101,7 @@ impl DataDir {
                     )));
                 }
                 if dir.id.is_empty() {
-                    dir.id = random_id().map_err(|e| io(path, e))?;
-                    let meta_bytes = serde_json::to_vec_pretty(&Meta {
-                        format: FORMAT,
-                        id: dir.id.clone(),
-                        identity: identity.clone(),
-                    })
-                    .expect("the record serializes");
-                    dir.write_durably(META, &meta_bytes)?;
+                    dir.write_meta(identity)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -125,18 +118,24 @@ impl DataDir {
                         path.display()
                     )));
                 }
-                dir.id = random_id().map_err(|e| io(path, e))?;
-                let meta_bytes = serde_json::to_vec_pretty(&Meta {
-                    format: FORMAT,
-                    id: dir.id.clone(),
-                    identity: identity.clone(),
-                })
-                .expect("the record serializes");
-                dir.write_durably(META, &meta_bytes)?;
+                dir.write_meta(identity)?;
             }
             Err(e) => return Err(io(&meta, e)),
         }
         Ok(dir)
+    }
+
+    /// Gives the directory a new id and records it, with the cluster's
+    /// identity, in its metadata file.
+    fn write_meta(&mut self, identity: &Identity) -> Result<(), OpenError> {
+        self.id = random_id().map_err(|e| io(&self.path, e))?;
+        let meta = serde_json::to_vec_pretty(&Meta {
+            format: FORMAT,
+            id: self.id.clone(),
+            identity: identity.clone(),
+        })
+        .expect("the record serializes");
+        self.write_durably(META, &meta)
     }
 
     /// This directory's id (see `Meta::id`).
@@ -234,18 +233,7 @@ fn lock_exclusively(file: &File) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    pub fn temp(what: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "treecache-unit-{}-{what}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::wal::tests::temp;
 
     fn cluster(prefix: &str) -> Identity {
         Identity {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 
-fn temp(what: &str) -> PathBuf {
+/// A new empty directory for one test.
+pub(crate) fn temp(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "treecache-unit-{}-wal-{what}-{}",
         std::process::id(),

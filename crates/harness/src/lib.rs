@@ -17,9 +17,11 @@
 //! A test that needs ZooKeeper fails loudly when it is not installed.
 //!
 //! [`traffic`] sends random concurrent requests and records their history;
-//! [`linearizability`] judges such histories. [`proxy`] plays network faults
-//! between a client and a server. [`sentinels`] are written during a fault
-//! and checked after it. [`route_zookeeper_log`] lets a registry
+//! [`linearizability`] judges such histories. The binary `treecache-traffic`
+//! (`src/bin/`) does both from a shell, against nodes already running: the
+//! container test uses it. [`proxy`] plays network faults between a client
+//! and a server. [`sentinels`] are written during a fault and checked after
+//! it. [`route_zookeeper_log`] lets a registry
 //! in the test process learn its sessions. [`tls`] makes the certificates
 //! of clusters that run over TLS ([`Builder::tls`]); the HTTP client here
 //! trusts their CA.

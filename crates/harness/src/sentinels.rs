@@ -95,3 +95,42 @@ pub fn final_reads(base: &str, node: u32, keys: &[String], clock: Clock) -> Vec<
         })
         .collect()
 }
+
+/// Random traffic and sentinel writes through `urls` for `run_for`, while
+/// `fault` runs in the foreground; then every key read once at the primary
+/// (the root, or the primary of the root group after a failover), the
+/// history checked for linearizability, and the sentinels checked. `what`
+/// names the run for its seed (`seed_var` replays one); the traffic's keys
+/// are `{keys}-0` .. `{keys}-3`.
+pub fn under_fault(
+    cluster: &mut crate::Cluster,
+    urls: Vec<(u32, String)>,
+    (what, seed_var, keys): (&str, &str, &str),
+    run_for: Duration,
+    fault: impl FnOnce(&mut crate::Cluster),
+) -> crate::traffic::Tally {
+    use crate::traffic::{assert_linearizable, Rng, Tally, Traffic};
+    let seed = Rng::seeded(what, seed_var).0;
+    let traffic = Traffic {
+        keys: (0..4).map(|i| format!("{keys}-{i}")).collect(),
+        clients: 6,
+        ops_per_client: 100_000,
+        timeout: Duration::from_secs(4),
+        verbose: false,
+        ..Traffic::default()
+    };
+    let clock = Clock::start();
+    let stop_at = Instant::now() + run_for;
+    let (mut history, written) = std::thread::scope(|s| {
+        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
+        let written = s.spawn(|| write_until(&urls, stop_at));
+        fault(cluster);
+        (clients.join().unwrap(), written.join().unwrap())
+    });
+    let primary = cluster.primary().unwrap_or(cluster.root_id);
+    let at = cluster.url(primary);
+    history.extend(final_reads(&at, primary, &traffic.keys, clock));
+    assert_linearizable(&history, seed, seed_var);
+    check(&at, &written, 20);
+    Tally::of(&history)
+}

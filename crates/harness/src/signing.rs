@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// The signed headers, in order.
-const SIGNED: [&str; 10] = [
+const SIGNED: [&str; 12] = [
     "x-treecache-budget-ms",
     "x-treecache-hop-ms",
     "x-treecache-request-id",
@@ -19,6 +19,8 @@ const SIGNED: [&str; 10] = [
     "x-treecache-epoch",
     "x-treecache-phase",
     "x-treecache-catch-up",
+    "if-match",
+    "if-none-match",
 ];
 
 /// Now, in milliseconds since the Unix epoch.

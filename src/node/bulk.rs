@@ -1,0 +1,131 @@
+//! Requests about many keys at once.
+//!
+//! - `POST /mget`: each key is read as a `GET` of it on this node would be,
+//!   through the same read path, so with the same caching and coherence:
+//!   hits are answered from this node's copy (on the receiving thread, when
+//!   every key hits), and misses go up through the parent, several at once.
+//!   A key that cannot be read (its upstream failed) fails the request with
+//!   that error: an answer never calls a key missing that may exist.
+//! - `GET /keys`: a page of keys from the primary copy, on the root; every
+//!   other node (a standby of the root group too) asks the root.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::deadline::Deadline;
+use crate::error::Error;
+use crate::input::Listing;
+use crate::wire::{Answer, KeysPage};
+
+use super::Node;
+
+/// Most misses of one `POST /mget` read upstream at the same time.
+const MGET_PARALLEL: usize = 8;
+
+/// What a `POST /mget` has found so far: per key asked, in order, its value
+/// (compact JSON), `None` when it exists nowhere; keys not yet read are
+/// listed in `unread`.
+pub struct Gathered {
+    pub keys: Vec<String>,
+    pub values: Vec<Option<Vec<u8>>>,
+    unread: Vec<usize>,
+}
+
+impl Gathered {
+    /// Whether some keys must still be read through the parent.
+    pub fn incomplete(&self) -> bool {
+        !self.unread.is_empty()
+    }
+}
+
+impl Node {
+    /// `POST /mget`, the part answered from this node's own copy: every key
+    /// is looked up here; those that must go upstream are left unread
+    /// (`Node::read_many`).
+    pub fn read_many_now(&self, keys: Vec<String>) -> Result<Gathered, Error> {
+        let mut values = Vec::with_capacity(keys.len());
+        let mut unread = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.read_now(key, false, <[u8]>::to_vec) {
+                Ok(Some(found)) => values.push(Some(found.value)),
+                Ok(None) => {
+                    values.push(None);
+                    unread.push(i);
+                }
+                Err(Error::NotFound(_)) => values.push(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Gathered {
+            keys,
+            values,
+            unread,
+        })
+    }
+
+    /// `POST /mget`, the rest: reads the keys left unread through the
+    /// parent, up to `MGET_PARALLEL` at a time.
+    pub fn read_many(&self, gathered: &mut Gathered, deadline: Deadline) -> Result<(), Error> {
+        let unread = std::mem::take(&mut gathered.unread);
+        let next = AtomicUsize::new(0);
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let read: Mutex<Vec<(usize, Option<Vec<u8>>)>> = Mutex::new(Vec::new());
+        let keys = &gathered.keys;
+        let work = || loop {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&i) = unread.get(n) else { return };
+            if failure.lock().unwrap().is_some() {
+                return;
+            }
+            match self.read(&keys[i], deadline) {
+                Ok(found) => read.lock().unwrap().push((i, found.map(|f| f.value))),
+                Err(e) => {
+                    failure.lock().unwrap().get_or_insert(e);
+                    return;
+                }
+            }
+        };
+        let helpers = unread.len().min(MGET_PARALLEL) - 1;
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                scope.spawn(work);
+            }
+            work();
+        });
+        if let Some(e) = failure.into_inner().unwrap() {
+            return Err(e);
+        }
+        for (i, value) in read.into_inner().unwrap() {
+            gathered.values[i] = value;
+        }
+        Ok(())
+    }
+
+    /// `GET /keys` on the root (the primary of the root group): the page
+    /// from its copy. `None` on any other node, which asks the root
+    /// (`Node::keys`).
+    pub fn keys_here(&self, listing: &Listing) -> Option<Result<KeysPage, Error>> {
+        self.root.as_ref().filter(|r| r.is_primary())?;
+        if !self.cache_trusted() {
+            return Some(Err(self.untrusted_root()));
+        }
+        // One key more than asked for tells whether more follow.
+        let mut keys = self
+            .store
+            .list(&listing.prefix, &listing.after, listing.limit + 1);
+        let next = match keys.len() > listing.limit {
+            true => {
+                keys.truncate(listing.limit);
+                keys.last().cloned()
+            }
+            false => None,
+        };
+        Some(Ok(KeysPage { keys, next }))
+    }
+
+    /// `GET /keys` on a node that is not the root: the root's answer.
+    pub fn keys(&self, listing: &Listing, deadline: Deadline) -> Result<Answer, Error> {
+        self.to_root(|root| self.links.up.keys(root, listing, deadline))
+            .map_err(Error::from)
+    }
+}
