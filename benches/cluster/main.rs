@@ -28,6 +28,8 @@
 //! - `security`: misses through signed node-to-node calls against a tree
 //!   without a cluster key, and GET hits over TLS against plain HTTP (see
 //!   `security.rs`).
+//! - `operations`: one `POST /mget` of 100 cached keys against 100 single
+//!   GETs (see `operations.rs`).
 //!
 //! Where two setups are compared on this shared, noisy machine, both are
 //! up at once and measured in alternating rounds ([`load::alternate`]).
@@ -42,6 +44,7 @@ mod durable;
 mod failover;
 mod faults;
 mod load;
+mod operations;
 mod report;
 mod requests;
 mod security;
@@ -80,6 +83,7 @@ const SECTIONS: &[Section] = &[
     ("faults", faults::run),
     ("failover", failover::run),
     ("security", security::run),
+    ("operations", operations::run),
 ];
 
 fn main() {
