@@ -25,7 +25,7 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     treecache_common::tls::certificates(&read(path)?)
 }
 
-/// A private key file (PEM: PKCS #8, PKCS #1 or SEC1).
+/// A private key file (PEM: PKCS8, PKCS1 or SEC1).
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(&read(path)?)
         .map_err(|e| format!("holds no PEM private key ({e})"))
