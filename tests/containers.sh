@@ -32,13 +32,11 @@
 # Needs: docker, cargo, curl, jq, Debian's zookeeper (scripts/install-deps.sh).
 # TREECACHE_TEST_IMAGE=<image> skips the image build and uses (and keeps) that
 # image. TRAFFIC_SEED=<n> replays the traffic's choices (its seed is printed).
-# TREECACHE_TEST_ADVERTISE=name has the nodes advertise NODE-i:5000, as under
-# Compose, instead of their addresses. Then a node cut off the network makes
-# the others look its name up in Docker's DNS, which no longer knows it and
-# asks the host's resolvers; a lookup they leave unanswered holds a node's
-# call for the resolver's 5 s, beyond its hop timeout (the node does not bound
-# name resolution), and a write of a key the cut-off node held may then miss
-# its budget (504).
+# The nodes advertise NODE-i:5000, as under Compose and Vagrant: a node cut
+# off the network makes the others look its name up in Docker's DNS, which no
+# longer knows it and asks the host's resolvers; the nodes bound such a
+# lookup by their hop timeout. TREECACHE_TEST_ADVERTISE=address has them
+# advertise their addresses instead.
 # Prints PASS/FAIL lines and "N passed, N failed"; exits 1 on any failure.
 # shellcheck disable=SC2016 # jq programs are single-quoted on purpose
 set -uo pipefail
@@ -55,7 +53,7 @@ zk_pid=""
 traffic_pid=""
 depth=3
 count=7
-advertise=${TREECACHE_TEST_ADVERTISE:-address}
+advertise=${TREECACHE_TEST_ADVERTISE:-name}
 # The nodes' session and hop timeouts (ZK_SESSION_TIMEOUT, HOP_TIMEOUT), and
 # the budget of a request (UPSTREAM_TIMEOUT): room for a write that waits
 # for a session to end.
