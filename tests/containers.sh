@@ -10,8 +10,8 @@
 #   2. starts ZooKeeper on the host (Debian's package) listening only on the
 #      gateway address of the test's own network, where the containers reach it;
 #   3. creates a user-defined bridge network with its own /24 and starts
-#      NODE-1 (the root) .. NODE-7, one at a time, each at a fixed address,
-#      which it advertises, and with the network alias NODE-i;
+#      NODE-1 (the root) .. NODE-7, one at a time, each at a fixed address
+#      and with the network alias NODE-i, which it advertises;
 #   4. checks the tree, read-through caching, writes through a leaf,
 #      treecache-cli in docker mode inside a container, and the root's data
 #      across a restart of its container (kept on a volume);
