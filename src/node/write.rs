@@ -197,24 +197,41 @@ impl Node {
         // From before it is replicated until it is applied: a standby's
         // catch-up starts either before this write or after it is applied.
         let replicating = root.replication().hold();
-        let logged = match root.log(key, version, expires_ms, &mutation) {
-            Ok(logged) => logged,
-            Err(e) => {
+        // Replicated once the write is in this process's log file, while
+        // that file is synced: a full disk or a write error here stops it
+        // before any standby has it.
+        let replicate = || {
+            root.group().epoch().map_or_else(
+                || {
+                    Err(Error::Unavailable(
+                        "This process is no longer the primary.".into(),
+                    ))
+                },
+                |epoch| {
+                    root.replication()
+                        .replicate(self, epoch, key, version, expires_ms, &mutation, deadline)
+                },
+            )
+        };
+        let (logged, replicated) = root.log_then(key, version, expires_ms, &mutation, replicate);
+        let logged = match (logged, replicated.is_some()) {
+            (Ok(logged), _) => logged,
+            (Err(e), false) => {
                 self.store.abort_write(key, 0);
                 return Err(e);
             }
+            // Written here and sent to the standbys, but the sync failed:
+            // the log is poisoned and the write cut off it again, and a
+            // standby may have it.
+            (Err(e), true) => {
+                self.store.abort_write(key, 0);
+                return Err(Error::Unavailable(format!(
+                    "{e} The write of \"{key}\" may have reached a standby: it may or may \
+                     not take effect."
+                )));
+            }
         };
-        let replicated = root.group().epoch().map_or_else(
-            || {
-                Err(Error::Unavailable(
-                    "This process is no longer the primary.".into(),
-                ))
-            },
-            |epoch| {
-                root.replication()
-                    .replicate(self, epoch, key, version, expires_ms, &mutation, deadline)
-            },
-        );
+        let replicated = replicated.expect("replicated once logged");
         // Acknowledged only under the lease of the session this process
         // became primary in: no other primary can exist meanwhile.
         let acknowledged =

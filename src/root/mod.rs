@@ -162,27 +162,42 @@ impl Root {
         expires_ms: u64,
         mutation: &Mutation,
     ) -> Result<Option<Logged<'_>>, Error> {
+        self.log_then(key, version, expires_ms, mutation, || ()).0
+    }
+
+    /// As [`Root::log`], and runs `during` once the write is in the log's
+    /// file (at once without `--data-dir`; not at all when writing it
+    /// failed), while the log is synced: the primary replicates a write
+    /// alongside its own sync. Returns what `during` returned, if it ran.
+    pub fn log_then<R>(
+        &self,
+        key: &str,
+        version: u64,
+        expires_ms: u64,
+        mutation: &Mutation,
+        during: impl FnOnce() -> R,
+    ) -> (Result<Option<Logged<'_>>, Error>, Option<R>) {
         let Some(wal) = &self.wal else {
-            return Ok(None);
+            return (Ok(None), Some(during()));
         };
         let edit = match mutation {
             Mutation::Put(v) => Edit::Put(v),
             Mutation::Delete => Edit::Delete,
         };
-        wal.log(key, version, expires_ms, edit)
-            .map(Some)
-            .map_err(|e| match e {
-                WalError::DiskFull(m) => Error::StoreFull(format!(
-                    "The root's disk is full ({m}); the write was not applied."
-                )),
-                WalError::Io(m) => Error::Internal(format!(
-                    "The root could not write its log ({m}); the write was not applied."
-                )),
-                WalError::Poisoned(m) => Error::Unavailable(format!(
-                    "The root takes no writes until it is restarted: {m}."
-                )),
-                WalError::Closed => Error::Unavailable("The root is stopping.".into()),
-            })
+        let (logged, ran) = wal.log_then(key, version, expires_ms, edit, during);
+        let logged = logged.map(Some).map_err(|e| match e {
+            WalError::DiskFull(m) => Error::StoreFull(format!(
+                "The root's disk is full ({m}); the write was not applied."
+            )),
+            WalError::Io(m) => Error::Internal(format!(
+                "The root could not write its log ({m}); the write was not applied."
+            )),
+            WalError::Poisoned(m) => Error::Unavailable(format!(
+                "The root takes no writes until it is restarted: {m}."
+            )),
+            WalError::Closed => Error::Unavailable("The root is stopping.".into()),
+        });
+        (logged, ran)
     }
 
     /// The log, with `--data-dir`.

@@ -120,30 +120,27 @@ impl Replication {
             records,
         };
         let hop = node.config().hop_timeout;
-        let outcomes: Vec<(Target, Outcome)> = std::thread::scope(|s| {
-            let calls: Vec<_> = targets
-                .iter()
-                .map(|t| {
-                    let message = &message;
-                    s.spawn(move || {
-                        let peer = peer_of(&t.member);
-                        node.replicate_to(&peer, message, deadline, hop)
-                    })
-                })
-                .collect();
-            targets
-                .iter()
-                .cloned()
-                .zip(calls.into_iter().map(|c| {
-                    c.join().unwrap_or_else(|_| {
-                        Err(UpstreamError::Relayed {
-                            status: 500,
-                            body: Vec::new(),
+        let call = |t: &Target| node.replicate_to(&peer_of(&t.member), &message, deadline, hop);
+        let outcomes: Vec<(Target, Outcome)> = match targets.as_slice() {
+            // One standby (the usual case): no thread to start.
+            [one] => vec![(one.clone(), call(one))],
+            // Several: all at once.
+            _ => std::thread::scope(|s| {
+                let calls: Vec<_> = targets.iter().map(|t| s.spawn(move || call(t))).collect();
+                targets
+                    .iter()
+                    .cloned()
+                    .zip(calls.into_iter().map(|c| {
+                        c.join().unwrap_or_else(|_| {
+                            Err(UpstreamError::Relayed {
+                                status: 500,
+                                body: Vec::new(),
+                            })
                         })
-                    })
-                }))
-                .collect()
-        });
+                    }))
+                    .collect()
+            }),
+        };
         for (target, outcome) in outcomes {
             match outcome {
                 Ok(Ok(_)) => {}

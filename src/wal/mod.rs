@@ -267,6 +267,7 @@ impl Wal {
     /// Logs a write of `key`, returning once it is as durable as the mode
     /// promises. The caller applies the write in memory while it holds the
     /// returned [`Logged`], and must not apply it when this fails.
+    #[cfg(test)]
     pub fn log(
         &self,
         key: &str,
@@ -274,9 +275,26 @@ impl Wal {
         expires_ms: u64,
         edit: Edit<'_>,
     ) -> Result<Logged<'_>, WalError> {
+        self.log_then(key, version, expires_ms, edit, || ()).0
+    }
+
+    /// As [`Wal::log`], and runs `during` once the record is in the file
+    /// (not when writing it failed), while it is synced: what must wait for
+    /// a write to be logged here, but not for the sync, runs alongside it.
+    /// Returns what [`Wal::log`] would, and what `during` returned, if it ran.
+    pub fn log_then<R>(
+        &self,
+        key: &str,
+        version: u64,
+        expires_ms: u64,
+        edit: Edit<'_>,
+        during: impl FnOnce() -> R,
+    ) -> (Result<Logged<'_>, WalError>, Option<R>) {
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        self.writer.append(key, version, expires_ms, edit)?;
-        Ok(Logged { _gate: gate })
+        let (logged, ran) = self
+            .writer
+            .append_then(key, version, expires_ms, edit, during);
+        (logged.map(|()| Logged { _gate: gate }), ran)
     }
 
     /// Why the log refuses writes, if it does (a sync failed).

@@ -366,3 +366,24 @@ fn wait_for(mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn what_goes_alongside_a_sync_runs_once_the_record_is_in_the_file_and_not_after_a_refusal() {
+    let path = temp("alongside");
+    let (wal, map, _) = open(&path, Fsync::Always);
+    put(&wal, &map, "a", "1", 1);
+    let before = the_log(&path).1.len();
+    let (logged, ran) = wal.log_then("b", 2, 0, Edit::Put(b"2"), || {
+        // The record is in the file by now (its sync may still be running).
+        the_log(&path).1.len()
+    });
+    assert!(logged.is_ok());
+    let during = ran.expect("it ran");
+    assert!(during > before, "the file had {during} bytes, as before");
+    drop(logged);
+    wal.close(Duration::from_secs(1)).unwrap();
+    let (refused, ran) = wal.log_then("c", 3, 0, Edit::Delete, || ());
+    assert_eq!(refused.err(), Some(WalError::Closed));
+    assert_eq!(ran, None, "it ran for a write that was refused");
+    std::fs::remove_dir_all(&path).unwrap();
+}

@@ -26,11 +26,15 @@ use super::dir::DataDir;
 use super::record::{self, Edit};
 use super::{Fsync, WalError, WalStats};
 
-/// The writers of one batch wait here for its outcome.
+/// The writers of one batch wait here for its outcome: first that it is
+/// written to the file (`written`), then that it is synced (`outcome`).
 #[derive(Default)]
 struct Batch {
     outcome: Mutex<Option<Outcome>>,
     done: Condvar,
+    written: Mutex<bool>,
+    /// Signalled when the batch is written, or has its outcome.
+    written_or_done: Condvar,
 }
 
 #[derive(Clone, Debug)]
@@ -43,8 +47,41 @@ struct Outcome {
 
 impl Batch {
     fn finish(&self, outcome: Outcome) {
+        // Under `written`'s lock too, so that no waiter of `wait_written`
+        // misses it between its two looks.
+        let _written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.done.notify_all();
+        self.written_or_done.notify_all();
+    }
+
+    /// The batch is in the file; its sync comes next.
+    fn written(&self) {
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.written_or_done.notify_all();
+    }
+
+    /// Waits until the batch is in the file (`Ok`) or has failed (its
+    /// outcome).
+    fn wait_written(&self) -> Result<(), Outcome> {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *written {
+                return Ok(());
+            }
+            if let Some(o) = self
+                .outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                return Err(o.clone());
+            }
+            written = self
+                .written_or_done
+                .wait(written)
+                .unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn wait(&self) -> Outcome {
@@ -126,23 +163,27 @@ impl Writer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a write of `key` and returns once it is as durable as the
-    /// mode promises: synced (`always`), or written to the file (`everysec`,
-    /// `no`).
-    pub fn append(
+    /// Appends a write of `key`; returns once it is as durable as the mode
+    /// promises: synced (`always`), or written to the file (`everysec`,
+    /// `no`). Runs `during` once the record is in the file (the kernel has
+    /// it: a full disk or a write error would have been reported by then,
+    /// and `during` is not run), while it is synced. Returns the append's
+    /// outcome and what `during` returned, if it ran.
+    pub fn append_then<R>(
         &self,
         key: &str,
         version: u64,
         expires_ms: u64,
         edit: Edit<'_>,
-    ) -> Result<(), WalError> {
+        during: impl FnOnce() -> R,
+    ) -> (Result<(), WalError>, Option<R>) {
         let batch = {
             let mut s = self.state();
             if let Some(why) = &s.poisoned {
-                return Err(WalError::Poisoned(why.clone()));
+                return (Err(WalError::Poisoned(why.clone())), None);
             }
             if s.closed {
-                return Err(WalError::Closed);
+                return (Err(WalError::Closed), None);
             }
             let seq = s.next_seq;
             s.next_seq += 1;
@@ -150,12 +191,21 @@ impl Writer {
             s.batch.clone()
         };
         self.wake.notify_one();
+        let ran = match batch.wait_written() {
+            Ok(()) => Some(during()),
+            Err(_) => None,
+        };
         let outcome = batch.wait();
-        outcome.written?;
-        if self.mode == Fsync::Always && !outcome.synced {
-            return Err(WalError::Poisoned("the log could not be synced".into()));
+        if let Err(e) = outcome.written {
+            return (Err(e), ran);
         }
-        Ok(())
+        if self.mode == Fsync::Always && !outcome.synced {
+            return (
+                Err(WalError::Poisoned("the log could not be synced".into())),
+                ran,
+            );
+        }
+        (Ok(()), ran)
     }
 
     /// Stops taking records, writes and syncs what is buffered, and returns
@@ -214,7 +264,7 @@ impl Writer {
                 (buffer, batch, s.rotate.take(), s.closed)
             };
             if !buffer.is_empty() {
-                let outcome = self.write_batch(&mut tail, &buffer);
+                let outcome = self.write_batch(&mut tail, &buffer, &batch);
                 batch.finish(outcome);
             } else {
                 batch.finish(Outcome {
@@ -247,7 +297,7 @@ impl Writer {
     }
 
     /// Writes one batch; cuts it off the file again if the write failed.
-    fn write_batch(&self, tail: &mut Tail, buffer: &[u8]) -> Outcome {
+    fn write_batch(&self, tail: &mut Tail, buffer: &[u8], batch: &Batch) -> Outcome {
         if let Some(why) = self.state().poisoned.clone() {
             return Outcome {
                 written: Err(WalError::Poisoned(why)),
@@ -277,6 +327,7 @@ impl Writer {
         tail.len += buffer.len() as u64;
         tail.unsynced = true;
         self.stats.add_bytes(buffer.len() as u64);
+        batch.written();
         let synced = self.mode == Fsync::Always && self.sync(tail).is_ok();
         Outcome {
             written: Ok(()),
