@@ -16,15 +16,23 @@
 //! - `config`: flags and environment into one validated `Config`.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
-//! - `http/`: both ends of HTTP: `server` (tiny_http and the worker pools),
-//!   `api` (routing: decode, call the node, encode), `docs` (openapi.yaml and
-//!   /docs), `client` (calls to other nodes).
+//! - `http/`: both ends of HTTP: `gate` (our accept loop in front of
+//!   tiny_http: the limits, and TLS), `server` (tiny_http and the worker
+//!   pools), `api` (routing: decode, call the node, encode), `docs`
+//!   (openapi.yaml and /docs), `client` (calls to other nodes) and
+//!   `resolve` (its name lookups, bounded in time).
 //! - `wire`: the node-to-node protocol: every path, header and body, both ends.
-//! - `node/`: the policy: reads and fills (`read`), writes and invalidations
-//!   (`write`), flushes and release notices (`upkeep`), where calls go
-//!   (`route`), where this node sits (`position`), the seams (`peers`).
-//! - `root/`: what only the root does: the slot table (`membership`), joins,
-//!   versions and write locks, and its start-up (`bootstrap`).
+//! - `node/`: the policy: reads and fills (`read`), many keys at once
+//!   (`bulk`), writes (`write`) and invalidations (`invalidate`), flushes
+//!   and release notices (`upkeep`), where calls go (`route`), where this
+//!   node sits (`position`), the seams (`peers`) and their in-process fakes
+//!   for tests (`fake`).
+//! - `root/`: what only the root group does (the processes started with the
+//!   root's id): electing the primary among them and fencing the ones that
+//!   were (`group`), replicating writes to the standbys and their catch-up
+//!   (`replication`), the slot table (`membership`), joins, versions and
+//!   write locks, retried writes applied once (`dedup`), and becoming the
+//!   serving primary (`bootstrap`).
 //! - `store/`: the data under per-shard locks: values and LRU, fills and
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
