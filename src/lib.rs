@@ -42,6 +42,7 @@
 //!   cluster's znodes (`layout`), this node's sessions as leases and other
 //!   nodes' liveness (`sessions`, the node's `Sessions` seam).
 //! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
+//!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left
 //!   and Unix times; `input`: what clients send, validated; `precondition`:
 //!   versions as ETags, and conditional requests; `error`: errors and their
@@ -53,6 +54,7 @@
 //!   used by the tests too.
 
 pub mod auth;
+mod awaited;
 mod config;
 mod deadline;
 mod error;

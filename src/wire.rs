@@ -711,10 +711,11 @@ pub fn keys_request(listing: &Listing) -> Request {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct Map(Vec<(&'static str, String)>);
+    /// Headers as a test writes them.
+    pub(crate) struct Map(pub(crate) Vec<(&'static str, String)>);
 
     impl Headers for Map {
         fn header(&self, name: &str) -> Option<&str> {

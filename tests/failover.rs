@@ -66,7 +66,16 @@ fn traffic_across(
     sentinels::under_fault(cluster, urls, (what, SEED_VAR, "failover"), run_for, fault)
 }
 
-/// Traffic goes through the cache nodes and the standby.
+/// Traffic goes through the cache nodes, the standby and the root; and
+/// the processes that are not the root.
+fn every_url(cluster: &Cluster) -> (Vec<(u32, String)>, Vec<u32>) {
+    let mut urls = cache_and_standby_urls(cluster);
+    let others = urls.iter().map(|(k, _)| *k).collect();
+    urls.push((cluster.root_id, cluster.url(cluster.root_id)));
+    (urls, others)
+}
+
+/// The cache nodes and the standby.
 fn cache_and_standby_urls(cluster: &Cluster) -> Vec<(u32, String)> {
     let mut keys: Vec<u32> = cluster
         .ids()
@@ -125,10 +134,7 @@ fn a_standby_serves_store_through_the_primary_and_nodes_shows_the_group() {
 #[test]
 fn a_killed_primary_is_replaced_within_5_s_and_no_acknowledged_write_is_lost() {
     let mut cluster = group(3);
-    let mut urls = cache_and_standby_urls(&cluster);
-    let others: Vec<u32> = urls.iter().map(|(k, _)| *k).collect();
-    // Clients write through the leaves, the standby and the root too.
-    urls.push((cluster.root_id, cluster.url(cluster.root_id)));
+    let (urls, others) = every_url(&cluster);
     let tally = traffic_across(
         &mut cluster,
         urls,
@@ -156,10 +162,8 @@ fn a_killed_primary_is_replaced_within_5_s_and_no_acknowledged_write_is_lost() {
 #[test]
 fn a_frozen_primary_is_replaced_and_after_sigcont_acknowledges_nothing_and_becomes_a_standby() {
     let mut cluster = group(3);
-    let mut urls = cache_and_standby_urls(&cluster);
-    let others: Vec<u32> = urls.iter().map(|(k, _)| *k).collect();
     // The old primary takes requests too, frozen and after.
-    urls.push((cluster.root_id, cluster.url(cluster.root_id)));
+    let (urls, others) = every_url(&cluster);
     let tally = traffic_across(
         &mut cluster,
         urls,

@@ -375,17 +375,7 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Map(Vec<(&'static str, String)>);
-
-    impl Headers for Map {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.0
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-    }
+    use crate::wire::tests::Map;
 
     fn key() -> ClusterKey {
         ClusterKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()

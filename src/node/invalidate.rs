@@ -23,9 +23,10 @@
 //! none is acknowledged while an earlier one may still leave a holder below.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::awaited::Awaited;
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::metrics::bump;
@@ -43,38 +44,9 @@ pub(super) struct InProgress {
     works: Mutex<HashMap<String, Arc<Work>>>,
 }
 
-/// One invalidation passed on to the children, running in the background.
-struct Work {
-    /// `None` while running; then whether a value was dropped, or the error.
-    outcome: Mutex<Option<Result<bool, Error>>>,
-    done: Condvar,
-}
-
-impl Work {
-    /// Waits until the work is done or `until`; `None` if still running.
-    fn wait(&self, until: Instant) -> Option<Result<bool, Error>> {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(o) = outcome.as_ref() {
-                return Some(o.clone());
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            outcome = self
-                .done
-                .wait_timeout(outcome, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    fn finish(&self, result: Result<bool, Error>) {
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.done.notify_all();
-    }
-}
+/// One invalidation passed on to the children, running in the background:
+/// whether a value was dropped, or the error, once it ended.
+type Work = Awaited<Result<bool, Error>>;
 
 impl Node {
     /// `POST /internal/invalidate`: drops the key here and, if children may
@@ -108,7 +80,7 @@ impl Node {
             if let Some(work) = running {
                 // An earlier invalidation of the key is still reaching a
                 // holder below: this one is not done before it.
-                match work.wait(answer_by) {
+                match work.wait_until(answer_by) {
                     None => return Ok(Progress::Working { key: key.clone() }),
                     Some(_) => {
                         let mut works = self.invalidations.works.lock().unwrap();
@@ -128,14 +100,11 @@ impl Node {
             if holders == 0 {
                 return Ok(done(key, dropped));
             }
-            let work = Arc::new(Work {
-                outcome: Mutex::new(None),
-                done: Condvar::new(),
-            });
+            let work: Arc<Work> = Arc::default();
             works.insert(key.clone(), work.clone());
             drop(works);
             self.spawn_invalidation(message.clone(), holders, dropped, deadline, work.clone());
-            return match work.wait(answer_by) {
+            return match work.wait_until(answer_by) {
                 None => Ok(Progress::Working { key: key.clone() }),
                 Some(Ok(dropped)) => Ok(done(key, dropped)),
                 Some(Err(e)) => Err(e),
@@ -155,7 +124,7 @@ impl Node {
     ) {
         let Some(node) = self.me.upgrade() else {
             self.store.restore_holders(&message.key, holders);
-            work.finish(Err(Error::Unavailable("This node is stopping.".into())));
+            work.set(Err(Error::Unavailable("This node is stopping.".into())));
             return;
         };
         let key = message.key.clone();
@@ -170,11 +139,11 @@ impl Node {
                         Err(e)
                     }
                 };
-                work.finish(outcome);
+                work.set(outcome);
             });
         if let Err(e) = spawned {
             self.store.restore_holders(&key, holders);
-            finish.finish(Err(Error::Internal(format!(
+            finish.set(Err(Error::Internal(format!(
                 "cannot start a thread for an invalidation: {e}"
             ))));
         }

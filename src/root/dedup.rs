@@ -7,9 +7,10 @@
 //! a retry of it runs anew.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::awaited::Awaited;
 use crate::wire::Answer;
 
 /// What a write is remembered under: its request id, and what it asks for
@@ -29,12 +30,9 @@ const RETAIN: Duration = Duration::from_secs(120);
 /// Most answers kept, whatever their age.
 const MOST: usize = 100_000;
 
-#[derive(Default)]
-struct Slot {
-    /// `None` while the first attempt runs; then `Some(None)` if it failed.
-    outcome: Mutex<Option<Option<Answer>>>,
-    done: Condvar,
-}
+/// The first attempt's outcome, once it ended: its answer when the write
+/// was applied, `None` when it was not.
+type Slot = Awaited<Option<Answer>>;
 
 #[derive(Default)]
 struct State {
@@ -88,7 +86,7 @@ impl Dedup {
                     }
                 }
             };
-            match slot.wait(until)? {
+            match slot.wait_until(until)? {
                 Some(answer) => return Some(Claim::Answered(answer)),
                 // That attempt failed and was forgotten: try to be first now.
                 None => continue,
@@ -104,36 +102,10 @@ impl State {
                 break;
             }
             let (_, id) = self.order.pop_front().expect("not empty");
-            let running = self.slots.get(&id).is_some_and(|s| {
-                s.outcome
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_none()
-            });
+            let running = self.slots.get(&id).is_some_and(|s| !s.is_set());
             if !running {
                 self.slots.remove(&id);
             }
-        }
-    }
-}
-
-impl Slot {
-    /// The outcome once the first attempt ended, or `None` at `until`.
-    fn wait(&self, until: Instant) -> Option<Option<Answer>> {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(o) = outcome.as_ref() {
-                return Some(o.clone());
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            outcome = self
-                .done
-                .wait_timeout(outcome, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
     }
 }
@@ -157,8 +129,7 @@ impl Ticket<'_> {
                 state.slots.remove(&self.id);
             }
         }
-        *self.slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(applied);
-        self.slot.done.notify_all();
+        self.slot.set(applied);
     }
 }
 
