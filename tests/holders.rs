@@ -318,3 +318,57 @@ fn the_tree_marks_a_node_live_until_its_session_ends() {
         || cluster.live(leaf) == Some(true),
     );
 }
+
+#[test]
+fn a_node_cut_off_from_zookeeper_and_its_parent_never_answers_a_value_older_than_an_acknowledged_write(
+) {
+    // A depth-2 tree whose leaf NODE-2 reaches ZooKeeper, and is reached by
+    // the root, through proxies; clients reach it directly.
+    let mut cluster = Cluster::builder(2)
+        .arg("--zk-session-timeout")
+        .arg("2s")
+        .arg("--hop-timeout")
+        .arg("500ms")
+        .env("UPSTREAM_TIMEOUT", "8")
+        .order(&[3])
+        .start();
+    let leaf = 2;
+    let port = common::free_port();
+    let to_zookeeper = common::proxy::Proxy::start(&cluster.zk_addr);
+    let to_leaf = common::proxy::Proxy::start(&format!("127.0.0.1:{port}"));
+    cluster.set_flag(leaf, "--zookeeper", &to_zookeeper.addr());
+    cluster.set_flag(leaf, "--advertise", &to_leaf.addr());
+    cluster.spawn_at(leaf, port);
+    cluster.wait_joined(&[leaf]);
+    cache_along(&cluster, leaf, "k", json!("old"));
+
+    // Silently cut off: the leaf hears nothing from ZooKeeper, and the root
+    // nothing from the leaf, but clients still reach it.
+    to_zookeeper.pause();
+    to_leaf.pause();
+    let started = Instant::now();
+    let (status, body) = http::put(&store(&cluster, 1, "k"), &json!("new"));
+    assert_eq!(status, 200, "{body}");
+    eprintln!(
+        "the write completed {:?} after the cut, once the leaf's session ended",
+        started.elapsed()
+    );
+
+    // The leaf's lease ended with its session: it may not answer from its
+    // copy. Going up, it finds the new value; it never gives the old one.
+    for _ in 0..5 {
+        let (status, body) = http::get(&store(&cluster, leaf, "k"));
+        assert!(
+            status != 200 || body["value"] == json!("new"),
+            "a cut-off node answered {status} {body} after the write was acknowledged"
+        );
+        let (status, body) = local(&cluster, leaf, "k");
+        assert!(
+            status != 200 || body["value"] == json!("new"),
+            "a cut-off node answered {status} {body} from its copy after the write"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    to_zookeeper.resume();
+    to_leaf.resume();
+}

@@ -396,6 +396,7 @@ impl Builder {
             tls: self.tls,
             open_files: self.open_files,
             nodes: BTreeMap::new(),
+            overrides: BTreeMap::new(),
         };
         let root_args = match self.root_data {
             true => vec!["--data-dir".into(), cluster.data_dir(self.root_id)],
@@ -458,6 +459,8 @@ pub struct Cluster {
     tls: bool,
     open_files: Option<u64>,
     nodes: BTreeMap<u32, NodeProc>,
+    /// Flags of single nodes (`set_flag`).
+    overrides: BTreeMap<u32, Vec<(String, String)>>,
 }
 
 impl Cluster {
@@ -603,18 +606,43 @@ impl Cluster {
         for flag in treecache::FLAGS {
             c.env_remove(flag.env);
         }
+        // A value set for this node alone (`set_flag`), else the cluster's.
+        let value = |flag: &str, default: String| {
+            self.overrides
+                .get(&id)
+                .and_then(|o| o.iter().find(|(f, _)| f == flag))
+                .map_or(default, |(_, v)| v.clone())
+        };
         c.arg("node")
             .args(["--id", &id.to_string()])
             .args(["--depth", &self.depth.to_string()])
             .args(["--root-id", &self.root_id.to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--advertise", &format!("127.0.0.1:{port}")])
-            .args(["--zookeeper", &self.zk_addr])
+            .args([
+                "--advertise".to_string(),
+                value("--advertise", format!("127.0.0.1:{port}")),
+            ])
+            .args([
+                "--zookeeper".to_string(),
+                value("--zookeeper", self.zk_addr.clone()),
+            ])
             .args(["--zk-prefix", &self.prefix])
             .args(["--startup-delay", "0"])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// Gives node `id` its own `--advertise` or `--zookeeper` from its next
+    /// start on (to put a proxy between it and the others).
+    pub fn set_flag(&mut self, id: u32, flag: &str, value: &str) {
+        assert!(
+            ["--advertise", "--zookeeper"].contains(&flag),
+            "set_flag takes --advertise or --zookeeper, not {flag}"
+        );
+        let o = self.overrides.entry(id).or_default();
+        o.retain(|(f, _)| f != flag);
+        o.push((flag.to_string(), value.to_string()));
     }
 
     /// Starts node `id` on a fresh port (or its old one when it had one).
