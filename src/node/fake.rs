@@ -190,6 +190,21 @@ impl Tree {
         );
     }
 
+    /// Writes `key` = `value` through the node in `slot` within `deadline`:
+    /// the status of the answer.
+    pub fn put_within(&self, slot: usize, key: &str, value: &str, deadline: Deadline) -> u16 {
+        let body = format!("{{\"value\":{value}}}");
+        write_within(
+            &self.nodes[slot],
+            key,
+            "PUT",
+            body.as_bytes(),
+            None,
+            deadline,
+        )
+        .status
+    }
+
     /// A `PUT` through the node in `slot` with this body and condition, as
     /// the HTTP layer would make it: its status, and the version it got.
     pub fn put_body(
@@ -236,6 +251,17 @@ fn write(
     body: &[u8],
     condition: Option<Condition>,
 ) -> Answer {
+    write_within(node, key, method, body, condition, deadline())
+}
+
+fn write_within(
+    node: &Node,
+    key: &str,
+    method: &str,
+    body: &[u8],
+    condition: Option<Condition>,
+    deadline: Deadline,
+) -> Answer {
     let write = match method {
         "PUT" => {
             let put = input::put_body(body).expect("a valid body");
@@ -251,7 +277,7 @@ fn write(
             condition,
         },
     };
-    match node.write(key, write, body, None, deadline(), |_, version| {
+    match node.write(key, write, body, None, deadline, |_, version| {
         Answer::new(200, b"{}".to_vec()).with_header(ETAG_HEADER, precondition::etag(version))
     }) {
         Ok(answer) => answer,

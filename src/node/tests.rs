@@ -372,3 +372,31 @@ fn keys_are_listed_from_the_root_through_any_node() {
     assert_eq!(last.keys.len(), 5);
     assert_eq!(last.next, None, "nothing follows");
 }
+
+#[test]
+fn a_write_whose_invalidations_end_after_its_deadline_is_not_applied() {
+    let t = Tree::new(3, BIG);
+    t.put(0, "k", "1");
+    // NODE-3 holds k: the write waits for its invalidation.
+    assert_eq!(t.get(2, "k").as_deref(), Some("1"));
+    let invalidation = t.hold(Hop::Invalidate {
+        child: "NODE-3".into(),
+        key: "k".into(),
+    });
+    std::thread::scope(|s| {
+        let budget = crate::deadline::Deadline::after(Duration::from_millis(200));
+        let t = &t;
+        let writer = s.spawn(move || t.put_within(0, "k", "2", budget));
+        invalidation.arrived();
+        // The invalidation is done only after the write's deadline: its
+        // client has been told it failed by then.
+        std::thread::sleep(Duration::from_millis(300));
+        invalidation.release();
+        assert_eq!(writer.join().unwrap(), 504);
+    });
+    assert_eq!(
+        t.get(0, "k").as_deref(),
+        Some("1"),
+        "the late write was applied"
+    );
+}
