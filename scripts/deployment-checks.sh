@@ -190,10 +190,11 @@ import hashlib, hmac, sys
 key_file, method, path, body, t = sys.argv[1:]
 key = open(key_file, "rb").read()
 key = key[:-1] if key.endswith(b"\n") else key
-headers = ["budget-ms", "hop-ms", "request-id", "child-slot", "child-name",
-           "child-address", "session", "epoch", "phase", "catch-up"]
+headers = ["x-treecache-" + h for h in ("budget-ms", "hop-ms", "request-id",
+           "child-slot", "child-name", "child-address", "session", "epoch",
+           "phase", "catch-up")] + ["if-match", "if-none-match"]
 text = "treecache-auth-v1\n%s\n%s\n%s\n" % (method, path, t)
-text += "".join("x-treecache-%s!\n" % h for h in headers)
+text += "".join("%s!\n" % h for h in headers)
 text += hashlib.sha256(body.encode()).hexdigest()
 print("v1 t=%s mac=%s" % (t, hmac.new(key, text.encode(), hashlib.sha256).hexdigest()))
 PY
