@@ -11,12 +11,31 @@
 # the cluster's own containers, or read from `docker inspect` and
 # `docker events`.
 #
-# The caller sources scripts/tally.sh first, sets $work (a temporary
-# directory), and defines:
+# The caller sources scripts/tally.sh first, sets $runner (its name, for
+# the summary) and $work (a temporary directory), and defines:
 #   stop_node NAME     stops the container of NODE-i or NODE-1-standby the
 #                      way its tool does (docker compose stop, vagrant halt)
 #   start_node NAME    starts it again the same way
 # shellcheck shell=bash disable=SC2016,SC2154 # jq programs are single-quoted; work and failed are the caller's
+
+# What was timed, printed at the end by finish.
+timings=()
+timing() { timings+=("$(printf '%-44s %s s' "$1" "$2")"); echo "--- time: $1: $2 s"; }
+
+# finish: the time in all, the timings and the tally; exits.
+finish() {
+  echo "$runner: ${SECONDS}s in all"
+  if [ ${#timings[@]} -gt 0 ]; then
+    echo "timings:"
+    printf '  %s\n' "${timings[@]}"
+  fi
+  tally
+  exit
+}
+abort() {
+  fail "$1"
+  finish
+}
 
 depth=3
 count=7
@@ -198,6 +217,33 @@ text += "".join("%s!\n" % h for h in headers)
 text += hashlib.sha256(body.encode()).hexdigest()
 print("v1 t=%s mac=%s" % (t, hmac.new(key, text.encode(), hashlib.sha256).hexdigest()))
 PY
+}
+
+# build_images: the ZooKeeper image (scripts/zookeeper-image.sh, unless
+# ZOOKEEPER_IMAGE names one) and the node image $node_image (unless
+# TREECACHE_TEST_IMAGE names one, then built_image stays false), each
+# timed; exports TREECACHE_IMAGE and ZOOKEEPER_IMAGE.
+build_images() {
+  local t
+  t=$(now_ms)
+  if [ -n "${ZOOKEEPER_IMAGE:-}" ]; then
+    note "ZooKeeper image $ZOOKEEPER_IMAGE (given)"
+  else
+    scripts/zookeeper-image.sh >"$work/zookeeper-image.log" 2>&1 ||
+      { tail -20 "$work/zookeeper-image.log"; abort "scripts/zookeeper-image.sh builds the ZooKeeper image"; }
+    ZOOKEEPER_IMAGE=$(tail -1 "$work/zookeeper-image.log")
+    tail -2 "$work/zookeeper-image.log" | head -1
+    timing "ZooKeeper image ($(grep -q 'already built' "$work/zookeeper-image.log" && echo cached || echo built))" "$(since "$t")"
+  fi
+  if [ -z "${TREECACHE_TEST_IMAGE:-}" ]; then
+    t=$(now_ms)
+    scripts/build-image.sh "$node_image" >"$work/build.log" 2>&1 ||
+      { tail -30 "$work/build.log"; abort "scripts/build-image.sh builds the node image"; }
+    built_image=true
+    tail -1 "$work/build.log"
+    timing "node image (scripts/build-image.sh)" "$(since "$t")"
+  fi
+  export TREECACHE_IMAGE=$node_image ZOOKEEPER_IMAGE
 }
 
 # Every node runs with the one cluster key: the key volume read-only at

@@ -41,6 +41,7 @@ cd "$(dirname "$0")/.." || exit 1
 . scripts/tally.sh
 # shellcheck source=scripts/deployment-checks.sh
 . scripts/deployment-checks.sh
+runner=compose
 
 run=$(date +%s)-$$
 work=$(mktemp -d)
@@ -48,22 +49,7 @@ started=false
 built_image=false
 node_image=${TREECACHE_TEST_IMAGE:-treecache-deploy:compose-$run}
 anonymous=""
-timings=()
-timing() { timings+=("$(printf '%-44s %s s' "$1" "$2")"); echo "--- time: $1: $2 s"; }
 
-finish() {
-  echo "compose: ${SECONDS}s in all"
-  if [ ${#timings[@]} -gt 0 ]; then
-    echo "timings:"
-    printf '  %s\n' "${timings[@]}"
-  fi
-  tally
-  exit
-}
-abort() {
-  fail "$1"
-  finish
-}
 
 # The committed file, through `docker compose` as a user runs it: the
 # user's own COMPOSE_* settings are left out.
@@ -120,25 +106,7 @@ done
   abort "no container of the Compose project $project exists yet"
 
 # --- 1. the images
-t=$(now_ms)
-if [ -n "${ZOOKEEPER_IMAGE:-}" ]; then
-  note "ZooKeeper image $ZOOKEEPER_IMAGE (given)"
-else
-  scripts/zookeeper-image.sh >"$work/zookeeper-image.log" 2>&1 ||
-    { tail -20 "$work/zookeeper-image.log"; abort "scripts/zookeeper-image.sh builds the ZooKeeper image"; }
-  ZOOKEEPER_IMAGE=$(tail -1 "$work/zookeeper-image.log")
-  tail -2 "$work/zookeeper-image.log" | head -1
-  timing "ZooKeeper image ($(grep -q 'already built' "$work/zookeeper-image.log" && echo cached || echo built))" "$(since "$t")"
-fi
-if [ -z "${TREECACHE_TEST_IMAGE:-}" ]; then
-  t=$(now_ms)
-  scripts/build-image.sh "$node_image" >"$work/build.log" 2>&1 ||
-    { tail -30 "$work/build.log"; abort "scripts/build-image.sh builds the node image"; }
-  built_image=true
-  tail -1 "$work/build.log"
-  timing "node image (scripts/build-image.sh)" "$(since "$t")"
-fi
-export TREECACHE_IMAGE=$node_image ZOOKEEPER_IMAGE
+build_images
 
 # --- 2. up
 note "TREECACHE_IMAGE=$TREECACHE_IMAGE ZOOKEEPER_IMAGE=$ZOOKEEPER_IMAGE docker compose up -d --no-build"

@@ -37,32 +37,18 @@ cd "$(dirname "$0")/.." || exit 1
 . scripts/tally.sh
 # shellcheck source=scripts/deployment-checks.sh
 . scripts/deployment-checks.sh
+runner=vagrant
 
 run=$(date +%s)-$$
 work=$(mktemp -d)
 started=false
 built_image=false
 node_image=${TREECACHE_TEST_IMAGE:-treecache-deploy:vagrant-$run}
-timings=()
-timing() { timings+=("$(printf '%-44s %s s' "$1" "$2")"); echo "--- time: $1: $2 s"; }
 # What the cluster had, for the cleanup after a failure.
 containers=()
 networks=""
 volumes=""
 
-finish() {
-  echo "vagrant: ${SECONDS}s in all"
-  if [ ${#timings[@]} -gt 0 ]; then
-    echo "timings:"
-    printf '  %s\n' "${timings[@]}"
-  fi
-  tally
-  exit
-}
-abort() {
-  fail "$1"
-  finish
-}
 
 export VAGRANT_DOTFILE_PATH=$work/vagrant-state
 # No version check against the internet, no colour codes in the log.
@@ -131,25 +117,7 @@ for name in "${machines[@]/#cluster-key/$key_container}"; do
 done
 
 # --- 1. the images
-t=$(now_ms)
-if [ -n "${ZOOKEEPER_IMAGE:-}" ]; then
-  note "ZooKeeper image $ZOOKEEPER_IMAGE (given)"
-else
-  scripts/zookeeper-image.sh >"$work/zookeeper-image.log" 2>&1 ||
-    { tail -20 "$work/zookeeper-image.log"; abort "scripts/zookeeper-image.sh builds the ZooKeeper image"; }
-  ZOOKEEPER_IMAGE=$(tail -1 "$work/zookeeper-image.log")
-  tail -2 "$work/zookeeper-image.log" | head -1
-  timing "ZooKeeper image ($(grep -q 'already built' "$work/zookeeper-image.log" && echo cached || echo built))" "$(since "$t")"
-fi
-if [ -z "${TREECACHE_TEST_IMAGE:-}" ]; then
-  t=$(now_ms)
-  scripts/build-image.sh "$node_image" >"$work/build.log" 2>&1 ||
-    { tail -30 "$work/build.log"; abort "scripts/build-image.sh builds the node image"; }
-  built_image=true
-  tail -1 "$work/build.log"
-  timing "node image (scripts/build-image.sh)" "$(since "$t")"
-fi
-export TREECACHE_IMAGE=$node_image ZOOKEEPER_IMAGE
+build_images
 
 # --- 2. up
 note "TREECACHE_IMAGE=$TREECACHE_IMAGE ZOOKEEPER_IMAGE=$ZOOKEEPER_IMAGE vagrant destroy -f && vagrant up"
