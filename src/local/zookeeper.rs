@@ -134,6 +134,10 @@ impl LocalZooKeeper {
             .map_err(|e| format!("zookeeper.log: {e}"))?;
         let mut command = Command::new(ZK_SERVER_SCRIPT);
         crate::local::children::die_with_parent(&mut command);
+        // A process group of its own: Ctrl-C at the terminal reaches the
+        // nodes and us, not the server, which we stop once the nodes have
+        // closed their sessions.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
             .arg("start-foreground")
             .arg(&config)
