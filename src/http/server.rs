@@ -220,12 +220,14 @@ pub fn serve(
     let acceptor = Arc::new(Acceptor::new(upstream.bind()?)?);
     let limits = Limits::new(node.config().idle_timeout, node.config().max_connections);
     let counting = node.clone();
+    let (answering, answering_guard) = (node.clone(), guard.clone());
     gate::spawn(
         listener,
         upstream.clone(),
         limits,
         node.config().tls.as_ref().map(|t| t.server.clone()),
         Box::new(move |status| counting.count_response(status)),
+        Box::new(move |head| api::answer_now(&answering, &answering_guard, head)),
     )?;
     nudge_connection_pool(upstream);
     watch_tiny_http_panics();

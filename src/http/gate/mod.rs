@@ -38,6 +38,7 @@
 //! Layout: `client` (a client's socket: plain, or TLS with rustls), `head`
 //! (where a head ends, how long its body is), `epoll` (the system calls).
 
+mod answers;
 mod client;
 mod epoll;
 mod head;
@@ -50,6 +51,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use answers::Answers;
 use client::Client;
 use epoll::Epoll;
 use head::{body_length, find_head_end, Refusal};
@@ -169,6 +171,9 @@ struct Conn {
     last_activity: Instant,
     /// A whole request went to tiny_http and nothing came back since.
     awaiting: bool,
+    /// The requests framed for tiny_http whose answers have not wholly
+    /// come back: while there are any, the gate answers none itself.
+    answers: Answers,
     /// The client sent its last byte; no more reading from it.
     client_done: bool,
     /// Send this once tiny_http's answers are out, then close.
@@ -185,6 +190,11 @@ struct Conn {
 /// Counts an answer the gate itself gave (by status).
 pub type Count = Box<dyn Fn(u16) + Send>;
 
+/// The answer to a whole request head (one without a body) when the node
+/// can give it at once without waiting on anything (a cache hit); `None`
+/// to pass the request on to tiny_http (`api::answer_now`).
+pub type Answer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send>;
+
 /// Runs the gate on its own thread until the process ends.
 pub fn spawn(
     listener: TcpListener,
@@ -192,6 +202,7 @@ pub fn spawn(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     count: Count,
+    answer: Answer,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let epoll = Epoll::new()?;
@@ -202,6 +213,7 @@ pub fn spawn(
         limits,
         tls,
         count,
+        answer,
         epoll,
         conns: Vec::new(),
         free: VecDeque::new(),
@@ -225,6 +237,7 @@ struct Gate {
     /// The port speaks TLS under this configuration.
     tls: Option<Arc<rustls::ServerConfig>>,
     count: Count,
+    answer: Answer,
     epoll: Epoll,
     conns: Vec<Option<Conn>>,
     free: VecDeque<usize>,
@@ -338,6 +351,7 @@ impl Gate {
             request_since: Some(now),
             last_activity: now,
             awaiting: false,
+            answers: Answers::default(),
             client_done: false,
             closing: None,
             finishing: false,
@@ -392,7 +406,12 @@ impl Gate {
     /// Reads what the client sent, frames it, and passes on what is ready.
     fn client_readable(&mut self, index: usize, flags: u32) -> Result<(), ()> {
         let limits = self.limits;
-        let Gate { conns, scratch, .. } = self;
+        let Gate {
+            conns,
+            scratch,
+            answer,
+            ..
+        } = self;
         let conn = conns.get_mut(index).and_then(Option::as_mut).ok_or(())?;
         if flags & libc::EPOLLOUT as u32 != 0 {
             send_out(conn)?;
@@ -414,8 +433,12 @@ impl Gate {
                 send_out(conn)?;
             }
         }
-        if let Some((status, reason, why)) = frame(conn, limits) {
+        if let Some((status, reason, why)) = frame(conn, limits, answer) {
             return self.refuse(index, status, reason, why);
+        }
+        if !conn.outbound.is_empty() {
+            // Answers the gate gave: out in this same event.
+            send_out(conn)?;
         }
         self.pass_on(index)
     }
@@ -490,6 +513,7 @@ impl Gate {
                         Ok(n) => {
                             conn.awaiting = false;
                             conn.last_activity = Instant::now();
+                            conn.answers.read(&scratch[..n]);
                             conn.outbound.extend_from_slice(&scratch[..n]);
                             if n < scratch.len() {
                                 // Drained for now (see `Client::receive`).
@@ -678,7 +702,13 @@ impl Gate {
 /// Finds the requests in what the client sent: a whole head is checked and
 /// made ready, then its body as it comes. A refusal when the client broke
 /// a limit or sent what cannot be framed.
-fn frame(conn: &mut Conn, limits: Limits) -> Option<Refusal> {
+///
+/// A request without a body that `answer` answers at once is answered
+/// here, its answer queued for the client, and never reaches tiny_http;
+/// but only while no earlier request of the connection awaits tiny_http's
+/// answer (its answer would overtake theirs), and while the client takes
+/// what it is sent (`BUFFERED`). Otherwise it is passed on as any other.
+fn frame(conn: &mut Conn, limits: Limits, answer: &Answer) -> Option<Refusal> {
     const TOO_LARGE: Refusal = (
         431,
         "Request Header Fields Too Large",
@@ -720,6 +750,26 @@ fn frame(conn: &mut Conn, limits: Limits) -> Option<Refusal> {
                     Ok(n) => n,
                     Err(refusal) => return Some(refusal),
                 };
+                // Not on a connection that is ending (refused, or closed by
+                // tiny_http after `Connection: close`): nothing more is
+                // answered on it.
+                let direct = body == 0
+                    && !conn.answers.awaited()
+                    && conn.outbound.len() < BUFFERED
+                    && conn.closing.is_none()
+                    && !conn.finishing
+                    && !conn.up_done;
+                if let Some(answered) = direct.then(|| answer(&pending[..end])).flatten() {
+                    // Nothing framed earlier is still to go: it would be
+                    // awaited.
+                    debug_assert_eq!(conn.ready, 0);
+                    conn.inbound.drain(..end);
+                    conn.outbound.extend_from_slice(&answered);
+                    conn.reading = Reading::Head { scanned: 0 };
+                    conn.request_since = (!conn.inbound.is_empty()).then(Instant::now);
+                    continue;
+                }
+                conn.answers.sent(pending.starts_with(b"HEAD "));
                 conn.ready += end;
                 conn.reading = Reading::Body { left: body };
             }
