@@ -760,13 +760,14 @@ fn frame(conn: &mut Conn, limits: Limits, answer: &Answer) -> Option<Refusal> {
                     && !conn.finishing
                     && !conn.up_done;
                 if let Some(answered) = direct.then(|| answer(&pending[..end])).flatten() {
-                    // Nothing framed earlier is still to go: it would be
-                    // awaited.
-                    debug_assert_eq!(conn.ready, 0);
-                    conn.inbound.drain(..end);
+                    // The head is taken out where it lies (past `ready`,
+                    // which is 0 here: what is framed there is awaited).
+                    conn.inbound.drain(conn.ready..conn.ready + end);
                     conn.outbound.extend_from_slice(&answered);
-                    conn.reading = Reading::Head { scanned: 0 };
-                    conn.request_since = (!conn.inbound.is_empty()).then(Instant::now);
+                    conn.reading = Reading::Head {
+                        scanned: conn.ready,
+                    };
+                    conn.request_since = (conn.inbound.len() > conn.ready).then(Instant::now);
                     continue;
                 }
                 conn.answers.sent(pending.starts_with(b"HEAD "));
