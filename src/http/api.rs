@@ -14,6 +14,11 @@
 //! Every request is timed from the moment a receiver takes it to the moment
 //! its answer has been written, in either lane, into the histogram of its
 //! method and route (`metrics::RequestDurations`).
+//!
+//! A plain `GET /store/{key}` that hits mostly never reaches a receiver: the
+//! gate asks [`answer_now`] first, which answers it with the same code
+//! (`value_reply`, `response_of`), counts it and times it (from the moment
+//! the gate has the head until its answer is made) as a receiver would.
 
 use std::io::Read;
 use std::time::{Duration, Instant};

@@ -12,7 +12,8 @@
 //!
 //! Clients do not reach tiny_http directly: the gate (`gate`) accepts them,
 //! holds each request until it is whole and within its limits, and relays
-//! it to tiny_http over a Unix socket of this process.
+//! it to tiny_http over a Unix socket of this process; a plain GET that is
+//! a cache hit it answers itself (`api::answer_now`).
 //! The threads of both pools, and tiny_http's own, run `SCHED_BATCH`, so
 //! that waking one does not preempt the gate (`set_policy`).
 //!

@@ -27,6 +27,19 @@
 //! system calls per request (no read is made only to hear `EAGAIN`): see
 //! docs/design.md, "What the relay costs".
 //!
+//! Cache hits skip the relay. A whole head without a body is first offered
+//! to the node (`Answer`, which is `api::answer_now`): a plain
+//! `GET /store/{key}` that is a hit the node may serve right now (its lease
+//! valid, the client's token good) gets its answer, built by the receivers'
+//! own code, queued here and written in the same event, at two system
+//! calls and no other thread woken; anything else is relayed as above.
+//! Answers must leave in request order, so the gate answers a request only
+//! while no earlier request of its connection awaits tiny_http's answer;
+//! `answers` follows tiny_http's answers (their lengths, chunks, 1xx) to
+//! know when none does. What it cannot follow sends the connection's
+//! requests to tiny_http from then on. The lookup takes the key's shard
+//! lock for a moment, held by no one across I/O: the loop does not wait.
+//!
 //! With `--tls-cert`, the port speaks TLS, terminated here (`client`): the
 //! handshake runs in the same loop, counted against the request timeout
 //! from the connection's first moment (a handshake that stalls is closed
@@ -36,7 +49,9 @@
 //! without an answer.
 //!
 //! Layout: `client` (a client's socket: plain, or TLS with rustls), `head`
-//! (where a head ends, how long its body is), `epoll` (the system calls).
+//! (where a head ends, how long its body is), `answers` (how many of
+//! tiny_http's answers are still to come on a connection), `epoll` (the
+//! system calls).
 
 mod answers;
 mod client;
