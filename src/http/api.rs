@@ -14,11 +14,16 @@
 //! Every request is timed from the moment a receiver takes it to the moment
 //! its answer has been written, in either lane, into the histogram of its
 //! method and route (`metrics::RequestDurations`).
+//!
+//! A plain `GET /store/{key}` that hits mostly never reaches a receiver: the
+//! gate asks [`answer_now`] first, which answers it with the same code
+//! (`value_reply`, `response_of`), counts it and times it (from the moment
+//! the gate has the head until its answer is made) as a receiver would.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response};
+use tiny_http::{HTTPVersion, Header, Method, Request, Response};
 
 use crate::auth::{Guard, Signed};
 use crate::deadline::Deadline;
@@ -108,13 +113,17 @@ struct Timing {
 
 impl Timing {
     fn start(request: &Request) -> Timing {
+        Timing::of(request.method().as_str(), request.url())
+    }
+
+    /// From now, for a request of `method` to `url` (its path and query).
+    fn of(method: &str, url: &str) -> Timing {
         let received = Instant::now();
-        let url = request.url();
         let path = url.split_once('?').map_or(url, |(path, _)| path);
         let route = route(path).map_or(RouteName::Other, |(r, _)| r.name());
         Timing {
             received,
-            series: RequestSeries::of(request.method().as_str(), route),
+            series: RequestSeries::of(method, route),
         }
     }
 }
@@ -320,6 +329,123 @@ pub fn finish(node: &Node, deferred: Deferred) {
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));
     respond(node, deferred.request, reply, deferred.timing);
+}
+
+/// Answers a plain `GET /store/{key}` (`head`, a whole request head with no
+/// body) at once when it is a hit this node may serve right now: the bytes
+/// of the very answer a receiver would send, made by the same functions
+/// (`value_reply`, `response_of`), and counted and timed as a receiver's
+/// answer is. `None` for anything else, which then goes to tiny_http as it
+/// came and is answered (or refused) there: a head tiny_http would read
+/// otherwise, or that asks for more than a plain read (see `Head::plain`),
+/// a token that does not pass, a node not joined, a miss, no lease.
+///
+/// The gate calls it on its one thread, which serves every connection: it
+/// takes the key's shard lock for the lookup only, and the locks of the
+/// lease and the tokens only for a moment each, none of them held across
+/// I/O; it waits on no other node.
+pub fn answer_now(node: &Node, guard: &Guard, head: &[u8]) -> Option<Vec<u8>> {
+    let head = Head::parse(head)?;
+    if head.method != "GET" || head.version != "HTTP/1.1" || !head.plain() {
+        return None;
+    }
+    // A query (`local`, say) is the receivers' to read.
+    if head.url.contains('?') {
+        return None;
+    }
+    let timing = Timing::of(head.method, head.url);
+    // As `dispatch` checks them, in its order.
+    if guard.needs_body(&head) {
+        return None;
+    }
+    guard.client(head.header("Authorization"), false).ok()?;
+    let Some((Route::Store(segment), _)) = route(head.url) else {
+        return None;
+    };
+    let key = decode_key(segment).ok()?;
+    node.require_joined().ok()?;
+    input::request_id(head.header(REQUEST_ID_HEADER)).ok()?;
+    let unless = head.header(IF_NONE_MATCH).map(Tags::parse);
+    let found = node.hit_now(&key, |v| key_value_body(&key, v))?;
+    let reply = value_reply(found.value, found.version, found.expires, unless.as_ref());
+    let mut answer = Vec::new();
+    // The request headers tiny_http would consult here are `TE`'s, which
+    // a plain head has none of.
+    response_of(node, reply)
+        .raw_print(&mut answer, HTTPVersion(1, 1), &[], false, None)
+        .expect("writing to a Vec cannot fail");
+    node.metrics()
+        .requests
+        .observe(timing.series, timing.received.elapsed());
+    Some(answer)
+}
+
+/// A request head as the gate holds it, read as tiny_http reads one: the
+/// request line's three parts, and each header's name and trimmed value.
+struct Head<'h> {
+    method: &'h str,
+    url: &'h str,
+    version: &'h str,
+    headers: Vec<(&'h str, &'h str)>,
+}
+
+impl<'h> Head<'h> {
+    /// `None` for a head tiny_http would refuse or read differently (not
+    /// ASCII, a bare CR or LF, a malformed line): tiny_http answers it.
+    fn parse(head: &'h [u8]) -> Option<Head<'h>> {
+        let text = std::str::from_utf8(head).ok().filter(|t| t.is_ascii())?;
+        let lines: Vec<&str> = text.strip_suffix("\r\n\r\n")?.split("\r\n").collect();
+        // Lines end at CR LF only: tiny_http keeps a lone CR or LF in its line.
+        if lines.iter().any(|l| l.contains(['\r', '\n'])) {
+            return None;
+        }
+        let mut lines = lines.into_iter();
+        let mut parts = lines.next()?.trim().split(' ');
+        let (method, url, version) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let mut headers = Vec::new();
+        for line in lines {
+            let (name, value) = line.trim().split_once(':')?;
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return None;
+            }
+            headers.push((name, value.trim()));
+        }
+        Some(Head {
+            method,
+            url,
+            version,
+            headers,
+        })
+    }
+
+    /// Nothing in the head asks for more than a plain read kept alive: no
+    /// body, no `Connection` but `keep-alive` (after `close` tiny_http ends
+    /// the connection), no `Expect`, `TE` (it chooses the answer's
+    /// transfer coding) or `Upgrade`.
+    fn plain(&self) -> bool {
+        self.headers.iter().all(|(name, value)| {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("Content-Length") {
+                *value == "0"
+            } else if is("Connection") {
+                value.eq_ignore_ascii_case("keep-alive")
+            } else {
+                !(is("Transfer-Encoding") || is("Expect") || is("TE") || is("Upgrade"))
+            }
+        })
+    }
+}
+
+impl Headers for Head<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`
@@ -675,6 +801,18 @@ fn drain(request: &mut Request) {
 }
 
 fn respond(node: &Node, request: Request, reply: Reply, timing: Timing) {
+    if let Err(e) = request.respond(response_of(node, reply)) {
+        log::debug!("could not send a response: {e}");
+    }
+    node.metrics()
+        .requests
+        .observe(timing.series, timing.received.elapsed());
+}
+
+/// The answer as tiny_http sends it, counted by its status: the one place
+/// an answer's status line and headers are made, for a receiver's answer
+/// and for the gate's alike (`answer_now`).
+fn response_of(node: &Node, reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
     node.count_response(reply.status);
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     // A 304 has no body, so no type of one.
@@ -688,12 +826,7 @@ fn respond(node: &Node, request: Request, reply: Reply, timing: Timing) {
         // The rest of an oversized body is not read: end the connection.
         response.add_header(header_of("Connection", "close"));
     }
-    if let Err(e) = request.respond(response) {
-        log::debug!("could not send a response: {e}");
-    }
-    node.metrics()
-        .requests
-        .observe(timing.series, timing.received.elapsed());
+    response
 }
 
 fn header_of(name: &str, value: &str) -> Header {

@@ -12,7 +12,8 @@
 //!
 //! Clients do not reach tiny_http directly: the gate (`gate`) accepts them,
 //! holds each request until it is whole and within its limits, and relays
-//! it to tiny_http over a Unix socket of this process.
+//! it to tiny_http over a Unix socket of this process; a plain GET that is
+//! a cache hit it answers itself (`api::answer_now`).
 //! The threads of both pools, and tiny_http's own, run `SCHED_BATCH`, so
 //! that waking one does not preempt the gate (`set_policy`).
 //!
@@ -220,12 +221,14 @@ pub fn serve(
     let acceptor = Arc::new(Acceptor::new(upstream.bind()?)?);
     let limits = Limits::new(node.config().idle_timeout, node.config().max_connections);
     let counting = node.clone();
+    let (answering, answering_guard) = (node.clone(), guard.clone());
     gate::spawn(
         listener,
         upstream.clone(),
         limits,
         node.config().tls.as_ref().map(|t| t.server.clone()),
         Box::new(move |status| counting.count_response(status)),
+        Box::new(move |head| api::answer_now(&answering, &answering_guard, head)),
     )?;
     nudge_connection_pool(upstream);
     watch_tiny_http_panics();

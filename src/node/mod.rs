@@ -434,10 +434,15 @@ impl Node {
         render: impl FnOnce(&[u8]) -> R,
     ) -> Lookup<R> {
         let found = self.store.lookup(key, child, render);
+        self.count_lookup(&found);
+        found
+    }
+
+    /// Counts a lookup's hit or miss.
+    fn count_lookup<R>(&self, found: &Lookup<R>) {
         match found {
             Lookup::Hit { .. } => bump(&self.metrics.hits),
             Lookup::Miss { .. } => bump(&self.metrics.misses),
         }
-        found
     }
 }

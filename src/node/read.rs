@@ -63,8 +63,9 @@ impl Node {
         local: bool,
         render: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<Found<R>>, Error> {
-        let found = self.lookup(key, None, render);
-        if !self.cache_trusted() {
+        let (found, trusted) = self.own_copy(key, render);
+        self.count_lookup(&found);
+        if !trusted {
             if local {
                 return Err(self.untrusted());
             }
@@ -84,6 +85,43 @@ impl Node {
             Lookup::Miss { .. } if local || self.is_root() => Err(Error::not_found(key)),
             Lookup::Miss { .. } => Ok(None),
         }
+    }
+
+    /// `GET /store/{key}` answered at once, as [`Node::read_now`] would
+    /// answer it without `local`, when it is a hit: `Some` only for a value
+    /// this node may serve from its copy right now. Anything else (a miss,
+    /// no lease) is `None` and counts nothing, so that the request can go
+    /// the usual way, through `read_now`, and be counted there once. It
+    /// holds the key's shard lock only while the value is rendered, and
+    /// calls nothing outside this process: the gate's thread asks it.
+    pub fn hit_now<R>(&self, key: &str, render: impl FnOnce(&[u8]) -> R) -> Option<Found<R>> {
+        let (found, trusted) = self.own_copy(key, render);
+        let (
+            Lookup::Hit {
+                out,
+                version,
+                expires,
+                ..
+            },
+            true,
+        ) = (found, trusted)
+        else {
+            return None;
+        };
+        bump(&self.metrics.hits);
+        Some(Found {
+            value: out,
+            version,
+            expires,
+        })
+    }
+
+    /// This node's copy of `key` as a client's read finds it, and whether
+    /// the node may answer from it: the lease is checked after the value is
+    /// read (see the module docs). Counts nothing.
+    fn own_copy<R>(&self, key: &str, render: impl FnOnce(&[u8]) -> R) -> (Lookup<R>, bool) {
+        let found = self.store.lookup(key, None, render);
+        (found, self.cache_trusted())
     }
 
     /// `GET /store/{key}` after a miss: through the parent (or around it).

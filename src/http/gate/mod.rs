@@ -27,6 +27,19 @@
 //! system calls per request (no read is made only to hear `EAGAIN`): see
 //! docs/design.md, "What the relay costs".
 //!
+//! Cache hits skip the relay. A whole head without a body is first offered
+//! to the node (`Answer`, which is `api::answer_now`): a plain
+//! `GET /store/{key}` that is a hit the node may serve right now (its lease
+//! valid, the client's token good) gets its answer, built by the receivers'
+//! own code, queued here and written in the same event, at two system
+//! calls and no other thread woken; anything else is relayed as above.
+//! Answers must leave in request order, so the gate answers a request only
+//! while no earlier request of its connection awaits tiny_http's answer;
+//! `answers` follows tiny_http's answers (their lengths, chunks, 1xx) to
+//! know when none does. What it cannot follow sends the connection's
+//! requests to tiny_http from then on. The lookup takes the key's shard
+//! lock for a moment, held by no one across I/O: the loop does not wait.
+//!
 //! With `--tls-cert`, the port speaks TLS, terminated here (`client`): the
 //! handshake runs in the same loop, counted against the request timeout
 //! from the connection's first moment (a handshake that stalls is closed
@@ -36,8 +49,11 @@
 //! without an answer.
 //!
 //! Layout: `client` (a client's socket: plain, or TLS with rustls), `head`
-//! (where a head ends, how long its body is), `epoll` (the system calls).
+//! (where a head ends, how long its body is), `answers` (how many of
+//! tiny_http's answers are still to come on a connection), `epoll` (the
+//! system calls).
 
+mod answers;
 mod client;
 mod epoll;
 mod head;
@@ -50,6 +66,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use answers::Answers;
 use client::Client;
 use epoll::Epoll;
 use head::{body_length, find_head_end, Refusal};
@@ -169,6 +186,9 @@ struct Conn {
     last_activity: Instant,
     /// A whole request went to tiny_http and nothing came back since.
     awaiting: bool,
+    /// The requests framed for tiny_http whose answers have not wholly
+    /// come back: while there are any, the gate answers none itself.
+    answers: Answers,
     /// The client sent its last byte; no more reading from it.
     client_done: bool,
     /// Send this once tiny_http's answers are out, then close.
@@ -185,6 +205,11 @@ struct Conn {
 /// Counts an answer the gate itself gave (by status).
 pub type Count = Box<dyn Fn(u16) + Send>;
 
+/// The answer to a whole request head (one without a body) when the node
+/// can give it at once without waiting on anything (a cache hit); `None`
+/// to pass the request on to tiny_http (`api::answer_now`).
+pub type Answer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send>;
+
 /// Runs the gate on its own thread until the process ends.
 pub fn spawn(
     listener: TcpListener,
@@ -192,6 +217,7 @@ pub fn spawn(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     count: Count,
+    answer: Answer,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let epoll = Epoll::new()?;
@@ -202,6 +228,7 @@ pub fn spawn(
         limits,
         tls,
         count,
+        answer,
         epoll,
         conns: Vec::new(),
         free: VecDeque::new(),
@@ -225,6 +252,7 @@ struct Gate {
     /// The port speaks TLS under this configuration.
     tls: Option<Arc<rustls::ServerConfig>>,
     count: Count,
+    answer: Answer,
     epoll: Epoll,
     conns: Vec<Option<Conn>>,
     free: VecDeque<usize>,
@@ -338,6 +366,7 @@ impl Gate {
             request_since: Some(now),
             last_activity: now,
             awaiting: false,
+            answers: Answers::default(),
             client_done: false,
             closing: None,
             finishing: false,
@@ -392,7 +421,12 @@ impl Gate {
     /// Reads what the client sent, frames it, and passes on what is ready.
     fn client_readable(&mut self, index: usize, flags: u32) -> Result<(), ()> {
         let limits = self.limits;
-        let Gate { conns, scratch, .. } = self;
+        let Gate {
+            conns,
+            scratch,
+            answer,
+            ..
+        } = self;
         let conn = conns.get_mut(index).and_then(Option::as_mut).ok_or(())?;
         if flags & libc::EPOLLOUT as u32 != 0 {
             send_out(conn)?;
@@ -414,8 +448,12 @@ impl Gate {
                 send_out(conn)?;
             }
         }
-        if let Some((status, reason, why)) = frame(conn, limits) {
+        if let Some((status, reason, why)) = frame(conn, limits, answer) {
             return self.refuse(index, status, reason, why);
+        }
+        if !conn.outbound.is_empty() {
+            // Answers the gate gave: out in this same event.
+            send_out(conn)?;
         }
         self.pass_on(index)
     }
@@ -490,6 +528,7 @@ impl Gate {
                         Ok(n) => {
                             conn.awaiting = false;
                             conn.last_activity = Instant::now();
+                            conn.answers.read(&scratch[..n]);
                             conn.outbound.extend_from_slice(&scratch[..n]);
                             if n < scratch.len() {
                                 // Drained for now (see `Client::receive`).
@@ -678,7 +717,13 @@ impl Gate {
 /// Finds the requests in what the client sent: a whole head is checked and
 /// made ready, then its body as it comes. A refusal when the client broke
 /// a limit or sent what cannot be framed.
-fn frame(conn: &mut Conn, limits: Limits) -> Option<Refusal> {
+///
+/// A request without a body that `answer` answers at once is answered
+/// here, its answer queued for the client, and never reaches tiny_http;
+/// but only while no earlier request of the connection awaits tiny_http's
+/// answer (its answer would overtake theirs), and while the client takes
+/// what it is sent (`BUFFERED`). Otherwise it is passed on as any other.
+fn frame(conn: &mut Conn, limits: Limits, answer: &Answer) -> Option<Refusal> {
     const TOO_LARGE: Refusal = (
         431,
         "Request Header Fields Too Large",
@@ -720,6 +765,27 @@ fn frame(conn: &mut Conn, limits: Limits) -> Option<Refusal> {
                     Ok(n) => n,
                     Err(refusal) => return Some(refusal),
                 };
+                // Not on a connection that is ending (refused, or closed by
+                // tiny_http after `Connection: close`): nothing more is
+                // answered on it.
+                let direct = body == 0
+                    && !conn.answers.awaited()
+                    && conn.outbound.len() < BUFFERED
+                    && conn.closing.is_none()
+                    && !conn.finishing
+                    && !conn.up_done;
+                if let Some(answered) = direct.then(|| answer(&pending[..end])).flatten() {
+                    // The head is taken out where it lies (past `ready`,
+                    // which is 0 here: what is framed there is awaited).
+                    conn.inbound.drain(conn.ready..conn.ready + end);
+                    conn.outbound.extend_from_slice(&answered);
+                    conn.reading = Reading::Head {
+                        scanned: conn.ready,
+                    };
+                    conn.request_since = (conn.inbound.len() > conn.ready).then(Instant::now);
+                    continue;
+                }
+                conn.answers.sent(pending.starts_with(b"HEAD "));
                 conn.ready += end;
                 conn.reading = Reading::Body { left: body };
             }
