@@ -206,6 +206,11 @@ fn a_write_sent_twice_under_one_request_id_is_applied_once() {
         (retry.status, retry.json()["value"].clone()),
         (200, json!(5))
     );
+    assert_eq!(
+        retry.header("etag"),
+        first.header("etag"),
+        "the retry's answer names the version the first attempt gave"
+    );
     assert_eq!(http::get(&store(&cluster, 1, "once")).1["value"], json!(6));
     // The same id on another write is another request: it is done.
     let reused = http::request("DELETE", &store(&cluster, leaf, "once"), None, &put_id);

@@ -122,15 +122,20 @@ impl Node {
             Mutation::Delete => "DELETE",
         };
         let retry_of = super::super::root::dedup::fingerprint(id, method, key, body);
-        match root.dedup().claim(&retry_of, deadline.0) {
+        match root.dedup().claim(retry_of, deadline.0) {
             None => Err(Error::Upstream(UpstreamError::TimedOut {
                 name: self.config.name(),
                 address: self.config.advertise.clone(),
             })),
-            Some(Claim::Answered(answer)) => Ok(answer),
+            // The retry asks for what the first attempt did: the same answer.
+            Some(Claim::Answered(version)) => Ok(render(&write.mutation, version)),
             Some(Claim::First(ticket)) => {
-                let outcome = self.write_at_root(root, key, write, deadline, render);
-                ticket.finish(outcome.as_ref().ok().cloned());
+                let mut applied = None;
+                let outcome = self.write_at_root(root, key, write, deadline, |m, version| {
+                    applied = Some(version);
+                    render(m, version)
+                });
+                ticket.finish(applied.filter(|_| outcome.is_ok()));
                 outcome
             }
         }
