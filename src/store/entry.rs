@@ -6,8 +6,10 @@
 //! the key and the value in one allocation is what keeps the root near 100
 //! bytes per small key.
 
+use std::alloc::Layout;
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
+use std::ptr::NonNull;
 
 use super::{Shard, Store};
 
@@ -25,31 +27,94 @@ pub(super) const PENDING: u8 = 2;
 /// `Expiries` (so that keys without one pay nothing for it).
 pub(super) const EXPIRES: u8 = 4;
 
-/// A key and its value in one allocation: `[key length: u16][key][value]`.
-/// Keeping both in one block is what keeps the root near 100 bytes per small key.
-pub(super) struct Blob(Box<[u8]>);
+/// A key and its value in one allocation, reached through a thin pointer:
+/// `[length of the rest: u32][key length: u16][key][value]`.
+///
+/// Keeping both in one block, and the pointer to it one word (not the two
+/// of a `Box<[u8]>`), is what keeps the root near 100 bytes per small key:
+/// the map's table has about two slots per key just after it grew, so each
+/// word of an entry costs some 16 bytes a key. The length's four bytes fit
+/// in what the allocator rounds a small block up to anyway.
+pub(super) struct Blob(NonNull<u8>);
+
+/// Bytes before the key length: the length of the rest.
+const HEADER: usize = 4;
+
+// SAFETY: a `Blob` owns its block alone (as a `Box<[u8]>` would) and never
+// changes it after `Blob::new`, so it may move to, and be read from, any
+// thread.
+unsafe impl Send for Blob {}
+unsafe impl Sync for Blob {}
 
 impl Blob {
     pub(super) fn new(key: &str, value: &[u8]) -> Blob {
-        let mut b = Vec::with_capacity(2 + key.len() + value.len());
-        b.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        b.extend_from_slice(key.as_bytes());
-        b.extend_from_slice(value);
-        Blob(b.into_boxed_slice())
+        let key_len = u16::try_from(key.len()).expect("keys are shorter than 64 KiB");
+        let rest = 2 + key.len() + value.len();
+        let length = u32::try_from(rest).expect("a key and value under 4 GiB");
+        let layout = Blob::layout(rest);
+        // SAFETY: the layout's size is at least HEADER + 2, never zero.
+        let block = unsafe { std::alloc::alloc(layout) };
+        let Some(block) = NonNull::new(block) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        let parts: [&[u8]; 4] = [
+            &length.to_le_bytes(),
+            &key_len.to_le_bytes(),
+            key.as_bytes(),
+            value,
+        ];
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: the parts add up to the block's size, so each copy
+            // stays inside it; a fresh block overlaps nothing.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), block.as_ptr().add(at), part.len())
+            };
+            at += part.len();
+        }
+        debug_assert_eq!(at, layout.size());
+        Blob(block)
+    }
+
+    fn layout(rest: usize) -> Layout {
+        Layout::from_size_align(HEADER + rest, 1).expect("a block under 4 GiB")
+    }
+
+    /// Everything after the length: the key length, the key, the value.
+    fn rest(&self) -> &[u8] {
+        let mut length = [0; HEADER];
+        // SAFETY: every block starts with its HEADER bytes of length, and the
+        // `rest` bytes after them were written by `Blob::new`; the block
+        // lives as long as `self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.0.as_ptr(), length.as_mut_ptr(), HEADER);
+            let rest = u32::from_le_bytes(length) as usize;
+            std::slice::from_raw_parts(self.0.as_ptr().add(HEADER), rest)
+        }
     }
 
     fn key_len(&self) -> usize {
-        u16::from_le_bytes([self.0[0], self.0[1]]) as usize
+        let rest = self.rest();
+        u16::from_le_bytes([rest[0], rest[1]]) as usize
     }
 
     pub(super) fn key(&self) -> &str {
-        let bytes = &self.0[2..2 + self.key_len()];
+        let bytes = &self.rest()[2..2 + self.key_len()];
         // SAFETY: the bytes were copied from a `&str` in `Blob::new` and never change.
         unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     pub(super) fn value(&self) -> &[u8] {
-        &self.0[2 + self.key_len()..]
+        &self.rest()[2 + self.key_len()..]
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        let layout = Blob::layout(self.rest().len());
+        // SAFETY: the block was allocated in `Blob::new` with this layout
+        // (the same length), and is freed only here, once.
+        unsafe { std::alloc::dealloc(self.0.as_ptr(), layout) }
     }
 }
 
@@ -155,6 +220,16 @@ mod tests {
         assert_eq!((empty.key(), empty.value()), ("k", &b""[..]));
         let k: &str = b.borrow();
         assert_eq!(k, "key");
+        // Long keys and values, and keys beyond ASCII, come back whole; the
+        // blob is one word.
+        let key = "ключ/".repeat(1000);
+        let value = vec![7u8; 300_000];
+        let long = Blob::new(&key, &value);
+        assert_eq!((long.key(), long.value()), (&key[..], &value[..]));
+        assert_eq!(std::mem::size_of::<Blob>(), std::mem::size_of::<usize>());
+        // Moved between threads, read there, and dropped there.
+        let back = std::thread::spawn(move || (long.key().len(), long.value().len()));
+        assert_eq!(back.join().unwrap(), (key.len(), value.len()));
     }
 
     #[test]
