@@ -425,6 +425,10 @@ pub struct Replicate {
     pub phase: Phase,
     /// Which catch-up a `reset`, `chunk` or `end` belongs to.
     pub catch_up: Option<String>,
+    /// A live write forwarded under a request id: the fingerprint the
+    /// primary remembers it by (in the request id header), for the standby
+    /// to remember it too.
+    pub write_id: Option<String>,
     pub records: Vec<u8>,
 }
 
@@ -452,6 +456,9 @@ impl Replicate {
         if let Some(id) = &self.catch_up {
             headers.push((CATCH_UP_HEADER, id.clone()));
         }
+        if let Some(id) = &self.write_id {
+            headers.push((REQUEST_ID_HEADER, id.clone()));
+        }
         Request {
             method: "POST",
             path: REPLICATE_PATH.to_string(),
@@ -478,6 +485,7 @@ impl Replicate {
             epoch,
             phase,
             catch_up: headers.header(CATCH_UP_HEADER).map(str::to_string),
+            write_id: headers.header(REQUEST_ID_HEADER).map(str::to_string),
             records: body,
         })
     }

@@ -292,6 +292,35 @@ fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_ev
 }
 
 #[test]
+fn a_write_retried_at_the_new_primary_after_a_failover_is_not_applied_again() {
+    let mut cluster = group(2);
+    let leaf = cluster.at_slot(1);
+    let url = at(&cluster, leaf, "retried");
+    let id = [("X-Treecache-Request-Id", "retried-across-a-failover")];
+    let body = serde_json::to_vec(&json!({"value": "first"})).unwrap();
+    let first = http::request("PUT", &url, Some(&body), &id);
+    assert_eq!(first.status, 200);
+    assert_eq!(http::put(&url, &json!("second")).0, 200);
+    let killed = Instant::now();
+    cluster.kill(cluster.root_id);
+    writes_everywhere_again(&cluster, &[leaf], killed);
+    assert_eq!(cluster.primary(), Some(STANDBY + 1));
+    // The client never heard of its first write (say), and sends it again
+    // under its id: the new primary knows that write from the old one.
+    let retry = http::request("PUT", &url, Some(&body), &id);
+    assert_eq!(
+        (retry.status, retry.header("etag")),
+        (200, first.header("etag")),
+        "the retry is answered as the first attempt was"
+    );
+    assert_eq!(
+        http::get(&url).1["value"],
+        json!("second"),
+        "the retry was applied again, over a later write"
+    );
+}
+
+#[test]
 fn a_replication_request_from_an_older_epoch_is_refused() {
     let cluster = group(1);
     let path = "/internal/replicate";

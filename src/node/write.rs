@@ -29,7 +29,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::expiry;
 use crate::precondition::Condition;
-use crate::root::dedup::Claim;
+use crate::root::dedup::{Claim, Fingerprint};
 use crate::root::Root;
 use crate::store::{Applied, Mutation};
 use crate::wire::{Answer, ForwardedWrite, Invalidate};
@@ -113,7 +113,7 @@ impl Node {
             return Ok(self.to_root(|root| self.links.up.forward(root, &forwarded, deadline))?);
         };
         let Some(id) = request_id else {
-            return self.write_at_root(root, key, write, deadline, render);
+            return self.write_at_root(root, key, write, None, deadline, render);
         };
         // The same id on another write (another method, key or body) is
         // another request: only a true retry gets the first answer.
@@ -131,22 +131,25 @@ impl Node {
             Some(Claim::Answered(version)) => Ok(render(&write.mutation, version)),
             Some(Claim::First(ticket)) => {
                 let mut applied = None;
-                let outcome = self.write_at_root(root, key, write, deadline, |m, version| {
-                    applied = Some(version);
-                    render(m, version)
-                });
+                let outcome =
+                    self.write_at_root(root, key, write, Some(retry_of), deadline, |m, version| {
+                        applied = Some(version);
+                        render(m, version)
+                    });
                 ticket.finish(applied.filter(|_| outcome.is_ok()));
                 outcome
             }
         }
     }
 
-    /// Applies a write at the root (see the module documentation).
+    /// Applies a write at the root (see the module documentation);
+    /// `retry_of`: what the write is remembered under, for its retries.
     fn write_at_root(
         &self,
         root: &Root,
         key: &str,
         write: Write,
+        retry_of: Option<Fingerprint>,
         deadline: Deadline,
         render: impl FnOnce(&Mutation, u64) -> Answer,
     ) -> Result<Answer, Error> {
@@ -213,8 +216,9 @@ impl Node {
                     ))
                 },
                 |epoch| {
-                    root.replication()
-                        .replicate(self, epoch, key, version, expires_ms, &mutation, deadline)
+                    root.replication().replicate(
+                        self, epoch, key, version, expires_ms, &mutation, retry_of, deadline,
+                    )
                 },
             )
         };

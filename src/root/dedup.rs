@@ -11,6 +11,7 @@
 //! fingerprint, a version, a time), whatever the size of the value: about
 //! 150 bytes, so at most some 15 MB for the [`MOST`] writes kept.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,22 @@ use crate::awaited::Awaited;
 /// write done, not the first one's answer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint(u128);
+
+impl Fingerprint {
+    /// Reads a fingerprint as `Display` writes it: 32 hex digits.
+    pub fn parse(text: &str) -> Option<Fingerprint> {
+        (text.len() == 32)
+            .then(|| u128::from_str_radix(text, 16).ok())
+            .flatten()
+            .map(Fingerprint)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
 
 pub fn fingerprint(id: &str, method: &str, key: &str, body: &[u8]) -> Fingerprint {
     let mut digest = Sha256::new();
@@ -107,6 +124,22 @@ impl Dedup {
     }
 }
 
+impl Dedup {
+    /// A standby: the primary applied the write `id` with `version` (and
+    /// sent it here with its fingerprint), so that a retry of it that
+    /// reaches this process once it is the primary gets that write's answer.
+    pub fn remember(&self, id: Fingerprint, version: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.forget_old();
+        if let Entry::Vacant(place) = state.slots.entry(id) {
+            let slot = Arc::new(Slot::default());
+            slot.set(Some(version));
+            place.insert(slot);
+            state.order.push_back((Instant::now(), id));
+        }
+    }
+}
+
 impl State {
     fn forget_old(&mut self) {
         while let Some((at, _)) = self.order.front() {
@@ -183,6 +216,16 @@ mod tests {
             matches!(&retried, Some(Claim::Answered(7))),
             "the retry ran again"
         );
+    }
+
+    #[test]
+    fn a_write_remembered_from_the_primary_answers_its_retry() {
+        let d = Dedup::default();
+        let id = fingerprint("a", "PUT", "k", b"1");
+        assert_eq!(Fingerprint::parse(&id.to_string()), Some(id));
+        assert_eq!(Fingerprint::parse("not hex"), None);
+        d.remember(id, 9);
+        assert!(matches!(d.claim(id, later()), Some(Claim::Answered(9))));
     }
 
     #[test]

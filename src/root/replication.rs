@@ -34,6 +34,7 @@ use crate::wal::record::{self, Change, Edit};
 use crate::wal::{Live, Source};
 use crate::wire::{Answer, Peer, Phase, Refused, Replicate, Replicated};
 
+use super::dedup::Fingerprint;
 use super::group::Member;
 
 /// Records per catch-up chunk, at most.
@@ -91,7 +92,9 @@ impl Replication {
     }
 
     /// The primary: sends one write to every target and waits for each
-    /// (`expires_ms`: a put's expiry as a Unix time in milliseconds, 0 for none).
+    /// (`expires_ms`: a put's expiry as a Unix time in milliseconds, 0 for
+    /// none; `write_id`: the fingerprint of a write forwarded under a
+    /// request id).
     #[allow(clippy::too_many_arguments)]
     pub fn replicate(
         &self,
@@ -101,6 +104,7 @@ impl Replication {
         version: u64,
         expires_ms: u64,
         mutation: &Mutation,
+        write_id: Option<Fingerprint>,
         deadline: Deadline,
     ) -> Result<(), Error> {
         let targets = self.targets.lock().unwrap().clone();
@@ -117,6 +121,7 @@ impl Replication {
             epoch,
             phase: Phase::Live,
             catch_up: None,
+            write_id: write_id.map(|id| id.to_string()),
             records,
         };
         let hop = node.config().hop_timeout;
@@ -224,6 +229,7 @@ impl Replication {
                 epoch,
                 phase,
                 catch_up: Some(id.clone()),
+                write_id: None,
                 records,
             };
             match node.replicate_to(&peer, &message, Deadline::after(CHUNK_TIME), CHUNK_TIME) {
@@ -380,6 +386,9 @@ impl Replication {
                         .apply_if_newer(&r.key, live, r.version, expires)
                     {
                         applied += 1;
+                    }
+                    if let Some(id) = message.write_id.as_deref().and_then(Fingerprint::parse) {
+                        root.dedup().remember(id, r.version);
                     }
                     drop(remembered);
                     drop(logged);
