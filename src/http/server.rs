@@ -228,7 +228,17 @@ pub fn serve(
         limits,
         node.config().tls.as_ref().map(|t| t.server.clone()),
         Box::new(move |status| counting.count_response(status)),
-        Box::new(move |head| api::answer_now(&answering, &answering_guard, head)),
+        // A panic in the node's code must not end the gate's thread, which
+        // every connection goes through: the request goes to a receiver.
+        Box::new(move |head| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                api::answer_now(&answering, &answering_guard, head)
+            }))
+            .unwrap_or_else(|_| {
+                log::error!("answering a request in the gate panicked; it goes to a receiver");
+                None
+            })
+        }),
     )?;
     nudge_connection_pool(upstream);
     watch_tiny_http_panics();
