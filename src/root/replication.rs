@@ -368,12 +368,12 @@ impl Replication {
                         Some(v) => Mutation::Put(v.to_vec()),
                         None => Mutation::Delete,
                     };
-                    let logged = root
-                        .log(&r.key, r.version, r.expires_ms, &mutation)
-                        .map_err(Refusal::Other)?;
                     // A delete is remembered by a catch-up under way before
                     // it is applied, so that no chunk applied after it can
-                    // bring the key back.
+                    // bring the key back. The catch-up's lock is taken before
+                    // the log's, as a catch-up's end takes them (it compacts
+                    // the log under its lock): the other order deadlocks a
+                    // delete against the end of a catch-up.
                     let remembered = value.is_none().then(|| {
                         let mut under_way = self.catch_up.lock().unwrap();
                         if let Some(c) = under_way.as_mut() {
@@ -381,6 +381,9 @@ impl Replication {
                         }
                         under_way
                     });
+                    let logged = root
+                        .log(&r.key, r.version, r.expires_ms, &mutation)
+                        .map_err(Refusal::Other)?;
                     if node
                         .store_handle()
                         .apply_if_newer(&r.key, live, r.version, expires)
