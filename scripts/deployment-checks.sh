@@ -52,58 +52,11 @@ note() { echo "--- $* (${SECONDS}s)"; }
 now_ms() { date +%s%3N; }
 # seconds since a now_ms reading, with one decimal
 since() { ms_as_s $(($(now_ms) - $1)); }
-check() {
-  local name=$1
-  shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
-jq_true() {
-  local input=$1
-  shift
-  jq -e "$@" >/dev/null 2>&1 <<<"$input"
-}
 url() { echo "http://127.0.0.1:$((5000 + $1))"; }
 standby_url="http://127.0.0.1:$standby_port"
 # Milliseconds as seconds with one decimal, or with two.
 ms_as_s() { printf '%d.%d' $(($1 / 1000)) $(($1 % 1000 / 100)); }
 ms_as_s2() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
-
-# http METHOD URL [JSON [HEADER...]]: sets status and body. Never through a
-# proxy.
-status=""
-body=""
-http() {
-  local data=() header
-  [ $# -ge 3 ] && data=(-H 'Content-Type: application/json' --data "$3")
-  for header in "${@:4}"; do
-    data+=(-H "$header")
-  done
-  status=$(curl --noproxy '*' -sS --max-time 10 -o "$work/body" -w '%{http_code}' \
-    -X "$1" "${data[@]}" "$2" 2>"$work/curl-error") || status=000
-  body=$(cat "$work/body" 2>/dev/null)
-  [ "$status" != 000 ] || body=$(cat "$work/curl-error")
-  rm -f "$work/body"
-}
-# expect_http NAME STATUS [JQ-ARGS...] JQ-FILTER: the last answer had STATUS
-# and its body passes the filter; prints both when not.
-expect_http() {
-  local name=$1 want=$2
-  shift 2
-  if [ "$status" = "$want" ] && jq_true "$body" "$@"; then
-    pass "$name"
-  else
-    fail "$name (wanted $want and ${*: -1}, got $status $body)"
-  fi
-}
-# wait_for SECONDS COMMAND...: retries the command every 0.3 s.
-wait_for() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.3
-  done
-}
 
 # Whether node i has joined and answers from its cache (GET /).
 node_joined() {

@@ -65,19 +65,7 @@ traffic_bin=target/$target_triple/release/treecache-traffic
 
 # shellcheck source=scripts/tally.sh
 . scripts/tally.sh
-# check NAME COMMAND...: PASS when the command succeeds.
-check() {
-  local name=$1
-  shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
 note() { echo "--- $* (${SECONDS}s)"; }
-# jq_true JSON JQ-ARGS...: the JSON passes the jq filter (jq -e).
-jq_true() {
-  local input=$1
-  shift
-  jq -e "$@" >/dev/null 2>&1 <<<"$input"
-}
 
 cleanup() {
   local ids
@@ -120,35 +108,8 @@ abort() {
   finish
 }
 
-# http METHOD URL [JSON]: sets status and body. Never follows a proxy.
-status=""
-body=""
-http() {
-  local data=()
-  [ $# -ge 3 ] && data=(-H 'Content-Type: application/json' --data "$3")
-  status=$(curl --noproxy '*' -sS --max-time 20 -o "$work/body" -w '%{http_code}' \
-    -X "$1" "${data[@]}" "$2" 2>"$work/curl-error") || status=000
-  body=$(cat "$work/body" 2>/dev/null)
-  [ "$status" != 000 ] || body=$(cat "$work/curl-error")
-}
-# expect_http NAME STATUS JQ-FILTER: the last answer had STATUS and its body
-# passes the jq filter; prints both when not.
-expect_http() {
-  if [ "$status" = "$2" ] && jq_true "$body" "$3"; then
-    pass "$1"
-  else
-    fail "$1 (wanted $2 and $3, got $status $body)"
-  fi
-}
-# wait_for SECONDS COMMAND...: retries the command every 0.3 s.
-wait_for() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.3
-  done
-}
+# Calls into the partitioned cluster may take the hop time-outs of several nodes.
+http_max_time=20
 
 for tool in docker cargo curl jq; do
   command -v "$tool" >/dev/null || abort "$tool is installed"
