@@ -40,13 +40,20 @@ pub fn decode_key(segment: &str) -> Result<String, Invalid> {
     Ok(key)
 }
 
-/// The key rules: 1 to 250 characters, no `/`.
+/// The key rules: 1 to 250 characters, no `/`, and neither `.` nor `..`
+/// (a URL cannot carry those as a path segment: clients and proxies
+/// resolve them away, so the key would reach another resource).
 pub fn check_key(key: &str) -> Result<(), Invalid> {
     if key.is_empty() {
         return Err(bad("The key is empty."));
     }
     if key.contains('/') {
         return Err(bad("The key must not contain '/'."));
+    }
+    if key == "." || key == ".." {
+        return Err(bad(
+            "The keys \".\" and \"..\" are not allowed: a URL cannot carry them as a path segment.",
+        ));
     }
     let chars = key.chars().count();
     if chars > MAX_KEY_CHARS {
@@ -326,7 +333,9 @@ mod tests {
 
     #[test]
     fn bad_keys_are_refused() {
-        for seg in ["", "a%2Fb", "a%2fb", "%zz", "%4", "%FF", "%C3"] {
+        for seg in [
+            "", "a%2Fb", "a%2fb", "%zz", "%4", "%FF", "%C3", ".", "..", "%2E", "%2e%2E",
+        ] {
             assert!(
                 matches!(decode_key(seg), Err(Invalid::BadRequest(_))),
                 "{seg}"
@@ -336,6 +345,9 @@ mod tests {
         assert!(decode_key(&percent_encode(&long)).is_err());
         let longest = "é".repeat(250);
         assert_eq!(decode_key(&percent_encode(&longest)).unwrap(), longest);
+        for dotted in [".a", "...", "a.", ".%2E."] {
+            assert!(decode_key(dotted).is_ok(), "{dotted}");
+        }
     }
 
     #[test]

@@ -1,35 +1,36 @@
 //! Routing and handlers: each request is decoded, handed to the node, and
 //! its outcome encoded. No decision about data or the tree is made here;
 //! those are the node's (`node`), and node-to-node bodies and headers are
-//! read and written by `wire`.
+//! read and written by `wire`. Requests and answers are the server's own
+//! (`message`): a request arrives whole, its body read within the limit of
+//! its route ([`largest_body`]).
 //!
-//! A request is handled in one of two lanes (see `server`). Anything the
-//! node answers alone (a cache hit, `/metrics`, an invalidation) is answered
-//! at once by the thread that received it. Anything that must wait on
-//! another node (a miss, a forwarded write, a write at the root that waits
-//! for invalidations) becomes [`Deferred`] work for the upstream pool, so
-//! that waiting on a parent can never use up the threads that answer the
-//! invalidations the parent may be sending us.
+//! A request is handled in one of two lanes of workers (see `server`),
+//! chosen by its route ([`lane`]). Work that may wait on another node (a
+//! read that may miss, a write, a fill, an invalidation, the tree asked of
+//! the root, replication) runs in the lane that waits, whose pool grows, so
+//! that however much of it waits, threads remain for the rest; what the
+//! node answers alone (`/`, `/ready`, `/metrics`, the docs, joins, flushes,
+//! release notices) runs on the receivers. A receiver that finds its
+//! request must wait after all hands it on as [`Deferred`] work.
 //!
-//! Every request is timed from the moment a receiver takes it to the moment
-//! its answer has been written, in either lane, into the histogram of its
+//! Every request is timed from the moment the server had its whole head to
+//! the moment its answer is made, in either lane, into the histogram of its
 //! method and route (`metrics::RequestDurations`).
 //!
-//! A plain `GET /store/{key}` that hits mostly never reaches a receiver: the
-//! gate asks [`answer_now`] first, which answers it with the same code
-//! (`value_reply`, `response_of`), counts it and times it (from the moment
-//! the gate has the head until its answer is made) as a receiver would.
+//! A plain `GET /store/{key}` that hits never reaches a worker: the server
+//! asks [`answer_now`] first, which answers it with the same code
+//! (`value_reply`), counts it and times it as a worker would.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use tiny_http::{HTTPVersion, Header, Method, Request, Response};
-
 use crate::auth::{Guard, Signed};
+use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::expiry;
 use crate::http::docs;
+use crate::http::message::{Reply, Request};
 use crate::input::{self, decode_key, key_value_body, Listing, MAX_BODY_BYTES};
 use crate::metrics::{RequestSeries, RouteName};
 use crate::node::{Gathered, Node, Write};
@@ -41,29 +42,67 @@ use crate::wire::{
     Replicate, ETAG_HEADER, FILL_PREFIX, REQUEST_ID_HEADER, SESSION_HEADER, STORE_PREFIX,
 };
 
-const JSON: &str = "application/json";
 /// Largest replication request: a catch-up chunk of about 1 MiB, plus one
 /// record of the largest value.
 const MAX_REPLICATION_BYTES: usize = 4 << 20;
+/// How long a replication call may take at the standby: a catch-up chunk
+/// is given 30 s by the primary.
+const REPLICATION_TIME: Duration = Duration::from_secs(31);
+/// The largest answer to `POST /mget`: its values, in all.
+const MAX_MGET_ANSWER: usize = 8 << 20;
+/// The most `POST /mget` answers made at once: with [`MAX_MGET_ANSWER`],
+/// what they take is bounded for the whole node.
+const MGETS_AT_ONCE: usize = 16;
 
-/// An answer to send.
-pub struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    content_type: &'static str,
-    headers: Vec<(String, String)>,
+/// The answers to `POST /mget` being made, at most [`MGETS_AT_ONCE`].
+static MGETS: Slots = Slots::new(MGETS_AT_ONCE);
+
+/// A count of things under way, at most `max`, waited for with a deadline.
+struct Slots {
+    taken: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
 }
 
-impl Reply {
-    fn json(status: u16, body: Vec<u8>) -> Reply {
-        Reply {
-            status,
-            body,
-            content_type: JSON,
-            headers: Vec::new(),
+/// One of the [`Slots`], given back when dropped.
+struct Slot(&'static Slots);
+
+impl Slots {
+    const fn new(max: usize) -> Slots {
+        Slots {
+            taken: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max,
         }
     }
 
+    /// A slot, once one is free; `None` when none is by `deadline`.
+    fn take(&'static self, deadline: Deadline) -> Option<Slot> {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        while *taken >= self.max {
+            let wait = deadline.remaining();
+            if wait.is_zero() {
+                return None;
+            }
+            taken = self
+                .freed
+                .wait_timeout(taken, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *taken += 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.taken.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl Reply {
     fn error(e: &Error) -> Reply {
         let mut reply = Reply::json(e.status(), e.body());
         match e {
@@ -89,19 +128,68 @@ impl Reply {
 impl From<Answer> for Reply {
     fn from(a: Answer) -> Reply {
         Reply {
-            status: a.status,
-            body: a.body,
-            content_type: JSON,
             headers: a.headers,
+            ..Reply::json(a.status, a.body)
         }
     }
 }
 
-/// Work that waits on another node, for the upstream pool.
+/// The most body bytes a request to `path` may carry; the server refuses a
+/// longer one (413) before it reads any of it.
+pub fn largest_body(path: &str) -> usize {
+    match path {
+        wire::REPLICATE_PATH => MAX_REPLICATION_BYTES,
+        _ => MAX_BODY_BYTES,
+    }
+}
+
+/// The lane of workers a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The receivers: what the node answers without waiting on another.
+    Receive,
+    /// The lane that waits on other nodes.
+    Wait,
+}
+
+/// Which lane `request` goes to, by its route.
+pub fn lane(request: &Request) -> Lane {
+    match route(request.path()) {
+        Some((
+            Route::Store(_)
+            | Route::Mget
+            | Route::Keys
+            | Route::Nodes
+            | Route::Fill(_)
+            | Route::Invalidate
+            | Route::Replicate,
+            _,
+        )) => Lane::Wait,
+        _ => Lane::Receive,
+    }
+}
+
+/// How long the server waits for a worker's answer to `request` before it
+/// answers 503 itself: the request's budget (`--upstream-timeout`) and a
+/// second; a replication call, which the primary gives longer.
+pub fn time_allowed(request: &Request, config: &Config) -> Duration {
+    match request.path() {
+        wire::REPLICATE_PATH => REPLICATION_TIME,
+        _ => config.upstream_timeout + Duration::from_secs(1),
+    }
+}
+
+/// Work that waits on another node, for the lane that waits.
 pub struct Deferred {
-    request: Request,
     work: Work,
     timing: Timing,
+}
+
+/// What a worker made of a request.
+pub enum Handled {
+    Done(Reply),
+    /// Work that waits on another node, for the lane that waits.
+    Defer(Deferred),
 }
 
 /// When a request was received, and the series its time goes to.
@@ -112,19 +200,20 @@ struct Timing {
 }
 
 impl Timing {
-    fn start(request: &Request) -> Timing {
-        Timing::of(request.method().as_str(), request.url())
+    /// From the moment the server had the request's head.
+    fn of(request: &Request) -> Timing {
+        let route = route(request.path()).map_or(RouteName::Other, |(r, _)| r.name());
+        Timing {
+            received: request.received,
+            series: RequestSeries::of(&request.method, route),
+        }
     }
 
-    /// From now, for a request of `method` to `url` (its path and query).
-    fn of(method: &str, url: &str) -> Timing {
-        let received = Instant::now();
-        let path = url.split_once('?').map_or(url, |(path, _)| path);
-        let route = route(path).map_or(RouteName::Other, |(r, _)| r.name());
-        Timing {
-            received,
-            series: RequestSeries::of(method, route),
-        }
+    /// Counts the request's time until now in its series.
+    fn observe(self, node: &Node) {
+        node.metrics()
+            .requests
+            .observe(self.series, self.received.elapsed());
     }
 }
 
@@ -138,6 +227,8 @@ enum Work {
     Mget {
         gathered: Gathered,
         deadline: Deadline,
+        /// Held until the answer is made.
+        _slot: Slot,
     },
     Keys {
         listing: Listing,
@@ -244,29 +335,21 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     Some(r)
 }
 
-/// Handles a request on the receiving thread; returns the work to defer, if any.
-pub fn handle(node: &Node, guard: &Guard, mut request: Request) -> Option<Deferred> {
-    let timing = Timing::start(&request);
-    match dispatch(node, guard, &mut request) {
-        Ok(Step::Done(reply)) => {
-            respond(node, request, reply, timing);
-            None
-        }
-        Ok(Step::Defer(work)) => Some(Deferred {
-            request,
-            work,
-            timing,
-        }),
-        Err(e) => {
-            drain(&mut request);
-            respond(node, request, Reply::error(&e), timing);
-            None
-        }
-    }
+/// Handles a request on a worker: its answer, or the work that must wait
+/// on another node.
+pub fn handle(node: &Node, guard: &Guard, request: Request) -> Handled {
+    let timing = Timing::of(&request);
+    let reply = match dispatch(node, guard, request) {
+        Ok(Step::Done(reply)) => reply,
+        Ok(Step::Defer(work)) => return Handled::Defer(Deferred { work, timing }),
+        Err(e) => Reply::error(&e),
+    };
+    timing.observe(node);
+    Handled::Done(reply)
 }
 
-/// Runs deferred work on the upstream pool and answers.
-pub fn finish(node: &Node, deferred: Deferred) {
+/// Runs deferred work, on the lane that waits: its answer.
+pub fn finish(node: &Node, deferred: Deferred) -> Reply {
     let reply = match deferred.work {
         Work::Read {
             key,
@@ -284,6 +367,7 @@ pub fn finish(node: &Node, deferred: Deferred) {
         Work::Mget {
             mut gathered,
             deadline,
+            _slot,
         } => node
             .read_many(&mut gathered, deadline)
             .map(|()| mget_reply(&gathered)),
@@ -328,124 +412,41 @@ pub fn finish(node: &Node, deferred: Deferred) {
         }),
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));
-    respond(node, deferred.request, reply, deferred.timing);
+    deferred.timing.observe(node);
+    reply
 }
 
-/// Answers a plain `GET /store/{key}` (`head`, a whole request head with no
-/// body) at once when it is a hit this node may serve right now: the bytes
-/// of the very answer a receiver would send, made by the same functions
-/// (`value_reply`, `response_of`), and counted and timed as a receiver's
-/// answer is. `None` for anything else, which then goes to tiny_http as it
-/// came and is answered (or refused) there: a head tiny_http would read
-/// otherwise, or that asks for more than a plain read (see `Head::plain`),
-/// a token that does not pass, a node not joined, a miss, no lease.
+/// Answers a plain `GET /store/{key}` at once when it is a hit this node
+/// may serve right now: the very answer a worker would make, by the same
+/// function (`value_reply`), counted and timed as a worker's answer is.
+/// `None` for anything else, which then goes to a worker: a request that
+/// asks for more than a plain read (a query, a body, a signature), a token
+/// that does not pass, a node not joined, a miss, no lease.
 ///
-/// The gate calls it on its one thread, which serves every connection: it
-/// takes the key's shard lock for the lookup only, and the locks of the
+/// The server calls it on its one thread, which serves every connection:
+/// it takes the key's shard lock for the lookup only, and the locks of the
 /// lease and the tokens only for a moment each, none of them held across
 /// I/O; it waits on no other node.
-pub fn answer_now(node: &Node, guard: &Guard, head: &[u8]) -> Option<Vec<u8>> {
-    let head = Head::parse(head)?;
-    if head.method != "GET" || head.version != "HTTP/1.1" || !head.plain() {
+pub fn answer_now(node: &Node, guard: &Guard, request: &Request) -> Option<Reply> {
+    if request.method != "GET" || !request.body.is_empty() || request.target.contains('?') {
         return None;
     }
-    // A query (`local`, say) is the receivers' to read.
-    if head.url.contains('?') {
-        return None;
-    }
-    let timing = Timing::of(head.method, head.url);
-    // As `dispatch` checks them, in its order.
-    if guard.needs_body(&head) {
-        return None;
-    }
-    guard.client(head.header("Authorization"), false).ok()?;
-    let Some((Route::Store(segment), _)) = route(head.url) else {
+    let Some((Route::Store(segment), _)) = route(&request.target) else {
         return None;
     };
+    // As `dispatch` checks them, in its order.
+    if guard.needs_body(request) {
+        return None;
+    }
+    guard.client(request.header("Authorization"), false).ok()?;
     let key = decode_key(segment).ok()?;
     node.require_joined().ok()?;
-    input::request_id(head.header(REQUEST_ID_HEADER)).ok()?;
-    let unless = head.header(IF_NONE_MATCH).map(Tags::parse);
+    input::request_id(request.header(REQUEST_ID_HEADER)).ok()?;
+    let unless = request.header(IF_NONE_MATCH).map(Tags::parse);
     let found = node.hit_now(&key, |v| key_value_body(&key, v))?;
     let reply = value_reply(found.value, found.version, found.expires, unless.as_ref());
-    let mut answer = Vec::new();
-    // The request headers tiny_http would consult here are `TE`'s, which
-    // a plain head has none of.
-    response_of(node, reply)
-        .raw_print(&mut answer, HTTPVersion(1, 1), &[], false, None)
-        .expect("writing to a Vec cannot fail");
-    node.metrics()
-        .requests
-        .observe(timing.series, timing.received.elapsed());
-    Some(answer)
-}
-
-/// A request head as the gate holds it, read as tiny_http reads one: the
-/// request line's three parts, and each header's name and trimmed value.
-struct Head<'h> {
-    method: &'h str,
-    url: &'h str,
-    version: &'h str,
-    headers: Vec<(&'h str, &'h str)>,
-}
-
-impl<'h> Head<'h> {
-    /// `None` for a head tiny_http would refuse or read differently (not
-    /// ASCII, a bare CR or LF, a malformed line): tiny_http answers it.
-    fn parse(head: &'h [u8]) -> Option<Head<'h>> {
-        let text = std::str::from_utf8(head).ok().filter(|t| t.is_ascii())?;
-        let lines: Vec<&str> = text.strip_suffix("\r\n\r\n")?.split("\r\n").collect();
-        // Lines end at CR LF only: tiny_http keeps a lone CR or LF in its line.
-        if lines.iter().any(|l| l.contains(['\r', '\n'])) {
-            return None;
-        }
-        let mut lines = lines.into_iter();
-        let mut parts = lines.next()?.trim().split(' ');
-        let (method, url, version) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let mut headers = Vec::new();
-        for line in lines {
-            let (name, value) = line.trim().split_once(':')?;
-            if name.is_empty() || name.contains(char::is_whitespace) {
-                return None;
-            }
-            headers.push((name, value.trim()));
-        }
-        Some(Head {
-            method,
-            url,
-            version,
-            headers,
-        })
-    }
-
-    /// Nothing in the head asks for more than a plain read kept alive: no
-    /// body, no `Connection` but `keep-alive` (after `close` tiny_http ends
-    /// the connection), no `Expect`, `TE` (it chooses the answer's
-    /// transfer coding) or `Upgrade`.
-    fn plain(&self) -> bool {
-        self.headers.iter().all(|(name, value)| {
-            let is = |n: &str| name.eq_ignore_ascii_case(n);
-            if is("Content-Length") {
-                *value == "0"
-            } else if is("Connection") {
-                value.eq_ignore_ascii_case("keep-alive")
-            } else {
-                !(is("Transfer-Encoding") || is("Expect") || is("TE") || is("Upgrade"))
-            }
-        })
-    }
-}
-
-impl Headers for Head<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    }
+    Timing::of(request).observe(node);
+    Some(reply)
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`
@@ -468,32 +469,28 @@ fn is_node_to_node(route: &Route<'_>) -> bool {
     )
 }
 
-fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, Error> {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let method = request.method().clone();
-    let write = matches!(method, Method::Put | Method::Delete);
-    if is_data_path(path) && !guard.needs_body(&RequestHeaders(request)) {
+fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Error> {
+    let body = std::mem::take(&mut request.body);
+    let headers = &request;
+    let (path, query) = (request.path(), request.query());
+    let method = request.method.as_str();
+    let write = matches!(method, "PUT" | "DELETE");
+    if is_data_path(path) && !guard.needs_body(headers) {
         // A client's request: its token, before anything else.
-        guard.client(RequestHeaders(request).header("Authorization"), write)?;
+        guard.client(headers.header("Authorization"), write)?;
     }
     let Some((route, allow)) = route(path) else {
         return Err(Error::NotFound(format!("There is no resource at {path}.")));
     };
-    if !allow.split(", ").any(|m| m == method.as_str()) {
+    if !allow.split(", ").any(|m| m == method) {
         return Err(Error::MethodNotAllowed { allow });
     }
-    // A signed request: read what its signature covers, and check it.
-    let mut signed_body = if is_node_to_node(&route) || guard.needs_body(&RequestHeaders(request)) {
-        let body = match route {
-            // A catch-up's chunk may be a few MiB; a live write is small.
-            Route::Replicate => read_body_up_to(request, MAX_REPLICATION_BYTES)?,
-            _ => read_body(request)?,
-        };
+    // A signed request: check what its signature covers.
+    if is_node_to_node(&route) || guard.needs_body(headers) {
         let parts = Signed {
-            method: method.as_str(),
-            path: &url,
-            headers: &RequestHeaders(request),
+            method,
+            path: &request.target,
+            headers,
             body: &body,
         };
         if is_node_to_node(&route) {
@@ -501,16 +498,12 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
         } else {
             guard.data(&parts, None, write)?;
         }
-        Some(body)
-    } else {
-        None
-    };
-    let headers = RequestHeaders(request);
-    let deadline = Deadline::from_budget(wire::budget(&headers), node.config().upstream_timeout);
+    }
+    let deadline = Deadline::from_budget(wire::budget(headers), node.config().upstream_timeout);
     // A call bounded by the caller's hop timeout is answered (if only with
     // an error, or "still working") well within it.
     let own_hop = node.config().hop_timeout;
-    let hop = wire::hop(&headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
+    let hop = wire::hop(headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
     let request_id = input::request_id(headers.header(REQUEST_ID_HEADER))?;
     match route {
         Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
@@ -526,7 +519,7 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
             let key = decode_key(segment)?;
             node.require_joined()?;
             match method {
-                Method::Get => {
+                "GET" => {
                     let local = input::local_flag(query)?;
                     let unless = headers.header(IF_NONE_MATCH).map(Tags::parse);
                     match node.read_now(&key, local, |v| key_value_body(&key, v))? {
@@ -543,9 +536,8 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
                         })),
                     }
                 }
-                Method::Put => {
-                    let body = take_body(&mut signed_body, request)?;
-                    let condition = write_condition(&RequestHeaders(request));
+                "PUT" => {
+                    let condition = write_condition(headers);
                     let put = input::put_body(&body)?;
                     Ok(Step::Defer(Work::Write {
                         key,
@@ -560,7 +552,7 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
                     }))
                 }
                 _ => {
-                    let condition = write_condition(&headers);
+                    let condition = write_condition(headers);
                     Ok(Step::Defer(Work::Write {
                         key,
                         write: Write {
@@ -577,11 +569,20 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
         }
         Route::Mget => {
             node.require_joined()?;
-            let keys = input::mget_keys(&take_body(&mut signed_body, request)?)?;
-            let gathered = node.read_many_now(keys)?;
+            let keys = input::mget_keys(&body)?;
+            let slot = MGETS.take(deadline).ok_or_else(|| {
+                Error::Unavailable(
+                    "This node is making as many mget answers as it may at once; try again.".into(),
+                )
+            })?;
+            let gathered = node.read_many_now(keys, MAX_MGET_ANSWER)?;
             match gathered.incomplete() {
                 false => Ok(Step::Done(mget_reply(&gathered))),
-                true => Ok(Step::Defer(Work::Mget { gathered, deadline })),
+                true => Ok(Step::Defer(Work::Mget {
+                    gathered,
+                    deadline,
+                    _slot: slot,
+                })),
             }
         }
         Route::Keys => {
@@ -597,33 +598,29 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
             None => Ok(Step::Defer(Work::Tree { deadline })),
         },
         Route::Join => {
-            let join = Join::decode(&take_body(&mut signed_body, request)?)?;
+            let join = Join::decode(&body)?;
             if node.is_root() {
-                let headers = RequestHeaders(request);
                 guard.join(&join.name, headers.header(SESSION_HEADER))?;
             }
             Ok(Step::Done(Reply::of(&node.join(&join)?)))
         }
         Route::Metrics => Ok(Step::Done(Reply {
-            status: 200,
-            body: node.metrics_text().into_bytes(),
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            headers: Vec::new(),
+            ..Reply::json(200, node.metrics_text().into_bytes())
         })),
         Route::OpenApi => Ok(Step::Done(Reply {
-            status: 200,
-            body: docs::OPENAPI_YAML.as_bytes().to_vec(),
             content_type: "application/yaml",
-            headers: Vec::new(),
+            ..Reply::json(200, docs::OPENAPI_YAML.as_bytes().to_vec())
         })),
         Route::Docs => Ok(Step::Done(Reply {
-            status: 200,
-            body: docs::swagger_page(&node.config().docs_assets_url).into_bytes(),
             content_type: "text/html; charset=utf-8",
-            headers: Vec::new(),
+            ..Reply::json(
+                200,
+                docs::swagger_page(&node.config().docs_assets_url).into_bytes(),
+            )
         })),
         Route::Fill(segment) => {
-            let fill = FillRequest::decode(decode_key(segment)?, &RequestHeaders(request))?;
+            let fill = FillRequest::decode(decode_key(segment)?, headers)?;
             match node.serve_fill_now(&fill, deadline)? {
                 Some(answer) => Ok(Step::Done(answer.answer(&fill.key).into())),
                 None => Ok(Step::Defer(Work::Fill {
@@ -636,7 +633,7 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
         Route::Invalidate => {
             // Deferred: it may wait (a little) on the children, and the
             // receivers must stay free for what does not wait.
-            let message = Invalidate::decode(&take_body(&mut signed_body, request)?)?;
+            let message = Invalidate::decode(&body)?;
             Ok(Step::Defer(Work::Invalidate {
                 message,
                 deadline,
@@ -644,19 +641,15 @@ fn dispatch(node: &Node, guard: &Guard, request: &mut Request) -> Result<Step, E
             }))
         }
         Route::Flush => {
-            Flush::decode(&take_body(&mut signed_body, request)?)?;
+            Flush::decode(&body)?;
             Ok(Step::Done(Reply::of(&node.flush())))
         }
         Route::Evicted => {
-            let notice = Release::decode(&take_body(&mut signed_body, request)?)?;
+            let notice = Release::decode(&body)?;
             Ok(Step::Done(Reply::of(&node.release(&notice, deadline)?)))
         }
         Route::Replicate => {
-            let body = match signed_body.take() {
-                Some(body) => body,
-                None => read_body_up_to(request, MAX_REPLICATION_BYTES)?,
-            };
-            let message = Replicate::decode(&RequestHeaders(request), body)?;
+            let message = Replicate::decode(headers, body)?;
             Ok(Step::Defer(Work::Replicate { message }))
         }
     }
@@ -746,90 +739,4 @@ fn mget_reply(gathered: &Gathered) -> Reply {
     serde_json::to_writer(&mut body, &missing).expect("writing to a Vec cannot fail");
     body.push(b'}');
     Reply::json(200, body)
-}
-
-/// The headers of a request received, as `wire` reads them.
-struct RequestHeaders<'r>(&'r Request);
-
-impl Headers for RequestHeaders<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.0
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
-    }
-}
-
-/// The body already read for a signature check, else read now.
-fn take_body(signed: &mut Option<Vec<u8>>, request: &mut Request) -> Result<Vec<u8>, Error> {
-    match signed.take() {
-        Some(body) => Ok(body),
-        None => read_body(request),
-    }
-}
-
-/// Reads the body, refusing one over the limit before reading it.
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
-    read_body_up_to(request, MAX_BODY_BYTES)
-}
-
-/// Reads a body of at most `limit` bytes, refusing a larger one before reading it.
-fn read_body_up_to(request: &mut Request, limit: usize) -> Result<Vec<u8>, Error> {
-    let too_large =
-        || Error::PayloadTooLarge(format!("The request body is larger than {limit} bytes."));
-    if request.body_length().is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::BadRequest(format!("The request body could not be read: {e}.")))?;
-    if body.len() > limit {
-        return Err(too_large());
-    }
-    Ok(body)
-}
-
-/// Reads and discards a small unread body, so the connection stays usable.
-fn drain(request: &mut Request) {
-    if request.body_length().is_some_and(|n| n <= MAX_BODY_BYTES) {
-        let _ = std::io::copy(&mut request.as_reader(), &mut std::io::sink());
-    }
-}
-
-fn respond(node: &Node, request: Request, reply: Reply, timing: Timing) {
-    if let Err(e) = request.respond(response_of(node, reply)) {
-        log::debug!("could not send a response: {e}");
-    }
-    node.metrics()
-        .requests
-        .observe(timing.series, timing.received.elapsed());
-}
-
-/// The answer as tiny_http sends it, counted by its status: the one place
-/// an answer's status line and headers are made, for a receiver's answer
-/// and for the gate's alike (`answer_now`).
-fn response_of(node: &Node, reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
-    node.count_response(reply.status);
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
-    // A 304 has no body, so no type of one.
-    if reply.status != 304 {
-        response.add_header(header_of("Content-Type", reply.content_type));
-    }
-    for (name, value) in &reply.headers {
-        response.add_header(header_of(name, value));
-    }
-    if reply.status == 413 {
-        // The rest of an oversized body is not read: end the connection.
-        response.add_header(header_of("Connection", "close"));
-    }
-    response
-}
-
-fn header_of(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("header names and values are ASCII")
 }

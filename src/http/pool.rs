@@ -1,16 +1,21 @@
-//! A pool of threads that grows when every thread is busy and shrinks when
-//! threads idle: the lane of work that waits on other nodes. A frozen node
-//! can hold some of that work for seconds (a write waiting for a holder's
-//! session to end, say); a fixed pool would then run dry and stall work that
-//! waits on nobody. The pool keeps `min` threads, starts another whenever a
-//! job arrives with none idle (up to `max`, after which jobs queue), and
-//! lets a thread beyond `min` go after it idled for a while.
+//! A pool of worker threads, started when work needs them and given back
+//! after: a node at rest runs none. The pool starts a thread whenever a job
+//! arrives with none idle (up to `max`, after which jobs queue), and lets a
+//! thread go once it has idled for [`IDLE`]. A frozen node can hold work
+//! that waits on it for seconds (a write waiting for a holder's session to
+//! end, say); the lane of such work has a large `max`, so that it does not
+//! run dry and stall work that waits on nobody.
+//!
+//! Its threads run `SCHED_BATCH`: a thread of that policy, when woken, does
+//! not preempt the one running on its CPU, which is most often the event
+//! loop that woke it and still has answers to write. CPU shares are as
+//! before (the same weight); only wake-up preemption goes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// How long a thread beyond the minimum idles before it goes.
+/// How long a thread idles before it goes.
 const IDLE: Duration = Duration::from_secs(10);
 
 /// A pool running jobs of type `J` with `run`.
@@ -22,7 +27,6 @@ struct Shared<J> {
     state: Mutex<State<J>>,
     work: Condvar,
     run: Box<dyn Fn(J) + Send + Sync>,
-    min: usize,
     max: usize,
     name: &'static str,
 }
@@ -34,13 +38,8 @@ struct State<J> {
 }
 
 impl<J: Send + 'static> Pool<J> {
-    /// A pool of `min` threads at first, `max` at most, named `name-N`.
-    pub fn new(
-        name: &'static str,
-        min: usize,
-        max: usize,
-        run: impl Fn(J) + Send + Sync + 'static,
-    ) -> Pool<J> {
+    /// A pool of no threads at first, `max` at most, named `name-N`.
+    pub fn new(name: &'static str, max: usize, run: impl Fn(J) + Send + Sync + 'static) -> Pool<J> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -49,16 +48,9 @@ impl<J: Send + 'static> Pool<J> {
             }),
             work: Condvar::new(),
             run: Box::new(run),
-            min,
-            max: max.max(min).max(1),
+            max: max.max(1),
             name,
         });
-        {
-            let mut state = shared.state.lock().unwrap();
-            for _ in 0..min {
-                spawn(&shared, &mut state);
-            }
-        }
         Pool { shared }
     }
 
@@ -85,7 +77,10 @@ fn spawn<J: Send + 'static>(shared: &Arc<Shared<J>>, state: &mut State<J>) {
     let n = state.threads;
     let started = std::thread::Builder::new()
         .name(format!("{}-{n}", shared.name))
-        .spawn(move || work(&s));
+        .spawn(move || {
+            batch_policy();
+            work(&s)
+        });
     match started {
         Ok(_) => state.threads += 1,
         Err(e) => log::warn!("cannot start another {} thread: {e}", shared.name),
@@ -108,10 +103,25 @@ fn work<J>(shared: &Shared<J>) {
             .unwrap_or_else(|e| e.into_inner());
         state = next;
         state.idle -= 1;
-        if waited.timed_out() && state.queue.is_empty() && state.threads > shared.min {
+        if waited.timed_out() && state.queue.is_empty() {
             state.threads -= 1;
             return;
         }
+    }
+}
+
+/// Sets the calling thread's scheduling policy to `SCHED_BATCH` (see the
+/// module docs).
+fn batch_policy() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (0) with a valid
+    // parameter; SCHED_BATCH needs no privilege.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        log::debug!(
+            "cannot set the scheduling policy: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -126,7 +136,7 @@ mod tests {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
         let tx = Mutex::new(tx);
-        let pool = Pool::new("test", 2, 50, move |n: u32| {
+        let pool = Pool::new("test", 50, move |n: u32| {
             if n < 10 {
                 // Blocks, like work waiting on a frozen node.
                 let _ = release_rx.lock().unwrap().recv();
@@ -154,7 +164,7 @@ mod tests {
     fn the_pool_stops_growing_at_its_bound() {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
-        let pool = Pool::new("bounded", 1, 3, move |_: u32| {
+        let pool = Pool::new("bounded", 3, move |_: u32| {
             let _ = release_rx.lock().unwrap().recv();
         });
         for n in 0..10 {

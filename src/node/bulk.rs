@@ -5,7 +5,10 @@
 //!   hits are answered from this node's copy (on the receiving thread, when
 //!   every key hits), and misses go up through the parent, several at once.
 //!   A key that cannot be read (its upstream failed) fails the request with
-//!   that error: an answer never calls a key missing that may exist.
+//!   that error: an answer never calls a key missing that may exist. The
+//!   values of one answer take at most the bound the caller gives (413
+//!   past it), so that a small request cannot make the node build an
+//!   answer of a thousand values of 1 MiB.
 //! - `GET /keys`: a page of keys from the primary copy, on the root; every
 //!   other node (a standby of the root group too) asks the root.
 
@@ -29,6 +32,17 @@ pub struct Gathered {
     pub keys: Vec<String>,
     pub values: Vec<Option<Vec<u8>>>,
     unread: Vec<usize>,
+    /// The values' bytes so far, and the most they may take.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// 413 for an answer whose values would pass `max` bytes.
+fn too_large(max: usize) -> Error {
+    Error::PayloadTooLarge(format!(
+        "The values asked for take more than {} MiB; ask for fewer keys at once.",
+        max >> 20
+    ))
 }
 
 impl Gathered {
@@ -41,13 +55,20 @@ impl Gathered {
 impl Node {
     /// `POST /mget`, the part answered from this node's own copy: every key
     /// is looked up here; those that must go upstream are left unread
-    /// (`Node::read_many`).
-    pub fn read_many_now(&self, keys: Vec<String>) -> Result<Gathered, Error> {
+    /// (`Node::read_many`). The values found take at most `max_bytes`.
+    pub fn read_many_now(&self, keys: Vec<String>, max_bytes: usize) -> Result<Gathered, Error> {
         let mut values = Vec::with_capacity(keys.len());
         let mut unread = Vec::new();
+        let mut bytes = 0;
         for (i, key) in keys.iter().enumerate() {
             match self.read_now(key, false, <[u8]>::to_vec) {
-                Ok(Some(found)) => values.push(Some(found.value)),
+                Ok(Some(found)) => {
+                    bytes += found.value.len();
+                    if bytes > max_bytes {
+                        return Err(too_large(max_bytes));
+                    }
+                    values.push(Some(found.value));
+                }
                 Ok(None) => {
                     values.push(None);
                     unread.push(i);
@@ -60,6 +81,8 @@ impl Node {
             keys,
             values,
             unread,
+            bytes,
+            max_bytes,
         })
     }
 
@@ -70,6 +93,8 @@ impl Node {
         let next = AtomicUsize::new(0);
         let failure: Mutex<Option<Error>> = Mutex::new(None);
         let read: Mutex<Vec<(usize, Option<Vec<u8>>)>> = Mutex::new(Vec::new());
+        let bytes = AtomicUsize::new(gathered.bytes);
+        let max_bytes = gathered.max_bytes;
         let keys = &gathered.keys;
         let work = || loop {
             let n = next.fetch_add(1, Ordering::Relaxed);
@@ -78,7 +103,14 @@ impl Node {
                 return;
             }
             match self.read(&keys[i], deadline) {
-                Ok(found) => read.lock().unwrap().push((i, found.map(|f| f.value))),
+                Ok(found) => {
+                    let size = found.as_ref().map_or(0, |f| f.value.len());
+                    if bytes.fetch_add(size, Ordering::Relaxed) + size > max_bytes {
+                        failure.lock().unwrap().get_or_insert(too_large(max_bytes));
+                        return;
+                    }
+                    read.lock().unwrap().push((i, found.map(|f| f.value)));
+                }
                 Err(e) => {
                     failure.lock().unwrap().get_or_insert(e);
                     return;
@@ -98,6 +130,7 @@ impl Node {
         for (i, value) in read.into_inner().unwrap() {
             gathered.values[i] = value;
         }
+        gathered.bytes = bytes.into_inner();
         Ok(())
     }
 

@@ -322,7 +322,7 @@ fn mget_on_a_leaf_reads_each_key_as_a_get_would_and_caches_on_the_path() {
     }
     assert_eq!(t.get(3, "a").as_deref(), Some("\"a\""), "a hit at NODE-4");
     let keys: Vec<String> = ["a", "b", "nope", "c"].map(String::from).into();
-    let mut gathered = t.nodes[3].read_many_now(keys).unwrap();
+    let mut gathered = t.nodes[3].read_many_now(keys, usize::MAX).unwrap();
     assert!(gathered.incomplete(), "b and c must be read upstream");
     t.nodes[3].read_many(&mut gathered, deadline()).unwrap();
     let values: Vec<Option<&[u8]>> = gathered.values.iter().map(|v| v.as_deref()).collect();
@@ -336,7 +336,7 @@ fn mget_on_a_leaf_reads_each_key_as_a_get_would_and_caches_on_the_path() {
     }
     // All hits now: answered from NODE-4's copy alone.
     let again = t.nodes[3]
-        .read_many_now(vec!["a".into(), "c".into()])
+        .read_many_now(vec!["a".into(), "c".into()], usize::MAX)
         .unwrap();
     assert!(!again.incomplete());
 }

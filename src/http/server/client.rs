@@ -199,6 +199,33 @@ impl Client {
         }
     }
 
+    /// Reads and drops what the socket has (a connection being closed):
+    /// how many bytes, and whether the client has sent its last one.
+    pub fn discard(&mut self, scratch: &mut [u8]) -> Result<(usize, bool), ()> {
+        let mut dropped = 0;
+        loop {
+            match self.tcp.read(scratch) {
+                Ok(0) => return Ok((dropped, true)),
+                Ok(n) if n < scratch.len() => return Ok((dropped + n, false)),
+                Ok(n) => {
+                    dropped += n;
+                    // The caller weighs this against its bound.
+                    if dropped >= 16 * scratch.len() {
+                        return Ok((dropped, false));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok((dropped, false)),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    /// Ends our side of the stream: the client reads to its end.
+    pub fn shut_down(&mut self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Queues the end of a TLS session (close_notify), once; nothing for
     /// plain TCP or a session whose handshake is not done.
     pub fn finish(&mut self) {

@@ -1,4 +1,4 @@
-//! A small epoll handle: the calls the gate makes, each a thin wrapper.
+//! A small epoll handle: the calls the server makes, each a thin wrapper.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
