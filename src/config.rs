@@ -156,7 +156,7 @@ pub const FLAGS: &[Flag] = {
             "N",
             "THREADS",
             Described("2 per core, 4 to 32"),
-            "HTTP receiver threads, 1 to 1024",
+            "most HTTP receiver threads (started on demand), 1 to 1024",
         ),
         flag(
             "--log-level",

@@ -16,11 +16,13 @@
 //! - `config`: flags and environment into one validated `Config`.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
-//! - `http/`: both ends of HTTP: `gate` (our accept loop in front of
-//!   tiny_http: the limits, and TLS), `server` (tiny_http and the worker
-//!   pools), `api` (routing: decode, call the node, encode), `docs`
-//!   (openapi.yaml and /docs), `client` (calls to other nodes) and
-//!   `resolve` (its name lookups, bounded in time).
+//! - `http/`: both ends of HTTP: `server` (the one event loop that reads
+//!   and writes every connection, with heads parsed by httparse: the
+//!   limits, TLS, hits answered in place), `pool` (its workers, started on
+//!   demand), `message` (the server's own requests and answers), `api`
+//!   (routing: decode, call the node, encode), `docs` (openapi.yaml and
+//!   /docs), `client` (calls to other nodes) and `resolve` (its name
+//!   lookups, bounded in time).
 //! - `wire`: the node-to-node protocol: every path, header and body, both ends.
 //! - `node/`: the policy: reads and fills (`read`), many keys at once
 //!   (`bulk`), writes (`write`) and invalidations (`invalidate`), flushes
