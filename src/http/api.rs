@@ -417,11 +417,12 @@ pub fn finish(node: &Node, deferred: Deferred) -> Reply {
 }
 
 /// Answers a plain `GET /store/{key}` at once when it is a hit this node
-/// may serve right now: the very answer a worker would make, by the same
-/// function (`value_reply`), counted and timed as a worker's answer is.
-/// `None` for anything else, which then goes to a worker: a request that
-/// asks for more than a plain read (a query, a body, a signature), a token
-/// that does not pass, a node not joined, a miss, no lease.
+/// may serve right now, and a fill from a child that hits here: the very
+/// answer a worker would make, by the same functions (`value_reply`,
+/// `Fill::answer`), counted and timed as a worker's answer is. `None` for
+/// anything else, which then goes to a worker: a request that asks for
+/// more than a plain read (a query, a body, a client's signature), a token
+/// or signature that does not pass, a node not joined, a miss, no lease.
 ///
 /// The server calls it on its one thread, which serves every connection:
 /// it takes the key's shard lock for the lookup only, and the locks of the
@@ -431,9 +432,17 @@ pub fn answer_now(node: &Node, guard: &Guard, request: &Request) -> Option<Reply
     if request.method != "GET" || !request.body.is_empty() || request.target.contains('?') {
         return None;
     }
-    let Some((Route::Store(segment), _)) = route(&request.target) else {
-        return None;
+    let reply = match route(&request.target)? {
+        (Route::Store(segment), _) => hit_now(node, guard, request, segment)?,
+        (Route::Fill(segment), _) => fill_now(node, guard, request, segment)?,
+        _ => return None,
     };
+    Timing::of(request).observe(node);
+    Some(reply)
+}
+
+/// A client's plain read, answered at once when it hits (see [`answer_now`]).
+fn hit_now(node: &Node, guard: &Guard, request: &Request, segment: &str) -> Option<Reply> {
     // As `dispatch` checks them, in its order.
     if guard.needs_body(request) {
         return None;
@@ -444,9 +453,32 @@ pub fn answer_now(node: &Node, guard: &Guard, request: &Request) -> Option<Reply
     input::request_id(request.header(REQUEST_ID_HEADER)).ok()?;
     let unless = request.header(IF_NONE_MATCH).map(Tags::parse);
     let found = node.hit_now(&key, |v| key_value_body(&key, v))?;
-    let reply = value_reply(found.value, found.version, found.expires, unless.as_ref());
-    Timing::of(request).observe(node);
-    Some(reply)
+    Some(value_reply(
+        found.value,
+        found.version,
+        found.expires,
+        unless.as_ref(),
+    ))
+}
+
+/// A child's fill, answered at once when this node holds the key (or is
+/// the root, which knows a key it does not hold exists nowhere): a parent
+/// answers most fills without waking a worker. Checked as `dispatch`
+/// checks it; anything it does not answer, a refusal included, a worker
+/// answers.
+fn fill_now(node: &Node, guard: &Guard, request: &Request, segment: &str) -> Option<Reply> {
+    let parts = Signed {
+        method: &request.method,
+        path: &request.target,
+        headers: request,
+        body: &[],
+    };
+    guard.node_to_node(&parts, false).ok()?;
+    let deadline = Deadline::from_budget(wire::budget(request), node.config().upstream_timeout);
+    input::request_id(request.header(REQUEST_ID_HEADER)).ok()?;
+    let fill = FillRequest::decode(decode_key(segment).ok()?, request).ok()?;
+    let answer = node.fill_hit_now(&fill, deadline)?;
+    Some(answer.answer(&fill.key).into())
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`

@@ -234,6 +234,37 @@ impl Node {
         Ok(Some(for_asking(asking, fill)))
     }
 
+    /// A fill from below answered at once, when it can be without going
+    /// upstream: as [`Node::serve_fill_now`] answers it, but counting the
+    /// lookup only when it answers (`None` leaves the fill, and its count,
+    /// to a worker's `serve_fill_now`), so that the server's loop may try it
+    /// first.
+    pub fn fill_hit_now(&self, request: &FillRequest, deadline: Deadline) -> Option<Fill> {
+        let asking = self.asking(request).ok()?;
+        let side = match asking {
+            Below::Child(side) => {
+                self.store
+                    .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
+                Some(side)
+            }
+            Below::Descendant => None,
+        };
+        let found = self.store.lookup(&request.key, side, <[u8]>::to_vec);
+        if !self.cache_trusted() {
+            return None;
+        }
+        let answers = matches!(found, Lookup::Hit { .. }) || self.is_root();
+        if !answers {
+            return None;
+        }
+        self.count_lookup(&found);
+        let fill = match found {
+            found @ Lookup::Hit { .. } => fill_of(found),
+            Lookup::Miss { pending } => Fill::Absent { fenced: pending },
+        };
+        Some(for_asking(asking, fill))
+    }
+
     /// A fill from below that missed here: read through our own parent
     /// first, each call bounded by `hop` (a little less than the asking
     /// node's own hop timeout, so that we answer, even with an error, before
