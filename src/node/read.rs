@@ -211,17 +211,7 @@ impl Node {
         request: &FillRequest,
         deadline: Deadline,
     ) -> Result<Option<Fill>, Error> {
-        let asking = self.asking(request)?;
-        let side = match asking {
-            Below::Child(side) => {
-                // Until this child's fill has surely ended, invalidations of the
-                // key go to it too, whatever we answer (see `Store::note_fill`).
-                self.store
-                    .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
-                Some(side)
-            }
-            Below::Descendant => None,
-        };
+        let (asking, side) = self.asking_noted(request, deadline)?;
         let found = self.lookup(&request.key, side, <[u8]>::to_vec);
         if !self.cache_trusted() {
             return Ok(None);
@@ -240,15 +230,7 @@ impl Node {
     /// to a worker's `serve_fill_now`), so that the server's loop may try it
     /// first.
     pub fn fill_hit_now(&self, request: &FillRequest, deadline: Deadline) -> Option<Fill> {
-        let asking = self.asking(request).ok()?;
-        let side = match asking {
-            Below::Child(side) => {
-                self.store
-                    .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
-                Some(side)
-            }
-            Below::Descendant => None,
-        };
+        let (asking, side) = self.asking_noted(request, deadline).ok()?;
         let found = self.store.lookup(&request.key, side, <[u8]>::to_vec);
         if !self.cache_trusted() {
             return None;
@@ -263,6 +245,26 @@ impl Node {
             Lookup::Miss { pending } => Fill::Absent { fenced: pending },
         };
         Some(for_asking(asking, fill))
+    }
+
+    /// Who asks for a fill, and the asking child's side; for a child, its
+    /// fill is noted: until it has surely ended, invalidations of the key
+    /// go to that child too, whatever we answer (see `Store::note_fill`).
+    fn asking_noted(
+        &self,
+        request: &FillRequest,
+        deadline: Deadline,
+    ) -> Result<(Below, Option<Side>), Error> {
+        let asking = self.asking(request)?;
+        let side = match asking {
+            Below::Child(side) => {
+                self.store
+                    .note_fill(&request.key, side, deadline.callers_end(FILL_GRACE));
+                Some(side)
+            }
+            Below::Descendant => None,
+        };
+        Ok((asking, side))
     }
 
     /// A fill from below that missed here: read through our own parent
