@@ -85,6 +85,7 @@ pub fn node(args: pico_args::Arguments) {
     );
     let guard = Arc::new(crate::auth::Guard::new(
         config.cluster_key.clone(),
+        crate::auth::Addresses::new(&config.advertise, config.listen),
         config.api_tokens.clone(),
         liveness_owner(registry.clone(), config.zk_prefix.clone()),
     ));
