@@ -210,7 +210,7 @@ build_images() {
 # /keys and CLUSTER_KEY_FILE, the key in no container's configuration, and
 # a node-to-node call that is not signed with it refused and without effect.
 check_key() {
-  local key=$1 name mount volume="" volumes="" listing inspected warned="" names
+  local key=$1 name mount volume="" volumes="" listing inspected warned="" open="" names
   local keyfile=$work/cluster.key other=$work/other.key to4 to2
   mapfile -t names < <(node_containers)
   for name in "${names[@]}"; do
@@ -242,6 +242,10 @@ check_key() {
     docker logs "$name" 2>&1 | grep -q 'no --cluster-key-file' && warned+=" $name"
   done
   check "no node warns that cluster traffic is unauthenticated${warned:+ (warned:$warned)}" test -z "$warned"
+  for name in "${names[@]}"; do
+    docker logs "$name" 2>&1 | grep -q 'the cluster key file .* has mode' && open+=" $name"
+  done
+  check "no node warns that its key file is open to others${open:+ (warned:$open)}" test -z "$open"
 
   # A cached copy on leaf NODE-4 (and its parent NODE-2), then calls that
   # would drop it or move a node, unsigned or signed with another key.

@@ -1,7 +1,7 @@
 //! Security against real node processes: node-to-node calls without the
 //! cluster key (forged, garbled, too old, replayed, signed for another node)
 //! are refused and change nothing; client tokens; one process per node id;
-//! bad key files.
+//! bad key files, and key files open to others.
 //!
 //! The signatures crafted here (`treecache_harness::signing`) are made from
 //! the format documented in docs/security.md, independently of the node's
@@ -639,4 +639,53 @@ fn with_zk_auth_the_clusters_znodes_are_closed_to_other_clients() {
     assert!(acl[0].id.starts_with("treecache:"), "{acl:?}");
     // The tree is as it was.
     assert_eq!(cluster.tree()["nodes"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_key_file_open_to_group_or_others_is_warned_of_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = treecache_harness::temp_dir("key-modes");
+    // `treecache keygen` writes a key its owner alone may read.
+    let private = dir.join("private.key");
+    let made = std::process::Command::new(treecache_harness::treecache_bin())
+        .arg("keygen")
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "keygen wrote mode {mode:04o}");
+    let open = dir.join("open.key");
+    std::fs::copy(&private, &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let warnings_of = |file: &std::path::Path| {
+        let cluster = Cluster::builder(1)
+            .no_key()
+            .arg("--cluster-key-file")
+            .arg(file.to_str().unwrap())
+            .start();
+        let log = cluster.log(1);
+        // Start-up's warnings come before this line.
+        assert!(log.contains("NODE-1 listening on"), "{log}");
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("cluster key file"))
+            .map(str::to_string)
+            .collect();
+        (lines, log)
+    };
+    let (lines, log) = warnings_of(&open);
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = &lines[0];
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.contains(&open.display().to_string()), "{line}");
+    assert!(line.contains("mode 0644"), "{line}");
+    assert!(
+        line.contains("its group may read, others may read (bits 044)"),
+        "{line}"
+    );
+    let (lines, log) = warnings_of(&private);
+    assert!(lines.is_empty(), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,7 +47,7 @@ pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +71,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct ClusterKey {
     key: Vec<u8>,
+    /// The file it was read from, and that file's permission bits then.
+    file: Option<(PathBuf, u32)>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -147,20 +149,52 @@ impl ClusterKey {
                 key.len()
             ));
         }
-        Ok(ClusterKey { key })
+        Ok(ClusterKey { key, file: None })
     }
 
-    /// Reads a key file: its bytes, less one trailing newline.
+    /// Reads a key file: its bytes, less one trailing newline. Its mode is
+    /// noted (see [`ClusterKey::file_warning`]).
     pub fn load(path: &Path) -> Result<ClusterKey, String> {
-        let mut bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let cannot =
+            |e: std::io::Error| format!("cannot read the key file {}: {e}", path.display());
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o7777;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(cannot)?;
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
             if bytes.last() == Some(&b'\r') {
                 bytes.pop();
             }
         }
-        ClusterKey::new(bytes).map_err(|e| format!("{}: {e}", path.display()))
+        let mut key = ClusterKey::new(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        key.file = Some((path.to_path_buf(), mode));
+        Ok(key)
+    }
+
+    /// What to warn of when the key's file lets its group or others at it
+    /// (any of the bits 0o077): the file, its mode, and who may do what.
+    pub fn file_warning(&self) -> Option<String> {
+        let (path, mode) = self.file.as_ref()?;
+        let mode = *mode;
+        if mode & 0o077 == 0 {
+            return None;
+        }
+        let who: Vec<String> = [("its group", mode >> 3 & 7), ("others", mode & 7)]
+            .into_iter()
+            .filter(|(_, bits)| *bits != 0)
+            .map(|(who, bits)| format!("{who} may {}", permitted(bits)))
+            .collect();
+        Some(format!(
+            "the cluster key file {} has mode {mode:04o}: {} (bits {:03o}); whoever reads the \
+             key can sign calls as any node: chmod 600 {}",
+            path.display(),
+            who.join(", "),
+            mode & 0o077,
+            path.display()
+        ))
     }
 
     fn mac(&self, to: &str, parts: &Signed<'_>, time_ms: u64) -> HmacSha256 {
@@ -291,6 +325,20 @@ impl std::fmt::Display for Addresses {
             Some(listen) => write!(f, "{}, or {listen}", self.advertised),
             None => f.write_str(&self.advertised),
         }
+    }
+}
+
+/// `read`, `write`, `execute`, or several of them, for three permission bits.
+fn permitted(bits: u32) -> String {
+    let words: Vec<&str> = [(4, "read"), (2, "write"), (1, "execute")]
+        .into_iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, word)| word)
+        .collect();
+    match words.as_slice() {
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [] => String::new(),
     }
 }
 
@@ -663,6 +711,39 @@ mod tests {
         assert_eq!(k.key.len(), 32);
         std::fs::write(&path, [b"x".repeat(31), b"\n".to_vec()].concat()).unwrap();
         assert!(ClusterKey::load(&path).unwrap_err().contains("32 bytes"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_file_open_to_group_or_others_is_named_with_its_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("treecache-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        write_random_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(ClusterKey::load(&path).unwrap().file_warning(), None);
+        for (mode, says) in [
+            (
+                0o644,
+                "mode 0644: its group may read, others may read (bits 044)",
+            ),
+            (0o640, "mode 0640: its group may read (bits 040)"),
+            (0o606, "mode 0606: others may read and write (bits 006)"),
+            (
+                0o677,
+                "its group may read, write and execute, others may read, write and execute",
+            ),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let warning = ClusterKey::load(&path).unwrap().file_warning().unwrap();
+            assert!(warning.contains(says), "{warning}");
+            assert!(warning.contains(&path.display().to_string()), "{warning}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(ClusterKey::load(&path).unwrap().file_warning(), None);
+        assert_eq!(key().file_warning(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
