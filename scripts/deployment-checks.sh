@@ -152,24 +152,31 @@ key_digest() {
   container_file "$1" "$key_file" | sha256sum | cut -d' ' -f1
 }
 
-# sign_with KEYFILE METHOD PATH BODY: the X-Treecache-Auth value of a
-# node-to-node call made now, signed with the key in KEYFILE as
-# docs/security.md says (the key is read from the file, not put on a
-# command line).
+# sign_with KEYFILE TO METHOD PATH BODY: the X-Treecache-Auth value of a
+# node-to-node call made now to the node advertised as TO (host:port),
+# signed with the key in KEYFILE as docs/security.md says (the key is read
+# from the file, not put on a command line).
 sign_with() {
   python3 - "$@" "$(now_ms)" <<'PY'
 import hashlib, hmac, sys
-key_file, method, path, body, t = sys.argv[1:]
+key_file, to, method, path, body, t = sys.argv[1:]
 key = open(key_file, "rb").read()
 key = key[:-1] if key.endswith(b"\n") else key
 headers = ["x-treecache-" + h for h in ("budget-ms", "hop-ms", "request-id",
            "child-slot", "child-name", "child-address", "session", "epoch",
            "phase", "catch-up")] + ["if-match", "if-none-match"]
-text = "treecache-auth-v1\n%s\n%s\n%s\n" % (method, path, t)
+text = "treecache-auth-v2\n%s\n%s\n%s\n%s\n" % (to, method, path, t)
 text += "".join("%s!\n" % h for h in headers)
 text += hashlib.sha256(body.encode()).hexdigest()
-print("v1 t=%s mac=%s" % (t, hmac.new(key, text.encode(), hashlib.sha256).hexdigest()))
+print("v2 t=%s to=%s mac=%s" % (t, to, hmac.new(key, text.encode(), hashlib.sha256).hexdigest()))
 PY
+}
+
+# advertised NAME: the address node NAME advertises (from the root's GET
+# /nodes), which is what a call to it is signed for.
+advertised() {
+  curl --noproxy '*' -sS --max-time "$http_max_time" "$(url 1)/nodes" |
+    jq -r --arg n "$1" '.nodes[] | select(.name == $n) | .address'
 }
 
 # build_images: the ZooKeeper image (scripts/zookeeper-image.sh, unless
@@ -203,8 +210,8 @@ build_images() {
 # /keys and CLUSTER_KEY_FILE, the key in no container's configuration, and
 # a node-to-node call that is not signed with it refused and without effect.
 check_key() {
-  local key=$1 name mount volume="" volumes="" listing inspected warned="" names
-  local keyfile=$work/cluster.key other=$work/other.key
+  local key=$1 name mount volume="" volumes="" listing inspected warned="" open="" names
+  local keyfile=$work/cluster.key other=$work/other.key to4 to2
   mapfile -t names < <(node_containers)
   for name in "${names[@]}"; do
     mount=$(docker inspect --format '{{range .Mounts}}{{if eq .Destination "/keys"}}{{.Type}} {{.Name}} {{.RW}}{{end}}{{end}}' "$name" 2>/dev/null)
@@ -235,6 +242,10 @@ check_key() {
     docker logs "$name" 2>&1 | grep -q 'no --cluster-key-file' && warned+=" $name"
   done
   check "no node warns that cluster traffic is unauthenticated${warned:+ (warned:$warned)}" test -z "$warned"
+  for name in "${names[@]}"; do
+    docker logs "$name" 2>&1 | grep -q 'the cluster key file .* has mode' && open+=" $name"
+  done
+  check "no node warns that its key file is open to others${open:+ (warned:$open)}" test -z "$open"
 
   # A cached copy on leaf NODE-4 (and its parent NODE-2), then calls that
   # would drop it or move a node, unsigned or signed with another key.
@@ -247,7 +258,11 @@ check_key() {
   http GET "$(url 4)/store/$key-key?local=true"
   expect_http "NODE-4 still holds its copy" 200 '.value == "cached"'
   (umask 077 && printf '%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$other")
-  http POST "$(url 4)/internal/flush" '{}' "X-Treecache-Auth: $(sign_with "$other" POST /internal/flush '{}')"
+  to4=$(advertised NODE-4)
+  to2=$(advertised NODE-2)
+  check "the root names the addresses NODE-4 and NODE-2 advertise ($to4, $to2)" \
+    test -n "$to4" -a -n "$to2" -a "$to4" != "$to2"
+  http POST "$(url 4)/internal/flush" '{}' "X-Treecache-Auth: $(sign_with "$other" "$to4" POST /internal/flush '{}')"
   expect_http "a flush signed with another key (a node of another cluster): 401" 401 \
     '.error | test("signature is not valid")'
   http GET "$(url 4)/store/$key-key?local=true"
@@ -257,8 +272,16 @@ check_key() {
   http GET "$(url 1)/nodes"
   expect_http "NODE-3 keeps its slot and address" 200 \
     '.nodes[] | select(.name == "NODE-3") | .slot == 2 and .address != "127.0.0.1:9" and .live != false'
-  # The same flush signed with the key in the volume: the nodes use it.
-  http POST "$(url 4)/internal/flush" '{}' "X-Treecache-Auth: $(sign_with "$keyfile" POST /internal/flush '{}')"
+  # Signed with the key in the volume, but for NODE-2 (NODE-4's parent):
+  # NODE-4 refuses it.
+  http POST "$(url 4)/internal/flush" '{}' "X-Treecache-Auth: $(sign_with "$keyfile" "$to2" POST /internal/flush '{}')"
+  expect_http "a flush signed for NODE-2 ($to2), sent to NODE-4: 401" 401 \
+    --arg to "$to2" '.error | contains("signed for " + $to)'
+  http GET "$(url 4)/store/$key-key?local=true"
+  expect_http "NODE-4 still holds its copy" 200 '.value == "cached"'
+  # The same flush signed for NODE-4 with the key in the volume: the nodes
+  # use it.
+  http POST "$(url 4)/internal/flush" '{}' "X-Treecache-Auth: $(sign_with "$keyfile" "$to4" POST /internal/flush '{}')"
   expect_http "a flush signed with the key in the volume: 200 (the nodes sign with that key)" 200 '.flushed == true'
   http GET "$(url 4)/store/$key-key?local=true"
   expect_http "it dropped NODE-4's copy" 404 '.error | type == "string"'

@@ -85,6 +85,7 @@ pub fn node(args: pico_args::Arguments) {
     );
     let guard = Arc::new(crate::auth::Guard::new(
         config.cluster_key.clone(),
+        crate::auth::Addresses::new(&config.advertise, config.listen),
         config.api_tokens.clone(),
         liveness_owner(registry.clone(), config.zk_prefix.clone()),
     ));
@@ -147,11 +148,16 @@ fn liveness_owner(
 
 /// Says once, at start, what is left open by the flags given.
 fn warn_of_open_doors(config: &Config) {
-    if config.cluster_key.is_none() {
-        log::warn!(
+    match &config.cluster_key {
+        None => log::warn!(
             "no --cluster-key-file: cluster traffic is unauthenticated, and anyone who reaches \
              this port can invalidate, flush, join and fill"
-        );
+        ),
+        Some(key) => {
+            if let Some(warning) = key.file_warning() {
+                log::warn!("{warning}");
+            }
+        }
     }
     if config.zk_auth.is_none() {
         log::warn!("no --zk-auth: the cluster's znodes are open to every ZooKeeper client");

@@ -346,7 +346,8 @@ fn a_replication_request_from_an_older_epoch_is_refused() {
         .expect("the harness's clusters have a key");
     // Unsigned: refused before anything else.
     assert_eq!(http::request("POST", &url, Some(&[]), &headers).status, 401);
-    let auth = sign(&key, "POST", path, &headers, &[], now_ms());
+    let to = cluster.address(STANDBY + 1);
+    let auth = sign(&key, &to, "POST", path, &headers, &[], now_ms());
     let mut all = headers.to_vec();
     all.extend([
         ("X-Treecache-Auth", auth.as_str()),

@@ -1,6 +1,7 @@
 //! Security against real node processes: node-to-node calls without the
-//! cluster key (forged, garbled, too old, replayed) are refused and change
-//! nothing; client tokens; one process per node id; bad key files.
+//! cluster key (forged, garbled, too old, replayed, signed for another node)
+//! are refused and change nothing; client tokens; one process per node id;
+//! bad key files, and key files open to others.
 //!
 //! The signatures crafted here (`treecache_harness::signing`) are made from
 //! the format documented in docs/security.md, independently of the node's
@@ -12,7 +13,8 @@ use serde_json::{json, Value};
 use treecache_harness::signing::{now_ms, sign};
 use treecache_harness::{http, wait_until, Cluster};
 
-/// Sends a request, signed with `key` at `t` when given.
+/// Sends a request to the node at `url`, signed for that node with `key`
+/// at `t` when given.
 fn send(
     url: &str,
     method: &str,
@@ -25,7 +27,7 @@ fn send(
     if let Some((key, t)) = signed {
         all.push((
             "X-Treecache-Auth",
-            sign(key, method, path, headers, body, t),
+            sign(key, address_of(url), method, path, headers, body, t),
         ));
     }
     all.push(("Content-Type", "application/json".into()));
@@ -69,6 +71,12 @@ fn state(cluster: &Cluster, keys: &[&str]) -> Value {
     json!({ "nodes": nodes, "tree": tree })
 }
 
+/// The `host:port` of a node's base URL: the address it advertises (the
+/// harness's nodes advertise the address they listen on).
+fn address_of(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, address)| address)
+}
+
 fn error_of(answer: &http::Answer) -> String {
     answer.json()["error"]
         .as_str()
@@ -78,6 +86,17 @@ fn error_of(answer: &http::Answer) -> String {
 
 /// A forged call: the node it goes to, method, path, headers, body.
 type Forged<'a> = (u32, &'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>);
+
+/// A call signed for one node and sent to another: the node it is signed
+/// for, the node it goes to, method, path, headers, body.
+type Misdirected<'a> = (
+    u32,
+    u32,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [u8],
+);
 
 /// A depth-3 cluster with `k` cached along the path to a leaf.
 fn cached_cluster() -> (Cluster, u32, u32) {
@@ -216,6 +235,7 @@ fn signed_calls_pass_and_old_or_replayed_ones_do_not() {
     let t = now_ms();
     let header = sign(
         &key,
+        &cluster.address(leaf),
         "POST",
         "/internal/invalidate",
         &[("X-Treecache-Budget-Ms", "100")],
@@ -240,6 +260,7 @@ fn signed_calls_pass_and_old_or_replayed_ones_do_not() {
     );
     let header = sign(
         &key,
+        &cluster.address(middle),
         "POST",
         "/internal/evicted",
         &[],
@@ -260,6 +281,111 @@ fn signed_calls_pass_and_old_or_replayed_ones_do_not() {
     assert_eq!(second.status, 401, "{}", second.text());
     assert!(error_of(&second).contains("already"), "{}", second.text());
     assert_eq!(state(&cluster, &["k"]), before);
+}
+
+#[test]
+fn a_call_signed_for_another_node_is_refused() {
+    let (cluster, leaf, middle) = cached_cluster();
+    let key = cluster
+        .key
+        .clone()
+        .expect("the harness's clusters have a key");
+    let leaf_slot = cluster.slot_of(leaf).to_string();
+    // Valid calls, each signed for the node `for_id`, to be sent to `to_id`.
+    let t = now_ms();
+    let call = |for_id: u32, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        sign(
+            &key,
+            &cluster.address(for_id),
+            method,
+            path,
+            headers,
+            body,
+            t,
+        )
+    };
+    let send_to = |to_id: u32,
+                   auth: &str,
+                   method: &str,
+                   path: &str,
+                   headers: &[(&str, &str)],
+                   body: &[u8]| {
+        let mut all = headers.to_vec();
+        all.extend([
+            ("X-Treecache-Auth", auth),
+            ("Content-Type", "application/json"),
+        ]);
+        let body = (method != "GET").then_some(body);
+        http::request(method, &format!("{}{path}", cluster.url(to_id)), body, &all)
+    };
+    let invalidate = br#"{"key":"k","version":99999999999999999}"#.as_slice();
+    let fill_headers = [
+        ("X-Treecache-Child-Slot", leaf_slot.as_str()),
+        ("X-Treecache-Child-Name", "NODE-9"),
+        ("X-Treecache-Child-Address", "127.0.0.1:9"),
+    ];
+    let join = format!(r#"{{"name":"NODE-{leaf}","address":"127.0.0.1:9"}}"#);
+    let misdirected: Vec<Misdirected> = vec![
+        // A flush and an invalidation for the leaf, sent to its parent
+        // and to the root, which hold k too.
+        (leaf, middle, "POST", "/internal/flush", &[], b"{}"),
+        (
+            leaf,
+            middle,
+            "POST",
+            "/internal/invalidate",
+            &[],
+            invalidate,
+        ),
+        (leaf, 1, "POST", "/internal/flush", &[], b"{}"),
+        // A fill for the root (claiming the leaf's slot from another
+        // address), sent to the middle node.
+        (1, middle, "GET", "/internal/fill/k", &fill_headers, b""),
+        // A join for the middle node (where it is answered 421), sent to
+        // the root, where it would move the leaf.
+        (middle, 1, "POST", "/nodes/join", &[], join.as_bytes()),
+    ];
+    let before = state(&cluster, &["k"]);
+    for (for_id, to_id, method, path, headers, body) in &misdirected {
+        let auth = call(*for_id, method, path, headers, body);
+        let answer = send_to(*to_id, &auth, method, path, headers, body);
+        let what = format!("{method} {path} signed for NODE-{for_id}, sent to NODE-{to_id}");
+        assert_eq!(answer.status, 401, "{what}: {}", answer.text());
+        let error = error_of(&answer);
+        assert!(
+            error.contains(&format!("signed for {}", cluster.address(*for_id)))
+                && error.contains(&cluster.address(*to_id)),
+            "{what}: {error}"
+        );
+        assert_eq!(answer.header("www-authenticate"), Some("Treecache-HMAC"));
+    }
+    assert_eq!(
+        state(&cluster, &["k"]),
+        before,
+        "a call signed for another node changed something"
+    );
+
+    // Calls signed so, sent to the nodes they are for, are taken: the
+    // flush signed for the leaf drops the leaf's copy and no other.
+    let flush = call(leaf, "POST", "/internal/flush", &[], b"{}");
+    let taken = send_to(leaf, &flush, "POST", "/internal/flush", &[], b"{}");
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let local = |id: u32| http::get(&format!("{}/store/k?local=true", cluster.url(id))).0;
+    assert_eq!((local(leaf), local(middle)), (404, 200));
+    let fill = call(1, "GET", "/internal/fill/k", &fill_headers, b"");
+    let filled = send_to(1, &fill, "GET", "/internal/fill/k", &fill_headers, b"");
+    // The root answers (the slot it names is not a child of the root: it
+    // reads without being recorded).
+    assert_eq!(filled.status, 200, "{}", filled.text());
+    // The tree reaches the leaf as before: a write is seen there at once.
+    assert_eq!(
+        http::put(&format!("{}/store/k", cluster.url(1)), &json!("v2")).0,
+        200
+    );
+    assert_eq!(
+        http::get(&format!("{}/store/k", cluster.url(leaf))).1["value"],
+        json!("v2")
+    );
 }
 
 #[test]
@@ -513,4 +639,53 @@ fn with_zk_auth_the_clusters_znodes_are_closed_to_other_clients() {
     assert!(acl[0].id.starts_with("treecache:"), "{acl:?}");
     // The tree is as it was.
     assert_eq!(cluster.tree()["nodes"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_key_file_open_to_group_or_others_is_warned_of_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = treecache_harness::temp_dir("key-modes");
+    // `treecache keygen` writes a key its owner alone may read.
+    let private = dir.join("private.key");
+    let made = std::process::Command::new(treecache_harness::treecache_bin())
+        .arg("keygen")
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "keygen wrote mode {mode:04o}");
+    let open = dir.join("open.key");
+    std::fs::copy(&private, &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let warnings_of = |file: &std::path::Path| {
+        let cluster = Cluster::builder(1)
+            .no_key()
+            .arg("--cluster-key-file")
+            .arg(file.to_str().unwrap())
+            .start();
+        let log = cluster.log(1);
+        // Start-up's warnings come before this line.
+        assert!(log.contains("NODE-1 listening on"), "{log}");
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("cluster key file"))
+            .map(str::to_string)
+            .collect();
+        (lines, log)
+    };
+    let (lines, log) = warnings_of(&open);
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = &lines[0];
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.contains(&open.display().to_string()), "{line}");
+    assert!(line.contains("mode 0644"), "{line}");
+    assert!(
+        line.contains("its group may read, others may read (bits 044)"),
+        "{line}"
+    );
+    let (lines, log) = warnings_of(&private);
+    assert!(lines.is_empty(), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

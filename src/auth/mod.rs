@@ -7,14 +7,18 @@
 //! A node-to-node request carries [`wire::AUTH_HEADER`]:
 //!
 //! ```text
-//! X-Treecache-Auth: v1 t=<unix time in ms> mac=<64 hex digits>
+//! X-Treecache-Auth: v2 t=<unix time in ms> to=<host:port> mac=<64 hex digits>
 //! ```
 //!
-//! where the MAC is HMAC-SHA256, under the key, of this text (each line
-//! ends with `\n`; a header that is absent is written as its name and `!`):
+//! where `to` is the address the call is sent to, exactly as the caller
+//! addresses it (the receiver's advertised `host:port`, which the caller
+//! learned from the root's table or ZooKeeper), and the MAC is HMAC-SHA256,
+//! under the key, of this text (each line but the last ends with `\n`; a
+//! header that is absent is written as its name and `!`):
 //!
 //! ```text
-//! treecache-auth-v1
+//! treecache-auth-v2
+//! <to>
 //! <METHOD>
 //! <path with its query, as sent>
 //! <t>
@@ -25,22 +29,25 @@
 //!
 //! The secret itself never travels. The receiving route decides whether a
 //! request must be signed (every `/internal/` route and `POST /nodes/join`),
-//! and refuses one without a valid signature, or whose `t` is more than
-//! [`WINDOW`] away from its own clock, with 401 before it changes anything.
-//! Comparisons of MACs are constant-time (`hmac`'s `verify_slice`).
+//! and refuses one without a valid signature, whose `t` is more than
+//! [`WINDOW`] away from its own clock, or whose `to` is not one of its own
+//! [`Addresses`], with 401 before it changes anything. So a call captured on
+//! its way to one node is no good at another. Comparisons of MACs are
+//! constant-time (`hmac`'s `verify_slice`).
 //!
-//! A signed request may be replayed within the window by whoever captured
-//! it. For most calls that is harmless (an invalidation or a flush drops
-//! cached copies, a fill reads, a forwarded write carries a request id the
-//! root answers once); a release notice and a join are not, so their MACs
-//! are remembered for twice the window and a second use is refused
-//! ([`Replays`]).
+//! A signed request may be replayed within the window, at the node it was
+//! sent to, by whoever captured it. For most calls that is harmless (an
+//! invalidation or a flush drops cached copies, a fill reads, a forwarded
+//! write carries a request id the root answers once); a release notice and
+//! a join are not, so their MACs are remembered for twice the window and a
+//! second use is refused ([`Replays`]).
 
 pub mod one_process;
 pub mod tokens;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,8 +62,8 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 /// The fewest bytes a cluster key may have.
 pub const MIN_KEY_BYTES: usize = 32;
 
-const VERSION: &str = "v1";
-const DOMAIN: &str = "treecache-auth-v1";
+const VERSION: &str = "v2";
+const DOMAIN: &str = "treecache-auth-v2";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -64,6 +71,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct ClusterKey {
     key: Vec<u8>,
+    /// The file it was read from, and that file's permission bits then.
+    file: Option<(PathBuf, u32)>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -72,7 +81,8 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
-/// The parts of a request that its signature covers.
+/// The parts of a request that its signature covers, besides the node it
+/// is for (the sender's `to`, the receiver's [`Addresses`]).
 pub struct Signed<'a> {
     pub method: &'a str,
     /// The path with its query, exactly as sent.
@@ -90,6 +100,11 @@ pub enum Refused {
     OutOfWindow(Duration),
     BadMac,
     Replayed,
+    /// Signed for `to`, which is not this node (known as `here`).
+    ForAnother {
+        to: String,
+        here: String,
+    },
 }
 
 impl std::fmt::Display for Refused {
@@ -101,7 +116,12 @@ impl std::fmt::Display for Refused {
                  ({} header missing).",
                 wire::AUTH_HEADER
             ),
-            Refused::Malformed => write!(f, "The {} header is not understood.", wire::AUTH_HEADER),
+            Refused::Malformed => write!(
+                f,
+                "The {} header is not understood (this node takes `{VERSION} t=<ms> \
+                 to=<host:port> mac=<hex>`).",
+                wire::AUTH_HEADER
+            ),
             Refused::OutOfWindow(d) => write!(
                 f,
                 "The signed request's time is {} s away from this node's clock (at most {} s \
@@ -111,6 +131,11 @@ impl std::fmt::Display for Refused {
             ),
             Refused::BadMac => f.write_str("The request's signature is not valid."),
             Refused::Replayed => f.write_str("This signed request was already received once."),
+            Refused::ForAnother { to, here } => write!(
+                f,
+                "This call is signed for {to}, not for this node ({here}): a signed call is \
+                 taken only by the node it was sent to."
+            ),
         }
     }
 }
@@ -124,25 +149,60 @@ impl ClusterKey {
                 key.len()
             ));
         }
-        Ok(ClusterKey { key })
+        Ok(ClusterKey { key, file: None })
     }
 
-    /// Reads a key file: its bytes, less one trailing newline.
+    /// Reads a key file: its bytes, less one trailing newline. Its mode is
+    /// noted (see [`ClusterKey::file_warning`]).
     pub fn load(path: &Path) -> Result<ClusterKey, String> {
-        let mut bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let cannot =
+            |e: std::io::Error| format!("cannot read the key file {}: {e}", path.display());
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o7777;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(cannot)?;
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
             if bytes.last() == Some(&b'\r') {
                 bytes.pop();
             }
         }
-        ClusterKey::new(bytes).map_err(|e| format!("{}: {e}", path.display()))
+        let mut key = ClusterKey::new(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        key.file = Some((path.to_path_buf(), mode));
+        Ok(key)
     }
 
-    fn mac(&self, parts: &Signed<'_>, time_ms: u64) -> HmacSha256 {
+    /// What to warn of when the key's file lets its group or others at it
+    /// (any of the bits 0o077): the file, its mode, and who may do what.
+    pub fn file_warning(&self) -> Option<String> {
+        let (path, mode) = self.file.as_ref()?;
+        let mode = *mode;
+        if mode & 0o077 == 0 {
+            return None;
+        }
+        let who: Vec<String> = [("its group", mode >> 3 & 7), ("others", mode & 7)]
+            .into_iter()
+            .filter(|(_, bits)| *bits != 0)
+            .map(|(who, bits)| format!("{who} may {}", permitted(bits)))
+            .collect();
+        Some(format!(
+            "the cluster key file {} has mode {mode:04o}: {} (bits {:03o}); whoever reads the \
+             key can sign calls as any node: chmod 600 {}",
+            path.display(),
+            who.join(", "),
+            mode & 0o077,
+            path.display()
+        ))
+    }
+
+    fn mac(&self, to: &str, parts: &Signed<'_>, time_ms: u64) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        let mut text = format!("{DOMAIN}\n{}\n{}\n{time_ms}\n", parts.method, parts.path);
+        let mut text = format!(
+            "{DOMAIN}\n{to}\n{}\n{}\n{time_ms}\n",
+            parts.method, parts.path
+        );
         for name in wire::SIGNED_HEADERS {
             let lower = name.to_ascii_lowercase();
             match parts.headers.header(name) {
@@ -155,53 +215,131 @@ impl ClusterKey {
         mac
     }
 
-    /// The value of the auth header for a request made at `time_ms`.
-    pub fn sign_at(&self, parts: &Signed<'_>, time_ms: u64) -> String {
-        let tag = self.mac(parts, time_ms).finalize().into_bytes();
-        format!("{VERSION} t={time_ms} mac={}", hex(&tag))
+    /// The value of the auth header for a request to the node at `to` (its
+    /// address as the call is sent to it), made at `time_ms`.
+    pub fn sign_at(&self, to: &str, parts: &Signed<'_>, time_ms: u64) -> String {
+        let tag = self.mac(to, parts, time_ms).finalize().into_bytes();
+        format!("{VERSION} t={time_ms} to={to} mac={}", hex(&tag))
     }
 
-    /// The value of the auth header for a request made now.
-    pub fn sign(&self, parts: &Signed<'_>) -> String {
-        self.sign_at(parts, now_ms())
+    /// The value of the auth header for a request to `to` made now.
+    pub fn sign(&self, to: &str, parts: &Signed<'_>) -> String {
+        self.sign_at(to, parts, now_ms())
     }
 
-    /// Checks the auth header of a received request against the clock
-    /// `now_ms`; the MAC on success (for [`Replays`]).
-    pub fn verify_at(&self, parts: &Signed<'_>, now_ms: u64) -> Result<[u8; 32], Refused> {
+    /// Checks the auth header of a request received by the node at `here`
+    /// against the clock `now_ms`; the MAC on success (for [`Replays`]).
+    pub fn verify_at(
+        &self,
+        here: &Addresses,
+        parts: &Signed<'_>,
+        now_ms: u64,
+    ) -> Result<[u8; 32], Refused> {
         let value = parts
             .headers
             .header(wire::AUTH_HEADER)
             .ok_or(Refused::Missing)?;
-        let (time_ms, tag) = parse_header(value).ok_or(Refused::Malformed)?;
-        let away = Duration::from_millis(now_ms.abs_diff(time_ms));
+        let header = parse_header(value).ok_or(Refused::Malformed)?;
+        let away = Duration::from_millis(now_ms.abs_diff(header.time_ms));
         if away > WINDOW {
             return Err(Refused::OutOfWindow(away));
         }
-        self.mac(parts, time_ms)
-            .verify_slice(&tag)
+        if !here.takes(header.to) {
+            return Err(Refused::ForAnother {
+                to: header.to.to_string(),
+                here: here.to_string(),
+            });
+        }
+        self.mac(header.to, parts, header.time_ms)
+            .verify_slice(&header.tag)
             .map_err(|_| Refused::BadMac)?;
-        Ok(tag)
+        Ok(header.tag)
     }
 
-    /// Checks the auth header of a request received now.
-    pub fn verify(&self, parts: &Signed<'_>) -> Result<[u8; 32], Refused> {
-        self.verify_at(parts, now_ms())
+    /// Checks the auth header of a request received now by the node at `here`.
+    pub fn verify(&self, here: &Addresses, parts: &Signed<'_>) -> Result<[u8; 32], Refused> {
+        self.verify_at(here, parts, now_ms())
     }
 }
 
-/// `v1 t=<ms> mac=<hex>` into the time and the tag.
-fn parse_header(value: &str) -> Option<(u64, [u8; 32])> {
+/// The fields of an auth header.
+struct Header<'a> {
+    time_ms: u64,
+    to: &'a str,
+    tag: [u8; 32],
+}
+
+/// `v2 t=<ms> to=<host:port> mac=<hex>` into its fields.
+fn parse_header(value: &str) -> Option<Header<'_>> {
     let mut fields = value.split_ascii_whitespace();
     if fields.next()? != VERSION {
         return None;
     }
-    let time = fields.next()?.strip_prefix("t=")?.parse().ok()?;
+    let time_ms = fields.next()?.strip_prefix("t=")?.parse().ok()?;
+    let to = fields
+        .next()?
+        .strip_prefix("to=")
+        .filter(|to| !to.is_empty())?;
     let tag = unhex(fields.next()?.strip_prefix("mac=")?)?;
     if fields.next().is_some() {
         return None;
     }
-    Some((time, tag))
+    Some(Header { time_ms, to, tag })
+}
+
+/// The addresses a node takes signed calls for: its `--advertise` address,
+/// which is where every other node sends its calls (they learn it from the
+/// root's table or ZooKeeper), and its `--listen` address when that names
+/// one IP (`127.0.0.1:5001`, not `0.0.0.0:5000`, which every node of a
+/// container setup shares). Hosts compare without regard to ASCII case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    advertised: String,
+    listen: Option<String>,
+}
+
+impl Addresses {
+    /// The addresses of a node advertised as `advertised` that listens on
+    /// `listen`.
+    pub fn new(advertised: &str, listen: SocketAddr) -> Addresses {
+        let listen = Some(listen.to_string())
+            .filter(|_| !listen.ip().is_unspecified())
+            .filter(|l| !l.eq_ignore_ascii_case(advertised));
+        Addresses {
+            advertised: advertised.to_string(),
+            listen,
+        }
+    }
+
+    /// Whether a call signed for `to` is for this node.
+    pub fn takes(&self, to: &str) -> bool {
+        std::iter::once(&self.advertised)
+            .chain(&self.listen)
+            .any(|a| a.eq_ignore_ascii_case(to))
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.listen {
+            Some(listen) => write!(f, "{}, or {listen}", self.advertised),
+            None => f.write_str(&self.advertised),
+        }
+    }
+}
+
+/// `read`, `write`, `execute`, or several of them, for three permission bits.
+fn permitted(bits: u32) -> String {
+    let words: Vec<&str> = [(4, "read"), (2, "write"), (1, "execute")]
+        .into_iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, word)| word)
+        .collect();
+    match words.as_slice() {
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [] => String::new(),
+    }
 }
 
 /// Writes a new random key to `path` (64 hex digits of 32 bytes from
@@ -282,9 +420,11 @@ impl Replays {
 }
 
 /// What the receiving end checks, built once at start: the cluster key,
-/// the client tokens, the replays seen, and who holds a node's liveness.
+/// the addresses this node takes signed calls for, the client tokens, the
+/// replays seen, and who holds a node's liveness.
 pub struct Guard {
     key: Option<ClusterKey>,
+    here: Addresses,
     tokens: Option<tokens::ApiTokens>,
     replays: Replays,
     liveness_owner: Box<one_process::LivenessOwner>,
@@ -294,13 +434,16 @@ pub struct Guard {
 pub const CLUSTER_CHALLENGE: &str = "Treecache-HMAC";
 
 impl Guard {
+    /// `here`: this node's own addresses; a signed call must name one.
     pub fn new(
         key: Option<ClusterKey>,
+        here: Addresses,
         tokens: Option<tokens::ApiTokens>,
         liveness_owner: Box<one_process::LivenessOwner>,
     ) -> Guard {
         Guard {
             key,
+            here,
             tokens,
             replays: Replays::default(),
             liveness_owner,
@@ -317,7 +460,7 @@ impl Guard {
             message: r.to_string(),
             challenge: CLUSTER_CHALLENGE,
         };
-        let tag = key.verify(parts).map_err(refused)?;
+        let tag = key.verify(&self.here, parts).map_err(refused)?;
         if once {
             self.replays.first_use(tag, now_ms()).map_err(refused)?;
         }
@@ -377,8 +520,14 @@ mod tests {
     use super::*;
     use crate::wire::tests::Map;
 
+    const ME: &str = "NODE-4:5000";
+
     fn key() -> ClusterKey {
         ClusterKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+    }
+
+    fn here() -> Addresses {
+        Addresses::new(ME, "0.0.0.0:5000".parse().unwrap())
     }
 
     fn signed<'a>(headers: &'a Map, body: &'a [u8]) -> Signed<'a> {
@@ -394,29 +543,40 @@ mod tests {
     fn a_signed_request_verifies_and_any_change_breaks_it() {
         let k = key();
         let mut headers = Map(vec![(wire::BUDGET_HEADER, "2000".into())]);
-        let value = k.sign_at(&signed(&headers, b"{}"), 1_000_000);
+        let value = k.sign_at(ME, &signed(&headers, b"{}"), 1_000_000);
+        assert!(
+            value.starts_with("v2 t=1000000 to=NODE-4:5000 mac="),
+            "{value}"
+        );
         headers.0.push((wire::AUTH_HEADER, value.clone()));
-        assert!(k.verify_at(&signed(&headers, b"{}"), 1_000_000).is_ok());
-        assert!(k.verify_at(&signed(&headers, b"{}"), 1_029_000).is_ok());
+        assert!(k
+            .verify_at(&here(), &signed(&headers, b"{}"), 1_000_000)
+            .is_ok());
+        assert!(k
+            .verify_at(&here(), &signed(&headers, b"{}"), 1_029_000)
+            .is_ok());
         // Another body, another header value, another path, another key.
         assert_eq!(
-            k.verify_at(&signed(&headers, b"{ }"), 1_000_000),
+            k.verify_at(&here(), &signed(&headers, b"{ }"), 1_000_000),
             Err(Refused::BadMac)
         );
         let mut changed = Map(vec![(wire::BUDGET_HEADER, "9000".into())]);
         changed.0.push((wire::AUTH_HEADER, value.clone()));
         assert_eq!(
-            k.verify_at(&signed(&changed, b"{}"), 1_000_000),
+            k.verify_at(&here(), &signed(&changed, b"{}"), 1_000_000),
             Err(Refused::BadMac)
         );
         let moved = Signed {
             path: "/internal/flush",
             ..signed(&headers, b"{}")
         };
-        assert_eq!(k.verify_at(&moved, 1_000_000), Err(Refused::BadMac));
+        assert_eq!(
+            k.verify_at(&here(), &moved, 1_000_000),
+            Err(Refused::BadMac)
+        );
         let other = ClusterKey::new(vec![7; 40]).unwrap();
         assert_eq!(
-            other.verify_at(&signed(&headers, b"{}"), 1_000_000),
+            other.verify_at(&here(), &signed(&headers, b"{}"), 1_000_000),
             Err(Refused::BadMac)
         );
         // A header added that the signature did not cover.
@@ -426,42 +586,118 @@ mod tests {
         ]);
         added.0.push((wire::AUTH_HEADER, value));
         assert_eq!(
-            k.verify_at(&signed(&added, b"{}"), 1_000_000),
+            k.verify_at(&here(), &signed(&added, b"{}"), 1_000_000),
             Err(Refused::BadMac)
         );
+    }
+
+    #[test]
+    fn a_call_signed_for_another_node_is_refused() {
+        let k = key();
+        let body = b"{}";
+        // Signed for NODE-5, received by NODE-4.
+        let mut headers = Map(vec![]);
+        let value = k.sign_at("NODE-5:5000", &signed(&headers, body), 1_000_000);
+        headers.0.push((wire::AUTH_HEADER, value.clone()));
+        assert_eq!(
+            k.verify_at(&here(), &signed(&headers, body), 1_000_000),
+            Err(Refused::ForAnother {
+                to: "NODE-5:5000".into(),
+                here: ME.into()
+            })
+        );
+        let to_five = Addresses::new("NODE-5:5000", "0.0.0.0:5000".parse().unwrap());
+        assert!(k
+            .verify_at(&to_five, &signed(&headers, body), 1_000_000)
+            .is_ok());
+        // The `to` of the header changed on the way: the MAC no longer fits.
+        let forged = value.replace("to=NODE-5:5000", "to=NODE-4:5000");
+        let headers = Map(vec![(wire::AUTH_HEADER, forged)]);
+        assert_eq!(
+            k.verify_at(&here(), &signed(&headers, body), 1_000_000),
+            Err(Refused::BadMac)
+        );
+    }
+
+    #[test]
+    fn a_node_takes_its_advertised_address_and_a_listen_address_of_one_ip() {
+        let any = Addresses::new("NODE-4:5000", "0.0.0.0:5000".parse().unwrap());
+        assert!(any.takes("NODE-4:5000") && any.takes("node-4:5000"));
+        assert!(!any.takes("0.0.0.0:5000") && !any.takes("NODE-4:5001"));
+        assert!(!any.takes("127.0.0.1:5000"));
+        assert_eq!(any.to_string(), "NODE-4:5000");
+        let one = Addresses::new("proxy:7000", "127.0.0.1:5004".parse().unwrap());
+        assert!(one.takes("proxy:7000") && one.takes("127.0.0.1:5004"));
+        assert!(!one.takes("127.0.0.1:7000"));
+        assert_eq!(one.to_string(), "proxy:7000, or 127.0.0.1:5004");
+        let v6 = Addresses::new("NODE-4:5000", "[::1]:5000".parse().unwrap());
+        assert!(v6.takes("[::1]:5000"));
+        let same = Addresses::new("127.0.0.1:5004", "127.0.0.1:5004".parse().unwrap());
+        assert_eq!(same.to_string(), "127.0.0.1:5004");
     }
 
     #[test]
     fn old_missing_and_garbled_signatures_are_refused() {
         let k = key();
         let mut headers = Map(vec![]);
-        let value = k.sign_at(&signed(&headers, b""), 1_000_000);
+        let value = k.sign_at(ME, &signed(&headers, b""), 1_000_000);
         headers.0.push((wire::AUTH_HEADER, value));
         assert!(matches!(
-            k.verify_at(&signed(&headers, b""), 1_031_000),
+            k.verify_at(&here(), &signed(&headers, b""), 1_031_000),
             Err(Refused::OutOfWindow(_))
         ));
         assert!(matches!(
-            k.verify_at(&signed(&headers, b""), 969_000),
+            k.verify_at(&here(), &signed(&headers, b""), 969_000),
             Err(Refused::OutOfWindow(_))
         ));
         assert_eq!(
-            k.verify_at(&signed(&Map(vec![]), b""), 1_000_000),
+            k.verify_at(&here(), &signed(&Map(vec![]), b""), 1_000_000),
             Err(Refused::Missing)
         );
+        let mac = "0".repeat(64);
         for garbled in [
-            "v1",
-            "v2 t=1 mac=00",
-            "v1 t=x mac=00",
-            "v1 t=1000000 mac=zz",
+            "v2".to_string(),
+            "v2 t=1 mac=00".to_string(),
+            "v2 t=x to=NODE-4:5000 mac=00".to_string(),
+            "v2 t=1000000 to=NODE-4:5000 mac=zz".to_string(),
+            format!("v2 t=1000000 to= mac={mac}"),
+            format!("v2 t=1000000 mac={mac}"),
+            format!("v2 t=1000000 to=NODE-4:5000 mac={mac} more"),
+            // The first version's header: no `to`.
+            format!("v1 t=1000000 mac={mac}"),
         ] {
-            let headers = Map(vec![(wire::AUTH_HEADER, garbled.into())]);
+            let headers = Map(vec![(wire::AUTH_HEADER, garbled.clone())]);
             assert_eq!(
-                k.verify_at(&signed(&headers, b""), 1_000_000),
+                k.verify_at(&here(), &signed(&headers, b""), 1_000_000),
                 Err(Refused::Malformed),
                 "{garbled}"
             );
         }
+    }
+
+    #[test]
+    fn the_signed_text_is_as_documented() {
+        // docs/security.md spells the text out; a signer written from it
+        // (crates/harness/src/signing.rs) computes the same MAC.
+        let k = key();
+        let headers = Map(vec![(wire::BUDGET_HEADER, "2000".into())]);
+        let mut text =
+            String::from("treecache-auth-v2\nNODE-4:5000\nPOST\n/internal/invalidate\n1000000\n");
+        for name in wire::SIGNED_HEADERS {
+            let lower = name.to_ascii_lowercase();
+            match name {
+                wire::BUDGET_HEADER => text.push_str(&format!("{lower}:2000\n")),
+                _ => text.push_str(&format!("{lower}!\n")),
+            }
+        }
+        text.push_str(&hex(&Sha256::digest(b"{}")));
+        let mut mac = HmacSha256::new_from_slice(&k.key).unwrap();
+        mac.update(text.as_bytes());
+        let want = format!(
+            "v2 t=1000000 to=NODE-4:5000 mac={}",
+            hex(&mac.finalize().into_bytes())
+        );
+        assert_eq!(k.sign_at(ME, &signed(&headers, b"{}"), 1_000_000), want);
     }
 
     #[test]
@@ -475,6 +711,39 @@ mod tests {
         assert_eq!(k.key.len(), 32);
         std::fs::write(&path, [b"x".repeat(31), b"\n".to_vec()].concat()).unwrap();
         assert!(ClusterKey::load(&path).unwrap_err().contains("32 bytes"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_file_open_to_group_or_others_is_named_with_its_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("treecache-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        write_random_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(ClusterKey::load(&path).unwrap().file_warning(), None);
+        for (mode, says) in [
+            (
+                0o644,
+                "mode 0644: its group may read, others may read (bits 044)",
+            ),
+            (0o640, "mode 0640: its group may read (bits 040)"),
+            (0o606, "mode 0606: others may read and write (bits 006)"),
+            (
+                0o677,
+                "its group may read, write and execute, others may read, write and execute",
+            ),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let warning = ClusterKey::load(&path).unwrap().file_warning().unwrap();
+            assert!(warning.contains(says), "{warning}");
+            assert!(warning.contains(&path.display().to_string()), "{warning}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(ClusterKey::load(&path).unwrap().file_warning(), None);
+        assert_eq!(key().file_warning(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -21,8 +21,8 @@ pub type LivenessOwner = dyn Fn(&str) -> Result<Option<i64>, String> + Send + Sy
 
 /// `Ok` when the node `name`, joining in `session`, may take its name:
 /// nobody's liveness znode holds it, or the joining session's own does.
-/// When ZooKeeper cannot tell, the join goes ahead (ZooKeeper being down
-/// never stops the tree), with a warning.
+/// When ZooKeeper cannot tell, the join goes ahead, with a warning: a root
+/// that still serves while ZooKeeper is away keeps taking joins.
 pub fn check(owner: &LivenessOwner, name: &str, session: Option<&str>) -> Result<(), Error> {
     let holder = match owner(name) {
         Ok(holder) => holder,

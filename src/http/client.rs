@@ -113,12 +113,18 @@ impl HttpClient {
             }
         }
         if let Some(key) = &self.key {
-            let signature = key.sign(&Signed {
-                method: request.method,
-                path: &request.path,
-                headers: &Listed(&headers),
-                body: request.body.as_deref().unwrap_or_default(),
-            });
+            // Signed for the node at the address it is sent to: the one it
+            // advertises (as the root's table and ZooKeeper hold it), or
+            // `--root` as given.
+            let signature = key.sign(
+                &peer.address,
+                &Signed {
+                    method: request.method,
+                    path: &request.path,
+                    headers: &Listed(&headers),
+                    body: request.body.as_deref().unwrap_or_default(),
+                },
+            );
             headers.push((wire::AUTH_HEADER, signature));
         }
         let mut call = self.agent.request(request.method, &url).timeout(timeout);

@@ -310,7 +310,9 @@ pub fn run(args: ClusterArgs) -> i32 {
     let up = spawn(args.root_id, &mut children)
         .and_then(|()| {
             let key = ClusterKey::load(&key_file)?;
-            reserve_slots(&agent, &root_url, &others, address, &key, &mut children)
+            let root_address = address(args.root_id);
+            let root = (root_url.as_str(), root_address.as_str());
+            reserve_slots(&agent, root, &others, address, &key, &mut children)
         })
         .and_then(|()| others.iter().try_for_each(|&id| spawn(id, &mut children)))
         .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
@@ -430,12 +432,13 @@ fn nodes_agent(tls: Option<&TlsFiles>) -> Result<ureq::Agent, String> {
     Ok(agent.build())
 }
 
-/// Joins each of `ids` to the root in this order, under the address it
-/// will listen on, so that slots follow ids (see the module documentation).
-/// Waits for the root to take joins first.
+/// Joins each of `ids` to the root (its URL and its advertised address) in
+/// this order, under the address it will listen on, so that slots follow
+/// ids (see the module documentation). Waits for the root to take joins
+/// first.
 fn reserve_slots(
     agent: &ureq::Agent,
-    root_url: &str,
+    (root_url, root_address): (&str, &str),
     ids: &[u32],
     address: impl Fn(u32) -> String,
     key: &ClusterKey,
@@ -451,13 +454,17 @@ fn reserve_slots(
             if let Some((id, status)) = exited(children) {
                 return Err(format!("{} exited during start-up ({status})", label(id)));
             }
-            // Signed with the cluster key, as a node's own join is.
-            let auth = key.sign(&Signed {
-                method: "POST",
-                path: JOIN_PATH,
-                headers: &NoHeaders,
-                body: body.as_bytes(),
-            });
+            // Signed with the cluster key, as a node's own join is, for the
+            // root at the address it advertises.
+            let auth = key.sign(
+                root_address,
+                &Signed {
+                    method: "POST",
+                    path: JOIN_PATH,
+                    headers: &NoHeaders,
+                    body: body.as_bytes(),
+                },
+            );
             let last = match agent
                 .post(&format!("{root_url}{JOIN_PATH}"))
                 .set("Content-Type", "application/json")

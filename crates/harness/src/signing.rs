@@ -35,17 +35,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The `X-Treecache-Auth` value of a request, signed with `key` at `t`
-/// (milliseconds since the Unix epoch).
+/// The `X-Treecache-Auth` value of a request to the node at `to` (its
+/// advertised `host:port`), signed with `key` at `t` (milliseconds since the
+/// Unix epoch).
 pub fn sign(
     key: &[u8],
+    to: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     t: u64,
 ) -> String {
-    let mut text = format!("treecache-auth-v1\n{method}\n{path}\n{t}\n");
+    let mut text = format!("treecache-auth-v2\n{to}\n{method}\n{path}\n{t}\n");
     for name in SIGNED {
         match headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             Some((_, v)) => text.push_str(&format!("{name}:{v}\n")),
@@ -55,5 +57,5 @@ pub fn sign(
     text.push_str(&hex(&Sha256::digest(body)));
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
     mac.update(text.as_bytes());
-    format!("v1 t={t} mac={}", hex(&mac.finalize().into_bytes()))
+    format!("v2 t={t} to={to} mac={}", hex(&mac.finalize().into_bytes()))
 }
