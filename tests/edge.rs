@@ -667,10 +667,12 @@ fn mget_answers_are_bounded_in_size_and_in_total() {
     eprintln!(
         "40 unread mgets of 7 MiB: before {before}; peak {peak}; small reads meanwhile {small:?}"
     );
-    let limit = 200 * 1024;
-    if peak.rss_kib > limit.max(before.rss_kib + 128 * 1024 + 16 * 1024) {
+    // The node's budget for answers in flight (128 MiB), and room for the
+    // answers being built meanwhile.
+    let limit = (200 * 1024).max(before.rss_kib + 128 * 1024 + 48 * 1024);
+    if peak.rss_kib > limit {
         wrong.push(format!(
-            "RSS rose from {} to {} KiB with 40 unread mgets",
+            "RSS rose from {} to {} KiB (over {limit}) with 40 unread mgets",
             before.rss_kib, peak.rss_kib
         ));
     }
@@ -679,13 +681,12 @@ fn mget_answers_are_bounded_in_size_and_in_total() {
     }
     drop(hogs);
     let (after, back) = procfs::wait_for_usage(pid, Duration::from_secs(12), |u| {
-        u.rss_kib <= before.rss_kib + 32 * 1024
+        u.rss_kib <= before.rss_kib + 48 * 1024 && u.fds <= before.fds + 4
     });
     eprintln!("after the clients went: {after}");
     if !back {
         wrong.push(format!(
-            "RSS not back near {} KiB within 12 s: {}",
-            before.rss_kib, after.rss_kib
+            "RSS or descriptors not back near {before} within 12 s: {after}"
         ));
     }
     assert_lives(&cluster, 1);
