@@ -21,13 +21,17 @@
 //! (`src/bin/`) does both from a shell, against nodes already running: the
 //! container test uses it. [`proxy`] plays network faults between a client
 //! and a server. [`sentinels`] are written during a fault and checked after
-//! it. [`route_zookeeper_log`] lets a registry
+//! it. [`raw`] speaks HTTP/1.1 by hand and reads answers strictly;
+//! [`procfs`] reads a process's threads, descriptors, memory and listening
+//! sockets. [`route_zookeeper_log`] lets a registry
 //! in the test process learn its sessions. [`tls`] makes the certificates
 //! of clusters that run over TLS ([`Builder::tls`]); the HTTP client here
 //! trusts their CA.
 
 pub mod linearizability;
+pub mod procfs;
 pub mod proxy;
+pub mod raw;
 pub mod sentinels;
 pub mod signing;
 pub mod tls;
