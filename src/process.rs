@@ -28,11 +28,18 @@ pub fn stop_requested() -> bool {
 /// allocate request bodies; with 1M keys at the root that retained memory was
 /// as large again as the data. Two arenas keep lock contention low on this
 /// scale of machine and the heap close to what is live.
+///
+/// Blocks of 2 MiB and more (answers to `/mget`, replication chunks, the
+/// buffers of a client that reads slowly) are always mapped on their own
+/// and given back to the system when freed: glibc would otherwise raise
+/// that threshold each time such a block is freed, and keep the next ones
+/// in the heap, where a node that once held many of them stays that large.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before threads start.
+    // SAFETY: mallopt only sets allocator parameters; called before threads start.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
     }
 }
 

@@ -52,7 +52,7 @@ const REPLICATION_TIME: Duration = Duration::from_secs(31);
 const MAX_MGET_ANSWER: usize = 8 << 20;
 /// The most `POST /mget` answers made at once: with [`MAX_MGET_ANSWER`],
 /// what they take is bounded for the whole node.
-const MGETS_AT_ONCE: usize = 16;
+const MGETS_AT_ONCE: usize = 4;
 
 /// The answers to `POST /mget` being made, at most [`MGETS_AT_ONCE`].
 static MGETS: Slots = Slots::new(MGETS_AT_ONCE);

@@ -77,7 +77,7 @@ pub struct Limits {
 /// client before it stops reading.
 const BUFFERED: usize = 64 * 1024;
 /// The most bytes the answers waiting to be written may take, in all.
-pub const ANSWER_BYTES: usize = 128 << 20;
+pub const ANSWER_BYTES: usize = 64 << 20;
 /// How long a connection closed after an answer may still send, and how
 /// much: what it sends is read and dropped, so that closing with its data
 /// unread (a reset) does not destroy the answer before the client has read
