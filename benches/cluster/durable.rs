@@ -70,12 +70,8 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn run(mode: Mode, report: &mut Report) {
     let sizes = if mode.smoke { &SMOKE } else { &FULL };
-    report.section(
-        "Durable root (latencies in ms; ratio to the baseline's GET throughput)",
-        "Durable root: figures",
-    );
+    report.section("Durable root (latencies in ms)", "Durable root: figures");
     common::shared_zookeeper();
-    report.baseline(mode);
     group_commit(mode, report);
     recovery(sizes, report);
     compaction(sizes, report);

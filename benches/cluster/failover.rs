@@ -43,11 +43,7 @@ const KILL_TARGET: Duration = Duration::from_secs(5);
 const TERM_TARGET: Duration = Duration::from_secs(1);
 
 pub fn run(mode: Mode, report: &mut Report) {
-    report.section(
-        "Root group (latencies in ms; ratio to the baseline's GET throughput)",
-        "Root group: figures",
-    );
-    report.baseline(mode);
+    report.section("Root group (latencies in ms)", "Root group: figures");
     let runs = if mode.smoke { 2 } else { 10 };
     for ending in [Ending::Kill, Ending::Term] {
         failover_time(ending, runs, report);

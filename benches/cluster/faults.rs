@@ -52,10 +52,9 @@ fn keys(mode: Mode) -> u64 {
 
 pub fn run(mode: Mode, report: &mut Report) {
     report.section(
-        "Faults inside the tree (latencies in ms; ratio to the baseline's GET throughput)",
+        "Faults inside the tree (latencies in ms)",
         "Faults inside the tree: figures",
     );
-    report.baseline(mode);
     frozen_holder(mode, report);
     read_around(mode, report);
 }

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 pub const LOADERS: usize = 8;
 /// Upper bound on the time spent loading keys for a memory figure.
 pub const LOAD_LIMIT: Duration = Duration::from_secs(300);
+/// Keys read by the hit scenarios.
+pub const HOT_KEYS: u64 = 1_000;
+/// Client connections of the read scenarios.
+pub const READERS: usize = 8;
 
 // ---------------------------------------------------------------- keys
 
@@ -24,11 +28,6 @@ pub fn small_value(i: u64) -> String {
 
 pub fn put_body(value: &str) -> Vec<u8> {
     format!("{{\"value\":\"{value}\"}}").into_bytes()
-}
-
-/// The body a node answers for a stored string value.
-pub fn get_body(key: &str, value: &str) -> String {
-    format!("{{\"key\":\"{key}\",\"value\":\"{value}\"}}")
 }
 
 pub fn hot_key(i: u64) -> String {
@@ -200,6 +199,33 @@ pub fn alternate(
         }
     }
     (of_a, of_b)
+}
+
+/// Measures `setups` setups of one scenario in `rounds` rounds, each
+/// round all of them one after the other, in an order that changes from
+/// round to round so that none always goes first or last: the order of a
+/// round is the one before it reversed, and every other round starts one
+/// setup further on (for three setups, six rounds take each of the six
+/// orders once; for two: A B, B A, B A, A B). `measure(setup, round)`
+/// measures one; the result holds each setup's rounds, in round order.
+pub fn rotate(
+    rounds: usize,
+    setups: usize,
+    mut measure: impl FnMut(usize, usize) -> Stats,
+) -> Vec<Vec<Stats>> {
+    let mut of: Vec<Vec<Stats>> = (0..setups).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let shift = round / 2 % setups.max(1);
+        let mut order: Vec<usize> = (0..setups).map(|i| (i + shift) % setups).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for setup in order {
+            let stats = measure(setup, round);
+            of[setup].push(stats);
+        }
+    }
+    of
 }
 
 /// The latency at quantile `q` of sorted microseconds, in milliseconds.

@@ -4,10 +4,7 @@
 //! It starts clusters of release nodes on loopback (with the test harness's
 //! ZooKeeper) and drives them with keep-alive clients: each client thread
 //! has its own connection, warms up, then records the latency of every
-//! request for a fixed time. A bare tiny_http server answering the same
-//! bytes from a static map (this binary, re-executed with
-//! `--baseline-server PORT`) is measured in the same run, and every
-//! throughput is also printed as a ratio to its GET throughput.
+//! request for a fixed time.
 //!
 //! The run is made of sections, each in a module of its own; all run by
 //! default, in the order of [`SECTIONS`], and `--only` picks some:
@@ -30,16 +27,27 @@
 //!   `security.rs`).
 //! - `operations`: one `POST /mget` of 100 cached keys against 100 single
 //!   GETs (see `operations.rs`).
+//! - `compare`: this checkout's node against release builds of older
+//!   commits (the second version, `f0c43ed`, and the first, `9cb0f20`),
+//!   in the same run: an idle node's threads and memory; hits, misses,
+//!   404s and writes through a leaf; hits over TLS; and signed misses
+//!   against unsigned ones for this checkout alone (see `compare.rs`).
+//!   The benchmark makes those builds itself, once, and keeps them
+//!   outside the checkout (see `builds.rs`).
 //!
-//! Where two setups are compared on this shared, noisy machine, both are
-//! up at once and measured in alternating rounds ([`load::alternate`]).
+//! Where setups are compared on this shared, noisy machine, all are up at
+//! once and measured in alternating rounds ([`load::alternate`], and
+//! [`load::rotate`] for more than two).
 //!
 //! `--smoke` runs every scenario briefly and with fewer keys; it checks that
-//! the benchmark works, never how fast the node is.
+//! the benchmark works, never how fast the node is. It builds no older
+//! commit: section `compare` then measures the cached builds only, and
+//! leaves out the columns of those it lacks, saying so.
 
 use treecache_harness as common;
 
-mod baseline;
+mod builds;
+mod compare;
 mod durable;
 mod failover;
 mod faults;
@@ -84,15 +92,11 @@ const SECTIONS: &[Section] = &[
     ("failover", failover::run),
     ("security", security::run),
     ("operations", operations::run),
+    ("compare", compare::run),
 ];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(i) = args.iter().position(|a| a == "--baseline-server") {
-        let port = args[i + 1].parse().expect("a port after --baseline-server");
-        baseline::serve(port);
-        return;
-    }
     let mode = if args.iter().any(|a| a == "--smoke") {
         SMOKE
     } else {
@@ -169,6 +173,16 @@ pub fn rss_mib(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The threads of a process (0 when it cannot be read).
+pub fn threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The first slot at depth `d` (slots count from 0 at the root, level by level).

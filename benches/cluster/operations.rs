@@ -15,10 +15,7 @@ use crate::{first_slot_at, Mode};
 const KEYS: usize = 100;
 
 pub fn run(mode: Mode, report: &mut Report) {
-    report.section(
-        "Operations (latencies in ms; ratio to the baseline's GET throughput)",
-        "Operations: figures",
-    );
+    report.section("Operations (latencies in ms)", "Operations: figures");
     let cluster = Cluster::builder(3).arg("--log-level").arg("warn").start();
     let root = cluster.url(cluster.root_id);
     let leaf = cluster.url(cluster.at_slot(first_slot_at(3)));

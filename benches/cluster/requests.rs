@@ -8,10 +8,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::baseline::{HOT_KEYS, READERS};
 use crate::common::{self, Cluster};
 use crate::load::{
-    hot_key, load, load_keys, small_key, small_value, Req, Stats, LOADERS, LOAD_LIMIT,
+    hot_key, load, load_keys, small_key, small_value, Req, Stats, HOT_KEYS, LOADERS, LOAD_LIMIT,
+    READERS,
 };
 use crate::report::Report;
 use crate::{first_slot_at, rss_mib, Mode};
@@ -65,10 +65,7 @@ pub fn put_through_leaf_as(leaf: &str, mode: Mode, tag: &str) -> Stats {
 pub fn run(mode: Mode, report: &mut Report) {
     let sizes = if mode.smoke { &SMOKE } else { &FULL };
     let (w, m) = (mode.warmup, mode.measure);
-    report.section(
-        "Requests (latencies in ms; ratio to the baseline's GET throughput)",
-        "Other figures",
-    );
+    report.section("Requests (latencies in ms)", "Other figures");
 
     let t = Instant::now();
     common::shared_zookeeper();
@@ -95,7 +92,6 @@ pub fn run(mode: Mode, report: &mut Report) {
     let all: Vec<String> = cluster.ids().iter().map(|&id| cluster.url(id)).collect();
 
     println!("\nrunning scenarios ...");
-    report.baseline(mode);
 
     // The hot keys: at the root, and read once through the leaf.
     let hot = AtomicU64::new(0);

@@ -14,11 +14,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::baseline::{HOT_KEYS, READERS};
 use crate::common::{self, Builder, Cluster};
 use crate::load::{
     alternate, hot_key, interleave, load, load_keys_fast, small_key, small_value, Req, Stats,
-    LOADERS, LOAD_LIMIT,
+    HOT_KEYS, LOADERS, LOAD_LIMIT, READERS,
 };
 use crate::report::{met, Report};
 use crate::{first_slot_at, Mode};
@@ -29,12 +28,8 @@ const SIGNED_TARGET: f64 = 1.10;
 const SLICES_PER_MEASURE: u32 = 4;
 
 pub fn run(mode: Mode, report: &mut Report) {
-    report.section(
-        "Security (latencies in ms; ratio to the baseline's GET throughput)",
-        "Security: figures",
-    );
-    report.baseline(mode);
-    signed_misses(mode, report);
+    report.section("Security (latencies in ms)", "Security: figures");
+    signed_misses(mode, report, SIGNED_TARGET);
     tls_hit(mode, report);
 }
 
@@ -50,8 +45,9 @@ fn tree_with_keys(signed: bool, keys: u64) -> (Cluster, String) {
     (cluster, leaf)
 }
 
-/// GET misses through two hops, signed and unsigned.
-fn signed_misses(mode: Mode, report: &mut Report) {
+/// GET misses through two hops, signed and unsigned; `target` is how much
+/// slower the signed p50 may be (section `compare` holds it to another).
+pub fn signed_misses(mode: Mode, report: &mut Report, target: f64) {
     let (keys, slices) = if mode.smoke { (4_000, 2) } else { (60_000, 6) };
     let (signed, signed_leaf) = tree_with_keys(true, keys);
     let (unsigned, unsigned_leaf) = tree_with_keys(false, keys);
@@ -97,8 +93,8 @@ fn signed_misses(mode: Mode, report: &mut Report) {
         with_all.throughput() / without_all.throughput(),
         measure.as_secs_f64() / slices as f64,
         per_slice.join(", "),
-        (SIGNED_TARGET - 1.0) * 100.0,
-        met(p50_ratio <= SIGNED_TARGET)
+        (target - 1.0) * 100.0,
+        met(p50_ratio <= target)
     ));
 }
 

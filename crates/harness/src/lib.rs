@@ -281,9 +281,19 @@ pub struct Builder {
     key: bool,
     tokens: Option<String>,
     tls: bool,
+    binary: Option<PathBuf>,
 }
 
 impl Builder {
+    /// Starts the nodes from this binary rather than [`treecache_bin`]
+    /// (the benchmark's builds of older commits). It must take the flags
+    /// [`Cluster::command`] gives: a build of the first version has no
+    /// cluster key ([`Builder::no_key`]), TLS or data directory.
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+
     /// The nodes serve HTTPS and call each other over it, with certificates
     /// of the test CA ([`tls::TestCa::shared`]); [`Cluster::url`] is then
     /// an `https://` URL.
@@ -407,6 +417,7 @@ impl Builder {
             env: self.env,
             args,
             tls: self.tls,
+            binary: self.binary.unwrap_or_else(treecache_bin),
             open_files: self.open_files,
             nodes: BTreeMap::new(),
             overrides: BTreeMap::new(),
@@ -470,6 +481,8 @@ pub struct Cluster {
     args: Vec<String>,
     /// The nodes speak HTTPS.
     tls: bool,
+    /// The node binary.
+    binary: PathBuf,
     open_files: Option<u64>,
     nodes: BTreeMap<u32, NodeProc>,
     /// Flags of single nodes (`set_flag`).
@@ -498,6 +511,7 @@ impl Cluster {
             key: true,
             tokens: None,
             tls: false,
+            binary: None,
         }
     }
 
@@ -615,7 +629,7 @@ impl Cluster {
 
     /// The command line that starts node `id` on `port`.
     pub fn command(&self, id: u32, port: u16) -> Command {
-        let mut c = Command::new(treecache_bin());
+        let mut c = Command::new(&self.binary);
         for flag in treecache::FLAGS {
             c.env_remove(flag.env);
         }
@@ -708,7 +722,9 @@ impl Cluster {
 
     /// Waits until each of these nodes is ready (it has joined, and the
     /// root has opened for joins and writes) and answers from its cache
-    /// (its lease holds).
+    /// (its lease holds). A node of the first version has neither `/ready`
+    /// (it answers 404) nor a lease: it is ready once `GET /` says it
+    /// has joined.
     pub fn wait_joined(&self, ids: &[u32]) {
         wait_until(
             Duration::from_secs(30),
@@ -717,10 +733,18 @@ impl Cluster {
                 ids.iter().all(|&id| {
                     let (status, ready) = http::get(&format!("{}/ready", self.url(id)));
                     let (_, info) = http::get(&self.url(id));
-                    status == 200 && ready["ready"] == true && info["lease"] == true
+                    match status {
+                        404 => info["joined"] == true,
+                        _ => status == 200 && ready["ready"] == true && info["lease"] == true,
+                    }
                 })
             },
         );
+    }
+
+    /// The node binary the cluster runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// Kills node `id` (SIGKILL) and waits for it to go.
