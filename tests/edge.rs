@@ -667,8 +667,8 @@ fn mget_answers_are_bounded_in_size_and_in_total() {
     eprintln!(
         "40 unread mgets of 7 MiB: before {before}; peak {peak}; small reads meanwhile {small:?}"
     );
-    // The node's budget for answers waiting for their clients (64 MiB),
-    // the mget answers being built meanwhile (4 at once, 8 MiB of values
+    // The node's budget for answers waiting for their clients (32 MiB),
+    // the mget answers being built meanwhile (2 at once, 8 MiB of values
     // and their body each), and room for allocator slack.
     let limit = (200 * 1024).max(before.rss_kib + 128 * 1024 + 48 * 1024);
     if peak.rss_kib > limit {

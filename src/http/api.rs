@@ -52,7 +52,7 @@ const REPLICATION_TIME: Duration = Duration::from_secs(31);
 const MAX_MGET_ANSWER: usize = 8 << 20;
 /// The most `POST /mget` answers made at once: with [`MAX_MGET_ANSWER`],
 /// what they take is bounded for the whole node.
-const MGETS_AT_ONCE: usize = 4;
+const MGETS_AT_ONCE: usize = 2;
 
 /// The answers to `POST /mget` being made, at most [`MGETS_AT_ONCE`].
 static MGETS: Slots = Slots::new(MGETS_AT_ONCE);
@@ -428,13 +428,16 @@ pub fn finish(node: &Node, deferred: Deferred) -> Reply {
 /// it takes the key's shard lock for the lookup only, and the locks of the
 /// lease and the tokens only for a moment each, none of them held across
 /// I/O; it waits on no other node.
-pub fn answer_now(node: &Node, guard: &Guard, request: &Request) -> Option<Reply> {
+pub fn answer_now(node: &Node, guard: &Guard, request: &mut Request) -> Option<Reply> {
     if request.method != "GET" || !request.body.is_empty() || request.target.contains('?') {
         return None;
     }
     let reply = match route(&request.target)? {
         (Route::Store(segment), _) => hit_now(node, guard, request, segment)?,
-        (Route::Fill(segment), _) => fill_now(node, guard, request, segment)?,
+        (Route::Fill(segment), _) => {
+            let segment = segment.to_owned();
+            fill_now(node, guard, request, &segment)?
+        }
         _ => return None,
     };
     Timing::of(request).observe(node);
@@ -466,14 +469,17 @@ fn hit_now(node: &Node, guard: &Guard, request: &Request, segment: &str) -> Opti
 /// answers most fills without waking a worker. Checked as `dispatch`
 /// checks it; anything it does not answer, a refusal included, a worker
 /// answers.
-fn fill_now(node: &Node, guard: &Guard, request: &Request, segment: &str) -> Option<Reply> {
+fn fill_now(node: &Node, guard: &Guard, request: &mut Request, segment: &str) -> Option<Reply> {
     let parts = Signed {
         method: &request.method,
         path: &request.target,
-        headers: request,
+        headers: &*request,
         body: &[],
     };
     guard.node_to_node(&parts, false).ok()?;
+    // A worker that answers the fill after all need not check it again.
+    request.verified = true;
+    let request = &*request;
     let deadline = Deadline::from_budget(wire::budget(request), node.config().upstream_timeout);
     input::request_id(request.header(REQUEST_ID_HEADER)).ok()?;
     let fill = FillRequest::decode(decode_key(segment).ok()?, request).ok()?;
@@ -518,7 +524,7 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
         return Err(Error::MethodNotAllowed { allow });
     }
     // A signed request: check what its signature covers.
-    if is_node_to_node(&route) || guard.needs_body(headers) {
+    if (is_node_to_node(&route) || guard.needs_body(headers)) && !request.verified {
         let parts = Signed {
             method,
             path: &request.target,

@@ -19,6 +19,9 @@ pub struct Request {
     pub body: Vec<u8>,
     /// When the loop had the whole head.
     pub received: Instant,
+    /// Its signature was checked already, and holds (the loop checks a
+    /// fill's before it tries to answer it).
+    pub verified: bool,
 }
 
 impl Request {

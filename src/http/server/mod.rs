@@ -77,7 +77,7 @@ pub struct Limits {
 /// client before it stops reading.
 const BUFFERED: usize = 64 * 1024;
 /// The most bytes the answers waiting to be written may take, in all.
-pub const ANSWER_BYTES: usize = 64 << 20;
+pub const ANSWER_BYTES: usize = 32 << 20;
 /// How long a connection closed after an answer may still send, and how
 /// much: what it sends is read and dropped, so that closing with its data
 /// unread (a reset) does not destroy the answer before the client has read
@@ -560,21 +560,23 @@ impl Server {
             head_only: head.method == "HEAD",
             keep_alive: head.keep_alive,
         };
-        let request = Request {
+        let mut request = Request {
             method: head.method,
             target: head.target,
             headers: head.headers,
             body,
             received: now,
+            verified: false,
         };
         let conn = self.conn(index)?;
         conn.request_since = (!conn.inbound.is_empty()).then_some(now);
         let token = token(index, conn.generation);
         let (node, guard) = (&self.node, &self.guard);
         // A panic here must not end the loop, which every connection needs.
-        let now_answer =
-            std::panic::catch_unwind(AssertUnwindSafe(|| api::answer_now(node, guard, &request)))
-                .unwrap_or_else(|_| Some(panicked()));
+        let now_answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            api::answer_now(node, guard, &mut request)
+        }))
+        .unwrap_or_else(|_| Some(panicked()));
         if let Some(reply) = now_answer {
             self.queue(index, reply, asked);
             return Ok(());
