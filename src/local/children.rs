@@ -41,3 +41,134 @@ pub fn signal(pid: u32, signal: libc::c_int) -> bool {
     // SAFETY: kill(2) with a pid we started.
     unsafe { libc::kill(pid as libc::pid_t, signal) == 0 }
 }
+
+/// Copies the output of many children to our stderr, each line prefixed
+/// with its child's name, on one thread for all of them (poll(2) over their
+/// pipes): a thousand children cost one thread, not two thousand.
+///
+/// A pipe added is taken into the poll within [`Output::PICK_UP`]; lines
+/// are copied whole (a line longer than [`Output::LONGEST`] is cut there);
+/// a pipe is dropped at its end, what is left of its last line printed.
+pub struct Output {
+    added: std::sync::Arc<std::sync::Mutex<Vec<Stream>>>,
+}
+
+/// One pipe being read: whose, and the part of a line read so far.
+struct Stream {
+    name: String,
+    file: std::fs::File,
+    partial: Vec<u8>,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::start()
+    }
+}
+
+impl Output {
+    /// How soon a pipe added is read from.
+    pub const PICK_UP: std::time::Duration = std::time::Duration::from_millis(100);
+    /// The longest line copied whole.
+    pub const LONGEST: usize = 64 * 1024;
+
+    /// Starts the copying thread; it runs for as long as the process.
+    pub fn start() -> Output {
+        let added: std::sync::Arc<std::sync::Mutex<Vec<Stream>>> = Default::default();
+        let taken = added.clone();
+        let _ = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || copy_lines(&taken));
+        Output { added }
+    }
+
+    /// Copies `child`'s stdout and stderr (whichever were piped) from now on.
+    pub fn add(&self, name: &str, child: &mut std::process::Child) {
+        use std::os::fd::OwnedFd;
+        let out = child.stdout.take().map(OwnedFd::from);
+        let err = child.stderr.take().map(OwnedFd::from);
+        let mut added = self.added.lock().unwrap();
+        for fd in [out, err].into_iter().flatten() {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe {
+                let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+            added.push(Stream {
+                name: name.to_string(),
+                file: std::fs::File::from(fd),
+                partial: Vec::new(),
+            });
+        }
+    }
+}
+
+/// The copying thread: polls every pipe, copies what is whole.
+fn copy_lines(added: &std::sync::Mutex<Vec<Stream>>) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let mut streams: Vec<Stream> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        streams.append(&mut added.lock().unwrap());
+        let mut fds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+        let ready = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                Output::PICK_UP.as_millis() as libc::c_int,
+            )
+        };
+        if ready <= 0 {
+            continue;
+        }
+        let stderr = std::io::stderr();
+        let mut err = stderr.lock();
+        let mut ended = Vec::new();
+        for (i, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            let s = &mut streams[i];
+            let end = match s.file.read(&mut buf) {
+                Ok(0) => true,
+                Ok(n) => {
+                    s.partial.extend_from_slice(&buf[..n]);
+                    false
+                }
+                Err(e) => {
+                    e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::Interrupted
+                }
+            };
+            while let Some(cut) = s
+                .partial
+                .iter()
+                .position(|&b| b == b'\n')
+                .or((s.partial.len() >= Output::LONGEST).then_some(Output::LONGEST))
+                .or((end && !s.partial.is_empty()).then_some(s.partial.len()))
+            {
+                let line: Vec<u8> = s.partial.drain(..cut.min(s.partial.len())).collect();
+                if s.partial.first() == Some(&b'\n') {
+                    s.partial.remove(0);
+                }
+                let _ = writeln!(err, "{:>8} | {}", s.name, String::from_utf8_lossy(&line));
+            }
+            if end {
+                ended.push(i);
+            }
+        }
+        for i in ended.into_iter().rev() {
+            streams.swap_remove(i);
+        }
+    }
+}

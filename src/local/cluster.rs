@@ -23,7 +23,6 @@
 //! (one certificate for all, which must name `127.0.0.1`), and the command
 //! reaches the nodes over HTTPS itself.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -186,6 +185,8 @@ impl ClusterArgs {
 /// Runs the cluster until a stop signal; returns the exit status.
 pub fn run(args: ClusterArgs) -> i32 {
     process::catch_stop_signals();
+    // Two pipes a node, and a connection to each while waiting for it.
+    process::raise_open_files_limit();
     let started = Instant::now();
     let tree = Tree::new(args.depth);
     let dir = std::env::temp_dir().join(format!("treecache-cluster-{}", std::process::id()));
@@ -250,6 +251,8 @@ pub fn run(args: ClusterArgs) -> i32 {
     let address = |id: u32| format!("127.0.0.1:{}", args.base_port as u32 + id);
     let root_url = url(args.root_id);
     let mut children: Vec<(u32, Child)> = Vec::new();
+    // The nodes' logs, on one thread for all of them.
+    let output = children::Output::start();
     // `key` is a node's id, or `STANDBY + k` for standby k.
     let spawn = |key: u32, children: &mut Vec<(u32, Child)>| -> Result<(), String> {
         let (id, listen, data) = match key.checked_sub(STANDBY) {
@@ -299,11 +302,12 @@ pub fn run(args: ClusterArgs) -> i32 {
         let mut child = command
             .spawn()
             .map_err(|e| format!("starting {}: {e}", label(key)))?;
-        prefix_output(&mut child, &label(key));
+        output.add(&label(key), &mut child);
         children.push((key, child));
         Ok(())
     };
 
+    let mut ready_at = Duration::ZERO;
     // The root, the slots in id order, then every other node at once; then
     // the standbys, once the root leads the group (the first member to write
     // the group's state leads), and until they are in sync.
@@ -312,14 +316,26 @@ pub fn run(args: ClusterArgs) -> i32 {
             let key = ClusterKey::load(&key_file)?;
             reserve_slots(&agent, &root_url, &others, address, &key, &mut children)
         })
-        .and_then(|()| others.iter().try_for_each(|&id| spawn(id, &mut children)))
-        .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
-        .and_then(|doc| {
+        .and_then(|()| {
+            // In id order; a stop asked for meanwhile is heeded at once.
+            others.iter().try_for_each(|&id| {
+                if process::stop_requested() {
+                    return Err("stopped before the cluster was up".to_string());
+                }
+                spawn(id, &mut children)
+            })
+        })
+        .and_then(|()| {
             let urls: Vec<(u32, String)> = std::iter::once(args.root_id)
                 .chain(others.iter().copied())
                 .map(|id| (id, url(id)))
                 .collect();
-            wait_ready(&agent, &urls, &mut children).map(|()| doc)
+            wait_ready(&agent, &urls, &mut children)
+        })
+        .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
+        .map(|doc| {
+            ready_at = started.elapsed();
+            doc
         })
         .and_then(|doc| {
             for k in 1..=args.standbys {
@@ -334,12 +350,28 @@ pub fn run(args: ClusterArgs) -> i32 {
             print_tree(&doc, scheme);
             print_root_group(&agent, &root_url, scheme);
             let usage = Usage::of(children.iter().map(|(_, c)| c.id()));
+            let mine = Usage::of(std::iter::once(std::process::id()));
+            let zookeeper =
+                _zookeeper
+                    .as_ref()
+                    .and_then(LocalZooKeeper::pid)
+                    .map_or(String::new(), |pid| {
+                        let zk = Usage::of(std::iter::once(pid));
+                        format!(
+                            "; ZooKeeper: {:.1} MiB, {} threads",
+                            zk.rss_bytes as f64 / (1 << 20) as f64,
+                            zk.threads
+                        )
+                    });
             say!(
-                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper); {}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
+                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper; all ready and live at {:.2} s); {} ({:.1} a process); this command: {} threads{zookeeper}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
                 took.as_secs_f64(),
                 zk_up.as_secs_f64(),
+                ready_at.as_secs_f64(),
                 usage,
+                usage.threads as f64 / usage.processes.max(1) as f64,
+                mine.threads,
                 url(doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name))),
                 cacert = args
                     .tls
@@ -527,26 +559,6 @@ fn id_of(name: &str) -> u32 {
     name.trim_start_matches("NODE-").parse().unwrap_or(1)
 }
 
-/// Copies a child's output to ours, each line prefixed with its name.
-fn prefix_output(child: &mut Child, name: &str) {
-    let out = child
-        .stdout
-        .take()
-        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-    let err = child
-        .stderr
-        .take()
-        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-    for stream in [out, err].into_iter().flatten() {
-        let name = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                esay!("{name:>8} | {line}");
-            }
-        });
-    }
-}
-
 fn exited(children: &mut [(u32, Child)]) -> Option<(u32, std::process::ExitStatus)> {
     children
         .iter_mut()
@@ -568,7 +580,8 @@ fn stop_all(children: &mut Vec<(u32, Child)>) {
     children.clear();
 }
 
-/// Polls the root's `/nodes` until `n` nodes have joined.
+/// Polls the root's `/nodes` until `n` nodes have joined and each is live
+/// (its liveness znode is there).
 fn wait_for_tree(
     agent: &ureq::Agent,
     root_url: &str,
@@ -580,9 +593,12 @@ fn wait_for_tree(
         root_url,
         children,
         "the cluster did not come up",
-        |doc| match doc.nodes.len() == n {
-            true => Ok(doc.clone()),
-            false => Err(format!("{} of {n} nodes joined", doc.nodes.len())),
+        |doc| {
+            let live = doc.nodes.iter().filter(|n| n.live == Some(true)).count();
+            match (doc.nodes.len(), live) {
+                (joined, live) if joined == n && live == n => Ok(doc.clone()),
+                (joined, live) => Err(format!("{joined} of {n} nodes joined, {live} live")),
+            }
         },
     )
 }
@@ -616,7 +632,9 @@ fn poll_nodes<T>(
             },
             Err(e) => last = e.to_string(),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // A /nodes document of a thousand nodes is some 100 KiB: asked for
+        // less often in a big tree.
+        std::thread::sleep(Duration::from_millis(50.max(children.len() as u64 / 4)));
     }
     Err(format!(
         "{failure} within {} s ({last})",

@@ -103,6 +103,11 @@ impl LocalZooKeeper {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id, while it runs (the script execs Java).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the server and waits until it serves.
     fn spawn(&mut self) -> Result<(), String> {
         self.launch()?;
