@@ -31,9 +31,10 @@ pub fn keep_live(node: &Node, registry: &Registry) {
     });
 }
 
-/// Starts, in the background, the work that brings the node into the tree,
-/// and the sweep of expired values.
-pub fn start(node: Arc<Node>, registry: Registry) {
+/// Starts, in the background, the work that brings the node into the tree
+/// (on a thread of its own: it waits on the root and ZooKeeper), and the
+/// sweep of expired values (a chore of `upkeep`).
+pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkeep) {
     let sweeping = node.clone();
     let name = if node.root().is_some() {
         "root-group"
@@ -51,13 +52,8 @@ pub fn start(node: Arc<Node>, registry: Registry) {
             }
         })
         .expect("spawn the start-up thread");
-    std::thread::Builder::new()
-        .name("expiry".into())
-        .spawn(move || loop {
-            std::thread::sleep(SWEEP_EVERY);
-            sweeping.sweep_expired();
-        })
-        .expect("spawn the expiry thread");
+    // A sweep is local and quick: one of the chores of the upkeep thread.
+    upkeep.every(SWEEP_EVERY, move || sweeping.sweep_expired());
 }
 
 /// Finds the root, joins it, and registers in ZooKeeper. Retries until it has joined.
