@@ -283,7 +283,13 @@ pub fn run(args: ClusterArgs) -> i32 {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(threads) = args.node_threads() {
+        // The root group keeps the node's default unless --threads says
+        // otherwise: the root takes every join and every miss of the tree.
+        let threads = match id == args.root_id {
+            true => args.threads,
+            false => args.node_threads(),
+        };
+        if let Some(threads) = threads {
             command.args(["--threads", &threads.to_string()]);
         }
         if let Some(data) = data {
@@ -307,14 +313,18 @@ pub fn run(args: ClusterArgs) -> i32 {
         Ok(())
     };
 
-    let mut ready_at = Duration::ZERO;
+    // When each step of the start-up ended, from the command's start.
+    let phases = std::cell::RefCell::new(vec![("ZooKeeper up", zk_up)]);
+    let mark = |step: &'static str| phases.borrow_mut().push((step, started.elapsed()));
     // The root, the slots in id order, then every other node at once; then
     // the standbys, once the root leads the group (the first member to write
     // the group's state leads), and until they are in sync.
     let up = spawn(args.root_id, &mut children)
         .and_then(|()| {
             let key = ClusterKey::load(&key_file)?;
-            reserve_slots(&agent, &root_url, &others, address, &key, &mut children)
+            reserve_slots(&agent, &root_url, &others, address, &key, &mut children)?;
+            mark("slots reserved");
+            Ok(())
         })
         .and_then(|()| {
             // In id order; a stop asked for meanwhile is heeded at once.
@@ -323,18 +333,22 @@ pub fn run(args: ClusterArgs) -> i32 {
                     return Err("stopped before the cluster was up".to_string());
                 }
                 spawn(id, &mut children)
-            })
+            })?;
+            mark("nodes started");
+            Ok(())
         })
         .and_then(|()| {
             let urls: Vec<(u32, String)> = std::iter::once(args.root_id)
                 .chain(others.iter().copied())
                 .map(|id| (id, url(id)))
                 .collect();
-            wait_ready(&agent, &urls, &mut children)
+            wait_ready(&agent, &urls, &mut children)?;
+            mark("all ready");
+            Ok(())
         })
         .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
         .map(|doc| {
-            ready_at = started.elapsed();
+            mark("all live");
             doc
         })
         .and_then(|doc| {
@@ -342,8 +356,14 @@ pub fn run(args: ClusterArgs) -> i32 {
                 spawn(STANDBY + k, &mut children)?;
             }
             wait_for_standbys(&agent, &root_url, args.standbys as usize, &mut children)?;
+            mark("standbys in sync");
             Ok(doc)
         });
+    let phases = phases.into_inner();
+    let ready_at = phases
+        .iter()
+        .find(|(step, _)| *step == "all live")
+        .map_or(Duration::ZERO, |(_, at)| *at);
     let status = match up {
         Ok(doc) => {
             let took = started.elapsed();
@@ -363,8 +383,13 @@ pub fn run(args: ClusterArgs) -> i32 {
                             zk.threads
                         )
                     });
+            let steps: Vec<String> = phases
+                .iter()
+                .map(|(step, at)| format!("{step} {:.2} s", at.as_secs_f64()))
+                .collect();
+            say!("\nstart-up, from the command's start: {}", steps.join(", "));
             say!(
-                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper; all ready and live at {:.2} s); {} ({:.1} a process); this command: {} threads{zookeeper}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
+                "{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper; all ready and live at {:.2} s); {} ({:.1} a process); this command: {} threads{zookeeper}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
                 took.as_secs_f64(),
                 zk_up.as_secs_f64(),
