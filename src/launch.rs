@@ -61,7 +61,7 @@ pub fn node(args: pico_args::Arguments) {
         None => {
             let (registry, prefix, root_id) =
                 (registry.clone(), config.zk_prefix.clone(), config.root_id);
-            Box::new(move || registry.find_root(&prefix, root_id))
+            Box::new(move || registry.follow_root(&prefix, root_id))
         }
     };
     let metrics = Arc::new(Metrics::default());
