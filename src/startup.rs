@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 /// How often a cache node looks for the root's address in ZooKeeper (it
 /// follows a failover in the root group).
 const LOOK_FOR_ROOT: Duration = Duration::from_millis(500);
+/// How often a node that dropped keys tells its parent (while it has some).
+const RELEASE_EVERY: Duration = Duration::from_millis(100);
 /// How often expired values are swept away.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -163,13 +165,20 @@ fn join_tree(node: &Node, registry: &Registry) {
     }
 }
 
-/// Tells the parent, every 100 ms, which keys this node dropped; every
-/// `LOOK_FOR_ROOT`, looks for the root's address in ZooKeeper.
+/// Tells the parent which keys this node dropped: every 100 ms while there
+/// are some, backing off to every `LOOK_FOR_ROOT` while there are none (an
+/// idle node wakes twice a second, not ten times); every `LOOK_FOR_ROOT`,
+/// looks for the root's address in ZooKeeper (as read with the lease's
+/// heartbeat: see `Registry::follow_root`).
 fn send_releases_forever(node: &Node) {
     let mut looked = Instant::now();
+    let mut pause = RELEASE_EVERY;
     loop {
-        std::thread::sleep(Duration::from_millis(100));
-        node.send_releases();
+        std::thread::sleep(pause);
+        pause = match node.send_releases() {
+            true => RELEASE_EVERY,
+            false => (pause * 2).min(LOOK_FOR_ROOT),
+        };
         if node.config().root.is_none() && looked.elapsed() >= LOOK_FOR_ROOT {
             node.look_for_root();
             looked = Instant::now();
