@@ -40,6 +40,7 @@
 use treecache_harness as common;
 
 mod baseline;
+mod deep;
 mod durable;
 mod failover;
 mod faults;
@@ -84,6 +85,7 @@ const SECTIONS: &[Section] = &[
     ("failover", failover::run),
     ("security", security::run),
     ("operations", operations::run),
+    ("deep", deep::run),
 ];
 
 fn main() {
