@@ -184,6 +184,10 @@ struct Client {
 
 type Callback = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// A followed znode as a heartbeat read it: when, and its data (`None`: it
+/// did not exist).
+type Reading = (Instant, Option<Vec<u8>>);
+
 struct Shared {
     connect: String,
     prefix: String,
@@ -211,7 +215,7 @@ struct Shared {
     live_reader: Once,
     /// The znodes read with every heartbeat ([`Registry::follow`]): when
     /// each was last read, and its data (`None`: it did not exist).
-    followed: Mutex<BTreeMap<String, Option<(Instant, Option<Vec<u8>>)>>>,
+    followed: Mutex<BTreeMap<String, Option<Reading>>>,
     /// Set by [`Registry::close`]: no new session from then on.
     closed: std::sync::atomic::AtomicBool,
 }
