@@ -166,3 +166,26 @@ pub fn on_stop_signals(stop: impl FnOnce() + Send + 'static) -> Upkeep {
         .expect("spawn the upkeep thread");
     upkeep
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upkeep_runs_each_chore_when_it_is_due() {
+        let upkeep = Upkeep::default();
+        assert_eq!(upkeep.run_due(), UPKEEP_NAP);
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = runs.clone();
+        upkeep.every(Duration::from_millis(30), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let wait = upkeep.run_due();
+        assert!(wait <= Duration::from_millis(30), "{wait:?}");
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not due yet");
+        std::thread::sleep(wait);
+        let next = upkeep.run_due();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(next > Duration::from_millis(20), "{next:?}");
+    }
+}
