@@ -39,7 +39,7 @@ pub fn node(args: pico_args::Arguments) {
     // first finishes the writes under way and syncs the log.
     let serving: Arc<OnceLock<(Arc<Node>, Registry)>> = Arc::default();
     let stopping = serving.clone();
-    crate::process::on_stop_signals(move || {
+    let upkeep = crate::process::on_stop_signals(move || {
         if let Some((node, registry)) = stopping.get() {
             node.stop(STOP_WAIT);
             // Its znodes go now: a standby of the root takes over at once,
@@ -61,7 +61,7 @@ pub fn node(args: pico_args::Arguments) {
         None => {
             let (registry, prefix, root_id) =
                 (registry.clone(), config.zk_prefix.clone(), config.root_id);
-            Box::new(move || registry.find_root(&prefix, root_id))
+            Box::new(move || registry.follow_root(&prefix, root_id))
         }
     };
     let metrics = Arc::new(Metrics::default());
@@ -124,7 +124,7 @@ pub fn node(args: pico_args::Arguments) {
     let on_session = node.clone();
     registry.on_new_session(move |generation| on_session.session_changed(generation));
     node.session_changed(crate::node::Sessions::lease(&registry).generation);
-    crate::startup::start(node.clone(), registry);
+    crate::startup::start(node.clone(), registry, &upkeep);
     if let Err(e) = crate::http::server::serve(node, guard, listener, threads) {
         log::error!("the server stopped: {e}");
         std::process::exit(1);

@@ -26,7 +26,8 @@ Cluster flags:
   --zookeeper H:P (127.0.0.1:2181; started from the local installation when none answers)
   --log-level LEVEL (info)
   --data-dir DIR (the root's data; by default a temporary directory removed at exit)
-  --threads N (each node's --threads; by default the node's own, 2 from depth 5 on)
+  --threads N (every node's --threads; by default the node's own, and 2 for the cache
+    nodes from depth 5 on)
   --standbys K (1: standbys of the root, standby k on 127.0.0.1:P+N+k)
   --tls-cert PATH --tls-key PATH --tls-ca PATH (every node's; all three or none: the
     nodes then speak HTTPS, and the certificate must name 127.0.0.1)

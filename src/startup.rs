@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 /// How often a cache node looks for the root's address in ZooKeeper (it
 /// follows a failover in the root group).
 const LOOK_FOR_ROOT: Duration = Duration::from_millis(500);
+/// How often a node that dropped keys tells its parent (while it has some).
+const RELEASE_EVERY: Duration = Duration::from_millis(100);
 /// How often expired values are swept away.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -31,9 +33,10 @@ pub fn keep_live(node: &Node, registry: &Registry) {
     });
 }
 
-/// Starts, in the background, the work that brings the node into the tree,
-/// and the sweep of expired values.
-pub fn start(node: Arc<Node>, registry: Registry) {
+/// Starts, in the background, the work that brings the node into the tree
+/// (on a thread of its own: it waits on the root and ZooKeeper), and the
+/// sweep of expired values (a chore of `upkeep`).
+pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkeep) {
     let sweeping = node.clone();
     let name = if node.root().is_some() {
         "root-group"
@@ -51,13 +54,8 @@ pub fn start(node: Arc<Node>, registry: Registry) {
             }
         })
         .expect("spawn the start-up thread");
-    std::thread::Builder::new()
-        .name("expiry".into())
-        .spawn(move || loop {
-            std::thread::sleep(SWEEP_EVERY);
-            sweeping.sweep_expired();
-        })
-        .expect("spawn the expiry thread");
+    // A sweep is local and quick: one of the chores of the upkeep thread.
+    upkeep.every(SWEEP_EVERY, move || sweeping.sweep_expired());
 }
 
 /// Finds the root, joins it, and registers in ZooKeeper. Retries until it has joined.
@@ -167,13 +165,20 @@ fn join_tree(node: &Node, registry: &Registry) {
     }
 }
 
-/// Tells the parent, every 100 ms, which keys this node dropped; every
-/// `LOOK_FOR_ROOT`, looks for the root's address in ZooKeeper.
+/// Tells the parent which keys this node dropped: every 100 ms while there
+/// are some, backing off to every `LOOK_FOR_ROOT` while there are none (an
+/// idle node wakes twice a second, not ten times); every `LOOK_FOR_ROOT`,
+/// looks for the root's address in ZooKeeper (as read with the lease's
+/// heartbeat: see `Registry::follow_root`).
 fn send_releases_forever(node: &Node) {
     let mut looked = Instant::now();
+    let mut pause = RELEASE_EVERY;
     loop {
-        std::thread::sleep(Duration::from_millis(100));
-        node.send_releases();
+        std::thread::sleep(pause);
+        pause = match node.send_releases() {
+            true => RELEASE_EVERY,
+            false => (pause * 2).min(LOOK_FOR_ROOT),
+        };
         if node.config().root.is_none() && looked.elapsed() >= LOOK_FOR_ROOT {
             node.look_for_root();
             looked = Instant::now();

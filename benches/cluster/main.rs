@@ -48,6 +48,7 @@ use treecache_harness as common;
 
 mod builds;
 mod compare;
+mod deep;
 mod durable;
 mod failover;
 mod faults;
@@ -93,6 +94,7 @@ const SECTIONS: &[Section] = &[
     ("security", security::run),
     ("operations", operations::run),
     ("compare", compare::run),
+    ("deep", deep::run),
 ];
 
 fn main() {

@@ -23,7 +23,6 @@
 //! (one certificate for all, which must name `127.0.0.1`), and the command
 //! reaches the nodes over HTTPS itself.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -186,6 +185,8 @@ impl ClusterArgs {
 /// Runs the cluster until a stop signal; returns the exit status.
 pub fn run(args: ClusterArgs) -> i32 {
     process::catch_stop_signals();
+    // Two pipes a node, and a connection to each while waiting for it.
+    process::raise_open_files_limit();
     let started = Instant::now();
     let tree = Tree::new(args.depth);
     let dir = std::env::temp_dir().join(format!("treecache-cluster-{}", std::process::id()));
@@ -250,6 +251,8 @@ pub fn run(args: ClusterArgs) -> i32 {
     let address = |id: u32| format!("127.0.0.1:{}", args.base_port as u32 + id);
     let root_url = url(args.root_id);
     let mut children: Vec<(u32, Child)> = Vec::new();
+    // The nodes' logs, on one thread for all of them.
+    let output = children::Output::start();
     // `key` is a node's id, or `STANDBY + k` for standby k.
     let spawn = |key: u32, children: &mut Vec<(u32, Child)>| -> Result<(), String> {
         let (id, listen, data) = match key.checked_sub(STANDBY) {
@@ -280,7 +283,13 @@ pub fn run(args: ClusterArgs) -> i32 {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(threads) = args.node_threads() {
+        // The root group keeps the node's default unless --threads says
+        // otherwise: the root takes every join and every miss of the tree.
+        let threads = match id == args.root_id {
+            true => args.threads,
+            false => args.node_threads(),
+        };
+        if let Some(threads) = threads {
             command.args(["--threads", &threads.to_string()]);
         }
         if let Some(data) = data {
@@ -299,11 +308,14 @@ pub fn run(args: ClusterArgs) -> i32 {
         let mut child = command
             .spawn()
             .map_err(|e| format!("starting {}: {e}", label(key)))?;
-        prefix_output(&mut child, &label(key));
+        output.add(&label(key), &mut child);
         children.push((key, child));
         Ok(())
     };
 
+    // When each step of the start-up ended, from the command's start.
+    let phases = std::cell::RefCell::new(vec![("ZooKeeper up", zk_up)]);
+    let mark = |step: &'static str| phases.borrow_mut().push((step, started.elapsed()));
     // The root, the slots in id order, then every other node at once; then
     // the standbys, once the root leads the group (the first member to write
     // the group's state leads), and until they are in sync.
@@ -312,36 +324,78 @@ pub fn run(args: ClusterArgs) -> i32 {
             let key = ClusterKey::load(&key_file)?;
             let root_address = address(args.root_id);
             let root = (root_url.as_str(), root_address.as_str());
-            reserve_slots(&agent, root, &others, address, &key, &mut children)
+            reserve_slots(&agent, root, &others, address, &key, &mut children)?;
+            mark("slots reserved");
+            Ok(())
         })
-        .and_then(|()| others.iter().try_for_each(|&id| spawn(id, &mut children)))
-        .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
-        .and_then(|doc| {
+        .and_then(|()| {
+            // In id order; a stop asked for meanwhile is heeded at once.
+            others.iter().try_for_each(|&id| {
+                if process::stop_requested() {
+                    return Err("stopped before the cluster was up".to_string());
+                }
+                spawn(id, &mut children)
+            })?;
+            mark("nodes started");
+            Ok(())
+        })
+        .and_then(|()| {
             let urls: Vec<(u32, String)> = std::iter::once(args.root_id)
                 .chain(others.iter().copied())
                 .map(|id| (id, url(id)))
                 .collect();
-            wait_ready(&agent, &urls, &mut children).map(|()| doc)
+            wait_ready(&agent, &urls, &mut children)?;
+            mark("all ready");
+            Ok(())
         })
+        .and_then(|()| wait_for_tree(&agent, &root_url, tree.capacity(), &mut children))
+        .inspect(|_| mark("all live"))
         .and_then(|doc| {
             for k in 1..=args.standbys {
                 spawn(STANDBY + k, &mut children)?;
             }
             wait_for_standbys(&agent, &root_url, args.standbys as usize, &mut children)?;
+            mark("standbys in sync");
             Ok(doc)
         });
+    let phases = phases.into_inner();
+    let ready_at = phases
+        .iter()
+        .find(|(step, _)| *step == "all live")
+        .map_or(Duration::ZERO, |(_, at)| *at);
     let status = match up {
         Ok(doc) => {
             let took = started.elapsed();
             print_tree(&doc, scheme);
             print_root_group(&agent, &root_url, scheme);
             let usage = Usage::of(children.iter().map(|(_, c)| c.id()));
+            let mine = Usage::of(std::iter::once(std::process::id()));
+            let zookeeper =
+                _zookeeper
+                    .as_ref()
+                    .and_then(LocalZooKeeper::pid)
+                    .map_or(String::new(), |pid| {
+                        let zk = Usage::of(std::iter::once(pid));
+                        format!(
+                            "; ZooKeeper: {:.1} MiB, {} threads",
+                            zk.rss_bytes as f64 / (1 << 20) as f64,
+                            zk.threads
+                        )
+                    });
+            let steps: Vec<String> = phases
+                .iter()
+                .map(|(step, at)| format!("{step} {:.2} s", at.as_secs_f64()))
+                .collect();
+            say!("\nstart-up, from the command's start: {}", steps.join(", "));
             say!(
-                "\n{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper); {}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
+                "{} nodes up in {:.2} s ({:.2} s of it for ZooKeeper; all ready and live at {:.2} s); {} ({:.1} a process); this command: {} threads{zookeeper}. Try:\n  curl{cacert} {root_url}/\n  curl{cacert} -X PUT -H 'Content-Type: application/json' -d '{{\"value\": \"world\"}}' {root_url}/store/hello\n  curl{cacert} {}/store/hello\nPress Ctrl-C to stop.",
                 doc.nodes.len(),
                 took.as_secs_f64(),
                 zk_up.as_secs_f64(),
+                ready_at.as_secs_f64(),
                 usage,
+                usage.threads as f64 / usage.processes.max(1) as f64,
+                mine.threads,
                 url(doc.nodes.last().map_or(args.root_id, |n| id_of(&n.name))),
                 cacert = args
                     .tls
@@ -534,26 +588,6 @@ fn id_of(name: &str) -> u32 {
     name.trim_start_matches("NODE-").parse().unwrap_or(1)
 }
 
-/// Copies a child's output to ours, each line prefixed with its name.
-fn prefix_output(child: &mut Child, name: &str) {
-    let out = child
-        .stdout
-        .take()
-        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-    let err = child
-        .stderr
-        .take()
-        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-    for stream in [out, err].into_iter().flatten() {
-        let name = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                esay!("{name:>8} | {line}");
-            }
-        });
-    }
-}
-
 fn exited(children: &mut [(u32, Child)]) -> Option<(u32, std::process::ExitStatus)> {
     children
         .iter_mut()
@@ -575,7 +609,8 @@ fn stop_all(children: &mut Vec<(u32, Child)>) {
     children.clear();
 }
 
-/// Polls the root's `/nodes` until `n` nodes have joined.
+/// Polls the root's `/nodes` until `n` nodes have joined and each is live
+/// (its liveness znode is there).
 fn wait_for_tree(
     agent: &ureq::Agent,
     root_url: &str,
@@ -587,9 +622,12 @@ fn wait_for_tree(
         root_url,
         children,
         "the cluster did not come up",
-        |doc| match doc.nodes.len() == n {
-            true => Ok(doc.clone()),
-            false => Err(format!("{} of {n} nodes joined", doc.nodes.len())),
+        |doc| {
+            let live = doc.nodes.iter().filter(|n| n.live == Some(true)).count();
+            match (doc.nodes.len(), live) {
+                (joined, live) if joined == n && live == n => Ok(doc.clone()),
+                (joined, live) => Err(format!("{joined} of {n} nodes joined, {live} live")),
+            }
         },
     )
 }
@@ -623,7 +661,9 @@ fn poll_nodes<T>(
             },
             Err(e) => last = e.to_string(),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // A /nodes document of a thousand nodes is some 100 KiB: asked for
+        // less often in a big tree.
+        std::thread::sleep(Duration::from_millis(50.max(children.len() as u64 / 4)));
     }
     Err(format!(
         "{failure} within {} s ({last})",

@@ -5,7 +5,13 @@
 //! time. Used by `treecache cluster`, the tests and the benchmark.
 //!
 //! Every server ticks every 500 ms and grants session timeouts from 1 s to
-//! 30 s, so that a node's 2 s session is real.
+//! 30 s, so that a node's 2 s session is real. It takes any number of
+//! connections from one address (`maxClientCnxns=0`: a local tree of 1,023
+//! nodes opens as many sessions from 127.0.0.1), writes its transaction log
+//! without syncing it to disk (`forceSync=no`: its data is thrown away, and
+//! a thousand sessions starting at once would otherwise wait on the disk;
+//! a server killed and restarted still finds what the kernel had), and
+//! queues up to 10,000 requests before it throttles clients.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -103,6 +109,11 @@ impl LocalZooKeeper {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id, while it runs (the script execs Java).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the server and waits until it serves.
     fn spawn(&mut self) -> Result<(), String> {
         self.launch()?;
@@ -115,7 +126,8 @@ impl LocalZooKeeper {
         let mut text = format!(
             "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
              clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
-             4lw.commands.whitelist=ruok,stat,mntr,srvr\nminSessionTimeout=1000\nmaxSessionTimeout=30000\n",
+             4lw.commands.whitelist=ruok,stat,mntr,srvr\nminSessionTimeout=1000\nmaxSessionTimeout=30000\n\
+             forceSync=no\nglobalOutstandingLimit=10000\n",
             self.dir.join("data").display(),
             self.port
         );

@@ -196,18 +196,21 @@ impl Node {
     }
 
     /// Sends the keys this node dropped to its parent, in batches. Run
-    /// periodically by a background thread on non-root nodes.
-    pub fn send_releases(&self) {
+    /// periodically by a background thread on non-root nodes. Whether
+    /// there was any key to send.
+    pub fn send_releases(&self) -> bool {
         let Some(me) = self.position.place() else {
-            return;
+            return false;
         };
+        let mut any = false;
         loop {
             let deadline = Deadline::after(self.config.upstream_timeout);
             let batch = self.release_batches.fetch_add(1, Ordering::Relaxed);
             let keys = self.store.take_releases(RELEASE_BATCH, batch, deadline.0);
             if keys.is_empty() {
-                return;
+                return any;
             }
+            any = true;
             let notice = Release {
                 keys,
                 slot: me.slot,
@@ -222,12 +225,12 @@ impl Node {
                 Err(UpstreamError::Unreachable { .. }) => {
                     // Not delivered: the parent still names us. Later.
                     self.store.releases_undelivered(&notice.keys, batch);
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     // Maybe applied: the keys wait for the deadline to pass.
                     log::debug!("a release notice went unacknowledged ({e:?})");
-                    return;
+                    return true;
                 }
             }
         }

@@ -184,6 +184,10 @@ struct Client {
 
 type Callback = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// A followed znode as a heartbeat read it: when, and its data (`None`: it
+/// did not exist).
+type Reading = (Instant, Option<Vec<u8>>);
+
 struct Shared {
     connect: String,
     prefix: String,
@@ -209,6 +213,9 @@ struct Shared {
     /// The names under the liveness directory, as last read.
     live: Mutex<Option<(Instant, Vec<String>)>>,
     live_reader: Once,
+    /// The znodes read with every heartbeat ([`Registry::follow`]): when
+    /// each was last read, and its data (`None`: it did not exist).
+    followed: Mutex<BTreeMap<String, Option<Reading>>>,
     /// Set by [`Registry::close`]: no new session from then on.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -279,6 +286,7 @@ impl Registry {
             wake: Mutex::new(wake),
             live: Mutex::new(None),
             live_reader: Once::new(),
+            followed: Mutex::new(BTreeMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -457,6 +465,32 @@ impl Registry {
         let data = self.get(&layout::root(prefix, root_id)).ok()??;
         let d: ZnodeData = serde_json::from_slice(&data).ok()?;
         Some(d.address)
+    }
+
+    /// [`Registry::find_root`] for a node that asks often: the root's znode
+    /// is read with every heartbeat of the lease (in the same call, so it
+    /// costs no thread and no call of its own), and asked for directly only
+    /// when that reading is older than two heartbeats.
+    pub fn follow_root(&self, prefix: &str, root_id: u32) -> Option<String> {
+        let data = self.follow(&layout::root(prefix, root_id))?;
+        let d: ZnodeData = serde_json::from_slice(&data?).ok()?;
+        Some(d.address)
+    }
+
+    /// The data of `path` (`Some(None)`: it does not exist), as read with
+    /// the latest heartbeat if that is at most two heartbeats old, else
+    /// read now; `None` when ZooKeeper cannot tell. From the first call on,
+    /// every heartbeat reads `path` too.
+    pub fn follow(&self, path: &str) -> Option<Option<Vec<u8>>> {
+        let fresh = {
+            let mut followed = self.shared.followed.lock().unwrap();
+            let period = sessions::heartbeat_period(self.shared.asked);
+            match followed.entry(path.to_string()).or_insert(None) {
+                Some((at, data)) if at.elapsed() <= 2 * period => Some(data.clone()),
+                _ => None,
+            }
+        };
+        fresh.or_else(|| self.get(path).ok())
     }
 
     /// Writes `data` at the persistent znode `path`, creating it (and its

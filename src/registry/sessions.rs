@@ -417,7 +417,7 @@ pub(super) fn lease_holds(confirmed: Instant, timeout: Duration, now: Instant) -
 }
 
 /// How often the heartbeat confirms the session: a sixth of its timeout.
-fn heartbeat_period(timeout: Duration) -> Duration {
+pub(super) fn heartbeat_period(timeout: Duration) -> Duration {
     (timeout / 6).clamp(Duration::from_millis(20), Duration::from_secs(5))
 }
 
@@ -439,15 +439,33 @@ pub(super) fn heartbeat(shared: Arc<Shared>, wake: mpsc::Receiver<()>) {
             continue;
         }
         let live = beat.live.clone();
+        let followed: Vec<String> = shared.followed.lock().unwrap().keys().cloned().collect();
         let sent = Instant::now();
-        let answer = bounded_for(beat.timeout, move || match live {
-            Some(path) => zk_owner(&client.zk, &path),
-            None => client.zk.exists("/", false).map(|_| 0),
+        let answer = bounded_for(beat.timeout, move || {
+            let owner = match live {
+                Some(path) => zk_owner(&client.zk, &path),
+                None => client.zk.exists("/", false).map(|_| 0),
+            }?;
+            // After the lease's question, in the same call: the znodes the
+            // node follows (`Registry::follow`), read once a beat.
+            let read: Vec<(String, Option<Vec<u8>>)> = followed
+                .into_iter()
+                .filter_map(|path| match client.zk.get_data(&path, false) {
+                    Ok((data, _)) => Some((path, Some(data))),
+                    Err(ZkError::NoNode) => Some((path, None)),
+                    Err(_) => None,
+                })
+                .collect();
+            Ok((owner, read))
         });
         let stale = {
             let mut book = shared.book.lock().unwrap();
-            if let Ok(owner) = answer {
+            if let Ok((owner, read)) = answer {
                 book.answered(&beat, sent, owner);
+                let mut followed = shared.followed.lock().unwrap();
+                for (path, data) in read {
+                    followed.insert(path, Some((sent, data)));
+                }
             }
             book.stale(beat.client, Instant::now())
         };

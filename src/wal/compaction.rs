@@ -12,33 +12,97 @@
 //! While the file `HOLD` exists in the directory, no compaction starts, so
 //! that a backup can copy the files knowing none is deleted under it.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use super::{snapshot, Source, Wal};
 
 /// The log is never compacted below this size.
 const MIN_LOG_BYTES: u64 = 4 << 20;
+/// While a backup holds the directory, how often the compacting thread
+/// looks whether it still does.
+const HELD_RETRY: Duration = Duration::from_millis(500);
+/// After a compaction failed, how long until the next may start.
+const AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-/// Checks every half second whether the log should be compacted, and does it.
-pub(super) fn run(wal: &Wal, source: &dyn Source) {
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        if wal.writer.poisoned().is_some() {
-            return;
-        }
-        let logged = wal.stats.bytes();
-        if logged <= MIN_LOG_BYTES.max(2 * source.live_bytes()) {
-            continue;
-        }
-        if wal.dir.held() {
-            // A backup is copying the directory: no file may go meanwhile.
-            continue;
-        }
-        if let Err(e) = compact(wal, source) {
-            log::error!("compacting the log failed: {e}; will try again");
-            std::thread::sleep(Duration::from_secs(5));
+/// Starts a compaction when one is due, on a thread of its own that ends
+/// with it: no thread waits for the log to grow. Checked after every write
+/// (the log grows only by writes; a log that outgrows its live data only
+/// because values expired is compacted at the next write).
+pub(super) struct Compactor {
+    wal: Weak<Wal>,
+    source: Arc<dyn Source>,
+    /// A compaction thread runs.
+    running: AtomicBool,
+    /// When the last compaction failed.
+    failed_at: Mutex<Option<Instant>>,
+}
+
+impl Compactor {
+    pub(super) fn new(wal: Weak<Wal>, source: Arc<dyn Source>) -> Compactor {
+        Compactor {
+            wal,
+            source,
+            running: AtomicBool::new(false),
+            failed_at: Mutex::new(None),
         }
     }
+
+    /// Starts a compaction if the log has outgrown twice the live data
+    /// (and 4 MiB) and none runs. Cheap when none is due: an atomic load
+    /// and the source's count of live bytes.
+    pub(super) fn check(&self, wal: &Wal) {
+        if !due(wal, self.source.as_ref()) || self.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let recently = self
+            .failed_at
+            .lock()
+            .unwrap()
+            .is_some_and(|at| at.elapsed() < AFTER_FAILURE);
+        let Some(wal) = self.wal.upgrade().filter(|_| !recently) else {
+            self.running.store(false, Ordering::SeqCst);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("wal-compact".into())
+            .spawn(move || {
+                let Some(compactor) = wal.compactor.get() else {
+                    return;
+                };
+                compactor.run(&wal);
+                compactor.running.store(false, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            log::warn!("cannot start a thread to compact the log; will try at a later write");
+            self.running.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// One compaction, once no backup holds the directory.
+    fn run(&self, wal: &Wal) {
+        while wal.dir.held() {
+            // A backup is copying the directory: no file may go meanwhile.
+            if wal.writer.poisoned().is_some() {
+                return;
+            }
+            std::thread::sleep(HELD_RETRY);
+        }
+        if wal.writer.poisoned().is_some() || !due(wal, self.source.as_ref()) {
+            return;
+        }
+        if let Err(e) = compact(wal, self.source.as_ref()) {
+            log::error!("compacting the log failed: {e}; will try again");
+            *self.failed_at.lock().unwrap() = Some(Instant::now());
+        }
+    }
+}
+
+/// Whether the log has outgrown twice the live data, and 4 MiB.
+fn due(wal: &Wal, source: &dyn Source) -> bool {
+    let logged = wal.stats.bytes();
+    logged > MIN_LOG_BYTES && logged > 2 * source.live_bytes() && wal.writer.poisoned().is_none()
 }
 
 /// One compaction. Public to the tests of this module.

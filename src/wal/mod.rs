@@ -208,6 +208,8 @@ pub struct Wal {
     writer: Arc<writer::Writer>,
     gate: RwLock<()>,
     stats: Arc<WalStats>,
+    /// What compacts the log, once [`Wal::compact_in_background`] is called.
+    compactor: std::sync::OnceLock<compaction::Compactor>,
 }
 
 impl Wal {
@@ -243,6 +245,7 @@ impl Wal {
                 writer,
                 gate: RwLock::new(()),
                 stats,
+                compactor: std::sync::OnceLock::new(),
             },
             recovered,
         ))
@@ -294,6 +297,9 @@ impl Wal {
         let (logged, ran) = self
             .writer
             .append_then(key, version, expires_ms, edit, during);
+        if let Some(compactor) = self.compactor.get() {
+            compactor.check(self);
+        }
         (logged.map(|()| Logged { _gate: gate }), ran)
     }
 
@@ -316,12 +322,16 @@ impl Wal {
         self.writer.close()
     }
 
-    /// Compacts in the background whenever the log outgrows `source`'s live data.
+    /// Compacts in the background whenever the log outgrows `source`'s
+    /// live data: checked now and after every write, and done on a thread
+    /// that lasts as long as one compaction (see `compaction`).
     pub fn compact_in_background(self: &Arc<Self>, source: Arc<dyn Source>) {
-        let wal = self.clone();
-        let _ = std::thread::Builder::new()
-            .name("wal-compact".into())
-            .spawn(move || compaction::run(&wal, source.as_ref()));
+        let _ = self
+            .compactor
+            .set(compaction::Compactor::new(Arc::downgrade(self), source));
+        if let Some(compactor) = self.compactor.get() {
+            compactor.check(self);
+        }
     }
 }
 
