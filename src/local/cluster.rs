@@ -209,6 +209,8 @@ pub fn run(args: ClusterArgs) -> i32 {
             Ok(zk) => Some(zk),
             Err(e) => {
                 esay!("treecache cluster: {e}");
+                // Its data directory, in ours (the server is stopped by now).
+                let _ = std::fs::remove_dir_all(&dir);
                 return 1;
             }
         }

@@ -173,6 +173,10 @@ impl LocalZooKeeper {
     fn wait_serving(&mut self) -> Result<(), String> {
         let until = Instant::now() + START_WAIT;
         while Instant::now() < until {
+            // `treecache cluster` asked to stop (SIGINT or SIGTERM) meanwhile.
+            if crate::process::stop_requested() {
+                return Err("stopped while ZooKeeper was starting".into());
+            }
             let up = if self.member.is_some() {
                 is_serving(&self.address(), Duration::from_millis(500))
             } else {
