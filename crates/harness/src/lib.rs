@@ -72,6 +72,19 @@ pub fn treecache_bin() -> PathBuf {
     bin
 }
 
+/// The ids from `id` up to the root, `id` first, in a tree numbered the
+/// way `treecache cluster` and [`Cluster`] number it: node i holds slot
+/// i - 1, whose parent is slot (s - 1) / 2.
+pub fn path_to_root(id: u32) -> Vec<u32> {
+    let mut path = vec![id];
+    let mut slot = id - 1;
+    while slot > 0 {
+        slot = (slot - 1) / 2;
+        path.push(slot + 1);
+    }
+    path
+}
+
 /// A loopback port that was free a moment ago, and that no other call in
 /// this process has given: the kernel may give a port it just gave again
 /// once its listener is closed, and two tests running at once then started
