@@ -247,7 +247,8 @@ def use_paths(tree):
 
 
 def arrows(crate):
-    """Every arrow of a crate: (from file, line, to module, path written)."""
+    """Every arrow of a crate: (file, line, module there, module named,
+    path as written)."""
     found = []
     for path, (module, text) in crate.files.items():
         inner = inline_at(text)
