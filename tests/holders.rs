@@ -258,7 +258,11 @@ fn a_restarted_node_keeps_flushing_a_frozen_child_until_it_answers() {
     wait_until(
         Duration::from_secs(10),
         "the middle node's first flush of the frozen leaf failed",
-        || cluster.log(middle).contains("trying again"),
+        || {
+            cluster
+                .log(middle)
+                .contains(&format!("flushing NODE-{leaf} failed"))
+        },
     );
     cluster.thaw(leaf);
     // A 503 (the leaf's lease lapsed while it was frozen) is not the state
