@@ -138,7 +138,7 @@ fn wait_caught_up(cluster: &Cluster, primary: u32, standby: u32, limit: Duration
 /// `key`'s address: its ZooKeeper session has ended.
 fn wait_member_gone(cluster: &Cluster, key: u32, limit: Duration) {
     let registry = cluster.registry();
-    let election = format!("{}/election", cluster.prefix);
+    let election = treecache::registry::layout::election(&cluster.prefix);
     let address = cluster.address(key);
     wait_until(limit, &format!("{key}'s session ended"), || {
         registry.members(&election).is_ok_and(|members| {
