@@ -55,6 +55,8 @@ impl Held {
     }
 }
 
+/// A message held at one hop by [`Held`]: it waits here until the test
+/// releases it (no relation to the `gate` locks of `wal` and `root`).
 struct Gate {
     arrived: SyncSender<()>,
     release: Receiver<()>,

@@ -7,7 +7,7 @@
 //! that refuses it for its epoch fences this primary, and the write fails.
 //!
 //! A standby that is not in sync **catches up**: the primary stops the
-//! writes for a moment (they hold `gate` from before they replicate until
+//! writes for a moment (they hold the `gate` lock from before they replicate until
 //! they are applied, and a catch-up takes it alone) to tell the standby to
 //! drop what it holds and to add it to the writes' targets; every write
 //! from then on reaches it. Then the primary sends its whole state in
@@ -65,6 +65,9 @@ struct CatchUp {
 /// See the module documentation.
 #[derive(Default)]
 pub struct Replication {
+    /// Held shared by each write from before it is replicated until it is
+    /// applied, and alone by a catch-up when it adds its standby to the
+    /// targets and when it counts it in sync: no write is between.
     gate: RwLock<()>,
     targets: Mutex<Vec<Target>>,
     /// Members with a catch-up under way (the primary's).

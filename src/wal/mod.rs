@@ -12,8 +12,10 @@
 //! and before it changes memory: the record is made as durable as `--fsync`
 //! promises, then the write is applied in memory. A write whose record
 //! could not be written is not applied. Compaction cuts the log only at a
-//! point where every write logged before it has been applied (the `gate`),
-//! so that the snapshot taken after that point holds all of them.
+//! point where every write logged before it has been applied, so that the
+//! snapshot taken after that point holds all of them: each write holds the
+//! `gate` lock shared from its record until it is applied ([`Logged`]),
+//! and the compaction takes it alone to cut.
 
 mod compaction;
 pub mod dir;
@@ -206,6 +208,8 @@ pub struct Logged<'a> {
 pub struct Wal {
     dir: Arc<dir::DataDir>,
     writer: Arc<writer::Writer>,
+    /// Held shared by each write from its record until it is applied, and
+    /// alone by a compaction's cut: no write is ever between the two.
     gate: RwLock<()>,
     stats: Arc<WalStats>,
     /// What compacts the log, once [`Wal::compact_in_background`] is called.

@@ -1,6 +1,6 @@
-//! A client's connection as the gate sees it: plaintext in and out, over
-//! plain TCP or over TLS on TCP. With TLS, the session is rustls' sans-IO
-//! `ServerConnection`, driven by the gate's own non-blocking reads and
+//! A client's connection as the event loop sees it: plaintext in and out,
+//! over plain TCP or over TLS on TCP. With TLS, the session is rustls'
+//! sans-IO `ServerConnection`, driven by the loop's own non-blocking reads and
 //! writes: the handshake runs in the epoll loop like any other bytes, and
 //! what the client sent reaches the head parser (and its limits) as
 //! plaintext.
