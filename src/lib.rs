@@ -10,10 +10,13 @@
 //! `store`, and reaches other nodes through the seams of `node::peers`,
 //! whose HTTP implementation is `http::client` speaking `wire`.
 //!
-//! - `launch`: `treecache node`, the wiring from flags to a serving node;
-//!   `logging`: its log lines (RFC 3339 timestamps, text or JSON), with the
-//!   ZooKeeper client's records routed to `registry`.
-//! - `config`: flags and environment into one validated `Config`.
+//! - `launch/`: `treecache node`, the wiring from flags to a serving node,
+//!   and the reading of what the flags point at (`files`: the cluster key,
+//!   tokens, TLS certificates, the host name); `logging`: its log lines
+//!   (RFC 3339 timestamps, text or JSON), with the ZooKeeper client's
+//!   records routed to `registry`.
+//! - `config`: flags and environment into one validated `Config`, from one
+//!   table (`FLAGS`) of each flag's name, variable, default, help and parser.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
 //! - `http/`: both ends of HTTP: `server` (the one event loop that reads
