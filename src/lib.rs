@@ -54,9 +54,10 @@
 //!   statuses; `metrics`: counters in the Prometheus text format; `process`:
 //!   this process's signals and limits.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
-//! - `local/`: `treecache cluster` (a whole cluster on one machine), a
-//!   throwaway ZooKeeper (one server or an ensemble), and child processes;
-//!   used by the tests too.
+//!
+//! `treecache cluster` (a whole cluster on one machine) is the binary's
+//! own (`src/cluster/`), with the throwaway ZooKeeper and the child
+//! processes of the `treecache-local` crate, which the tests use too.
 
 pub mod auth;
 mod awaited;
@@ -68,7 +69,6 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
-pub mod local;
 mod logging;
 mod metrics;
 mod node;
@@ -84,3 +84,11 @@ mod wire;
 
 pub use config::default_threads;
 pub use config::{flags_usage, FLAGS};
+
+// What the binary's `treecache cluster` uses of the node: the flags'
+// checks, the tree's size, the join it signs, and this process's signals.
+pub use config::{node_name, parse_host_port, TlsFiles};
+pub use http::tls::read_ca;
+pub use process::{catch_stop_signals, raise_open_files_limit, stop_requested};
+pub use tree::Tree;
+pub use wire::{Headers, NodesDoc, AUTH_HEADER, JOIN_PATH};
