@@ -10,10 +10,13 @@
 //! `store`, and reaches other nodes through the seams of `node::peers`,
 //! whose HTTP implementation is `http::client` speaking `wire`.
 //!
-//! - `launch`: `treecache node`, the wiring from flags to a serving node;
-//!   `logging`: its log lines (RFC 3339 timestamps, text or JSON), with the
-//!   ZooKeeper client's records routed to `registry`.
-//! - `config`: flags and environment into one validated `Config`.
+//! - `launch/`: `treecache node`, the wiring from flags to a serving node,
+//!   and the reading of what the flags point at (`files`: the cluster key,
+//!   tokens, TLS certificates, the host name); `logging`: its log lines
+//!   (RFC 3339 timestamps, text or JSON), with the ZooKeeper client's
+//!   records routed to `registry`.
+//! - `config`: flags and environment into one validated `Config`, from one
+//!   table (`FLAGS`) of each flag's name, variable, default, help and parser.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
 //! - `http/`: both ends of HTTP: `server` (the one event loop that reads
@@ -51,9 +54,10 @@
 //!   statuses; `metrics`: counters in the Prometheus text format; `process`:
 //!   this process's signals and limits.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
-//! - `local/`: `treecache cluster` (a whole cluster on one machine), a
-//!   throwaway ZooKeeper (one server or an ensemble), and child processes;
-//!   used by the tests too.
+//!
+//! `treecache cluster` (a whole cluster on one machine) is the binary's
+//! own (`src/cluster/`), with the throwaway ZooKeeper and the child
+//! processes of the `treecache-local` crate, which the tests use too.
 
 pub mod auth;
 mod awaited;
@@ -65,7 +69,6 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
-pub mod local;
 mod logging;
 mod metrics;
 mod node;
@@ -81,3 +84,11 @@ mod wire;
 
 pub use config::default_threads;
 pub use config::{flags_usage, FLAGS};
+
+// What the binary's `treecache cluster` uses of the node: the flags'
+// checks, the tree's size, the join it signs, and this process's signals.
+pub use config::{node_name, parse_host_port, TlsFiles};
+pub use http::tls::read_ca;
+pub use process::{catch_stop_signals, raise_open_files_limit, stop_requested};
+pub use tree::Tree;
+pub use wire::{Headers, NodesDoc, AUTH_HEADER, JOIN_PATH};

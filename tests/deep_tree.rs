@@ -80,7 +80,7 @@ fn start_cluster(args: &[String]) -> (std::process::Child, Printed) {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr).unwrap());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn().unwrap();
     let printed = Printed {
@@ -226,10 +226,7 @@ fn a_write_at_the_root_is_read_at_a_depth_8_leaf_and_invalidated_along_the_path(
     let (status, body) = http::get(&store(255));
     assert_eq!((status, &body["value"]), (200, &json!("v2")), "{body}");
 
-    assert!(treecache::local::children::signal(
-        child.id(),
-        libc::SIGTERM
-    ));
+    assert!(treecache_local::children::signal(child.id(), libc::SIGTERM));
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_file(&printed.stderr);
 }
@@ -258,7 +255,7 @@ fn sigterm_while_a_depth_8_cluster_starts_stops_every_process_it_started() {
         "the cluster was up already; this test is about its start-up"
     );
     let signalled = Instant::now();
-    assert!(treecache::local::children::signal(pid, libc::SIGTERM));
+    assert!(treecache_local::children::signal(pid, libc::SIGTERM));
     // Children started after the last look are in the command's process group.
     for c in children_of(pid) {
         if !seen.contains(&c) {

@@ -124,7 +124,7 @@ fn one_tree(depth: u32, zk: Zk, mode: Mode, report: &mut Report) -> Option<Tree>
         .args(["--zookeeper", &zk_addr, "--log-level", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     let started = Instant::now();
     let mut child = command.spawn().expect("start treecache cluster");
     let printed = read_stdout(&mut child);
@@ -308,7 +308,7 @@ fn read_stdout(child: &mut Child) -> Arc<Mutex<String>> {
 
 /// SIGTERM, and up to 15 s for the command to exit; whether it did.
 fn stop(child: &mut Child) -> bool {
-    treecache::local::children::signal(child.id(), libc::SIGTERM);
+    treecache_local::children::signal(child.id(), libc::SIGTERM);
     let until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < until {
         if child.try_wait().ok().flatten().is_some() {

@@ -46,7 +46,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use treecache::local::zookeeper::{LocalEnsemble, LocalZooKeeper};
+use treecache_local::zookeeper::{LocalEnsemble, LocalZooKeeper};
 
 /// The node binary: Cargo's for the `treecache` package's tests and
 /// benchmarks (`CARGO_BIN_EXE_treecache`, which Cargo sets when it runs them),
@@ -716,9 +716,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
-        treecache::local::children::die_with_parent(&mut command);
+        treecache_local::children::die_with_parent(&mut command);
         if let Some(limit) = self.open_files {
-            treecache::local::children::limit_open_files(&mut command, limit);
+            treecache_local::children::limit_open_files(&mut command, limit);
         }
         let child = command.spawn().expect("start a node");
         self.nodes.insert(
@@ -770,7 +770,7 @@ impl Cluster {
 
     /// Sends `signal` to node `id`.
     pub fn signal(&self, id: u32, signal: i32) {
-        assert!(treecache::local::children::signal(self.pid(id), signal));
+        assert!(treecache_local::children::signal(self.pid(id), signal));
     }
 
     /// Waits up to `limit` for node `id` to exit, and returns how it ended.
@@ -806,7 +806,7 @@ impl Cluster {
 
     /// Stops node `id` without killing it (SIGSTOP).
     pub fn freeze(&self, id: u32) {
-        assert!(treecache::local::children::signal(
+        assert!(treecache_local::children::signal(
             self.pid(id),
             libc_sigstop()
         ));
@@ -814,7 +814,7 @@ impl Cluster {
 
     /// Resumes a frozen node (SIGCONT).
     pub fn thaw(&self, id: u32) {
-        assert!(treecache::local::children::signal(
+        assert!(treecache_local::children::signal(
             self.pid(id),
             libc_sigcont()
         ));
@@ -904,7 +904,7 @@ impl Drop for Cluster {
         let failing = std::thread::panicking();
         for node in self.nodes.values_mut() {
             if let Some(mut child) = node.child.take() {
-                treecache::local::children::signal(child.id(), libc_sigcont());
+                treecache_local::children::signal(child.id(), libc_sigcont());
                 let _ = child.kill();
                 let _ = child.wait();
             }

@@ -110,12 +110,14 @@ enum Waiting {
     Deferred(u64, api::Deferred),
 }
 
-/// Runs the server on this thread until the process ends.
+/// Runs the server on this thread until the process ends; with `tls`, the
+/// API port speaks HTTPS.
 pub fn serve(
     node: Arc<Node>,
     guard: Arc<Guard>,
     listener: TcpListener,
     threads: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     no_delay(&listener);
     listener.set_nonblocking(true)?;
@@ -165,7 +167,6 @@ pub fn serve(
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
     };
-    let tls = config.tls.as_ref().map(|t| t.server.clone());
     let mut server = Server {
         listener,
         limits,
