@@ -29,6 +29,7 @@
 //! trusts their CA.
 
 pub mod linearizability;
+pub mod names;
 pub mod procfs;
 pub mod proxy;
 pub mod raw;
@@ -37,11 +38,13 @@ pub mod signing;
 pub mod tls;
 pub mod traffic;
 
+pub use names::{temp_dir, unique};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -101,22 +104,6 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-}
-
-fn unique() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "treecache-test-{}-{what}-{}",
-        std::process::id(),
-        unique()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A ZooKeeper server of our own, stopped on drop.
