@@ -80,7 +80,8 @@ use std::time::{Duration, Instant};
 
 use zookeeper::{Acl, CreateMode, ZkError, ZooKeeper};
 
-use super::{bounded_for, ensure_parents, layout, Event, Registry, Shared};
+use super::znodes::ensure_parents;
+use super::{bounded_for, layout, Event, Registry, Shared};
 use crate::node::peers::{Lease, Sessions};
 
 /// A session of this node, as the registry knows it.
