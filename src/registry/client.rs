@@ -1,19 +1,52 @@
-//! A client's life cycle: the session thread connects (to a server that
-//! accepts a TCP connection first), learns the session, hands it to
-//! `keep` to follow, and starts over with a fresh client when it ends.
+//! A client's life cycle: the session thread connects to one server (the
+//! first of the connect string that accepts a TCP connection), learns the
+//! session, hands it to `keep` to follow, and starts over with a fresh
+//! client when it ends.
+//!
+//! # Learning a session
+//! The `zookeeper` crate tells neither the session id nor the timeout the
+//! server granted. Each time the client reports `Connected`, its listener
+//! (on the client's I/O thread, before any answer in the new connection
+//! can arrive) opens a new *epoch* in the book: no heartbeat sent before
+//! confirms the lease from then on. The session thread then learns the
+//! connection's session: the id is the owner of an ephemeral znode it
+//! creates (and deletes again) under [`layout::sessions`]; the timeout is
+//! what the client's one server grants a session of our own asking for the
+//! same (`handshake`). What is learned counts only if no newer connection
+//! came meanwhile; a session that cannot be learned is not used.
+//!
+//! The client is given one server only, so that the session and our own
+//! are granted by the same server: with several, the crate moves to
+//! another server on a lost connection, and that one may clamp the timeout
+//! to a shorter range. When the server goes away, the registry starts a
+//! new client on another one (see the parent module on why that happens
+//! anyway).
+//!
+//! # Pacing the client's reconnect loop
+//! Once a connection is lost, the client's I/O thread tries again at once
+//! and without end until about a session timeout after its last ping, each
+//! refused attempt starting over. Its listener is called on that thread as
+//! each attempt starts (`Connecting`): it waits there, a pause per attempt
+//! and then until the server accepts a TCP connection again (or the
+//! registry gave the client up), so that the loop makes about ten attempts
+//! a second at most instead of burning a core.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use zookeeper::{WatchedEvent, Watcher, ZkState, ZooKeeper};
+use zookeeper::{CreateMode, WatchedEvent, Watcher, ZkError, ZkState, ZooKeeper};
 
-use super::sessions::{self, Connected, SessionInfo};
-use super::{acl, bounded_for, keep, Event, RegistryError, Shared, CALL_TIMEOUT};
+use super::sessions::{Connected, Granted, SessionInfo};
+use super::znodes::ensure_parents;
+use super::CALL_TIMEOUT;
+use super::{acl, bounded_for, handshake, keep, layout, Event, RegistryError, Shared};
 
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pause per attempt of the client's reconnect loop (see the module doc).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 struct Quiet;
 
@@ -21,15 +54,17 @@ impl Watcher for Quiet {
     fn handle(&self, _: WatchedEvent) {}
 }
 
-/// The client calls go to, and its serial number (one per client started).
+/// The client calls go to, its serial number (one per client started), and
+/// the one server it talks to.
 #[derive(Clone)]
 pub(super) struct Client {
     pub serial: u64,
     pub zk: Arc<ZooKeeper>,
+    pub server: String,
 }
 
-/// Starts a client for `connect` (a reachable server first), catching a
-/// panic of its constructor (it unwraps the opening of its first socket).
+/// Starts a client for `connect` (one server), catching a panic of its
+/// constructor (it unwraps the opening of its first socket).
 fn start_client(connect: &str, timeout: Duration) -> Result<ZooKeeper, String> {
     match std::panic::catch_unwind(|| ZooKeeper::connect(connect, timeout, Quiet)) {
         Ok(Ok(zk)) => Ok(zk),
@@ -38,11 +73,11 @@ fn start_client(connect: &str, timeout: Duration) -> Result<ZooKeeper, String> {
     }
 }
 
-/// The session thread: connect, register, watch, and start over when it ends.
+/// The session thread: connect, learn the session, register, watch, and
+/// start over when it ends.
 pub(super) fn run_sessions(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(200);
     let mut said_unreachable = false;
-    let mut said_unknown = false;
     loop {
         if shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -59,9 +94,11 @@ pub(super) fn run_sessions(shared: Arc<Shared>) {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
+        let (servers, chroot) = split_connect(&connect);
+        let server = servers[0].to_string();
         let (tx, rx) = mpsc::channel();
         let serial = shared.book.lock().unwrap().new_client();
-        let zk = match start_client(&connect, shared.asked) {
+        let zk = match start_client(&format!("{server}{chroot}"), shared.asked) {
             Ok(zk) => Arc::new(zk),
             Err(e) => {
                 log::warn!("ZooKeeper client could not start: {e}");
@@ -70,24 +107,14 @@ pub(super) fn run_sessions(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let client = Client { serial, zk };
+        let client = Client { serial, zk, server };
         listen(&shared, &client, tx.clone());
         *shared.nudge.lock().unwrap() = Some(tx);
-        let connected = wait_connected(&rx, CONNECT_WAIT, serial);
-        let session = match connected {
-            Some(Connected::New(s) | Connected::Reconnected(s)) => Some(s),
-            Some(Connected::Unknown) => {
-                if !said_unknown {
-                    log::error!(
-                        "connected to ZooKeeper, but its client's record of the session \
-                         (a trace record of target zookeeper::io) did not reach \
-                         registry::pace_client_log: cannot tell this session's id and \
-                         timeout, so not using it"
-                    );
-                    said_unknown = true;
-                }
-                None
-            }
+        let session = match wait_connected(&rx, CONNECT_WAIT, serial) {
+            Some(epoch) => match learn(&shared, &client, epoch) {
+                Some(Connected::New(s) | Connected::Reconnected(s)) => Some(s),
+                Some(Connected::Unknown) | None => None,
+            },
             None => None,
         };
         if let Some(session) = session {
@@ -105,49 +132,112 @@ pub(super) fn run_sessions(shared: Arc<Shared>) {
     }
 }
 
-/// Follows the client's state changes: the book learns of them on the
-/// client's I/O thread, at once (before any answer in a new session can
-/// arrive), and the session thread hears of them through `tx`.
+/// Follows the client's state changes, on its I/O thread: the book opens
+/// an epoch for each connection at once (before any answer in it can
+/// arrive), the session thread hears of them through `tx`, and an attempt
+/// to connect again is paced (see the module doc).
 fn listen(shared: &Arc<Shared>, client: &Client, tx: mpsc::Sender<Event>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
-    let serial = client.serial;
+    let (serial, server) = (client.serial, client.server.clone());
     let tx = Mutex::new(tx);
     client.zk.add_listener(move |state| {
         let Some(shared) = weak.upgrade() else {
             return;
         };
-        let heard = sessions::take_heard();
-        let events: Vec<Event> = {
+        let event = {
             let mut book = shared.book.lock().unwrap();
             match state {
                 ZkState::Connected | ZkState::ConnectedReadOnly => book
-                    .connected(serial, heard.connected, Instant::now())
-                    .map(|c| Event::Connected(serial, c))
-                    .into_iter()
-                    .collect(),
+                    .connection(serial)
+                    .map(|epoch| Event::Connected(serial, epoch)),
                 other => {
-                    let mut events = Vec::new();
-                    if let Some(id) = heard.expired {
-                        if book.expired(serial, id) {
-                            events.push(Event::Expired(serial, id));
-                        }
-                    }
                     book.disconnected(serial);
-                    events.push(Event::State(serial, other));
-                    events
+                    Some(Event::State(serial, other))
                 }
             }
         };
-        // A new session is logged here, on the client's thread: the session
-        // thread may give the client up before it hears of it.
-        if let Some(Event::Connected(_, Connected::New(s))) = events.first() {
-            log_new_session(&shared, *s);
+        if let Some(event) = event {
+            let _ = tx.lock().unwrap().send(event);
         }
-        let tx = tx.lock().unwrap();
-        for event in events {
-            let _ = tx.send(event);
+        if state == ZkState::Connecting {
+            pace_attempt(&shared, serial, &server);
         }
     });
+}
+
+/// Holds the client's I/O thread as it starts an attempt to connect: a
+/// pause, then until `server` accepts a TCP connection, as long as the
+/// registry wants the client.
+fn pace_attempt(shared: &Shared, serial: u64, server: &str) {
+    std::thread::sleep(RETRY_PAUSE);
+    while shared.book.lock().unwrap().wants(serial) && !accepts(server) {
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// Whether `server` (`host:port`) accepts a TCP connection.
+fn accepts(server: &str) -> bool {
+    server
+        .to_socket_addrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+/// Learns the session of the connection `epoch` of `client`, just
+/// established (see the module doc): authenticates it first, since the
+/// znode that tells the id is created with the cluster's ACL. `None` when a
+/// newer connection came meanwhile.
+pub(super) fn learn(shared: &Shared, client: &Client, epoch: u64) -> Option<Connected> {
+    let learned = authenticate(shared, client).and_then(|()| {
+        let id = whoami(shared, client)?;
+        let timeout = handshake::granted_timeout(&client.server, shared.asked, CALL_TIMEOUT)
+            .map_err(|e| {
+                RegistryError::Zk(format!("asking {} for a timeout: {e}", client.server))
+            })?;
+        Ok(Granted { id, timeout })
+    });
+    if let Err(e) = &learned {
+        log::warn!("cannot learn this ZooKeeper session ({e}); not using it");
+    }
+    let connected =
+        shared
+            .book
+            .lock()
+            .unwrap()
+            .learned(client.serial, epoch, learned.ok(), Instant::now());
+    if let Some(Connected::New(s)) = connected {
+        log_new_session(shared, s);
+    }
+    connected
+}
+
+/// The id of the client's session: the owner of an ephemeral znode it
+/// creates (then deletes: it only tells who made it).
+fn whoami(shared: &Shared, client: &Client) -> Result<i64, RegistryError> {
+    let name = format!("{}/s-", layout::sessions(&shared.prefix));
+    let (zk, acl) = (client.zk.clone(), shared.acl.clone());
+    bounded_for(CALL_TIMEOUT, move || {
+        let create = || {
+            zk.create(
+                &name,
+                Vec::new(),
+                acl.clone(),
+                CreateMode::EphemeralSequential,
+            )
+        };
+        let path = match create() {
+            Err(ZkError::NoNode) => {
+                ensure_parents(&zk, &name, &acl)?;
+                create()?
+            }
+            other => other?,
+        };
+        let owner = zk.exists(&path, false)?.map(|s| s.ephemeral_owner);
+        let _ = zk.delete(&path, None);
+        owner.filter(|&id| id != 0).ok_or(ZkError::NoNode)
+    })
 }
 
 fn log_new_session(shared: &Shared, s: SessionInfo) {
@@ -159,24 +249,21 @@ fn log_new_session(shared: &Shared, s: SessionInfo) {
     );
 }
 
-/// Waits up to `wait` for the client `serial` to connect; `None` when it
-/// did not, or when it closed.
+/// Waits up to `wait` for the client `serial` to connect; the connection's
+/// epoch, or `None` when it did not connect, or closed.
 pub(super) fn wait_connected(
     rx: &mpsc::Receiver<Event>,
     wait: Duration,
     serial: u64,
-) -> Option<Connected> {
+) -> Option<u64> {
     let until = Instant::now() + wait;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
-            Ok(Event::Connected(s, connected)) if s == serial => return Some(connected),
+            Ok(Event::Connected(s, epoch)) if s == serial => return Some(epoch),
             Ok(Event::State(s, ZkState::Closed | ZkState::AuthFailed)) if s == serial => {
                 return None
             }
             Ok(Event::Stale(s)) if s == serial => return None,
-            Ok(Event::Expired(s, id)) if s == serial => {
-                log::warn!("ZooKeeper session 0x{id:x} expired");
-            }
             Ok(_) => {}
             Err(_) => return None,
         }

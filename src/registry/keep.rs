@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use zookeeper::{Acl, CreateMode, ZkError, ZkState, ZooKeeper};
 
-use super::client::{authenticate, wait_connected, Client};
+use super::client::{learn, wait_connected, Client};
 use super::sessions::{Connected, SessionInfo};
 use super::znodes::ensure_parents;
 use super::{bounded_for, Event, RegistryError, Shared, Znode, CALL_TIMEOUT};
@@ -163,6 +163,19 @@ fn announce(shared: &Shared) {
     }
 }
 
+/// What the session thread does next while it follows a session.
+enum Next {
+    /// Applies the registrations again (`true`: only those held by another
+    /// session at the last try).
+    Sync(bool),
+    /// Learns the session of a connection just established (its epoch).
+    Connection(u64),
+    /// Gives the client up: its session ended, or it is not answered.
+    End,
+    /// Waits on.
+    Wait,
+}
+
 /// Follows a live session until it ends, re-registering after reconnects,
 /// on a new session of the same client, and whenever the desired
 /// registrations change.
@@ -172,98 +185,87 @@ pub(super) fn watch(
     rx: &mpsc::Receiver<Event>,
     mut session: SessionInfo,
 ) {
-    let serial = client.serial;
-    if let Err(e) = authenticate(shared, client) {
-        log::warn!("authenticating with ZooKeeper failed ({e}); reconnecting");
-        return;
-    }
-    let mut in_place = match sync(shared, client, false) {
-        Ok(all) => all,
-        Err(e) => {
-            log::warn!("registering in ZooKeeper failed ({e}); reconnecting");
-            return;
-        }
-    };
-    if in_place {
-        announce(shared);
-    }
+    let mut only_held = false;
     loop {
+        let in_place = match sync(shared, client, only_held) {
+            Ok(all) => all,
+            Err(e) => {
+                log::warn!("registering in ZooKeeper failed ({e}); reconnecting");
+                return;
+            }
+        };
+        if in_place {
+            announce(shared);
+        }
         let wait = if in_place {
             Duration::from_secs(3600)
         } else {
             HELD_RETRY
         };
-        let mut only_held = false;
-        let connected = match rx.recv_timeout(wait) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                only_held = true;
-                None
-            }
-            Ok(Event::Nudge) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Ok(Event::Connected(s, c)) if s == serial => Some(c),
-            Ok(Event::Expired(s, id)) if s == serial => {
-                log::warn!("ZooKeeper session 0x{id:x} expired");
-                continue;
-            }
-            Ok(Event::State(s, ZkState::Closed | ZkState::AuthFailed)) if s == serial => {
-                if !shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                    log::warn!("ZooKeeper session ended; starting a new one");
-                }
-                return;
-            }
-            Ok(Event::State(s, _)) if s == serial => {
-                log::warn!("lost the connection to ZooKeeper; reconnecting");
-                // The client retries until its session times out; after that it
-                // reports Closed. Give up on it at that point at the latest.
-                match wait_connected(rx, session.timeout + Duration::from_secs(1), serial) {
-                    Some(c) => Some(c),
-                    None => {
-                        log::warn!("ZooKeeper session ended; starting a new one");
-                        return;
+        only_held = loop {
+            match next(shared, client.serial, &session, rx, wait) {
+                Next::Sync(held) => break held,
+                Next::Connection(epoch) => match learn(shared, client, epoch) {
+                    Some(Connected::New(s)) => {
+                        session = s;
+                        break false;
                     }
-                }
+                    Some(Connected::Reconnected(s)) => {
+                        log::info!("reconnected to ZooKeeper (session 0x{:x} goes on)", s.id);
+                        session = s;
+                        break false;
+                    }
+                    Some(Connected::Unknown) => return,
+                    // A newer connection came: its event follows.
+                    None => {}
+                },
+                Next::End => return,
+                Next::Wait => {}
             }
-            Ok(Event::Stale(s)) if s == serial => {
-                log::warn!(
-                    "ZooKeeper has not answered for longer than the session timeout \
-                     ({} ms); starting over with a new session",
-                    session.timeout.as_millis()
-                );
-                return;
-            }
-            Ok(_) => continue,
         };
-        match connected {
-            None => {}
-            Some(Connected::New(s)) => session = s,
-            Some(Connected::Reconnected(s)) => {
-                log::info!("reconnected to ZooKeeper (session 0x{:x} goes on)", s.id);
-                session = s;
-                if let Err(e) = authenticate(shared, client) {
-                    log::warn!("authenticating with ZooKeeper failed ({e}); reconnecting");
-                    return;
+    }
+}
+
+/// Waits up to `wait` for the next event of the client `serial`, in
+/// `session`, and tells what it calls for.
+fn next(
+    shared: &Shared,
+    serial: u64,
+    session: &SessionInfo,
+    rx: &mpsc::Receiver<Event>,
+    wait: Duration,
+) -> Next {
+    match rx.recv_timeout(wait) {
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::Sync(true),
+        Ok(Event::Nudge) => Next::Sync(false),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::End,
+        Ok(Event::Connected(s, epoch)) if s == serial => Next::Connection(epoch),
+        Ok(Event::State(s, ZkState::Closed | ZkState::AuthFailed)) if s == serial => {
+            if !shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                log::warn!("ZooKeeper session ended; starting a new one");
+            }
+            Next::End
+        }
+        Ok(Event::State(s, _)) if s == serial => {
+            log::warn!("lost the connection to ZooKeeper; reconnecting");
+            // The client retries until its session times out; after that it
+            // reports Closed. Give up on it at that point at the latest.
+            match wait_connected(rx, session.timeout + Duration::from_secs(1), serial) {
+                Some(epoch) => Next::Connection(epoch),
+                None => {
+                    log::warn!("ZooKeeper session ended; starting a new one");
+                    Next::End
                 }
             }
-            Some(Connected::Unknown) => {
-                log::error!(
-                    "reconnected to ZooKeeper, but its client's record of the session did \
-                     not reach registry::pace_client_log; starting over"
-                );
-                return;
-            }
         }
-        match sync(shared, client, only_held) {
-            Ok(all) => {
-                in_place = all;
-                if all {
-                    announce(shared);
-                }
-            }
-            Err(e) => {
-                log::warn!("registering in ZooKeeper failed ({e}); reconnecting");
-                return;
-            }
+        Ok(Event::Stale(s)) if s == serial => {
+            log::warn!(
+                "ZooKeeper has not answered for longer than the session timeout \
+                 ({} ms); starting over with a new session",
+                session.timeout.as_millis()
+            );
+            Next::End
         }
+        Ok(_) => Next::Wait,
     }
 }

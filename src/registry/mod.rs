@@ -67,7 +67,7 @@
 
 mod acl;
 mod client;
-mod client_log;
+mod handshake;
 mod keep;
 pub mod layout;
 mod sessions;
@@ -86,10 +86,8 @@ pub use crate::node::peers::{Lease, Sessions};
 pub use layout::ZnodeData;
 pub use sessions::SessionInfo;
 
-pub use client_log::{is_client_log, pace_client_log, CLIENT_LOG_LEVEL};
-
 use client::Client;
-use sessions::{Book, Connected};
+use sessions::Book;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -176,10 +174,9 @@ impl Shared {
 }
 
 enum Event {
-    /// The client of this serial connected (what it learned is in the book).
-    Connected(u64, Connected),
-    /// The server said the session with this id expired.
-    Expired(u64, i64),
+    /// The client of this serial established a connection: its epoch
+    /// (see `client` on learning its session).
+    Connected(u64, u64),
     /// Another state of the client of this serial.
     State(u64, ZkState),
     /// The registrations changed.
@@ -210,13 +207,6 @@ impl Registry {
         prefix: &str,
         auth: Option<ZkAuth>,
     ) -> Registry {
-        if log::max_level() < CLIENT_LOG_LEVEL {
-            log::warn!(
-                "the ZooKeeper client's trace records are not produced (log level {}): \
-                 sessions cannot be learned, so none will be used",
-                log::max_level()
-            );
-        }
         let (wake, woken) = mpsc::channel();
         let shared = Arc::new(Shared {
             connect: connect.to_string(),

@@ -73,8 +73,6 @@
 //! server, already holds a lease on it. [`Sessions::live`] lists the
 //! liveness directory from a background reader, at most every 500 ms.
 
-use std::cell::RefCell;
-use std::fmt;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -95,103 +93,11 @@ pub struct SessionInfo {
     pub generation: u64,
 }
 
-/// A connection's session, as its `ConnectResponse` record tells it.
+/// A connection's session, as learned once it is established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Granted {
     pub id: i64,
     pub timeout: Duration,
-}
-
-const CONNECTED_PREFIX: &str = "Connected: ";
-/// Longer records are not the one we look for.
-const MAX_RECORD: usize = 1024;
-
-/// Reads `Connected: ConnectResponse { protocol_version: 0, timeout: 2000,
-/// session_id: 72057.., passwd: [..], read_only: false }`.
-pub(super) fn parse_connected(message: &str) -> Option<Granted> {
-    let body = message
-        .strip_prefix(CONNECTED_PREFIX)?
-        .strip_prefix("ConnectResponse {")?
-        .strip_suffix('}')?;
-    let field = |name: &str| {
-        body.split(", ")
-            .map(str::trim)
-            .find_map(|part| part.strip_prefix(name)?.strip_prefix(": "))
-    };
-    let timeout: u64 = field("timeout")?.parse().ok()?;
-    let id: i64 = field("session_id")?.parse().ok()?;
-    // A timeout of 0 is the server's "expired"; the crate does not log
-    // such a response as a connection.
-    (timeout > 0 && id != 0).then(|| Granted {
-        id,
-        timeout: Duration::from_millis(timeout),
-    })
-}
-
-/// Reads `session 72057.. expired`.
-pub(super) fn parse_expired(message: &str) -> Option<i64> {
-    message
-        .strip_prefix("session ")?
-        .strip_suffix(" expired")?
-        .parse()
-        .ok()
-}
-
-/// What a client's I/O thread logged since its listeners last ran.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Heard {
-    pub connected: Option<Granted>,
-    pub expired: Option<i64>,
-}
-
-thread_local! {
-    static HEARD: RefCell<Heard> = RefCell::new(Heard::default());
-}
-
-/// Formats a record only as long as it may still start with `prefix`.
-struct Prefixed {
-    prefix: &'static str,
-    text: String,
-}
-
-impl fmt::Write for Prefixed {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // The part of the prefix still to match, against the same length of `s`.
-        let rest = &self.prefix.as_bytes()[self.text.len().min(self.prefix.len())..];
-        let n = rest.len().min(s.len());
-        if rest[..n] != s.as_bytes()[..n] || self.text.len() + s.len() > MAX_RECORD {
-            return Err(fmt::Error);
-        }
-        self.text.push_str(s);
-        Ok(())
-    }
-}
-
-/// A trace record of the client's I/O thread: notes a new connection's
-/// session. Costs the first piece of the record's text for the others.
-pub(super) fn note_trace(args: &fmt::Arguments<'_>) {
-    let mut text = Prefixed {
-        prefix: CONNECTED_PREFIX,
-        text: String::new(),
-    };
-    if fmt::write(&mut text, *args).is_err() {
-        return;
-    }
-    if let Some(granted) = parse_connected(&text.text) {
-        HEARD.with(|h| h.borrow_mut().connected = Some(granted));
-    }
-}
-
-/// An info record of the client's I/O thread: notes a session's expiry.
-pub(super) fn note_info(message: &str) {
-    if let Some(id) = parse_expired(message) {
-        HEARD.with(|h| h.borrow_mut().expired = Some(id));
-    }
-}
-
-/// Takes what this thread (a client's I/O thread) logged.
-pub(super) fn take_heard() -> Heard {
-    HEARD.with(|h| std::mem::take(&mut *h.borrow_mut()))
 }
 
 /// What a `Connected` state change was.
@@ -201,7 +107,7 @@ pub(super) enum Connected {
     New(SessionInfo),
     /// The same session on a new connection.
     Reconnected(SessionInfo),
-    /// No record told which session: not to be used.
+    /// Its session could not be learned: not to be used.
     Unknown,
 }
 
@@ -214,11 +120,14 @@ pub(super) struct Book {
     client: u64,
     /// The current session, when known.
     session: Option<SessionInfo>,
-    /// The id of the last session, even once it ended.
-    last_id: Option<i64>,
     generation: u64,
-    /// Whether the newest client is connected.
+    /// Whether the newest client is connected, in a session learned.
     connected: bool,
+    /// Counts the connections of all clients: a heartbeat confirms only
+    /// within the connection it was sent in.
+    epoch: u64,
+    /// Whether the registry gave up the newest client.
+    given_up: bool,
     /// When a call was last sent that the session answered.
     heard_at: Option<Instant>,
     /// When a heartbeat was last sent that confirmed the lease.
@@ -235,6 +144,8 @@ pub(super) struct Book {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Beat {
     pub client: u64,
+    /// The connection it is sent in (see [`Book::connection`]).
+    pub epoch: u64,
     pub generation: u64,
     pub timeout: Duration,
     /// The liveness znode whose owner it reads (none kept: the session alone).
@@ -249,11 +160,46 @@ impl Book {
     pub fn new_client(&mut self) -> u64 {
         self.client += 1;
         self.connected = false;
+        self.given_up = false;
         self.client
     }
 
-    /// The client `client` connected; `granted` is what its record said.
-    /// `None` for a client that is not the newest.
+    /// The client `client` just established a connection, whose session is
+    /// yet to be learned: nothing sent before confirms the lease from now
+    /// on, and no heartbeat goes out until [`Book::learned`]. Returns the
+    /// connection's epoch (`None`: not the newest client).
+    pub fn connection(&mut self, client: u64) -> Option<u64> {
+        if client != self.client {
+            return None;
+        }
+        self.connected = false;
+        self.epoch += 1;
+        Some(self.epoch)
+    }
+
+    /// The session of the connection `epoch` of `client` was learned
+    /// (`None`: it could not be). `None` when a newer connection or client
+    /// came since.
+    pub fn learned(
+        &mut self,
+        client: u64,
+        epoch: u64,
+        granted: Option<Granted>,
+        now: Instant,
+    ) -> Option<Connected> {
+        if epoch != self.epoch {
+            return None;
+        }
+        self.connected(client, granted, now)
+    }
+
+    /// Whether the registry still wants the client `client` to connect.
+    pub fn wants(&self, client: u64) -> bool {
+        client == self.client && !self.given_up
+    }
+
+    /// The client `client` connected in the session `granted` (`None`: it
+    /// could not be learned). `None` for a client that is not the newest.
     pub fn connected(
         &mut self,
         client: u64,
@@ -267,9 +213,14 @@ impl Book {
             self.end_session();
             return Some(Connected::Unknown);
         };
+        let same = self.session.map(|s| s.id) == Some(granted.id);
+        if !same {
+            // The client opens a new session only once the server expired
+            // the one before: its lease is over.
+            self.end_session();
+        }
         self.connected = true;
         self.heard_at = Some(now);
-        let same = self.session.map(|s| s.id) == Some(granted.id);
         let session = SessionInfo {
             id: granted.id,
             timeout: granted.timeout,
@@ -281,13 +232,11 @@ impl Book {
         };
         self.generation = session.generation;
         self.session = Some(session);
-        self.last_id = Some(granted.id);
-        if same {
-            Some(Connected::Reconnected(session))
+        Some(if same {
+            Connected::Reconnected(session)
         } else {
-            self.confirmed_at = None;
-            Some(Connected::New(session))
-        }
+            Connected::New(session)
+        })
     }
 
     /// The client `client` lost its connection (its session may live on).
@@ -297,19 +246,11 @@ impl Book {
         }
     }
 
-    /// The server said the session `id` expired; whether it was ours.
-    pub fn expired(&mut self, client: u64, id: i64) -> bool {
-        if client != self.client || self.last_id != Some(id) {
-            return false;
-        }
-        self.end_session();
-        true
-    }
-
     /// The registry gives up the client `client` (and closes its session).
     pub fn abandon(&mut self, client: u64) {
         if client == self.client {
             self.connected = false;
+            self.given_up = true;
             self.end_session();
         }
     }
@@ -356,6 +297,7 @@ impl Book {
         let session = self.session.filter(|_| self.connected)?;
         Some(Beat {
             client: self.client,
+            epoch: self.epoch,
             generation: session.generation,
             timeout: session.timeout,
             live: self.live.clone(),
@@ -371,7 +313,10 @@ impl Book {
         let Some(session) = self.session else {
             return;
         };
-        if beat.client != self.client || beat.generation != session.generation {
+        if beat.client != self.client
+            || beat.epoch != self.epoch
+            || beat.generation != session.generation
+        {
             return;
         }
         self.heard_at = self.heard_at.max(Some(sent));
@@ -560,79 +505,6 @@ impl Sessions for Registry {
 mod tests {
     use super::*;
 
-    const RECORD: &str = "Connected: ConnectResponse { protocol_version: 0, timeout: 2000, \
-        session_id: 72057598245634049, passwd: [12, 1, 255, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, \
-        0, 7], read_only: false }";
-
-    #[test]
-    fn reads_the_record_of_a_connection() {
-        assert_eq!(
-            parse_connected(RECORD),
-            Some(Granted {
-                id: 72057598245634049,
-                timeout: Duration::from_millis(2000)
-            })
-        );
-        for other in [
-            "Connected: ConnectResponse { protocol_version: 0, timeout: 0, session_id: 5, \
-             passwd: [], read_only: false }",
-            "Connected: ConnectResponse { timeout: 2000 }",
-            "Connected: something else",
-            "Written 48 bytes",
-            "",
-        ] {
-            assert_eq!(parse_connected(other), None, "{other}");
-        }
-        assert_eq!(
-            parse_expired("session 72057598245634049 expired"),
-            Some(72057598245634049)
-        );
-        assert_eq!(parse_expired("session expired"), None);
-        assert_eq!(parse_expired("Reconnect due to HUP"), None);
-    }
-
-    /// The record formatted by the crate's own `Debug` of its
-    /// `ConnectResponse`, through the same `format_args!` as its `trace!`.
-    #[test]
-    fn notes_the_record_of_a_connection_on_this_thread() {
-        #[derive(Debug)]
-        #[allow(dead_code)]
-        struct ConnectResponse {
-            protocol_version: i32,
-            timeout: u64,
-            session_id: i64,
-            passwd: Vec<u8>,
-            read_only: bool,
-        }
-        let response = ConnectResponse {
-            protocol_version: 0,
-            timeout: 4000,
-            session_id: 0x1000_0abc_0000_0001,
-            passwd: vec![3; 16],
-            read_only: false,
-        };
-        note_trace(&format_args!("Written {:?} bytes", 48));
-        assert_eq!(take_heard(), Heard::default());
-        note_trace(&format_args!("Connected: {:?}", response));
-        note_info("session 77 expired");
-        note_info("Establishing Zk connection");
-        let heard = take_heard();
-        assert_eq!(
-            heard.connected,
-            Some(Granted {
-                id: 0x1000_0abc_0000_0001,
-                timeout: Duration::from_millis(4000)
-            })
-        );
-        assert_eq!(heard.expired, Some(77));
-        assert_eq!(take_heard(), Heard::default());
-        // Another thread (another client's I/O thread) hears nothing of it.
-        note_trace(&format_args!("Connected: {:?}", response));
-        std::thread::spawn(|| assert_eq!(take_heard(), Heard::default()))
-            .join()
-            .unwrap();
-    }
-
     fn granted(id: i64, ms: u64) -> Option<Granted> {
         Some(Granted {
             id,
@@ -650,6 +522,7 @@ mod tests {
     fn beat(client: u64, generation: u64, live: Option<&str>) -> Beat {
         Beat {
             client,
+            epoch: 0,
             generation,
             timeout: ms(2000),
             live: live.map(str::to_string),
@@ -670,6 +543,7 @@ mod tests {
             book.beat(),
             Some(Beat {
                 client: c,
+                epoch: 0,
                 generation: 1,
                 timeout: ms(3000),
                 live: Some(LIVE.into())
@@ -743,12 +617,8 @@ mod tests {
             Some(Connected::Reconnected(SessionInfo { generation: 1, .. }))
         ));
         assert!(book.lease(t0 + ms(1000)).valid);
-        // The server says it expired: the lease ends at once.
-        assert!(!book.expired(c, 99));
-        assert!(book.expired(c, 7));
-        assert!(!book.lease(t0 + ms(1000)).valid);
-        assert_eq!(book.session(), None);
-        // The same client gets a new session: generation 2, not yet confirmed.
+        // The same client gets a new session (the server expired the old
+        // one): generation 2, not yet confirmed.
         let Some(Connected::New(s)) = book.connected(c, granted(9, 2000), t0 + ms(300)) else {
             panic!("a new session");
         };
@@ -805,22 +675,42 @@ mod tests {
     }
 
     #[test]
-    fn records_are_formatted_only_while_they_may_match() {
-        use std::fmt::Write;
-        let mut text = Prefixed {
-            prefix: "Connected: ",
-            text: String::new(),
-        };
-        assert!(text.write_str("Conn").is_ok());
-        assert!(text.write_str("ected: {").is_ok());
-        assert!(text.write_str(" timeout: 1 }").is_ok());
-        assert_eq!(text.text, "Connected: { timeout: 1 }");
-        let mut text = Prefixed {
-            prefix: "Connected: ",
-            text: String::new(),
-        };
-        assert!(text.write_str("Conx").is_err());
-        assert!(text.text.is_empty());
+    fn only_a_heartbeat_of_the_connection_confirms() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        let c = book.new_client();
+        let e1 = book.connection(c).unwrap();
+        assert_eq!(book.beat(), None, "not learned yet");
+        assert!(matches!(
+            book.learned(c, e1, granted(7, 3000), t0),
+            Some(Connected::New(_))
+        ));
+        let b1 = book.beat().unwrap();
+        assert_eq!(b1.epoch, e1);
+        // Reconnected: the heartbeat of the last connection confirms
+        // nothing, even in the same session, and none goes out until the
+        // session of the new one is learned.
+        let e2 = book.connection(c).unwrap();
+        assert_eq!(book.beat(), None);
+        book.answered(&b1, t0 + ms(10), 0);
+        assert!(!book.lease(t0 + ms(10)).valid);
+        // What is learned of a connection that was followed by another is dropped.
+        let e3 = book.connection(c).unwrap();
+        assert_eq!(book.learned(c, e2, granted(7, 3000), t0), None);
+        assert!(matches!(
+            book.learned(c, e3, granted(7, 3000), t0 + ms(20)),
+            Some(Connected::Reconnected(SessionInfo { generation: 1, .. }))
+        ));
+        let b3 = book.beat().unwrap();
+        book.answered(&b3, t0 + ms(20), 0);
+        assert!(book.lease(t0 + ms(20)).valid);
+        // A client given up is not wanted; a fresh one is.
+        assert!(book.wants(c));
+        book.abandon(c);
+        assert!(!book.wants(c));
+        let c2 = book.new_client();
+        assert!(book.wants(c2) && !book.wants(c));
+        assert_eq!(book.connection(c), None);
     }
 
     #[test]
