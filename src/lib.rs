@@ -11,8 +11,8 @@
 //! whose HTTP implementation is `http::client` speaking `wire`.
 //!
 //! - `launch`: `treecache node`, the wiring from flags to a serving node;
-//!   `logging`: its log lines (RFC 3339 timestamps, text or JSON), with the
-//!   ZooKeeper client's records routed to `registry`.
+//!   `logging`: its log lines (RFC 3339 timestamps, text or JSON), without
+//!   the ZooKeeper client's own records.
 //! - `config`: flags and environment into one validated `Config`.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
@@ -39,10 +39,12 @@
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
 //! - `startup`: bringing a node into the tree (joining, registering).
-//! - `registry/`: ZooKeeper: a client guarded against the crate's
-//!   weaknesses and the registrations it keeps (`mod.rs`), the layout of the
-//!   cluster's znodes (`layout`), this node's sessions as leases and other
-//!   nodes' liveness (`sessions`, the node's `Sessions` seam).
+//! - `registry/`: ZooKeeper: the handle and its bounded calls (`mod.rs`), a
+//!   client guarded against the crate's weaknesses, each session learned
+//!   (`client`, `handshake`), the registrations it keeps (`keep`), znode
+//!   reads and writes (`znodes`), the layout of the cluster's znodes
+//!   (`layout`), this node's sessions as leases and other nodes' liveness
+//!   (`sessions`, the node's `Sessions` seam).
 //! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
 //!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left

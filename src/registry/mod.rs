@@ -3,9 +3,8 @@
 //! - `mod.rs` (here): the [`Registry`] handle, its shared state, and
 //!   bounded calls.
 //! - `client`: a client's life cycle: connect, learn the session, watch it,
-//!   start over when it ends.
-//! - `client_log`: the hook that reads the client crate's log records (its
-//!   reconnect loop is paced there, and each session learned).
+//!   start over when it ends; its reconnect loop paced.
+//! - `handshake`: the timeout a server grants, from a session of our own.
 //! - `keep`: the registrations a node keeps ([`Registry::keep`]), applied
 //!   again in every session.
 //! - `znodes`: reads and writes of znodes for the rest of the node.
@@ -18,17 +17,21 @@
 //! - `connect()` returns before a session exists: we wait for `Connected`.
 //! - Its reconnect loop retries without pause, logging an error per attempt,
 //!   until the session times out, and its `Closed` state is final. So we
-//!   connect only after a plain TCP probe succeeds; the node's logger hands
-//!   the crate's records to [`pace_client_log`], which pauses the loop at its
-//!   one log call per attempt; and on `Closed` we start over with a fresh
-//!   client and back-off, logging our own state changes once each.
-//! - Its first connection goes to the first server of the connect string,
-//!   and a stopped one there costs failed attempts out of the client's time
-//!   to connect: we put a server that just accepted our probe first. Its
-//!   constructor unwraps the opening of that socket: we catch a panic.
+//!   connect only after a plain TCP probe succeeds; our state listener,
+//!   which the loop calls on its own thread as each attempt starts, holds
+//!   it there for a pause and until the server accepts a TCP connection
+//!   again; and on `Closed` we start over with a fresh client and back-off,
+//!   logging our own state changes once each. The crate's own records never
+//!   print (see `logging`).
+//! - It moves to the next server of its connect string on a lost
+//!   connection, where the session may be granted another timeout: we give
+//!   it one server only, the first of ours that accepts a TCP connection.
+//!   Its constructor unwraps the opening of that socket: we catch a panic.
 //! - It does not tell its session id or the session timeout the server
-//!   granted; it logs them (at trace level) on every connection, and
-//!   [`pace_client_log`] reads that record. See `sessions` for how.
+//!   granted: we learn both ourselves on every connection, the id from the
+//!   owner of an ephemeral znode the session creates, the timeout from a
+//!   handshake of our own with the same server. See `client` for how, and
+//!   `sessions` for the lease that rests on them.
 //! - A call can block forever during a silent partition, and so can dropping
 //!   a client (its `Drop` closes the session with a blocking call): every call
 //!   runs on a helper thread with a time bound, a broken client is dropped
@@ -36,11 +39,11 @@
 //!   whole session timeout is given up (the crate itself never notices).
 //! - After an expiry the crate opens a new session on the same client, and
 //!   tells nobody: we tell sessions apart by their ids.
-//! - With its trace records produced, its I/O thread unwraps the socket's
-//!   peer address for the record of a ping, and would die should the
-//!   connection have been reset just then. Its calls would then fail, and
-//!   the heartbeat, unanswered for a timeout, has the client replaced. (The
-//!   heartbeat keeps the client from pinging anyway: see below.)
+//! - When the process logs at trace level, its I/O thread unwraps the
+//!   socket's peer address for the record of a ping, and would die should
+//!   the connection have been reset just then. Its calls would then fail,
+//!   and the heartbeat, unanswered for a timeout, has the client replaced.
+//!   (The heartbeat keeps the client from pinging anyway: see below.)
 //!
 //! An ephemeral znode belongs to the session that created it: if a kept
 //! ephemeral znode exists and belongs to another session (an earlier run of

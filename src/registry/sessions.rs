@@ -2,22 +2,12 @@
 //! registry's side of the node's [`Sessions`] seam.
 //!
 //! # Learning a session
-//! The `zookeeper` crate tells neither the session id nor the timeout the
-//! server granted (ZooKeeper clamps the one asked for to its
-//! `[minSessionTimeout, maxSessionTimeout]`). Its I/O thread logs both, at
-//! trace level on target `zookeeper::io`, each time a connection is
-//! established (`Connected: ConnectResponse { .., timeout: N, session_id:
-//! N, .. }`), and logs `session N expired` when the server refuses a
-//! session that has expired. The node's logger hands these records to
-//! [`super::pace_client_log`], which reads them ([`note_trace`],
-//! [`note_info`]) into a thread-local of that I/O thread. Right after
-//! logging, the same thread calls the client's state listeners, where the
-//! registry takes them ([`take_heard`]): the records thus reach the
-//! registry whose client produced them, even with several clients in a
-//! process. A `Connected` without such a record means the records do not
-//! reach us (a logger that does not route them, a level that filters them,
-//! a crate whose format changed): the registry then does not use that
-//! session, and says so.
+//! The session thread learns each connection's session id and the timeout
+//! its server granted (see `client`: the `zookeeper` crate tells neither),
+//! and the [`Book`] keeps them. Each connection opens an *epoch* as soon as
+//! the client reports it, on the client's I/O thread; what is learned of a
+//! connection counts only while it is the newest, and a heartbeat confirms
+//! only within the epoch it was sent in.
 //!
 //! A session id differing from the last one is a new session: the
 //! *generation* goes up by one. A reconnection within the same session
@@ -41,16 +31,17 @@
 //! servers not running at quite the same rate, and for a leader change in
 //! the ensemble (which gives every session a fresh timeout: more time, not
 //! less). Taking the send instant and not the answer's errs on the early
-//! side; so does the generation check (an answer that comes back after a
-//! new session began confirms nothing: the crate drops calls of an old
-//! connection, and the registry learns of a new session on the I/O thread
-//! before any answer in it can arrive). The liveness znode exists as long
-//! as the session that created it, so while the lease holds, no parent
-//! asking [`Sessions::ended`] can find it gone. Three cases end a lease
-//! early instead of waiting for the arithmetic: the server said the session
-//! expired; the registry gives up a client (closing it ends the session at
-//! once, without a timeout, so the lease ends before the close is sent);
-//! a new session begins. Only once a session's lease has ended this way
+//! side; so does the epoch check (an answer to a heartbeat sent in an
+//! earlier connection confirms nothing: the crate drops the calls of an old
+//! connection, a new connection's epoch opens on the I/O thread before any
+//! answer in it can arrive, and no heartbeat goes out in it until its
+//! session is learned). The liveness znode exists as long as the session
+//! that created it, so while the lease holds, no parent asking
+//! [`Sessions::ended`] can find it gone. Two cases end a lease early
+//! instead of waiting for the arithmetic: the registry gives up a client
+//! (closing it ends the session at once, without a timeout, so the lease
+//! ends before the close is sent); a new session begins (the client opens
+//! one only once the server said the last one expired). Only once a session's lease has ended this way
 //! may a later session of the same registry delete that session's liveness
 //! znode (rather than wait up to a timeout for the server to expire it):
 //! nothing is left that counts on it. A node that keeps no liveness znode
@@ -62,7 +53,7 @@
 //! parent module). With a heartbeat every sixth of a timeout it never
 //! pings, so a lost connection (a server stopped, a partition) gives a new
 //! session and a new generation, within a few hundred milliseconds, rather
-//! than the same session on another server.
+//! than the same session again.
 //!
 //! # Others' liveness
 //! [`Sessions::ended`] reads a liveness znode afresh, after a write in its
