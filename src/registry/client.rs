@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use zookeeper::{CreateMode, WatchedEvent, Watcher, ZkError, ZkState, ZooKeeper};
 
-use super::sessions::{Connected, Granted, SessionInfo};
+use super::book::{Connected, Granted, SessionInfo};
 use super::znodes::ensure_parents;
 use super::CALL_TIMEOUT;
 use super::{acl, bounded_for, handshake, keep, layout, Event, RegistryError, Shared};

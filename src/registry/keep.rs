@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use zookeeper::{Acl, CreateMode, ZkError, ZkState, ZooKeeper};
 
+use super::book::{Connected, SessionInfo};
 use super::client::{learn, wait_connected, Client};
-use super::sessions::{Connected, SessionInfo};
 use super::znodes::ensure_parents;
 use super::{bounded_for, Event, RegistryError, Shared, Znode, CALL_TIMEOUT};
 

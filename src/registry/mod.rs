@@ -9,8 +9,10 @@
 //!   again in every session.
 //! - `znodes`: reads and writes of znodes for the rest of the node.
 //! - [`layout`]: where a cluster's znodes live, and what they hold.
-//! - `sessions`: this node's sessions as leases, and other nodes' liveness
-//!   (the [`Sessions`] seam of the node).
+//! - `book`: what the registry knows of its sessions and the lease (pure
+//!   bookkeeping).
+//! - `sessions`: this node's sessions as leases (the heartbeat), and other
+//!   nodes' liveness (the [`Sessions`] seam of the node).
 //! - `acl`: the digest identity and the ACL of every znode created.
 //!
 //! The `zookeeper` crate (0.8) needs guarding, and this module does it:
@@ -69,6 +71,7 @@
 //! a session thread applies them whenever a session is (re)established.
 
 mod acl;
+mod book;
 mod client;
 mod handshake;
 mod keep;
@@ -86,11 +89,11 @@ use zookeeper::{Acl, ZkError, ZkState, ZooKeeper};
 use crate::config::ZkAuth;
 
 pub use crate::node::peers::{Lease, Sessions};
+pub use book::SessionInfo;
 pub use layout::ZnodeData;
-pub use sessions::SessionInfo;
 
+use book::Book;
 use client::Client;
-use sessions::Book;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
