@@ -110,14 +110,7 @@ pub(super) fn run_sessions(shared: Arc<Shared>) {
         let client = Client { serial, zk, server };
         listen(&shared, &client, tx.clone());
         *shared.nudge.lock().unwrap() = Some(tx);
-        let session = match wait_connected(&rx, CONNECT_WAIT, serial) {
-            Some(epoch) => match learn(&shared, &client, epoch) {
-                Some(Connected::New(s) | Connected::Reconnected(s)) => Some(s),
-                Some(Connected::Unknown) | None => None,
-            },
-            None => None,
-        };
-        if let Some(session) = session {
+        if let Some(session) = first_session(&shared, &client, &rx) {
             *shared.session.lock().unwrap() = Some(client.clone());
             said_unreachable = false;
             backoff = Duration::from_millis(200);
@@ -129,6 +122,24 @@ pub(super) fn run_sessions(shared: Arc<Shared>) {
         *shared.nudge.lock().unwrap() = None;
         abandon(&shared, client);
         std::thread::sleep(backoff);
+    }
+}
+
+/// Waits for the new client's first connection and learns its session;
+/// `None` when it did not connect in time or its session is unknown.
+fn first_session(
+    shared: &Shared,
+    client: &Client,
+    rx: &mpsc::Receiver<Event>,
+) -> Option<SessionInfo> {
+    loop {
+        let epoch = wait_connected(rx, CONNECT_WAIT, client.serial)?;
+        match learn(shared, client, epoch) {
+            Some(Connected::New(s) | Connected::Reconnected(s)) => return Some(s),
+            Some(Connected::Unknown) => return None,
+            // A newer connection came meanwhile: its event follows.
+            None => {}
+        }
     }
 }
 
@@ -285,9 +296,9 @@ fn split_connect(connect: &str) -> (Vec<&str>, &str) {
     (hosts, chroot)
 }
 
-/// The connect string to give the client: the servers of `connect` from
-/// the first one that accepts a TCP connection on, or `None` when none does.
-/// (The client's first connection goes to the first server.)
+/// The servers of `connect` from the first one that accepts a TCP
+/// connection on, or `None` when none does (the client is given that first
+/// one alone).
 fn reachable(connect: &str) -> Option<String> {
     let (hosts, chroot) = split_connect(connect);
     let first = hosts.iter().position(|hp| {
