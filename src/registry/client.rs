@@ -12,8 +12,10 @@
 //! connection's session: the id is the owner of an ephemeral znode it
 //! creates (and deletes again) under [`layout::sessions`]; the timeout is
 //! what the client's one server grants a session of our own asking for the
-//! same (`handshake`). What is learned counts only if no newer connection
-//! came meanwhile; a session that cannot be learned is not used.
+//! same (`handshake`), asked again on every connection (a server restarted
+//! with another range is thus asked anew). What is learned counts only if
+//! no newer connection came meanwhile; a session that cannot be learned is
+//! not used.
 //!
 //! The client is given one server only, so that the session and our own
 //! are granted by the same server: with several, the crate moves to
