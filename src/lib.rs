@@ -13,8 +13,8 @@
 //! - `launch/`: `treecache node`, the wiring from flags to a serving node,
 //!   and the reading of what the flags point at (`files`: the cluster key,
 //!   tokens, TLS certificates, the host name); `logging`: its log lines
-//!   (RFC 3339 timestamps, text or JSON), with the ZooKeeper client's
-//!   records routed to `registry`.
+//!   (RFC 3339 timestamps, text or JSON), without the ZooKeeper client's
+//!   own records.
 //! - `config`: flags and environment into one validated `Config`, from one
 //!   table (`FLAGS`) of each flag's name, variable, default, help and parser.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
@@ -42,10 +42,12 @@
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
 //! - `startup`: bringing a node into the tree (joining, registering).
-//! - `registry/`: ZooKeeper: a client guarded against the crate's
-//!   weaknesses and the registrations it keeps (`mod.rs`), the layout of the
-//!   cluster's znodes (`layout`), this node's sessions as leases and other
-//!   nodes' liveness (`sessions`, the node's `Sessions` seam).
+//! - `registry/`: ZooKeeper: the handle and its bounded calls (`mod.rs`), a
+//!   client guarded against the crate's weaknesses, each session learned
+//!   (`client`, `handshake`), the registrations it keeps (`keep`), znode
+//!   reads and writes (`znodes`), the layout of the cluster's znodes
+//!   (`layout`), this node's sessions as leases and other nodes' liveness
+//!   (`sessions`, the node's `Sessions` seam).
 //! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
 //!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left

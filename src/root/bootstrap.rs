@@ -89,6 +89,7 @@ fn load_tree(node: &Node, registry: &Registry, root_path: &str) {
     // Trees of an earlier run under another root id.
     let keep = [
         layout::live_dir(&c.zk_prefix),
+        layout::sessions(&c.zk_prefix),
         layout::election(&c.zk_prefix),
         layout::root_state(&c.zk_prefix),
         root_path.to_string(),

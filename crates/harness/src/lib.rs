@@ -23,8 +23,8 @@
 //! and a server. [`sentinels`] are written during a fault and checked after
 //! it. [`raw`] speaks HTTP/1.1 by hand and reads answers strictly;
 //! [`procfs`] reads a process's threads, descriptors, memory and listening
-//! sockets. [`route_zookeeper_log`] lets a registry
-//! in the test process learn its sessions. [`tls`] makes the certificates
+//! sockets. [`route_zookeeper_log`] installs the test process's logger,
+//! which shows what a registry in the test process says. [`tls`] makes the certificates
 //! of clusters that run over TLS ([`Builder::tls`]); the HTTP client here
 //! trusts their CA.
 
@@ -168,25 +168,24 @@ impl Ensemble {
     }
 }
 
-/// Lets a `treecache::registry::Registry` in this process learn its
-/// sessions: installs, once, a logger that hands the `zookeeper` crate's
-/// records to `registry::pace_client_log` (as the node's logger does), and
-/// prints other records of level info and above to stderr; and lets
-/// through the crate's trace records.
+/// Installs, once, the test process's logger: records of level info and
+/// above to stderr, except the `zookeeper` crate's (a line per attempt to
+/// reconnect). A registry in this process needs no logger to learn its
+/// sessions; this only shows what it says.
 pub fn route_zookeeper_log() {
-    use treecache::registry;
-
     struct Route;
+
+    fn is_client(target: &str) -> bool {
+        target == "zookeeper" || target.starts_with("zookeeper::")
+    }
 
     impl log::Log for Route {
         fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-            registry::is_client_log(metadata.target()) || metadata.level() <= log::Level::Info
+            metadata.level() <= log::Level::Info && !is_client(metadata.target())
         }
 
         fn log(&self, record: &log::Record<'_>) {
-            if registry::is_client_log(record.target()) {
-                registry::pace_client_log(record);
-            } else if record.level() <= log::Level::Info {
+            if self.enabled(record.metadata()) {
                 eprintln!(
                     "{:<5} [{}] {}",
                     record.level(),
@@ -203,7 +202,7 @@ pub fn route_zookeeper_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         log::set_logger(&ROUTE).expect("no other logger in the test process");
-        log::set_max_level(registry::CLIENT_LOG_LEVEL);
+        log::set_max_level(log::LevelFilter::Info);
     });
 }
 
