@@ -65,6 +65,7 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
+mod lease;
 pub mod local;
 mod logging;
 mod metrics;

@@ -1,5 +1,8 @@
 //! Bringing a node up, in the background while it already serves `/`:
-//! - the root runs `root::bootstrap`;
+//! - a process of the root group runs its part of the election
+//!   (`root::election`), with the node as the root's [`Host`]: the root
+//!   tells it when it became the primary, where the primary is, and which
+//!   caches to flush, and never calls the node itself;
 //! - any other node waits `STARTUP_DELAY`, finds the root (in ZooKeeper,
 //!   unless `--root` names it), joins it, registers itself under its parent,
 //!   tells the caches below it to drop what an earlier run of it served
@@ -21,6 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
 use crate::registry::{layout, Registry, Znode, ZnodeData};
+use crate::root::{Event, Host};
 use crate::wire::Join;
 
 /// Keeps this node's liveness znode (ephemeral) registered.
@@ -38,17 +42,13 @@ pub fn keep_live(node: &Node, registry: &Registry) {
 /// sweep of expired values (a chore of `upkeep`).
 pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkeep) {
     let sweeping = node.clone();
-    let name = if node.root().is_some() {
-        "root-group"
-    } else {
-        "join"
-    };
+    let root = node.root().cloned();
+    let name = if root.is_some() { "root-group" } else { "join" };
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || {
-            if node.root().is_some() {
-                crate::root::group::run(node, registry)
-            } else {
+        .spawn(move || match root {
+            Some(root) => crate::root::election::run(root, registry, Arc::new(InTree(node))),
+            None => {
                 join_tree(&node, &registry);
                 send_releases_forever(&node);
             }
@@ -56,6 +56,19 @@ pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkee
         .expect("spawn the start-up thread");
     // A sweep is local and quick: one of the chores of the upkeep thread.
     upkeep.every(SWEEP_EVERY, move || sweeping.sweep_expired());
+}
+
+/// The node a process of the root group runs in, as its root's host.
+struct InTree(Arc<Node>);
+
+impl Host for InTree {
+    fn tell(&self, event: Event<'_>) {
+        match event {
+            Event::BecamePrimary => self.0.became_primary(),
+            Event::PrimaryAt(address) => self.0.position().set_root_address(address),
+            Event::FlushBelow(children) => self.0.flush_all(children),
+        }
+    }
 }
 
 /// Finds the root, joins it, and registers in ZooKeeper. Retries until it has joined.

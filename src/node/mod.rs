@@ -51,11 +51,11 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{bump, Gauges, Metrics};
-use crate::root::Root;
+use crate::root::{Outcome, Refusal, Root, Standbys};
 use crate::store::{Lookup, Mode, Store};
 use crate::tree::Side;
 use crate::wal::OpenError;
-use crate::wire::{Join, Joined, NodesDoc, Peer};
+use crate::wire::{Join, Joined, NodesDoc, Peer, Replicate, Replicated};
 
 pub use bulk::Gathered;
 pub use peers::{Downstream, RootLocator, Sessions, Upstream};
@@ -79,7 +79,7 @@ pub struct Node {
     position: Position,
     links: Links,
     /// Everything only the root has: its table, versions, log, request ids.
-    root: Option<Root>,
+    root: Option<Arc<Root>>,
     writes: Writes,
     /// This node, for the background work it starts.
     me: Weak<Node>,
@@ -154,7 +154,10 @@ impl Node {
         };
         let store = Arc::new(Store::new(mode));
         let root = match config.is_root() {
-            true => Some(Root::open(&config, &store)?),
+            true => {
+                let standbys = Arc::new(ToStandbys(links.down.clone()));
+                Some(Arc::new(Root::open(&config, store.clone(), standbys)?))
+            }
             false => None,
         };
         let root_name = crate::config::node_name(config.root_id);
@@ -190,23 +193,18 @@ impl Node {
     }
 
     /// The root's own state, on the processes of the root group only.
-    pub fn root(&self) -> Option<&Root> {
+    pub fn root(&self) -> Option<&Arc<Root>> {
         self.root.as_ref()
     }
 
     /// Whether this process is the root: the primary of the root group.
     pub fn is_root(&self) -> bool {
-        self.root.as_ref().is_some_and(Root::is_primary)
+        self.root.as_ref().is_some_and(|r| r.is_primary())
     }
 
     /// Whether this process is a standby of the root group.
     pub fn is_standby(&self) -> bool {
         self.root.as_ref().is_some_and(|r| !r.is_primary())
-    }
-
-    /// The store (for the root group's replication and snapshots).
-    pub(crate) fn store_handle(&self) -> &Arc<Store> {
-        &self.store
     }
 
     /// This process just became the primary: it takes the root's place.
@@ -220,28 +218,14 @@ impl Node {
             .set_root_address(self.config.advertise.clone());
     }
 
-    /// Sends records to a standby (the primary's replication).
-    pub(crate) fn replicate_to(
-        &self,
-        standby: &Peer,
-        message: &crate::wire::Replicate,
-        deadline: crate::deadline::Deadline,
-        hop: Duration,
-    ) -> Result<Result<crate::wire::Replicated, crate::wire::Answer>, crate::error::UpstreamError>
-    {
-        self.links.down.replicate(standby, message, deadline, hop)
-    }
-
     /// `POST /internal/replicate` on a process of the root group.
-    pub fn receive_replication(
-        &self,
-        message: &crate::wire::Replicate,
-    ) -> Result<crate::wire::Replicated, crate::root::replication::Refusal> {
+    pub fn receive_replication(&self, message: &Replicate) -> Result<Replicated, Refusal> {
         match &self.root {
-            Some(root) => root.replication().receive(self, message),
-            None => Err(crate::root::replication::Refusal::Other(Error::NotRoot(
-                format!("{} is not in the root group.", self.config.name()),
-            ))),
+            Some(root) => root.receive(message),
+            None => Err(Refusal::Other(Error::NotRoot(format!(
+                "{} is not in the root group.",
+                self.config.name()
+            )))),
         }
     }
 
@@ -257,11 +241,6 @@ impl Node {
                 self.config.name()
             )))
         }
-    }
-
-    /// Whether this node's ZooKeeper session is confirmed now (its lease).
-    pub fn lease_confirmed(&self) -> bool {
-        self.links.sessions.lease().valid
     }
 
     /// `GET /ready`: whether this node can serve `/store`, and if not, why.
@@ -292,7 +271,7 @@ impl Node {
         if let Some(why) = self
             .root
             .as_ref()
-            .and_then(Root::wal)
+            .and_then(|r| r.wal())
             .and_then(|w| w.poisoned())
         {
             return Err(format!(
@@ -382,7 +361,7 @@ impl Node {
                 in_sync as u64,
             );
         }
-        if let Some(wal) = self.root.as_ref().and_then(Root::wal) {
+        if let Some(wal) = self.root.as_ref().and_then(|r| r.wal()) {
             crate::metrics::histogram(
                 &mut text,
                 "treecache_wal_fsync_seconds",
@@ -444,5 +423,20 @@ impl Node {
             Lookup::Hit { .. } => bump(&self.metrics.hits),
             Lookup::Miss { .. } => bump(&self.metrics.misses),
         }
+    }
+}
+
+/// The root group's standbys, reached through the calls toward the children.
+struct ToStandbys(Arc<dyn Downstream>);
+
+impl Standbys for ToStandbys {
+    fn replicate(
+        &self,
+        standby: &Peer,
+        message: &Replicate,
+        deadline: crate::deadline::Deadline,
+        hop: Duration,
+    ) -> Outcome {
+        self.0.replicate(standby, message, deadline, hop)
     }
 }

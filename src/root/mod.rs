@@ -1,19 +1,30 @@
 //! Everything only the root does, behind one handle ([`Root`]), held by
 //! every process started with the root's id (the root group):
 //! - `membership`: the slot table and joins;
-//! - `group`: the election of the primary among the root group, its epochs
-//!   and the in-sync standbys, kept in ZooKeeper;
-//! - `replication`: the primary's writes, sent to its standbys;
+//! - `group`: this process's view of the root group (its role, epochs and
+//!   the in-sync standbys) and its conditional writes of the root's state;
+//! - `election`: the loop that follows the group in ZooKeeper and takes
+//!   over when this process may;
 //! - `bootstrap`: becoming the serving primary (register in ZooKeeper,
 //!   rebuild the table, flush the caches below);
+//! - `replication`: the primary's writes, sent to its standbys, and their
+//!   catch-up;
 //! - `dedup`: writes applied at most once per request id;
-//! - versions, and the data directory's log (`wal`).
+//! - versions, the data directory's log (`wal`), and [`Root::commit`]: a
+//!   write logged, replicated, applied and acknowledged.
 //!
-//! Other modules reach the root's state only through [`Root`]'s methods;
-//! `node` holds one on the root's id and none elsewhere.
+//! The root sits below the node: it is built from what it needs (the
+//! store, the log, [`Standbys`] to reach the other members, and its
+//! settings from the configuration), later given the registry when its
+//! election starts, and it tells the process it runs in what happened
+//! through a [`Host`] (it became the primary, where the primary is, which
+//! caches to flush). It never calls the node. Other modules reach the
+//! root's state only through [`Root`]'s methods; `node` holds one on the
+//! root's id and none elsewhere.
 
 pub mod bootstrap;
 pub mod dedup;
+pub mod election;
 pub mod group;
 pub mod membership;
 pub mod replication;
@@ -23,18 +34,71 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::expiry::{self, Kept};
-use crate::store::{Mutation, Store};
+use crate::lease::Sessions;
+use crate::store::{Applied, Mutation, Reservation, Store};
 use crate::tree::{Side, Tree};
 use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal, WalError};
-use crate::wire::{Join, Joined, NodesDoc, Peer};
+use crate::wire::{Join, Joined, NodesDoc, Peer, Replicate, Replicated};
 
+use dedup::Fingerprint;
 use membership::{JoinError, Membership};
+pub use replication::{Outcome, Refusal, Standbys};
+
+/// What the root group tells the process it runs in, as it happens.
+pub enum Event<'a> {
+    /// This process became the primary: it takes the root's place in the
+    /// tree (slot 0, and the root's address its own).
+    BecamePrimary,
+    /// Another process is the primary, at this address: the root is there.
+    PrimaryAt(String),
+    /// The caches below the root must drop what they hold (a new primary's
+    /// table does not know what an earlier one served them): the host
+    /// returns once each child acknowledged or its session ended.
+    FlushBelow(&'a [Peer]),
+}
+
+/// The process a root runs in, as the root sees it: implemented by the
+/// layer above (the start-up wiring), so that the root tells it what
+/// happened without knowing the node.
+pub trait Host: Send + Sync {
+    fn tell(&self, event: Event<'_>);
+}
+
+/// What the root takes from the configuration.
+struct Settings {
+    tree: Tree,
+    root_id: u32,
+    /// This process's node id (the root's, in the root group).
+    id: u32,
+    name: String,
+    advertise: String,
+    zk_prefix: String,
+    /// Bound on one call to a standby.
+    hop: Duration,
+}
+
+/// A write the primary commits, once the caches below no longer hold its key.
+pub struct Commit<'a> {
+    pub key: &'a str,
+    pub mutation: Mutation,
+    pub version: u64,
+    /// When a put's value expires; `None`: for good.
+    pub expires: Option<Instant>,
+    /// What the write is remembered under for its retries, if anything.
+    pub retry_of: Option<Fingerprint>,
+    pub deadline: Deadline,
+}
 
 /// The root's own state. See the module documentation.
 pub struct Root {
-    tree: Tree,
+    settings: Settings,
+    /// The data: the same store the node reads.
+    store: Arc<Store>,
+    /// How the primary reaches its standbys.
+    standbys: Arc<dyn Standbys>,
     table: Mutex<Membership>,
     /// The table has been rebuilt from ZooKeeper and the caches below have
     /// been told to drop what an earlier run served: joins and writes are
@@ -46,19 +110,29 @@ pub struct Root {
     /// The data directory's log, with `--data-dir`.
     wal: Option<Arc<Wal>>,
     group: group::Group,
-    replication: Arc<replication::Replication>,
+    replication: replication::Replication,
 }
 
 impl Root {
-    /// The root's state; with `--data-dir`, what the directory holds is
-    /// loaded into `store` first, and the log is kept from then on.
-    pub fn open(config: &Config, store: &Arc<Store>) -> Result<Root, OpenError> {
+    /// The root's state over `store`; with `--data-dir`, what the directory
+    /// holds is loaded into `store` first, and the log is kept from then on.
+    pub fn open(
+        config: &Config,
+        store: Arc<Store>,
+        standbys: Arc<dyn Standbys>,
+    ) -> Result<Root, OpenError> {
         let Some(path) = &config.data_dir else {
             log::warn!(
                 "no --data-dir: the root keeps its data in memory only, and a restart loses it"
             );
             let id = crate::wal::dir::random_id().map_err(|e| OpenError::Io(e.to_string()))?;
-            return Ok(Root::new(config, format!("memory-{id}"), true));
+            return Ok(Root::new(
+                config,
+                store,
+                standbys,
+                format!("memory-{id}"),
+                true,
+            ));
         };
         let identity = Identity {
             zk_prefix: config.zk_prefix.clone(),
@@ -89,22 +163,38 @@ impl Root {
             recovered.took.as_secs_f64(),
             config.fsync.name()
         );
-        let mut root = Root::new(config, wal.id().to_string(), false);
-        // Versions go on above every version the directory has seen.
-        root.note_version(recovered.max_version);
         let wal = Arc::new(wal);
         wal.compact_in_background(store.clone());
+        let mut root = Root::new(config, store, standbys, wal.id().to_string(), false);
+        // Versions go on above every version the directory has seen.
+        root.note_version(recovered.max_version);
         root.wal = Some(wal);
         Ok(root)
     }
 
     /// The root's state, for the member `id` of the root group (`memory`:
     /// without a data directory).
-    pub fn new(config: &Config, id: String, memory: bool) -> Root {
+    fn new(
+        config: &Config,
+        store: Arc<Store>,
+        standbys: Arc<dyn Standbys>,
+        id: String,
+        memory: bool,
+    ) -> Root {
         // Versions start at the clock so that a restarted root keeps counting up.
         let start = unix_micros().max(1);
         Root {
-            tree: config.tree,
+            settings: Settings {
+                tree: config.tree,
+                root_id: config.root_id,
+                id: config.id,
+                name: config.name(),
+                advertise: config.advertise.clone(),
+                zk_prefix: config.zk_prefix.clone(),
+                hop: config.hop_timeout,
+            },
+            store,
+            standbys,
             table: Mutex::new(Membership::new(
                 config.tree,
                 config.root_id,
@@ -122,7 +212,7 @@ impl Root {
                 },
                 memory,
             ),
-            replication: Arc::default(),
+            replication: replication::Replication::default(),
         }
     }
 
@@ -131,13 +221,14 @@ impl Root {
         &self.group
     }
 
-    pub fn replication(&self) -> &Arc<replication::Replication> {
-        &self.replication
-    }
-
     /// Whether this process is the primary of the root group.
     pub fn is_primary(&self) -> bool {
         self.group.is_primary()
+    }
+
+    /// `POST /internal/replicate`: a standby applies what its primary sent.
+    pub fn receive(&self, message: &Replicate) -> Result<Replicated, Refusal> {
+        self.replication.receive(self, message)
     }
 
     /// Versions go on above `version` (seen in the log, or from the primary).
@@ -169,7 +260,7 @@ impl Root {
     /// file (at once without `--data-dir`; not at all when writing it
     /// failed), while the log is synced: the primary replicates a write
     /// alongside its own sync. Returns what `during` returned, if it ran.
-    pub fn log_then<R>(
+    fn log_then<R>(
         &self,
         key: &str,
         version: u64,
@@ -198,6 +289,72 @@ impl Root {
             WalError::Closed => Error::Unavailable("The root is stopping.".into()),
         });
         (logged, ran)
+    }
+
+    /// Commits a write at the primary, under the key's write lock (the key
+    /// is pending in the store) once the caches below have dropped it: logs
+    /// it (with `--data-dir`), replicates it to the standbys while the log
+    /// syncs, applies it to the store in `room`, and acknowledges it only
+    /// under the lease of the session this process became primary in. The
+    /// key's write ends here, applied or aborted.
+    pub fn commit(
+        &self,
+        write: Commit<'_>,
+        room: Reservation<'_>,
+        sessions: &dyn Sessions,
+    ) -> Result<Applied, Error> {
+        let (key, version) = (write.key, write.version);
+        let expires_ms = write.expires.map_or(0, expiry::to_unix_ms);
+        // From before it is replicated until it is applied: a standby's
+        // catch-up starts either before this write or after it is applied.
+        let replicating = self.replication.hold();
+        // Replicated once the write is in this process's log file, while
+        // that file is synced: a full disk or a write error here stops it
+        // before any standby has it.
+        let replicate = || match self.group.epoch() {
+            Some(epoch) => self.replication.replicate(self, epoch, &write, expires_ms),
+            None => Err(Error::Unavailable(
+                "This process is no longer the primary.".into(),
+            )),
+        };
+        let (logged, replicated) =
+            self.log_then(key, version, expires_ms, &write.mutation, replicate);
+        let (logged, replicated) = match (logged, replicated) {
+            (Ok(logged), Some(replicated)) => (logged, replicated),
+            (Err(e), None) => {
+                self.store.abort_write(key, 0);
+                return Err(e);
+            }
+            // Written here and sent to the standbys, but the sync failed:
+            // the log is poisoned and the write cut off it again, and a
+            // standby may have it.
+            (Err(e), Some(_)) => {
+                self.store.abort_write(key, 0);
+                return Err(Error::Unavailable(format!(
+                    "{e} The write of \"{key}\" may have reached a standby: it may or may \
+                     not take effect."
+                )));
+            }
+            (Ok(_), None) => unreachable!("a write in the log is replicated"),
+        };
+        // Acknowledged only under the lease of the session this process
+        // became primary in: no other primary can exist meanwhile.
+        let acknowledged = replicated.and_then(|()| self.group.require_primacy(sessions));
+        // In the log it is, so it is applied here whatever the answer: this
+        // copy and its log must agree (a primary that was replaced drops
+        // both when it catches up as a standby).
+        let applied = self
+            .store
+            .apply(key, write.mutation, version, write.expires, room);
+        drop(logged);
+        drop(replicating);
+        match acknowledged {
+            Ok(()) => Ok(applied),
+            Err(e) => Err(Error::Unavailable(format!(
+                "{e} The write of \"{key}\" was logged here but not acknowledged: it may \
+                 or may not take effect."
+            ))),
+        }
     }
 
     /// The log, with `--data-dir`.
@@ -281,7 +438,7 @@ impl Root {
         let table = self.table();
         [Side::Left, Side::Right]
             .into_iter()
-            .filter_map(|side| self.tree.child(0, side))
+            .filter_map(|side| self.settings.tree.child(0, side))
             .filter_map(|slot| table.peer_at(slot).cloned())
             .collect()
     }
