@@ -29,7 +29,8 @@ use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::precondition::Condition;
 use crate::root::dedup::{Claim, Fingerprint};
-use crate::root::{Commit, Root};
+use crate::root::primary::Commit;
+use crate::root::Root;
 use crate::store::{Applied, Mutation, Reservation};
 use crate::wire::{Answer, ForwardedWrite, Invalidate};
 

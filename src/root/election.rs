@@ -119,7 +119,7 @@ fn lead(root: &Arc<Root>, registry: &Registry, epoch: u64, generation: u64, s: &
         if !others.is_empty() {
             group.saw_others();
         }
-        root.replication.catch_up_members(root, &others);
+        root.catch_up_members(&others);
         bootstrap::keep_root_znode(root, registry);
     }
 }

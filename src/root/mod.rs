@@ -7,11 +7,12 @@
 //!   over when this process may;
 //! - `bootstrap`: becoming the serving primary (register in ZooKeeper,
 //!   rebuild the table, flush the caches below);
-//! - `replication`: the primary's writes, sent to its standbys, and their
-//!   catch-up;
+//! - `replication`: the rules of replication, and the state of both ends;
+//!   `primary`: [`Root::commit`] (a write logged, sent to the standbys,
+//!   applied and acknowledged) and the standbys' catch-up; `standby`: what
+//!   a standby does with what its primary sends;
 //! - `dedup`: writes applied at most once per request id;
-//! - versions, the data directory's log (`wal`), and [`Root::commit`]: a
-//!   write logged, replicated, applied and acknowledged.
+//! - versions, and the data directory's log (`wal`).
 //!
 //! The root sits below the node: it is built from what it needs (the
 //! store, the log, [`Standbys`] to reach the other members, and its
@@ -27,23 +28,22 @@ pub mod dedup;
 pub mod election;
 pub mod group;
 pub mod membership;
+pub mod primary;
 pub mod replication;
+pub mod standby;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::expiry::{self, Kept};
-use crate::lease::Sessions;
-use crate::store::{Applied, Mutation, Reservation, Store};
+use crate::store::{Mutation, Store};
 use crate::tree::{Side, Tree};
 use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal, WalError};
-use crate::wire::{Join, Joined, NodesDoc, Peer, Replicate, Replicated};
+use crate::wire::{Join, Joined, NodesDoc, Peer};
 
-use dedup::Fingerprint;
 use membership::{JoinError, Membership};
 pub use replication::{Outcome, Refusal, Standbys};
 
@@ -78,18 +78,6 @@ struct Settings {
     zk_prefix: String,
     /// Bound on one call to a standby.
     hop: Duration,
-}
-
-/// A write the primary commits, once the caches below no longer hold its key.
-pub struct Commit<'a> {
-    pub key: &'a str,
-    pub mutation: Mutation,
-    pub version: u64,
-    /// When a put's value expires; `None`: for good.
-    pub expires: Option<Instant>,
-    /// What the write is remembered under for its retries, if anything.
-    pub retry_of: Option<Fingerprint>,
-    pub deadline: Deadline,
 }
 
 /// The root's own state. See the module documentation.
@@ -226,11 +214,6 @@ impl Root {
         self.group.is_primary()
     }
 
-    /// `POST /internal/replicate`: a standby applies what its primary sent.
-    pub fn receive(&self, message: &Replicate) -> Result<Replicated, Refusal> {
-        self.replication.receive(self, message)
-    }
-
     /// Versions go on above `version` (seen in the log, or from the primary).
     pub fn note_version(&self, version: u64) {
         self.next_version.fetch_max(version + 1, Ordering::Relaxed);
@@ -271,11 +254,7 @@ impl Root {
         let Some(wal) = &self.wal else {
             return (Ok(None), Some(during()));
         };
-        let edit = match mutation {
-            Mutation::Put(v) => Edit::Put(v),
-            Mutation::Delete => Edit::Delete,
-        };
-        let (logged, ran) = wal.log_then(key, version, expires_ms, edit, during);
+        let (logged, ran) = wal.log_then(key, version, expires_ms, edit_of(mutation), during);
         let logged = logged.map(Some).map_err(|e| match e {
             WalError::DiskFull(m) => Error::StoreFull(format!(
                 "The root's disk is full ({m}); the write was not applied."
@@ -289,72 +268,6 @@ impl Root {
             WalError::Closed => Error::Unavailable("The root is stopping.".into()),
         });
         (logged, ran)
-    }
-
-    /// Commits a write at the primary, under the key's write lock (the key
-    /// is pending in the store) once the caches below have dropped it: logs
-    /// it (with `--data-dir`), replicates it to the standbys while the log
-    /// syncs, applies it to the store in `room`, and acknowledges it only
-    /// under the lease of the session this process became primary in. The
-    /// key's write ends here, applied or aborted.
-    pub fn commit(
-        &self,
-        write: Commit<'_>,
-        room: Reservation<'_>,
-        sessions: &dyn Sessions,
-    ) -> Result<Applied, Error> {
-        let (key, version) = (write.key, write.version);
-        let expires_ms = write.expires.map_or(0, expiry::to_unix_ms);
-        // From before it is replicated until it is applied: a standby's
-        // catch-up starts either before this write or after it is applied.
-        let replicating = self.replication.hold();
-        // Replicated once the write is in this process's log file, while
-        // that file is synced: a full disk or a write error here stops it
-        // before any standby has it.
-        let replicate = || match self.group.epoch() {
-            Some(epoch) => self.replication.replicate(self, epoch, &write, expires_ms),
-            None => Err(Error::Unavailable(
-                "This process is no longer the primary.".into(),
-            )),
-        };
-        let (logged, replicated) =
-            self.log_then(key, version, expires_ms, &write.mutation, replicate);
-        let (logged, replicated) = match (logged, replicated) {
-            (Ok(logged), Some(replicated)) => (logged, replicated),
-            (Err(e), None) => {
-                self.store.abort_write(key, 0);
-                return Err(e);
-            }
-            // Written here and sent to the standbys, but the sync failed:
-            // the log is poisoned and the write cut off it again, and a
-            // standby may have it.
-            (Err(e), Some(_)) => {
-                self.store.abort_write(key, 0);
-                return Err(Error::Unavailable(format!(
-                    "{e} The write of \"{key}\" may have reached a standby: it may or may \
-                     not take effect."
-                )));
-            }
-            (Ok(_), None) => unreachable!("a write in the log is replicated"),
-        };
-        // Acknowledged only under the lease of the session this process
-        // became primary in: no other primary can exist meanwhile.
-        let acknowledged = replicated.and_then(|()| self.group.require_primacy(sessions));
-        // In the log it is, so it is applied here whatever the answer: this
-        // copy and its log must agree (a primary that was replaced drops
-        // both when it catches up as a standby).
-        let applied = self
-            .store
-            .apply(key, write.mutation, version, write.expires, room);
-        drop(logged);
-        drop(replicating);
-        match acknowledged {
-            Ok(()) => Ok(applied),
-            Err(e) => Err(Error::Unavailable(format!(
-                "{e} The write of \"{key}\" was logged here but not acknowledged: it may \
-                 or may not take effect."
-            ))),
-        }
     }
 
     /// The log, with `--data-dir`.
@@ -456,6 +369,14 @@ impl Root {
     /// The writes applied under a request id.
     pub fn dedup(&self) -> &dedup::Dedup {
         &self.dedup
+    }
+}
+
+/// A write as the log records it.
+fn edit_of(mutation: &Mutation) -> Edit<'_> {
+    match mutation {
+        Mutation::Put(v) => Edit::Put(v),
+        Mutation::Delete => Edit::Delete,
     }
 }
 
