@@ -21,11 +21,12 @@ const RELEASE_EVERY: Duration = Duration::from_millis(100);
 /// How often expired values are swept away.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
 use crate::registry::{layout, Registry, Znode, ZnodeData};
 use crate::root::{Event, Host};
-use crate::wire::Join;
+use crate::wire::{Answer, Join, Joined};
 
 /// Keeps this node's liveness znode (ephemeral) registered.
 pub fn keep_live(node: &Node, registry: &Registry) {
@@ -83,9 +84,7 @@ fn join_tree(node: &Node, registry: &Registry) {
         address: c.advertise.clone(),
     };
     let mut said_waiting = false;
-    let mut said_failing = false;
-    // Refused because another live session holds this node's name: since when.
-    let mut held_since: Option<std::time::Instant> = None;
+    let mut failures = Failures::default();
     loop {
         if c.root.is_none() {
             match registry.find_root(&c.zk_prefix, c.root_id) {
@@ -105,76 +104,85 @@ fn join_tree(node: &Node, registry: &Registry) {
             }
         }
         match node.join_root(&me, Deadline::after(c.upstream_timeout)) {
-            Ok(Ok(joined)) => {
-                node.position().set_place(Place {
-                    slot: joined.slot,
-                    depth: joined.depth,
-                    parent: joined.parent.clone(),
-                });
-                let data = ZnodeData {
-                    name: me.name.clone(),
-                    address: me.address.clone(),
-                    slot: joined.slot,
-                    depth: joined.depth,
-                    parent: joined.parent.as_ref().map(|p| p.name.clone()),
-                };
-                registry.keep(Znode {
-                    path: joined.path.clone(),
-                    data: serde_json::to_vec(&data).expect("znode data serializes"),
-                    ephemeral: false,
-                });
-                keep_live(node, registry);
-                node.flush_after_join();
-                log::info!(
-                    "joined the tree at slot {} (depth {}) under {}; znode {}",
-                    joined.slot,
-                    joined.depth,
-                    joined
-                        .parent
-                        .map_or("nobody".into(), |p| format!("{} at {}", p.name, p.address)),
-                    joined.path
-                );
-                return;
-            }
-            Ok(Err(refused)) if refused.status == 409 => {
-                // One id, one process (auth::one_process): the holder may be
-                // this node's predecessor, whose session ends within a timeout.
-                let since = *held_since.get_or_insert_with(std::time::Instant::now);
-                let why = String::from_utf8_lossy(&refused.body).into_owned();
-                if since.elapsed() > c.zk_session_timeout + Duration::from_secs(2) {
-                    log::error!("the root refused the join for a whole session timeout: {why}");
-                    std::process::exit(1);
-                }
-                if !said_failing {
-                    log::warn!("the root refused the join for now ({why}); retrying");
-                    said_failing = true;
-                }
-            }
-            Ok(Err(refused)) => {
-                if refused.status < 500 {
-                    log::error!(
-                        "the root refused the join: {} {}",
-                        refused.status,
-                        String::from_utf8_lossy(&refused.body)
-                    );
-                    std::process::exit(2);
-                }
-                if !said_failing {
-                    log::warn!(
-                        "the root cannot take the join yet ({}); retrying",
-                        refused.status
-                    );
-                    said_failing = true;
-                }
-            }
-            Err(e) => {
-                if !said_failing {
-                    log::warn!("joining failed ({e:?}); retrying");
-                    said_failing = true;
-                }
-            }
+            Ok(Ok(joined)) => return take_place(node, registry, &me, joined),
+            Ok(Err(refused)) => failures.refused(c, &refused),
+            Err(e) => failures.say(|| log::warn!("joining failed ({e:?}); retrying")),
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Joined: takes the slot, registers it and this node's liveness in
+/// ZooKeeper, and has the caches below drop what an earlier run served.
+fn take_place(node: &Node, registry: &Registry, me: &Join, joined: Joined) {
+    node.position().set_place(Place {
+        slot: joined.slot,
+        depth: joined.depth,
+        parent: joined.parent.clone(),
+    });
+    let data = ZnodeData {
+        name: me.name.clone(),
+        address: me.address.clone(),
+        slot: joined.slot,
+        depth: joined.depth,
+        parent: joined.parent.as_ref().map(|p| p.name.clone()),
+    };
+    registry.keep(Znode {
+        path: joined.path.clone(),
+        data: serde_json::to_vec(&data).expect("znode data serializes"),
+        ephemeral: false,
+    });
+    keep_live(node, registry);
+    node.flush_after_join();
+    log::info!(
+        "joined the tree at slot {} (depth {}) under {}; znode {}",
+        joined.slot,
+        joined.depth,
+        joined
+            .parent
+            .map_or("nobody".into(), |p| format!("{} at {}", p.name, p.address)),
+        joined.path
+    );
+}
+
+/// The joins that failed so far: said once, and how long the root has
+/// refused this node's name.
+#[derive(Default)]
+struct Failures {
+    said: bool,
+    /// Refused because another live session holds this node's name: since when.
+    held_since: Option<Instant>,
+}
+
+impl Failures {
+    /// Logs a failure, the first time only.
+    fn say(&mut self, log: impl FnOnce()) {
+        if !self.said {
+            log();
+            self.said = true;
+        }
+    }
+
+    /// The root refused the join: retried while the refusal may pass, and
+    /// the process ends when it will not.
+    fn refused(&mut self, c: &Config, refused: &Answer) {
+        let why = String::from_utf8_lossy(&refused.body).into_owned();
+        if refused.status == 409 {
+            // One id, one process (auth::one_process): the holder may be
+            // this node's predecessor, whose session ends within a timeout.
+            let since = *self.held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > c.zk_session_timeout + Duration::from_secs(2) {
+                log::error!("the root refused the join for a whole session timeout: {why}");
+                std::process::exit(1);
+            }
+            self.say(|| log::warn!("the root refused the join for now ({why}); retrying"));
+        } else if refused.status < 500 {
+            log::error!("the root refused the join: {} {why}", refused.status);
+            std::process::exit(2);
+        } else {
+            let status = refused.status;
+            self.say(|| log::warn!("the root cannot take the join yet ({status}); retrying"));
+        }
     }
 }
 

@@ -8,9 +8,10 @@
 //! - `recovery`: the latest snapshot, then the logs after it.
 //! - `compaction`: a new snapshot once the log outgrows the live data.
 //!
-//! The root calls [`Wal::commit`] for every write, after the invalidations
-//! and before it changes memory: the record is made as durable as `--fsync`
-//! promises, then the write is applied in memory. A write whose record
+//! The root logs every write with [`Wal::log`] or [`Wal::log_then`] (the
+//! primary replicates the write while the log syncs), after the
+//! invalidations and before it changes memory: the record is made as
+//! durable as `--fsync` promises, then the write is applied in memory. A write whose record
 //! could not be written is not applied. Compaction cuts the log only at a
 //! point where every write logged before it has been applied (the `gate`),
 //! so that the snapshot taken after that point holds all of them.
