@@ -30,15 +30,20 @@
 //!   node sits (`position`), the seams (`peers`) and their in-process fakes
 //!   for tests (`fake`).
 //! - `root/`: what only the root group does (the processes started with the
-//!   root's id): electing the primary among them and fencing the ones that
-//!   were (`group`), replicating writes to the standbys and their catch-up
-//!   (`replication`), the slot table (`membership`), joins, versions and
-//!   write locks, retried writes applied once (`dedup`), and becoming the
-//!   serving primary (`bootstrap`).
+//!   root's id), below the node and never calling it: the group's state and
+//!   its fencing (`group`), following the election and taking over
+//!   (`election`), becoming the serving primary (`bootstrap`), the rules and
+//!   state of replication (`replication`) and its two ends (`primary`: a
+//!   write committed, the standbys' catch-up; `standby`), the slot table
+//!   (`membership`), joins, versions, retried writes applied once (`dedup`).
+//!   It tells the process what happened through its `Host`.
 //! - `store/`: the data under per-shard locks: values and LRU, fills and
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
-//! - `startup`: bringing a node into the tree (joining, registering).
+//! - `startup`: bringing a node into the tree (joining, registering), or
+//!   running the root group's election with the node as the root's host.
+//! - `lease`: a ZooKeeper session as a lease, and the `Sessions` seam that
+//!   the registry implements for the node and the root.
 //! - `registry/`: ZooKeeper: a client guarded against the crate's
 //!   weaknesses and the registrations it keeps (`mod.rs`), the layout of the
 //!   cluster's znodes (`layout`), this node's sessions as leases and other

@@ -13,6 +13,10 @@
 //!   node that moved.
 //! - [`position`]: where this node sits; [`peers`]: the seams.
 //!
+//! On the root's id a node holds a [`Root`] (`crate::root`): it calls the
+//! root, which never calls it back (the root tells the start-up wiring what
+//! happened, and reaches its standbys through a seam of its own).
+//!
 //! A write at the root, for one key, under that key's write lock:
 //! 1. mark the key pending and take its directory bits (`Store::begin_write`);
 //! 2. invalidate every child that holds it and wait for their acknowledgements
