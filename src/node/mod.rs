@@ -5,7 +5,7 @@
 //! layer (`http::api`) calls it through the operations below.
 //!
 //! - [`read`]: reads, and fills served to the nodes below.
-//! - [`write`]: writes at the root, or forwarded to it, and their conditions.
+//! - [`write`](mod@write): writes at the root, or forwarded to it, and their conditions.
 //! - [`bulk`]: requests about many keys: `POST /mget` and `GET /keys`.
 //! - [`invalidate`]: invalidations sent down and answered.
 //! - [`upkeep`]: flushes after a restart or a lost session, release notices.

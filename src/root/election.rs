@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::lease::Sessions;
 use crate::registry::{layout, Registry};
 
-use super::group::{Member, Role, RootState, Versioned};
+use super::group::{Group, Member, Role, RootState, Versioned};
 use super::{bootstrap, Event, Host, Root};
 
 /// How often each member looks at the election and the root's state.
@@ -37,10 +37,10 @@ pub fn run(root: Arc<Root>, registry: Registry, host: Arc<dyn Host>) {
     let mut said_waiting = false;
     loop {
         std::thread::sleep(LOOK_EVERY);
-        let Some((members, state)) = look(&registry, &paths, &me_data) else {
+        let Some((members, state)) = look(group, &registry, &paths, &me_data) else {
             continue;
         };
-        group.saw(members.clone(), state.clone());
+        group.set_state(state.clone());
         if let Some((s, _)) = &state {
             group.learn_epoch(s.epoch);
             if !group.is_primary() && s.primary.id != group.me().id {
@@ -78,10 +78,15 @@ pub fn run(root: Arc<Root>, registry: Registry, host: Arc<dyn Host>) {
     }
 }
 
-/// Reads the election's members and the root's state (after making sure
-/// this member's election znode exists); `None` when ZooKeeper could not
-/// say, or the state does not parse.
-fn look(registry: &Registry, paths: &Paths, me_data: &[u8]) -> Option<(Vec<Member>, Versioned)> {
+/// Reads the election's members (kept in `group` at once) and the root's
+/// state, after making sure this member's election znode exists; `None`
+/// when ZooKeeper could not say, or the state does not parse.
+fn look(
+    group: &Group,
+    registry: &Registry,
+    paths: &Paths,
+    me_data: &[u8],
+) -> Option<(Vec<Member>, Versioned)> {
     registry
         .ensure_member(&paths.election, me_data.to_vec())
         .ok()?;
@@ -91,6 +96,7 @@ fn look(registry: &Registry, paths: &Paths, me_data: &[u8]) -> Option<(Vec<Membe
         .iter()
         .filter_map(|(_, data)| serde_json::from_slice(data).ok())
         .collect();
+    group.set_members(members.clone());
     let state = match read {
         Some((data, version)) => match serde_json::from_slice::<RootState>(&data) {
             Ok(state) => Some((state, version)),

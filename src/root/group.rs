@@ -323,11 +323,9 @@ impl Group {
         });
     }
 
-    /// What ZooKeeper showed: the members whose election znodes exist, and
-    /// the root's state with its version.
-    pub(super) fn saw(&self, members: Vec<Member>, state: Versioned) {
+    /// The members whose election znodes exist, as ZooKeeper showed them.
+    pub(super) fn set_members(&self, members: Vec<Member>) {
         *self.members.lock().unwrap() = members;
-        self.set_state(state);
     }
 
     /// The root's state as this process last read or wrote it.

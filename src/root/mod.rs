@@ -215,13 +215,13 @@ impl Root {
     }
 
     /// Versions go on above `version` (seen in the log, or from the primary).
-    pub fn note_version(&self, version: u64) {
+    fn note_version(&self, version: u64) {
         self.next_version.fetch_max(version + 1, Ordering::Relaxed);
     }
 
     /// Closes the root to joins and writes until `set_open` (a new primary
     /// has work to do first).
-    pub fn set_closed(&self) {
+    fn set_closed(&self) {
         self.open.store(false, Ordering::Release);
     }
 
@@ -229,7 +229,7 @@ impl Root {
     /// milliseconds, 0 for none): apply it in memory while holding what this
     /// returns, and not at all when it fails (507 disk full, 500 another I/O
     /// error, 503 after a failed sync or while stopping).
-    pub fn log(
+    fn log(
         &self,
         key: &str,
         version: u64,
@@ -319,7 +319,7 @@ impl Root {
 
     /// Rebuilds the table from znodes read below the root's znode; returns
     /// the paths of those that do not fit this tree (see `Membership::restore`).
-    pub fn restore(&self, records: &[(String, Vec<u8>)]) -> Vec<String> {
+    fn restore(&self, records: &[(String, Vec<u8>)]) -> Vec<String> {
         self.table().restore(records)
     }
 
@@ -347,7 +347,7 @@ impl Root {
     }
 
     /// The nodes in the root's two child slots.
-    pub fn children(&self) -> Vec<Peer> {
+    fn children(&self) -> Vec<Peer> {
         let table = self.table();
         [Side::Left, Side::Right]
             .into_iter()
@@ -357,7 +357,7 @@ impl Root {
     }
 
     /// The znode path of the root.
-    pub fn znode_path(&self) -> String {
+    fn znode_path(&self) -> String {
         self.table().path_of(0)
     }
 
