@@ -97,7 +97,7 @@ pub struct Node {
     flushes_running: AtomicUsize,
     invalidations: invalidate::InProgress,
     routes: route::Routes,
-    request_ids: write::RequestIds,
+    request_ids: RequestIds,
     release_batches: AtomicU64,
 }
 
@@ -106,6 +106,33 @@ pub struct Node {
 struct Writes {
     under_way: AtomicUsize,
     stopping: AtomicBool,
+}
+
+/// Request ids of the writes this node forwards: its name, a number of
+/// this process, and a counter.
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new(name: &str) -> RequestIds {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        RequestIds {
+            prefix: format!("{name}-{boot:x}"),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
 }
 
 /// `GET /`: what this node is and where it sits.
@@ -165,7 +192,7 @@ impl Node {
             false => None,
         };
         let root_name = crate::config::node_name(config.root_id);
-        let request_ids = write::RequestIds::new(&config.name());
+        let request_ids = RequestIds::new(&config.name());
         let is_root = root.is_some();
         Ok(Arc::new_cyclic(|weak| Node {
             store,

@@ -22,7 +22,7 @@
 //! A forwarded write carries a request id, the same on every retry, and the
 //! root applies a write at most once per id (`root::dedup`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
@@ -35,33 +35,6 @@ use crate::store::{Applied, Mutation, Reservation};
 use crate::wire::{Answer, ForwardedWrite, Invalidate};
 
 use super::Node;
-
-/// Request ids of the writes this node forwards: its name, a number of
-/// this process, and a counter.
-pub(super) struct RequestIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl RequestIds {
-    pub(super) fn new(name: &str) -> RequestIds {
-        let boot = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        RequestIds {
-            prefix: format!("{name}-{boot:x}"),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    fn next(&self) -> String {
-        format!(
-            "{}-{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-}
 
 /// A write as a client asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
