@@ -249,7 +249,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
     pub upstream_timeout: Duration,
-    /// Bound on one call to one other node.
+    /// Bound on one call to one other node: a fill, an invalidation, a
+    /// flush, a probe of a parent, a replication request.
     pub hop_timeout: Duration,
     /// The ZooKeeper session timeout this node asks for (the server may grant another).
     pub zk_session_timeout: Duration,

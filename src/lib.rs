@@ -33,15 +33,20 @@
 //!   node sits (`position`), the seams (`peers`) and their in-process fakes
 //!   for tests (`fake`).
 //! - `root/`: what only the root group does (the processes started with the
-//!   root's id): electing the primary among them and fencing the ones that
-//!   were (`group`), replicating writes to the standbys and their catch-up
-//!   (`replication`), the slot table (`membership`), joins, versions and
-//!   write locks, retried writes applied once (`dedup`), and becoming the
-//!   serving primary (`bootstrap`).
+//!   root's id), below the node and never calling it: the group's state and
+//!   its fencing (`group`), following the election and taking over
+//!   (`election`), becoming the serving primary (`bootstrap`), the rules and
+//!   state of replication (`replication`) and its two ends (`primary`: a
+//!   write committed, the standbys' catch-up; `standby`), the slot table
+//!   (`membership`), joins, versions, retried writes applied once (`dedup`).
+//!   It tells the process what happened through its `Host`.
 //! - `store/`: the data under per-shard locks: values and LRU, fills and
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
-//! - `startup`: bringing a node into the tree (joining, registering).
+//! - `startup`: bringing a node into the tree (joining, registering), or
+//!   running the root group's election with the node as the root's host.
+//! - `lease`: a ZooKeeper session as a lease, and the `Sessions` seam that
+//!   the registry implements for the node and the root.
 //! - `registry/`: ZooKeeper: the handle and its bounded calls (`mod.rs`), a
 //!   client guarded against the crate's weaknesses, each session learned
 //!   (`client`, `handshake`), the registrations it keeps (`keep`), znode
@@ -71,6 +76,7 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
+mod lease;
 mod logging;
 mod metrics;
 mod node;

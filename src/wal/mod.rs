@@ -8,8 +8,9 @@
 //! - `recovery`: the latest snapshot, then the logs after it.
 //! - `compaction`: a new snapshot once the log outgrows the live data.
 //!
-//! The root calls [`Wal::commit`] for every write, after the invalidations
-//! and before it changes memory: the record is made as durable as `--fsync`
+//! The root logs every write with [`Wal::log_then`] (the primary
+//! replicates the write while the log syncs), after the invalidations and
+//! before it changes memory: the record is made as durable as `--fsync`
 //! promises, then the write is applied in memory. A write whose record
 //! could not be written is not applied. Compaction cuts the log only at a
 //! point where every write logged before it has been applied, so that the
@@ -285,10 +286,12 @@ impl Wal {
         self.log_then(key, version, expires_ms, edit, || ()).0
     }
 
-    /// As [`Wal::log`], and runs `during` once the record is in the file
-    /// (not when writing it failed), while it is synced: what must wait for
-    /// a write to be logged here, but not for the sync, runs alongside it.
-    /// Returns what [`Wal::log`] would, and what `during` returned, if it ran.
+    /// Logs a write of `key`, as durably as the mode promises: the caller
+    /// applies the write in memory while it holds the returned [`Logged`],
+    /// and must not apply it when this fails. Runs `during` once the record
+    /// is in the file (not when writing it failed), while it is synced: what
+    /// must wait for a write to be logged here, but not for the sync, runs
+    /// alongside it. Returns what `during` returned, if it ran.
     pub fn log_then<R>(
         &self,
         key: &str,
