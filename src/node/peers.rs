@@ -100,4 +100,4 @@ pub trait Downstream: Send + Sync {
 pub type RootLocator = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The sessions seam lives below the node (the root group reads leases too).
-pub use crate::lease::{Lease, Sessions};
+pub use crate::lease::Sessions;

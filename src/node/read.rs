@@ -14,7 +14,7 @@
 //!
 //! A cache node answers from its copy only under a valid lease (its
 //! ZooKeeper session confirmed within 2/3 of its timeout, see
-//! `node::peers::Lease`); without one its reads go upstream. The lease is
+//! `lease::Lease`); without one its reads go upstream. The lease is
 //! checked after the value is read, so that the moment the value was read
 //! is covered by the lease however long the thread is held up between.
 //!

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::node::peers::Lease;
+use crate::lease::Lease;
 
 /// A session of this node, as the registry knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

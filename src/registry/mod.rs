@@ -88,7 +88,7 @@ use zookeeper::{Acl, ZkError, ZkState, ZooKeeper};
 
 use crate::config::ZkAuth;
 
-pub use crate::node::peers::{Lease, Sessions};
+pub use crate::lease::{Lease, Sessions};
 pub use book::SessionInfo;
 pub use layout::ZnodeData;
 

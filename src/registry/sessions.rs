@@ -72,7 +72,7 @@ use zookeeper::{Acl, CreateMode, ZkError, ZooKeeper};
 use super::znodes::ensure_parents;
 
 use super::{bounded_for, layout, Event, Registry, Shared};
-use crate::node::peers::{Lease, Sessions};
+use crate::lease::{Lease, Sessions};
 
 /// How often the heartbeat confirms the session: a sixth of its timeout.
 pub(super) fn heartbeat_period(timeout: Duration) -> Duration {

@@ -117,7 +117,12 @@ impl Answer {
             return;
         }
         let mut bytes = Vec::with_capacity(reply.body.len() + 256);
-        encode(&reply, self.asked, &http_date(SystemTime::now()), &mut bytes);
+        encode(
+            &reply,
+            self.asked,
+            &http_date(SystemTime::now()),
+            &mut bytes,
+        );
         node.count_response(reply.status);
         let written = write_some(&direct.tcp, &bytes);
         if written == bytes.len() {
