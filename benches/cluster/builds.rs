@@ -27,6 +27,22 @@ pub struct Old {
     pub secure: bool,
 }
 
+/// The older builds measured, in column order: [`OLD`], then the commits
+/// named in `$TREECACHE_BENCH_ALSO` (comma-separated; builds of the second
+/// version or later), to hold a change against the commit before it.
+pub fn measured() -> Vec<Old> {
+    let also = std::env::var("TREECACHE_BENCH_ALSO").unwrap_or_default();
+    let also = also.split(',').map(str::trim).filter(|c| !c.is_empty());
+    OLD.iter()
+        .map(|o| Old { ..*o })
+        .chain(also.map(|c| Old {
+            commit: Box::leak(c.to_string().into_boxed_str()),
+            what: "named in TREECACHE_BENCH_ALSO",
+            secure: true,
+        }))
+        .collect()
+}
+
 /// The older builds measured, in column order.
 pub const OLD: &[Old] = &[
     Old {

@@ -2,7 +2,8 @@
 //! `compare`), all measured in the same run.
 //!
 //! The older builds are those of [`builds::OLD`]: the second version
-//! (whose gate relays what it does not answer to tiny_http) and the first.
+//! (whose gate relays what it does not answer to tiny_http) and the first;
+//! `TREECACHE_BENCH_ALSO=COMMIT[,COMMIT]` adds columns ([`builds::measured`]).
 //! A full run makes a build it has not cached ([`builds`]); a smoke run
 //! only uses cached ones, and a build that is missing or fails leaves its
 //! column empty, with a line saying why.
@@ -101,7 +102,8 @@ pub fn run(mode: Mode, report: &mut Report) {
         builds::this_checkout(),
         common::treecache_bin().display()
     )];
-    for old in builds::OLD {
+    let olds = builds::measured();
+    for old in &olds {
         let (commit, what) = (old.commit, old.what);
         match builds::binary(commit, !mode.smoke) {
             Ok(binary) => {
@@ -120,7 +122,7 @@ pub fn run(mode: Mode, report: &mut Report) {
         }
     }
     let names: Vec<String> = std::iter::once("new")
-        .chain(builds::OLD.iter().map(|old| old.commit))
+        .chain(olds.iter().map(|old| old.commit))
         .map(String::from)
         .collect();
     report.figure(format!("the builds: {}", about.join("; ")));
