@@ -20,7 +20,8 @@
 //! - `POST /nodes/join` ([`Join`] → [`Joined`]) and `GET /nodes`
 //!   ([`NodesDoc`]): joining the root, and the tree as the root knows it.
 //! - `PUT`/`DELETE /store/{key}` ([`ForwardedWrite`]): a write passed on to
-//!   the root with its condition, whose answer is relayed unchanged.
+//!   the root with its condition, whose answer is relayed unchanged; and
+//!   `GET /store/{key}` ([`StoreValue`]), a standby's read of the primary.
 //! - `GET /keys` ([`Listing`] → [`KeysPage`]): a page of keys, asked of the
 //!   root and relayed unchanged.
 //!
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamError};
 use crate::input::{self, Listing};
-use crate::precondition::{self, Condition};
+use crate::precondition::{self, Condition, Tags};
 
 /// The time budget left to the request a call serves, in milliseconds.
 pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
@@ -699,6 +700,72 @@ impl ForwardedWrite<'_> {
     }
 }
 
+/// A value as the primary answers a standby's `GET /store/{key}`, passed
+/// on as a client sent it: the client's body `{"key", "value", "ttl"?}`
+/// with the version in its ETag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreValue {
+    /// The value as compact JSON.
+    pub value: Vec<u8>,
+    /// The version of the write that produced it.
+    pub version: u64,
+    /// When it expires: the milliseconds it had left when answered.
+    pub ttl_ms: Option<u64>,
+}
+
+impl StoreValue {
+    /// The `GET` of `key`, as a client sends it.
+    pub fn request(key: &str) -> ForwardedWrite<'_> {
+        ForwardedWrite {
+            method: "GET",
+            key,
+            body: b"",
+            request_id: "",
+            condition: None,
+        }
+    }
+
+    /// Reads `from`'s answer: `None` when the key exists nowhere (404);
+    /// other statuses are relayed as they came. A 200 without a single
+    /// version in its ETag, or whose body is not a value's, is `from`'s
+    /// fault.
+    pub fn decode(answer: Answer, from: &Peer) -> Result<Option<StoreValue>, UpstreamError> {
+        match answer.status {
+            200 => {}
+            404 => return Ok(None),
+            _ => return Err(answer.relayed()),
+        }
+        let unusable =
+            |what: String| UpstreamError::invalid(from, format!("its answer had {what}"));
+        let version = answer
+            .header(ETAG_HEADER)
+            .and_then(|tag| match Tags::parse(tag) {
+                Tags::Versions(v) if v.len() == 1 => Some(v[0]),
+                _ => None,
+            })
+            .ok_or_else(|| unusable("no ETag".into()))?;
+        #[derive(Deserialize)]
+        struct Body {
+            value: serde_json::Value,
+            ttl: Option<serde_json::Value>,
+        }
+        let body: Body = serde_json::from_slice(&answer.body)
+            .map_err(|e| unusable(format!("a body that is not a value's: {e}")))?;
+        let ttl_ms = match body.ttl {
+            None => None,
+            Some(ttl) => {
+                let seconds = ttl.as_f64().ok_or_else(|| unusable("a bad ttl".into()))?;
+                Some((seconds * 1000.0) as u64)
+            }
+        };
+        Ok(Some(StoreValue {
+            value: serde_json::to_vec(&body.value).expect("JSON serializes"),
+            version,
+            ttl_ms,
+        }))
+    }
+}
+
 /// A page of `GET /keys`: keys in byte order, and the key to ask for the
 /// next page after (`None` when no more follow).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -894,6 +961,39 @@ pub(crate) mod tests {
         assert!(Error::from(e).to_string().contains("NODE-2"));
         let other = decode_reply::<Joined>(Answer::new(421, b"{}".to_vec()), &peer()).unwrap();
         assert_eq!(other.unwrap_err().status, 421);
+    }
+
+    #[test]
+    fn a_value_read_at_the_primary_is_decoded_with_its_version_and_time_left() {
+        let answer = Answer::new(200, br#"{"key":"k","value":{"a":[1]},"ttl":2.5}"#.to_vec())
+            .with_header(ETAG_HEADER, "\"7\"");
+        let read = StoreValue::decode(answer, &peer()).unwrap().unwrap();
+        assert_eq!(read.value, br#"{"a":[1]}"#);
+        assert_eq!((read.version, read.ttl_ms), (7, Some(2500)));
+        let absent = StoreValue::decode(Answer::new(404, b"{}".to_vec()), &peer());
+        assert_eq!(absent, Ok(None));
+        let refused = StoreValue::decode(Answer::new(503, b"{}".to_vec()), &peer());
+        assert_eq!(Error::from(refused.unwrap_err()).status(), 503);
+        let request = StoreValue::request("a b");
+        assert_eq!((request.method, request.key), ("GET", "a b"));
+    }
+
+    #[test]
+    fn a_value_read_at_the_primary_without_its_version_is_the_primarys_fault() {
+        for (body, etag) in [
+            (&br#"{"key":"k","value":1}"#[..], None),
+            (br#"{"key":"k","value":1}"#, Some("\"1\", \"2\"")),
+            (br#"{"key":"k","value":1,"ttl":"soon"}"#, Some("\"1\"")),
+            (b"not json", Some("\"1\"")),
+        ] {
+            let mut answer = Answer::new(200, body.to_vec());
+            if let Some(etag) = etag {
+                answer = answer.with_header(ETAG_HEADER, etag);
+            }
+            let e = Error::from(StoreValue::decode(answer, &peer()).unwrap_err());
+            assert_eq!(e.status(), 502, "{body:?} {etag:?}");
+            assert!(e.to_string().contains("NODE-2 at 127.0.0.1:5002"), "{e}");
+        }
     }
 
     #[test]

@@ -31,10 +31,9 @@ use crate::expiry;
 use crate::flight::{Fetched, FillOutcome, Leader};
 use crate::metrics::bump;
 use crate::node::position::Below;
-use crate::precondition::Tags;
 use crate::store::{Begin, Lookup};
 use crate::tree::Side;
-use crate::wire::{Fill, FillRequest, ForwardedWrite, Headers};
+use crate::wire::{Fill, FillRequest};
 
 use super::Node;
 
@@ -160,48 +159,13 @@ impl Node {
         key: &str,
         deadline: Deadline,
     ) -> Result<Option<Found<Vec<u8>>>, Error> {
-        let read = ForwardedWrite {
-            method: "GET",
-            key,
-            body: b"",
-            request_id: "",
-            condition: None,
-        };
         let asked = Instant::now();
-        let answer = self.to_root(|primary| self.links.up.forward(primary, &read, deadline))?;
-        match answer.status {
-            200 => {
-                let unreadable =
-                    |what: &str| Error::Internal(format!("the primary's answer had {what}"));
-                let body: serde_json::Value = serde_json::from_slice(&answer.body)
-                    .map_err(|e| Error::Internal(format!("the primary's answer: {e}")))?;
-                let version = answer
-                    .header(crate::wire::ETAG_HEADER)
-                    .and_then(|tag| match Tags::parse(tag) {
-                        Tags::Versions(v) if v.len() == 1 => Some(v[0]),
-                        _ => None,
-                    })
-                    .ok_or_else(|| unreadable("no ETag"))?;
-                let expires = match body.get("ttl") {
-                    None => None,
-                    Some(ttl) => {
-                        let seconds = ttl.as_f64().ok_or_else(|| unreadable("a bad ttl"))?;
-                        let ms = (seconds * 1000.0) as u64;
-                        Some(expiry::copied_deadline(asked, ms))
-                    }
-                };
-                Ok(Some(Found {
-                    value: serde_json::to_vec(&body["value"]).expect("JSON serializes"),
-                    version,
-                    expires,
-                }))
-            }
-            404 => Ok(None),
-            status => Err(Error::Upstream(UpstreamError::Relayed {
-                status,
-                body: answer.body,
-            })),
-        }
+        let read = self.to_root(|primary| self.links.up.read(primary, key, deadline))?;
+        Ok(read.map(|v| Found {
+            value: v.value,
+            version: v.version,
+            expires: v.ttl_ms.map(|ms| expiry::copied_deadline(asked, ms)),
+        }))
     }
 
     /// A fill from below, answered from this node's copy when it can be;
