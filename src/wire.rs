@@ -26,6 +26,10 @@
 //!   root and relayed unchanged.
 //!
 //! Every call carries the budget left to its request ([`BUDGET_HEADER`]).
+//!
+//! A request that does not parse is [`Malformed`]; an answer that does not
+//! is `from`'s fault ([`UpstreamError::Invalid`]); either way this module
+//! says what is wrong, and `http::api` how the client is told.
 
 use std::time::Duration;
 
@@ -33,8 +37,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
 use crate::input::{self, Listing};
+pub use crate::peer::Peer;
+use crate::peer::UpstreamError;
 use crate::precondition::{self, Condition, Tags};
 
 /// The time budget left to the request a call serves, in milliseconds.
@@ -107,11 +112,17 @@ pub const PHASE_HEADER: &str = "X-Treecache-Phase";
 /// The catch-up a `reset`, `chunk` or `end` belongs to.
 pub const CATCH_UP_HEADER: &str = "X-Treecache-Catch-Up";
 
-/// Another node: its name and `host:port`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub name: String,
-    pub address: String,
+/// A node-to-node request that does not parse (400).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// The body is not what the endpoint takes: why not.
+    Body(String),
+    /// A fill without this header.
+    FillHeader(&'static str),
+    /// A replication request without its epoch.
+    Epoch,
+    /// A replication request without its phase.
+    Phase,
 }
 
 /// Header lookup, case-insensitive, on whichever end holds the headers.
@@ -237,19 +248,15 @@ pub trait Message: Serialize + DeserializeOwned {
         }
     }
 
-    /// Reads the message from a request body (400 when it is not one).
-    fn decode(body: &[u8]) -> Result<Self, Error> {
+    /// Reads the message from a request body.
+    fn decode(body: &[u8]) -> Result<Self, Malformed> {
         decode_body(body)
     }
 }
 
-/// Reads a JSON request body into `T`; 400 with the reason when it does not fit.
-pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(format!(
-            "The request body is not what this endpoint takes: {e}."
-        ))
-    })
+/// Reads a JSON request body into `T`, or why it does not fit.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Malformed> {
+    serde_json::from_slice(body).map_err(|e| Malformed::Body(e.to_string()))
 }
 
 /// Reads `from`'s answer: a 200 as `T`, any other status as itself (to be
@@ -366,7 +373,7 @@ impl Message for Flush {
     type Reply = Flushed;
 
     /// A flush carries nothing; any body is ignored.
-    fn decode(_: &[u8]) -> Result<Flush, Error> {
+    fn decode(_: &[u8]) -> Result<Flush, Malformed> {
         Ok(Flush {})
     }
 }
@@ -469,18 +476,17 @@ impl Replicate {
     }
 
     /// Reads a replication request from its headers and body.
-    pub fn decode(headers: &impl Headers, body: Vec<u8>) -> Result<Replicate, Error> {
-        let bad = |m: &str| Error::BadRequest(m.to_string());
+    pub fn decode(headers: &impl Headers, body: Vec<u8>) -> Result<Replicate, Malformed> {
         let epoch = headers
             .header(EPOCH_HEADER)
             .and_then(|e| e.parse().ok())
-            .ok_or_else(|| bad("A replication request needs its epoch."))?;
+            .ok_or(Malformed::Epoch)?;
         let phase = match headers.header(PHASE_HEADER) {
             Some("live") => Phase::Live,
             Some("reset") => Phase::Reset,
             Some("chunk") => Phase::Chunk,
             Some("end") => Phase::End,
-            _ => return Err(bad("A replication request needs its phase.")),
+            _ => return Err(Malformed::Phase),
         };
         Ok(Replicate {
             epoch,
@@ -541,16 +547,14 @@ impl FillRequest {
     }
 
     /// Reads a fill request for the already decoded `key`.
-    pub fn decode(key: String, headers: &impl Headers) -> Result<FillRequest, Error> {
+    pub fn decode(key: String, headers: &impl Headers) -> Result<FillRequest, Malformed> {
         let slot = headers
             .header(CHILD_SLOT_HEADER)
             .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| {
-                Error::BadRequest(format!("A fill needs the {CHILD_SLOT_HEADER} header."))
-            })?;
-        let address = headers.header(CHILD_ADDRESS_HEADER).ok_or_else(|| {
-            Error::BadRequest(format!("A fill needs the {CHILD_ADDRESS_HEADER} header."))
-        })?;
+            .ok_or(Malformed::FillHeader(CHILD_SLOT_HEADER))?;
+        let address = headers
+            .header(CHILD_ADDRESS_HEADER)
+            .ok_or(Malformed::FillHeader(CHILD_ADDRESS_HEADER))?;
         let name = headers.header(CHILD_NAME_HEADER).unwrap_or("a child");
         Ok(FillRequest {
             key,
@@ -584,8 +588,9 @@ pub enum Fill {
 }
 
 impl Fill {
-    /// The answer as the parent sends it: the raw value with its version, or a 404.
-    pub fn answer(self, key: &str) -> Answer {
+    /// The answer as the parent sends it: the raw value with its version,
+    /// or a 404 whose body `absent` makes (the key exists nowhere).
+    pub fn answer(self, absent: impl FnOnce() -> Vec<u8>) -> Answer {
         let flag = |b: bool| if b { "1" } else { "0" };
         match self {
             Fill::Found {
@@ -605,8 +610,7 @@ impl Fill {
                 }
             }
             Fill::Absent { fenced } => {
-                let e = Error::not_found(key);
-                Answer::new(e.status(), e.body()).with_header(FENCED_HEADER, flag(fenced))
+                Answer::new(404, absent()).with_header(FENCED_HEADER, flag(fenced))
             }
         }
     }
@@ -788,6 +792,7 @@ pub fn keys_request(listing: &Listing) -> Request {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::error::Error;
 
     /// Headers as a test writes them.
     pub(crate) struct Map(pub(crate) Vec<(&'static str, String)>);
@@ -829,7 +834,7 @@ pub(crate) mod tests {
     #[test]
     fn a_fill_request_without_a_slot_is_refused() {
         let e = FillRequest::decode("k".into(), &Map(vec![])).unwrap_err();
-        assert_eq!(e.status(), 400);
+        assert_eq!(Error::from(e).status(), 400);
     }
 
     #[test]
@@ -859,7 +864,7 @@ pub(crate) mod tests {
             Fill::Absent { fenced: true },
             Fill::Absent { fenced: false },
         ] {
-            let answer = fill.clone().answer("k");
+            let answer = fill.clone().answer(|| b"{}".to_vec());
             assert_eq!(Fill::decode(answer, &peer()).unwrap(), fill);
         }
     }
@@ -934,7 +939,8 @@ pub(crate) mod tests {
         let read: Invalidated = decode_reply(reply, &peer()).unwrap().unwrap();
         assert!(read.dropped);
         assert_eq!(Flush::decode(b"").unwrap(), Flush {});
-        assert_eq!(Release::decode(b"{}").unwrap_err().status(), 400);
+        let refused = Release::decode(b"{}").unwrap_err();
+        assert_eq!(Error::from(refused).status(), 400);
     }
 
     #[test]

@@ -18,9 +18,13 @@
 //! the moment its answer is made, in either lane, into the histogram of its
 //! method and route (`metrics::RequestDurations`).
 //!
+//! Every error ends in [`failure`], the one table of statuses and sentences.
+//!
 //! A plain `GET /store/{key}` that hits never reaches a worker: the server
 //! asks [`answer_now`] first, which answers it with the same code
 //! (`value_reply`), counts it and times it as a worker would.
+
+mod failure;
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +42,7 @@ use crate::precondition::{self, Condition, Tags, IF_MATCH, IF_NONE_MATCH};
 use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
-    self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
+    self, Answer, Fill, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
     Replicate, ETAG_HEADER, FILL_PREFIX, REQUEST_ID_HEADER, SESSION_HEADER, STORE_PREFIX,
 };
 
@@ -103,19 +107,14 @@ impl Drop for Slot {
 }
 
 impl Reply {
+    /// The answer to a request that failed with `e`, as the failure table says.
     fn error(e: &Error) -> Reply {
-        let mut reply = Reply::json(e.status(), e.body());
-        match e {
-            Error::MethodNotAllowed { allow } => {
-                reply.headers.push(("Allow".into(), allow.to_string()));
-            }
-            Error::Unauthorized { challenge, .. } => {
-                reply
-                    .headers
-                    .push(("WWW-Authenticate".into(), challenge.to_string()));
-            }
-            _ => {}
+        let failure = failure::failure(e);
+        let mut reply = Reply::json(failure.status, Vec::new());
+        if let Some((name, value)) = &failure.header {
+            reply.headers.push((name.to_string(), value.clone()));
         }
+        reply.body = failure.body();
         reply
     }
 
@@ -378,7 +377,7 @@ pub fn finish(node: &Node, deferred: Deferred) -> Reply {
             hop,
         } => node
             .serve_fill(&request, deadline, hop)
-            .map(|fill| fill.answer(&request.key).into()),
+            .map(|fill| fill_reply(fill, &request.key)),
         Work::Invalidate {
             message,
             deadline,
@@ -484,7 +483,7 @@ fn fill_now(node: &Node, guard: &Guard, request: &mut Request, segment: &str) ->
     input::request_id(request.header(REQUEST_ID_HEADER)).ok()?;
     let fill = FillRequest::decode(decode_key(segment).ok()?, request).ok()?;
     let answer = node.fill_hit_now(&fill, deadline)?;
-    Some(answer.answer(&fill.key).into())
+    Some(fill_reply(answer, &fill.key))
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`
@@ -518,7 +517,9 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
         guard.client(headers.header("Authorization"), write)?;
     }
     let Some((route, allow)) = route(path) else {
-        return Err(Error::NotFound(format!("There is no resource at {path}.")));
+        return Err(Error::NoResource {
+            path: path.to_string(),
+        });
     };
     if !allow.split(", ").any(|m| m == method) {
         return Err(Error::MethodNotAllowed { allow });
@@ -608,11 +609,7 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
         Route::Mget => {
             node.require_joined()?;
             let keys = input::mget_keys(&body)?;
-            let slot = MGETS.take(deadline).ok_or_else(|| {
-                Error::Unavailable(
-                    "This node is making as many mget answers as it may at once; try again.".into(),
-                )
-            })?;
+            let slot = MGETS.take(deadline).ok_or(Error::MgetsBusy)?;
             let gathered = node.read_many_now(keys, MAX_MGET_ANSWER)?;
             match gathered.incomplete() {
                 false => Ok(Step::Done(mget_reply(&gathered))),
@@ -660,7 +657,7 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
         Route::Fill(segment) => {
             let fill = FillRequest::decode(decode_key(segment)?, headers)?;
             match node.serve_fill_now(&fill, deadline)? {
-                Some(answer) => Ok(Step::Done(answer.answer(&fill.key).into())),
+                Some(answer) => Ok(Step::Done(fill_reply(answer, &fill.key))),
                 None => Ok(Step::Defer(Work::Fill {
                     request: fill,
                     deadline,
@@ -691,6 +688,11 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
             Ok(Step::Defer(Work::Replicate { message }))
         }
     }
+}
+
+/// A fill's answer; a key that exists nowhere is a 404 with its sentence.
+fn fill_reply(fill: Fill, key: &str) -> Reply {
+    fill.answer(|| Error::not_found(key).body()).into()
 }
 
 /// `PUT`/`DELETE /store/{key}`: the node applies or forwards it; its

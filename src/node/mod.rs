@@ -12,6 +12,7 @@
 //! - [`route`]: which node a call goes to: around a dead parent, after a
 //!   node that moved.
 //! - [`position`]: where this node sits; [`peers`]: the seams.
+//! - `error`: what the policy refuses or fails at ([`NodeError`]).
 //!
 //! A write at the root, for one key, under that key's write lock:
 //! 1. mark the key pending and take its directory bits (`Store::begin_write`);
@@ -29,6 +30,7 @@
 //! (docs/design.md has the argument).
 
 mod bulk;
+mod error;
 mod invalidate;
 pub mod peers;
 pub mod position;
@@ -58,6 +60,7 @@ use crate::wal::OpenError;
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
 pub use bulk::Gathered;
+pub use error::NodeError;
 pub use peers::{Downstream, RootLocator, Sessions, Upstream};
 pub use position::{Place, Position};
 pub use write::Write;
@@ -227,7 +230,7 @@ impl Node {
         message: &crate::wire::Replicate,
         deadline: crate::deadline::Deadline,
         hop: Duration,
-    ) -> Result<Result<crate::wire::Replicated, crate::wire::Answer>, crate::error::UpstreamError>
+    ) -> Result<Result<crate::wire::Replicated, crate::wire::Answer>, crate::peer::UpstreamError>
     {
         self.links.down.replicate(standby, message, deadline, hop)
     }
@@ -239,9 +242,12 @@ impl Node {
     ) -> Result<crate::wire::Replicated, crate::root::replication::Refusal> {
         match &self.root {
             Some(root) => root.replication().receive(self, message),
-            None => Err(crate::root::replication::Refusal::Other(Error::NotRoot(
-                format!("{} is not in the root group.", self.config.name()),
-            ))),
+            None => Err(crate::root::replication::Refusal::Other(
+                NodeError::NotInRootGroup {
+                    name: self.config.name(),
+                }
+                .into(),
+            )),
         }
     }
 
@@ -252,10 +258,10 @@ impl Node {
         if self.position.joined() || self.is_standby() {
             Ok(())
         } else {
-            Err(Error::Unavailable(format!(
-                "{} is still joining the tree; try again shortly.",
-                self.config.name()
-            )))
+            Err(NodeError::Joining {
+                name: self.config.name(),
+            }
+            .into())
         }
     }
 
@@ -347,18 +353,14 @@ impl Node {
         match self.root.as_ref() {
             Some(root) if root.is_primary() => root.join(join),
             Some(root) => Err(match root.group().primary_address() {
-                Some(primary) => Error::NotRoot(format!(
-                    "This process is a standby of the root group; join the primary at {primary}."
-                )),
-                None => Error::Unavailable(
-                    "The root group has no primary yet; try again shortly.".into(),
-                ),
+                Some(primary) => Error::from(NodeError::JoinThePrimary { primary }),
+                None => Error::from(NodeError::NoPrimaryYet),
             }),
-            None => Err(Error::NotRoot(format!(
-                "{} is not the root; join {}.",
-                self.config.name(),
-                self.position.root_name()
-            ))),
+            None => Err(NodeError::NotTheRoot {
+                name: self.config.name(),
+                root: self.position.root_name().to_string(),
+            }
+            .into()),
         }
     }
 

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::UpstreamError;
 use crate::input::Listing;
+use crate::peer::UpstreamError;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
     Replicate, Replicated, StoreValue,

@@ -26,15 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::expiry;
+use crate::peer::UpstreamError;
 use crate::precondition::Condition;
 use crate::root::dedup::{Claim, Fingerprint};
 use crate::root::Root;
+use crate::root::RootError;
+use crate::store::StoreError;
 use crate::store::{Applied, Mutation};
 use crate::wire::{Answer, ForwardedWrite, Invalidate};
 
-use super::Node;
+use super::{Node, NodeError};
 
 /// Request ids of the writes this node forwards: its name, a number of
 /// this process, and a counter.
@@ -168,9 +171,13 @@ impl Node {
         }
         let current = self.store.version_of(key);
         if let Some(condition) = &write.condition {
-            if let Err(why) = condition.check(key, current) {
+            if let Err(unmet) = condition.check(current) {
                 self.store.abort_write(key, holders);
-                return Err(Error::PreconditionFailed(why));
+                return Err(NodeError::Precondition {
+                    key: key.to_string(),
+                    unmet,
+                }
+                .into());
             }
         }
         let mutation = write.mutation;
@@ -210,11 +217,7 @@ impl Node {
         // before any standby has it.
         let replicate = || {
             root.group().epoch().map_or_else(
-                || {
-                    Err(Error::Unavailable(
-                        "This process is no longer the primary.".into(),
-                    ))
-                },
+                || Err(RootError::Deposed.into()),
                 |epoch| {
                     root.replication().replicate(
                         self, epoch, key, version, expires_ms, &mutation, retry_of, deadline,
@@ -234,10 +237,11 @@ impl Node {
             // standby may have it.
             (Err(e), true) => {
                 self.store.abort_write(key, 0);
-                return Err(Error::Unavailable(format!(
-                    "{e} The write of \"{key}\" may have reached a standby: it may or may \
-                     not take effect."
-                )));
+                return Err(NodeError::MayHaveReplicated {
+                    key: key.to_string(),
+                    cause: Box::new(e),
+                }
+                .into());
             }
         };
         let replicated = replicated.expect("replicated once logged");
@@ -252,11 +256,11 @@ impl Node {
         drop(logged);
         drop(replicating);
         if let Err(e) = acknowledged {
-            return Err(Error::Unavailable(format!(
-                "{} The write of \"{key}\" was logged here but not acknowledged: it may \
-                 or may not take effect.",
-                e
-            )));
+            return Err(NodeError::NotAcknowledged {
+                key: key.to_string(),
+                cause: Box::new(e),
+            }
+            .into());
         }
         match applied {
             Applied::Absent => Err(Error::not_found(key)),
@@ -282,20 +286,18 @@ impl super::Writes {
         self.under_way.fetch_add(1, Ordering::SeqCst);
         let counted = UnderWay(self);
         if self.stopping.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable(
-                "This node is stopping and takes no more writes.".into(),
-            ));
+            return Err(NodeError::StoppingWrites.into());
         }
         Ok(counted)
     }
 }
 
 fn store_full() -> Error {
-    Error::StoreFull("The root's store is full (MAX_STORE_BYTES); the value was not stored.".into())
+    Error::Store(StoreError::Full)
 }
 
 fn not_applied_in_time(key: &str) -> Error {
-    Error::Expired(format!(
-        "The write of {key:?} could not be applied within its time budget; it was not applied."
-    ))
+    Error::from(NodeError::NotAppliedInTime {
+        key: key.to_string(),
+    })
 }

@@ -26,9 +26,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::expiry::{self, Kept};
 use crate::node::Node;
+use crate::peer::UpstreamError;
+use crate::root::RootError;
 use crate::store::Mutation;
 use crate::wal::record::{self, Change, Edit};
 use crate::wal::{Live, Source};
@@ -156,10 +158,10 @@ impl Replication {
                             .group()
                             .learn_epoch(refused.epoch);
                     }
-                    return Err(Error::Unavailable(format!(
-                        "Standby {} refused the write: this process is no longer the primary.",
-                        target.member.address
-                    )));
+                    return Err(RootError::RefusedByStandby {
+                        address: target.member.address.clone(),
+                    }
+                    .into());
                 }
                 failed => {
                     log::warn!(
@@ -218,11 +220,8 @@ impl Replication {
     /// One catch-up of `member` (see the module documentation).
     fn catch_up(&self, node: &Node, member: &Member) -> Result<(), Error> {
         let root = node.root().expect("the root");
-        let epoch = root
-            .group()
-            .epoch()
-            .ok_or_else(|| Error::Unavailable("not the primary".into()))?;
-        let id = crate::wal::dir::random_id().map_err(|e| Error::Internal(e.to_string()))?;
+        let epoch = root.group().epoch().ok_or(RootError::CatchUpNotPrimary)?;
+        let id = crate::wal::dir::random_id().map_err(|e| RootError::Internal(e.to_string()))?;
         let peer = peer_of(member);
         let send = |phase: Phase, records: Vec<u8>| -> Result<(), Error> {
             let message = Replicate {
@@ -234,11 +233,11 @@ impl Replication {
             };
             match node.replicate_to(&peer, &message, Deadline::after(CHUNK_TIME), CHUNK_TIME) {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(answer)) => Err(Error::Unavailable(format!(
-                    "it answered {} {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body)
-                ))),
+                Ok(Err(answer)) => Err(RootError::StandbyAnswered {
+                    status: answer.status,
+                    body: answer.body,
+                }
+                .into()),
                 Err(e) => Err(Error::from(e)),
             }
         };
@@ -289,7 +288,7 @@ impl Replication {
             let _no_write_between = self.gate.write().unwrap_or_else(|e| e.into_inner());
             let mut targets = self.targets.lock().unwrap();
             let Some(target) = targets.iter_mut().find(|t| t.member.id == member.id) else {
-                return Err(Error::Unavailable("a write to it failed meanwhile".into()));
+                return Err(RootError::StandbyDropped.into());
             };
             root.group().add_in_sync(member)?;
             target.in_sync = true;
@@ -307,9 +306,7 @@ impl Replication {
         }
         group.learn_epoch(message.epoch);
         if group.is_primary() {
-            return Err(Refusal::Other(Error::Conflict(
-                "This process is the primary of the root group.".into(),
-            )));
+            return Err(Refusal::Other(RootError::IsPrimary.into()));
         }
         // A catch-up's phases run one at a time, under the lock; live writes
         // take it only for a moment (a delete, below), so that concurrent
@@ -334,9 +331,7 @@ impl Replication {
                     .and_then(Option::as_ref)
                     .is_some_and(|c| Some(&c.id) == message.catch_up.as_ref());
                 if !ours {
-                    return Err(Refusal::Other(Error::Conflict(
-                        "No such catch-up is under way here.".into(),
-                    )));
+                    return Err(Refusal::Other(RootError::NoSuchCatchUp.into()));
                 }
             }
             Phase::Live => {}
@@ -344,9 +339,8 @@ impl Replication {
         let mut applied = 0;
         let mut at = 0;
         while at < message.records.len() {
-            let (r, len) = record::decode(&message.records[at..]).map_err(|d| {
-                Refusal::Other(Error::BadRequest(format!("a record is damaged: {d}")))
-            })?;
+            let (r, len) = record::decode(&message.records[at..])
+                .map_err(|d| Refusal::Other(RootError::DamagedRecord(d.to_string()).into()))?;
             at += len;
             let value = match &r.change {
                 Change::Put(v) => Some(v.as_slice()),
@@ -417,7 +411,7 @@ impl Replication {
             // directory held before the catch-up.
             if let Some(wal) = root.wal() {
                 wal.compact_now(node.store_handle().as_ref())
-                    .map_err(|e| Refusal::Other(Error::Internal(e)))?;
+                    .map_err(|e| Refusal::Other(RootError::Internal(e).into()))?;
             }
             **catch_up.as_mut().expect("locked for the catch-up") = None;
             log::info!("caught up with the primary (epoch {})", message.epoch);
