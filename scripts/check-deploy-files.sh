@@ -6,6 +6,9 @@
 #                        scripts/gen-compose.sh 3, and every node with a
 #                        health check through the CLI, a restart policy, and
 #                        healthy dependencies in place of start-up delays
+#   docker-compose.depth4.yml
+#                        docker compose config, and equal to the output of
+#                        scripts/gen-compose.sh 4
 #   docker-compose.ensemble.yml
 #                        docker compose config of it on top of docker-compose.yml
 #                        (three ZooKeeper servers, none other; every node
@@ -115,6 +118,13 @@ if diff -u docker-compose.yml <(scripts/gen-compose.sh 3) >"$scratch/compose.dif
 else
   fail "docker-compose.yml: differs from scripts/gen-compose.sh 3"
   sed 's/^/    /' "$scratch/compose.diff"
+fi
+expect_ok "docker-compose.depth4.yml: compose config" compose_config docker-compose.depth4.yml
+if diff -u docker-compose.depth4.yml <(scripts/gen-compose.sh 4) >"$scratch/compose4.diff"; then
+  pass "docker-compose.depth4.yml: equals scripts/gen-compose.sh 4"
+else
+  fail "docker-compose.depth4.yml: differs from scripts/gen-compose.sh 4"
+  sed 's/^/    /' "$scratch/compose4.diff"
 fi
 for args in "1" "2" "4" "3 5" "7 64"; do
   # shellcheck disable=SC2086 # args holds DEPTH and ROOT_ID

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting and lints, unit and integration tests
-# (real ZooKeeper, real node processes), the OpenAPI checks, the deployment
-# files, the container cluster, the committed Compose file and Vagrantfile
-# run for real, and a short benchmark run.
+# The whole test suite: formatting, lints and the import scan, unit and
+# integration tests (real ZooKeeper, real node processes), the OpenAPI
+# checks, the deployment files, the container cluster, the committed Compose
+# file and Vagrantfile run for real, and a short benchmark run.
 # Usage: scripts/test.sh            (installs the system packages it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ scripts/install-deps.sh
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+scripts/import-scan.py
 
 step "unit and integration tests"
 cargo build --workspace

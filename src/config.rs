@@ -3,18 +3,19 @@
 //! Every flag has an environment variable; the flag wins where both are given.
 //! A bad value is reported as one line naming the flag, and the node exits with 2.
 //!
-//! [`FLAGS`] is the one list of the flags: their environment variables and
-//! defaults are read from it, `treecache --help` is rendered from it, and a
-//! test checks README.md's configuration table against it.
+//! [`FLAGS`] is the one table of the flags: each row holds a flag's name,
+//! environment variable, default, meaning and parser. The flags are read
+//! from it, `treecache --help` is rendered from it, and a test checks
+//! README.md's configuration table against it. Reading is pure: paths of
+//! files (the cluster key, the tokens, TLS) stay paths here, and the host
+//! name comes from the environment lookup as `HOSTNAME`; the wiring
+//! (`launch`) reads what they point at.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::tokens::ApiTokens;
-use crate::auth::ClusterKey;
-use crate::http::tls::{self, Tls};
 use crate::logging::LogFormat;
 use crate::tree::Tree;
 use crate::wal::Fsync;
@@ -22,8 +23,8 @@ use crate::wal::Fsync;
 /// Default base URL of the swagger-ui assets that `/docs` loads.
 pub const DEFAULT_DOCS_ASSETS_URL: &str = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14";
 
-/// One flag of `treecache node`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One flag of `treecache node`: a row of [`FLAGS`].
+#[derive(Clone, Copy, Debug)]
 pub struct Flag {
     pub flag: &'static str,
     /// What the usage text writes after the flag, e.g. `N` in `--id N`.
@@ -32,6 +33,8 @@ pub struct Flag {
     pub env: &'static str,
     pub default: DefaultValue,
     pub meaning: &'static str,
+    /// Parses the flag's text into its place among the flags given.
+    read: fn(&str, &mut Given) -> Result<(), String>,
 }
 
 /// What a flag is when neither it nor its environment variable is given.
@@ -55,245 +58,157 @@ impl DefaultValue {
     }
 }
 
+/// The flags as read, each `None` until its row of [`FLAGS`] sets it (a
+/// flag with a [`DefaultValue::Value`] is always set); [`Config::parse`]
+/// then checks them against each other.
+#[derive(Default)]
+struct Given {
+    id: Option<u32>,
+    first_id: Option<u32>,
+    depth: Option<u32>,
+    root_id: Option<u32>,
+    port: Option<u16>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    zookeeper: Option<String>,
+    zk_prefix: Option<String>,
+    root: Option<String>,
+    startup_delay: Option<Duration>,
+    threads: Option<usize>,
+    log_level: Option<log::LevelFilter>,
+    log_format: Option<LogFormat>,
+    upstream_timeout: Option<Duration>,
+    hop_timeout: Option<Duration>,
+    zk_session_timeout: Option<Duration>,
+    cache_max_bytes: Option<u64>,
+    max_store_bytes: Option<u64>,
+    data_dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
+    cluster_key_file: Option<PathBuf>,
+    api_tokens_file: Option<PathBuf>,
+    zk_auth: Option<ZkAuth>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    idle_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    docs_assets_url: Option<String>,
+}
+
+/// A row of [`FLAGS`]: `flag!("--flag" "VALUE" "ENV", default, field <- parser, "meaning")`.
+macro_rules! flag {
+    ($flag:literal $value:literal $env:literal, $default:expr, $field:ident <- $parse:expr, $meaning:literal) => {
+        Flag {
+            flag: $flag,
+            value: $value,
+            env: $env,
+            default: $default,
+            meaning: $meaning,
+            read: |text, given| {
+                given.$field = Some(($parse)(text)?);
+                Ok(())
+            },
+        }
+    };
+}
+
 /// The flags of `treecache node`, in the order of the usage text.
+#[rustfmt::skip]
 pub const FLAGS: &[Flag] = {
     use DefaultValue::{Described, Required, Value};
-    const fn flag(
-        flag: &'static str,
-        value: &'static str,
-        env: &'static str,
-        default: DefaultValue,
-        meaning: &'static str,
-    ) -> Flag {
-        Flag {
-            flag,
-            value,
-            env,
-            default,
-            meaning,
-        }
-    }
     &[
-        flag(
-            "--id",
-            "N",
-            "NODE_ID",
-            Required,
-            "this node's id, 1 to 2^depth - 1",
-        ),
-        flag(
-            "--id-from-ordinal",
-            "FIRST",
-            "ID_FROM_ORDINAL",
-            Described("none: --id gives the id"),
-            "instead of --id: FIRST plus the ordinal that ends this host's name (StatefulSet pod treecache-4 with 1: NODE-5)",
-        ),
-        flag(
-            "--depth",
-            "D",
-            "TREE_DEPTH",
-            Value("3"),
-            "depth of the tree (1 to 10), root at depth 1",
-        ),
-        flag(
-            "--root-id",
-            "N",
-            "ROOT_NODE_ID",
-            Value("1"),
-            "id of the root node",
-        ),
-        flag(
-            "--port",
-            "P",
-            "API_PORT",
-            Value("5000"),
-            "port the API listens on, all interfaces",
-        ),
-        flag(
-            "--listen",
-            "IP:PORT",
-            "LISTEN_ADDRESS",
-            Described("0.0.0.0:{port}"),
-            "full bind address; overrides --port",
-        ),
-        flag(
-            "--advertise",
-            "HOST:PORT",
-            "ADVERTISE_ADDRESS",
-            Described("NODE-{id}:{listen port}"),
-            "address other nodes use to reach this one",
-        ),
-        flag(
-            "--zookeeper",
-            "H:P[,H:P]",
-            "ZOOKEEPER",
-            Value("127.0.0.1:2181"),
-            "ZooKeeper connect string",
-        ),
-        flag(
-            "--zk-prefix",
-            "PATH",
-            "ZK_PREFIX",
-            Value("/treecache"),
-            "base znode of this cluster",
-        ),
-        flag(
-            "--root",
-            "HOST:PORT",
-            "ROOT_ADDRESS",
-            Described("found in ZooKeeper"),
-            "the root's address; skips discovery",
-        ),
-        flag(
-            "--startup-delay",
-            "TIME",
-            "STARTUP_DELAY",
-            Value("5"),
-            "wait of a non-root node before it joins; the root never waits",
-        ),
-        flag(
-            "--threads",
-            "N",
-            "THREADS",
-            Described("2 per core, 4 to 32"),
-            "most HTTP receiver threads (started on demand), 1 to 1024",
-        ),
-        flag(
-            "--log-level",
-            "LEVEL",
-            "LOG_LEVEL",
-            Value("info"),
-            "error, warn, info, debug or trace",
-        ),
-        flag(
-            "--log-format",
-            "FORMAT",
-            "LOG_FORMAT",
-            Value("text"),
-            "text, or json: one object per line with ts, level, target and msg",
-        ),
-        flag(
-            "--upstream-timeout",
-            "TIME",
-            "UPSTREAM_TIMEOUT",
-            Value("3"),
-            "time budget of one request across all its hops, at least 10ms",
-        ),
-        flag(
-            "--hop-timeout",
-            "TIME",
-            "HOP_TIMEOUT",
-            Value("1"),
-            "bound on one call to one other node, at least 10ms",
-        ),
-        flag(
-            "--zk-session-timeout",
-            "TIME",
-            "ZK_SESSION_TIMEOUT",
-            Value("6"),
-            "ZooKeeper session timeout asked for: how long a dead node holds up writes",
-        ),
-        flag(
-            "--cache-max-bytes",
-            "SIZE",
-            "CACHE_MAX_BYTES",
-            Value("64MiB"),
-            "byte bound of a cache node's store (LRU)",
-        ),
-        flag(
-            "--max-store-bytes",
-            "SIZE",
-            "MAX_STORE_BYTES",
-            Described("none"),
-            "byte bound of the root's store; a PUT past it gets 507",
-        ),
-        flag(
-            "--data-dir",
-            "DIR",
-            "DATA_DIR",
-            Described("none: the root keeps its data in memory only"),
-            "the root's data directory (log and snapshots); cache nodes ignore it",
-        ),
-        flag(
-            "--fsync",
-            "MODE",
-            "FSYNC",
-            Value("always"),
-            "when the root's log is synced: always, everysec or no",
-        ),
-        flag(
-            "--cluster-key-file",
-            "PATH",
-            "CLUSTER_KEY_FILE",
-            Described("none: cluster traffic unauthenticated, with a warning"),
-            "file of the cluster's shared secret (at least 32 bytes): signs node-to-node calls",
-        ),
-        flag(
-            "--api-tokens-file",
-            "PATH",
-            "API_TOKENS_FILE",
-            Described("none: the data endpoints are open"),
-            "file of client tokens, lines `TOKEN read` or `TOKEN write`; needs a cluster key",
-        ),
-        flag(
-            "--zk-auth",
-            "USER:PASSWORD",
-            "ZK_AUTH",
-            Described("none: open znodes, with a warning"),
-            "ZooKeeper digest identity; the cluster's znodes are then this identity's alone",
-        ),
-        flag(
-            "--tls-cert",
-            "PATH",
-            "TLS_CERT",
-            Described("none: the API port speaks plain HTTP"),
-            "this node's certificate chain (PEM): the API port speaks HTTPS; needs --tls-key and --tls-ca",
-        ),
-        flag(
-            "--tls-key",
-            "PATH",
-            "TLS_KEY",
-            Described("none"),
-            "the private key (PEM) of --tls-cert",
-        ),
-        flag(
-            "--tls-ca",
-            "PATH",
-            "TLS_CA",
-            Described("none"),
-            "CA certificates (PEM) that other nodes' certificates must chain to; nodes then call each other over HTTPS",
-        ),
-        flag(
-            "--idle-timeout",
-            "TIME",
-            "IDLE_TIMEOUT",
-            Value("30"),
-            "an idle keep-alive connection is closed after this long",
-        ),
-        flag(
-            "--max-connections",
-            "N",
-            "MAX_CONNECTIONS",
-            Value("1024"),
-            "open connections at most; past it a new one gets 503 and is closed",
-        ),
-        flag(
-            "--docs-assets-url",
-            "URL",
-            "DOCS_ASSETS_URL",
-            Value(DEFAULT_DOCS_ASSETS_URL),
-            "base URL of the swagger-ui assets that /docs loads",
-        ),
+        flag!("--id" "N" "NODE_ID", Required,
+            id <- parse_u32,
+            "this node's id, 1 to 2^depth - 1"),
+        flag!("--id-from-ordinal" "FIRST" "ID_FROM_ORDINAL", Described("none: --id gives the id"),
+            first_id <- parse_u32,
+            "instead of --id: FIRST plus the ordinal that ends this host's name (StatefulSet pod treecache-4 with 1: NODE-5)"),
+        flag!("--depth" "D" "TREE_DEPTH", Value("3"),
+            depth <- parse_u32,
+            "depth of the tree (1 to 10), root at depth 1"),
+        flag!("--root-id" "N" "ROOT_NODE_ID", Value("1"),
+            root_id <- parse_u32,
+            "id of the root node"),
+        flag!("--port" "P" "API_PORT", Value("5000"),
+            port <- parse_port,
+            "port the API listens on, all interfaces"),
+        flag!("--listen" "IP:PORT" "LISTEN_ADDRESS", Described("0.0.0.0:{port}"),
+            listen <- parse_listen,
+            "full bind address; overrides --port"),
+        flag!("--advertise" "HOST:PORT" "ADVERTISE_ADDRESS", Described("NODE-{id}:{listen port}"),
+            advertise <- parse_host_port,
+            "address other nodes use to reach this one"),
+        flag!("--zookeeper" "H:P[,H:P]" "ZOOKEEPER", Value("127.0.0.1:2181"),
+            zookeeper <- parse_zookeeper,
+            "ZooKeeper connect string"),
+        flag!("--zk-prefix" "PATH" "ZK_PREFIX", Value("/treecache"),
+            zk_prefix <- parse_prefix,
+            "base znode of this cluster"),
+        flag!("--root" "HOST:PORT" "ROOT_ADDRESS", Described("found in ZooKeeper"),
+            root <- parse_host_port,
+            "the root's address; skips discovery"),
+        flag!("--startup-delay" "TIME" "STARTUP_DELAY", Value("5"),
+            startup_delay <- parse_duration,
+            "wait of a non-root node before it joins; the root never waits"),
+        flag!("--threads" "N" "THREADS", Described("2 per core, 4 to 32"),
+            threads <- parse_threads,
+            "most HTTP receiver threads (started on demand), 1 to 1024"),
+        flag!("--log-level" "LEVEL" "LOG_LEVEL", Value("info"),
+            log_level <- parse_level,
+            "error, warn, info, debug or trace"),
+        flag!("--log-format" "FORMAT" "LOG_FORMAT", Value("text"),
+            log_format <- LogFormat::parse,
+            "text, or json: one object per line with ts, level, target and msg"),
+        flag!("--upstream-timeout" "TIME" "UPSTREAM_TIMEOUT", Value("3"),
+            upstream_timeout <- at_least::<10>,
+            "time budget of one request across all its hops, at least 10ms"),
+        flag!("--hop-timeout" "TIME" "HOP_TIMEOUT", Value("1"),
+            hop_timeout <- at_least::<10>,
+            "bound on one call to one other node, at least 10ms"),
+        flag!("--zk-session-timeout" "TIME" "ZK_SESSION_TIMEOUT", Value("6"),
+            zk_session_timeout <- at_least::<500>,
+            "ZooKeeper session timeout asked for: how long a dead node holds up writes"),
+        flag!("--cache-max-bytes" "SIZE" "CACHE_MAX_BYTES", Value("64MiB"),
+            cache_max_bytes <- parse_bytes,
+            "byte bound of a cache node's store (LRU)"),
+        flag!("--max-store-bytes" "SIZE" "MAX_STORE_BYTES", Described("none"),
+            max_store_bytes <- parse_bytes,
+            "byte bound of the root's store; a PUT past it gets 507"),
+        flag!("--data-dir" "DIR" "DATA_DIR", Described("none: the root keeps its data in memory only"),
+            data_dir <- parse_path,
+            "the root's data directory (log and snapshots); cache nodes ignore it"),
+        flag!("--fsync" "MODE" "FSYNC", Value("always"),
+            fsync <- Fsync::parse,
+            "when the root's log is synced: always, everysec or no"),
+        flag!("--cluster-key-file" "PATH" "CLUSTER_KEY_FILE", Described("none: cluster traffic unauthenticated, with a warning"),
+            cluster_key_file <- parse_path,
+            "file of the cluster's shared secret (at least 32 bytes): signs node-to-node calls"),
+        flag!("--api-tokens-file" "PATH" "API_TOKENS_FILE", Described("none: the data endpoints are open"),
+            api_tokens_file <- parse_path,
+            "file of client tokens, lines `TOKEN read` or `TOKEN write`; needs a cluster key"),
+        flag!("--zk-auth" "USER:PASSWORD" "ZK_AUTH", Described("none: open znodes, with a warning"),
+            zk_auth <- parse_zk_auth,
+            "ZooKeeper digest identity; the cluster's znodes are then this identity's alone"),
+        flag!("--tls-cert" "PATH" "TLS_CERT", Described("none: the API port speaks plain HTTP"),
+            tls_cert <- parse_path,
+            "this node's certificate chain (PEM): the API port speaks HTTPS; needs --tls-key and --tls-ca"),
+        flag!("--tls-key" "PATH" "TLS_KEY", Described("none"),
+            tls_key <- parse_path,
+            "the private key (PEM) of --tls-cert"),
+        flag!("--tls-ca" "PATH" "TLS_CA", Described("none"),
+            tls_ca <- parse_path,
+            "CA certificates (PEM) that other nodes' certificates must chain to; nodes then call each other over HTTPS"),
+        flag!("--idle-timeout" "TIME" "IDLE_TIMEOUT", Value("30"),
+            idle_timeout <- at_least::<1000>,
+            "an idle keep-alive connection is closed after this long"),
+        flag!("--max-connections" "N" "MAX_CONNECTIONS", Value("1024"),
+            max_connections <- parse_max_connections,
+            "open connections at most; past it a new one gets 503 and is closed"),
+        flag!("--docs-assets-url" "URL" "DOCS_ASSETS_URL", Value(DEFAULT_DOCS_ASSETS_URL),
+            docs_assets_url <- parse_docs_url,
+            "base URL of the swagger-ui assets that /docs loads"),
     ]
 };
-
-/// The entry of `flag` in [`FLAGS`].
-fn flag_entry(flag: &str) -> &'static Flag {
-    FLAGS
-        .iter()
-        .find(|f| f.flag == flag)
-        .unwrap_or_else(|| panic!("{flag} is missing from FLAGS"))
-}
 
 /// The lines of `treecache --help` that list the node's flags, from [`FLAGS`]:
 /// each flag with its meaning, and under it its variable and default.
@@ -334,8 +249,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
     pub upstream_timeout: Duration,
-    /// Bound on one call to one other node.
-    // Parsed and validated, but nothing reads it yet.
+    /// Bound on one call to one other node: a fill, an invalidation, a
+    /// flush, a probe of a parent, a replication request.
     pub hop_timeout: Duration,
     /// The ZooKeeper session timeout this node asks for (the server may grant another).
     pub zk_session_timeout: Duration,
@@ -345,19 +260,31 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub fsync: Fsync,
     pub docs_assets_url: String,
-    /// The cluster's shared secret, with `--cluster-key-file`.
-    pub cluster_key: Option<ClusterKey>,
-    /// The client tokens, with `--api-tokens-file`.
-    pub api_tokens: Option<ApiTokens>,
+    /// The file of the cluster's shared secret, with `--cluster-key-file`.
+    pub cluster_key_file: Option<PathBuf>,
+    /// The file of the client tokens, with `--api-tokens-file` (only with
+    /// a cluster key).
+    pub api_tokens_file: Option<PathBuf>,
     /// The ZooKeeper digest identity, with `--zk-auth`.
     pub zk_auth: Option<ZkAuth>,
-    /// TLS on the API port and in calls to other nodes, with `--tls-cert`,
-    /// `--tls-key` and `--tls-ca`.
-    pub tls: Option<Tls>,
+    /// The files of TLS on the API port and in calls to other nodes, with
+    /// `--tls-cert`, `--tls-key` and `--tls-ca`: all three or none.
+    pub tls_files: Option<TlsFiles>,
     /// How long a keep-alive connection may idle.
     pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+}
+
+/// The files of a node (or a local cluster) that speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM) of `cert`.
+    pub key: PathBuf,
+    /// The CA certificates (PEM) other nodes' certificates must chain to.
+    pub ca: PathBuf,
 }
 
 /// A ZooKeeper digest identity (`--zk-auth USER:PASSWORD`); its `Debug`
@@ -371,16 +298,6 @@ pub struct ZkAuth {
 impl fmt::Debug for ZkAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ZkAuth({}:..)", self.user)
-    }
-}
-
-fn parse_zk_auth(s: &str) -> Result<ZkAuth, String> {
-    match s.split_once(':') {
-        Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(ZkAuth {
-            user: user.to_string(),
-            password: password.to_string(),
-        }),
-        _ => Err("expected USER:PASSWORD".to_string()),
     }
 }
 
@@ -425,63 +342,110 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    pub fn new(flag: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            flag: flag.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A value of `flag` refused: the reason, then the text given.
+    pub fn refused(flag: &str, reason: &str, given: &str) -> ConfigError {
+        ConfigError::new(flag, format!("{reason} (got {given:?})"))
+    }
+}
+
 fn error(flag: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        flag: flag.to_string(),
-        message: message.into(),
-    }
+    ConfigError::new(flag, message)
 }
 
-/// Reads a flag, falling back to its environment variable (from [`FLAGS`]).
-struct Source<'a> {
-    args: pico_args::Arguments,
-    env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Source<'_> {
-    fn raw(&mut self, flag: &'static str) -> Result<Option<String>, ConfigError> {
-        match self.args.opt_value_from_str::<_, String>(flag) {
-            Ok(Some(v)) => Ok(Some(v)),
-            Ok(None) => Ok((self.env)(flag_entry(flag).env).filter(|v| !v.is_empty())),
-            Err(e) => Err(error(flag, e.to_string())),
+/// Reads every row of [`FLAGS`]: the flag, else its environment variable,
+/// else its [`DefaultValue::Value`] read by the same parser.
+fn read_flags(
+    args: &mut pico_args::Arguments,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Given, ConfigError> {
+    let mut given = Given::default();
+    for f in FLAGS {
+        let text = match args.opt_value_from_str::<_, String>(f.flag) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => env(f.env).filter(|v| !v.is_empty()),
+            Err(e) => return Err(error(f.flag, e.to_string())),
+        };
+        match (text, f.default) {
+            (Some(v), _) => {
+                (f.read)(v.trim(), &mut given).map_err(|m| ConfigError::refused(f.flag, &m, &v))?
+            }
+            (None, DefaultValue::Value(text)) => (f.read)(text, &mut given)
+                .unwrap_or_else(|m| panic!("the default of {}, {text:?}, is wrong: {m}", f.flag)),
+            (None, _) => {}
         }
     }
-
-    /// The flag's value, `None` when neither it nor its variable is given.
-    fn parsed<T>(
-        &mut self,
-        flag: &'static str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.raw(flag)? {
-            None => Ok(None),
-            Some(v) => parse(v.trim())
-                .map(Some)
-                .map_err(|m| error(flag, format!("{m} (got {v:?})"))),
-        }
-    }
-
-    /// The flag's value, else its [`DefaultValue::Value`] read by the same parser.
-    fn parsed_or_default<T>(
-        &mut self,
-        flag: &'static str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        if let Some(value) = self.parsed(flag, &parse)? {
-            return Ok(value);
-        }
-        match flag_entry(flag).default {
-            DefaultValue::Value(text) => Ok(parse(text)
-                .unwrap_or_else(|m| panic!("the default of {flag}, {text:?}, is wrong: {m}"))),
-            other => panic!("{flag} has no default value in FLAGS, only {other:?}"),
-        }
-    }
+    Ok(given)
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
     s.parse().map_err(|_| "expected a whole number".to_string())
 }
 
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .map_err(|_| "expected a port number".to_string())
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| "expected ip:port, such as 0.0.0.0:5000".to_string())
+}
+
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err("expected a number of threads from 1 to 1024".to_string()),
+    }
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (16..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("expected a number from 16 to 1000000".to_string()),
+    }
+}
+
+/// A duration of at least `MIN_MS` milliseconds.
+fn at_least<const MIN_MS: u64>(s: &str) -> Result<Duration, String> {
+    let min = Duration::from_millis(MIN_MS);
+    parse_duration(s).and_then(|d| {
+        if d >= min {
+            Ok(d)
+        } else {
+            Err(format!("must be at least {min:?}"))
+        }
+    })
+}
+
+fn parse_docs_url(s: &str) -> Result<String, String> {
+    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err("expected an http(s) URL or an absolute path".to_string())
+    }
+}
+
+fn parse_zk_auth(s: &str) -> Result<ZkAuth, String> {
+    match s.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(ZkAuth {
+            user: user.to_string(),
+            password: password.to_string(),
+        }),
+        _ => Err("expected USER:PASSWORD".to_string()),
+    }
+}
 /// Durations (`5`, `0.5`, `250ms`, `2s`, `1m`) and sizes (`65536`, `64KiB`,
 /// `64M`, `1G`, `10MB`): the parsers the CLI uses too.
 pub use treecache_common::units::{parse_duration, parse_size as parse_bytes};
@@ -537,63 +501,6 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
-/// `--tls-cert`, `--tls-key` and `--tls-ca`: all three or none. Each file
-/// is read here, so that a node with an unreadable or garbled one stops at
-/// start, naming its flag.
-fn parse_tls(src: &mut Source<'_>) -> Result<Option<Tls>, ConfigError> {
-    let path = |s: &str| std::path::PathBuf::from(s);
-    let chain = src.parsed("--tls-cert", |s| tls::read_chain(&path(s)))?;
-    let key = src.parsed("--tls-key", |s| tls::read_key(&path(s)))?;
-    let client = src.parsed("--tls-ca", |s| tls::read_ca(&path(s)))?;
-    let (chain, key, client) = match (chain, key, client) {
-        (None, None, None) => return Ok(None),
-        (Some(_), None, _) => {
-            return Err(error(
-                "--tls-key",
-                "is required with --tls-cert (give both or neither)",
-            ))
-        }
-        (None, Some(_), _) => {
-            return Err(error(
-                "--tls-cert",
-                "is required with --tls-key (give both or neither)",
-            ))
-        }
-        (None, None, Some(_)) => {
-            return Err(error(
-                "--tls-ca",
-                "needs --tls-cert and --tls-key: the whole cluster speaks HTTPS, or none of it",
-            ))
-        }
-        (Some(_), Some(_), None) => {
-            return Err(error(
-                "--tls-ca",
-                "is required with --tls-cert: nodes call each other over HTTPS and check \
-                 each other's certificates against this CA",
-            ))
-        }
-        (Some(chain), Some(key), Some(client)) => (chain, key, client),
-    };
-    let server = tls::server_config(chain, key).map_err(|m| error("--tls-key", m))?;
-    Ok(Some(Tls { server, client }))
-}
-
-/// This host's name: `HOSTNAME` when set (Docker and Kubernetes set it to
-/// the container's host name), else the kernel's.
-fn hostname(env: &dyn Fn(&str) -> Option<String>) -> String {
-    if let Some(name) = env("HOSTNAME").filter(|n| !n.is_empty()) {
-        return name;
-    }
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// The ordinal at the end of a StatefulSet pod's host name: 4 in
 /// `treecache-4` (and in `treecache-4.treecache.default.svc`).
 pub fn ordinal_of(host: &str) -> Result<u32, String> {
@@ -612,15 +519,31 @@ pub fn default_threads() -> usize {
     (cores * 2).clamp(4, 32)
 }
 
+/// A flag that must be given: [`read_flags`] sets every flag with a default.
+fn set<T>(value: Option<T>) -> T {
+    value.expect("a flag with a default in FLAGS is always set")
+}
+
 impl Config {
-    /// Builds the configuration of `treecache node` from its arguments and environment.
+    /// Builds the configuration of `treecache node` from its arguments and
+    /// environment (`HOSTNAME` included, for `--id-from-ordinal`).
     pub fn parse(
-        args: pico_args::Arguments,
+        mut args: pico_args::Arguments,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut src = Source { args, env };
+        let mut g = read_flags(&mut args, env)?;
+        let config = Config::check(&mut g, env)?;
+        if let Some(extra) = args.finish().first() {
+            let extra = extra.to_string_lossy();
+            return Err(error(&extra, "is not a flag of treecache node"));
+        }
+        Ok(config)
+    }
 
-        let depth = src.parsed_or_default("--depth", parse_u32)?;
+    /// The flags read, checked against each other, with the defaults that
+    /// depend on other flags worked out.
+    fn check(g: &mut Given, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let depth = set(g.depth);
         if !(1..=Tree::MAX_DEPTH).contains(&depth) {
             return Err(error(
                 "--depth",
@@ -628,166 +551,121 @@ impl Config {
             ));
         }
         let tree = Tree::new(depth);
-        let in_tree = |flag: &str, id: u32| {
-            if tree.contains_id(id) {
-                Ok(id)
-            } else {
-                Err(error(
-                    flag,
-                    format!(
-                        "must be between 1 and {} for a tree of depth {depth} (got {id})",
-                        tree.capacity()
-                    ),
-                ))
-            }
-        };
-
-        let given_id = src.parsed("--id", parse_u32)?;
-        let first_id = src.parsed("--id-from-ordinal", parse_u32)?;
-        let id =
-            match (given_id, first_id) {
-                (Some(_), Some(_)) => return Err(error(
-                    "--id-from-ordinal",
-                    "give either --id (NODE_ID) or --id-from-ordinal (ID_FROM_ORDINAL), not both",
-                )),
-                (Some(id), None) => in_tree("--id", id)?,
-                (None, Some(first)) => {
-                    let host = hostname(src.env);
-                    let id = ordinal_of(&host)
-                        .and_then(|ordinal| {
-                            first
-                                .checked_add(ordinal)
-                                .ok_or_else(|| "the id is past 2^32".to_string())
-                        })
-                        .map_err(|m| error("--id-from-ordinal", m))?;
-                    in_tree("--id-from-ordinal", id)?
-                }
-                (None, None) => {
-                    return Err(error(
-                        "--id",
-                        "is required (or set NODE_ID, or give --id-from-ordinal)",
-                    ))
-                }
-            };
-        let root_id = in_tree("--root-id", src.parsed_or_default("--root-id", parse_u32)?)?;
-        let port = src.parsed_or_default("--port", |s| {
-            s.parse::<u16>()
-                .map_err(|_| "expected a port number".to_string())
-        })?;
-        let listen = src
-            .parsed("--listen", |s| {
-                s.parse::<SocketAddr>()
-                    .map_err(|_| "expected ip:port, such as 0.0.0.0:5000".to_string())
-            })?
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
-        let advertise = src
-            .parsed("--advertise", parse_host_port)?
+        let id = node_id(g, tree, env)?;
+        let root_id = in_tree(tree, "--root-id", set(g.root_id))?;
+        let listen = g
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], set(g.port))));
+        let advertise = g
+            .advertise
+            .take()
             .unwrap_or_else(|| format!("{}:{}", node_name(id), listen.port()));
-        let zookeeper = src.parsed_or_default("--zookeeper", parse_zookeeper)?;
-        let zk_prefix = src.parsed_or_default("--zk-prefix", parse_prefix)?;
-        let root = src.parsed("--root", parse_host_port)?;
-        let startup_delay = src.parsed_or_default("--startup-delay", parse_duration)?;
-        let threads = src
-            .parsed("--threads", |s| match s.parse::<usize>() {
-                Ok(n) if (1..=1024).contains(&n) => Ok(n),
-                _ => Err("expected a number of threads from 1 to 1024".to_string()),
-            })?
-            .unwrap_or_else(default_threads);
-        let log_level = src.parsed_or_default("--log-level", parse_level)?;
-        let log_format = src.parsed_or_default("--log-format", LogFormat::parse)?;
-        let upstream_timeout = src.parsed_or_default("--upstream-timeout", |s| {
-            parse_duration(s).and_then(|d| {
-                if d >= Duration::from_millis(10) {
-                    Ok(d)
-                } else {
-                    Err("must be at least 10ms".to_string())
-                }
-            })
-        })?;
-        let at_least = |min: Duration| {
-            move |s: &str| {
-                parse_duration(s).and_then(|d| {
-                    if d >= min {
-                        Ok(d)
-                    } else {
-                        Err(format!("must be at least {min:?}"))
-                    }
-                })
-            }
-        };
-        let hop_timeout =
-            src.parsed_or_default("--hop-timeout", at_least(Duration::from_millis(10)))?;
-        let zk_session_timeout =
-            src.parsed_or_default("--zk-session-timeout", at_least(Duration::from_millis(500)))?;
-        let cache_max_bytes = src.parsed_or_default("--cache-max-bytes", parse_bytes)?;
-        let max_store_bytes = src.parsed("--max-store-bytes", parse_bytes)?;
-        let data_dir = src.parsed("--data-dir", |s| Ok(PathBuf::from(s)))?;
-        let fsync = src.parsed_or_default("--fsync", Fsync::parse)?;
-        let docs_assets_url = src.parsed_or_default("--docs-assets-url", |s| {
-            if s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/') {
-                Ok(s.trim_end_matches('/').to_string())
-            } else {
-                Err("expected an http(s) URL or an absolute path".to_string())
-            }
-        })?;
-
-        let cluster_key = src.parsed("--cluster-key-file", |s| {
-            ClusterKey::load(std::path::Path::new(s))
-        })?;
-        let api_tokens = src.parsed("--api-tokens-file", |s| {
-            ApiTokens::load(std::path::Path::new(s))
-        })?;
-        if api_tokens.is_some() && cluster_key.is_none() {
+        if g.api_tokens_file.is_some() && g.cluster_key_file.is_none() {
             return Err(error(
                 "--api-tokens-file",
                 "needs --cluster-key-file too: without a key, node-to-node calls (and so \
                  forwarded writes) cannot be told from a client's",
             ));
         }
-        let zk_auth = src.parsed("--zk-auth", parse_zk_auth)?;
-        let tls = parse_tls(&mut src)?;
-        let idle_timeout =
-            src.parsed_or_default("--idle-timeout", at_least(Duration::from_secs(1)))?;
-        let max_connections =
-            src.parsed_or_default("--max-connections", |s| match s.parse::<usize>() {
-                Ok(n) if (16..=1_000_000).contains(&n) => Ok(n),
-                _ => Err("expected a number from 16 to 1000000".to_string()),
-            })?;
-
-        let rest = src.args.finish();
-        if let Some(extra) = rest.first() {
-            let extra = extra.to_string_lossy();
-            return Err(error(&extra, "is not a flag of treecache node"));
-        }
-
         Ok(Config {
             id,
             tree,
             root_id,
             listen,
             advertise,
-            zookeeper,
-            zk_prefix,
-            root,
-            startup_delay,
-            threads,
-            log_level,
-            log_format,
-            upstream_timeout,
-            hop_timeout,
-            zk_session_timeout,
-            cache_max_bytes,
-            max_store_bytes,
-            data_dir,
-            fsync,
-            docs_assets_url,
-            cluster_key,
-            api_tokens,
-            zk_auth,
-            tls,
-            idle_timeout,
-            max_connections,
+            zookeeper: set(g.zookeeper.take()),
+            zk_prefix: set(g.zk_prefix.take()),
+            root: g.root.take(),
+            startup_delay: set(g.startup_delay),
+            threads: g.threads.unwrap_or_else(default_threads),
+            log_level: set(g.log_level),
+            log_format: set(g.log_format),
+            upstream_timeout: set(g.upstream_timeout),
+            hop_timeout: set(g.hop_timeout),
+            zk_session_timeout: set(g.zk_session_timeout),
+            cache_max_bytes: set(g.cache_max_bytes),
+            max_store_bytes: g.max_store_bytes,
+            data_dir: g.data_dir.take(),
+            fsync: set(g.fsync),
+            docs_assets_url: set(g.docs_assets_url.take()),
+            cluster_key_file: g.cluster_key_file.take(),
+            api_tokens_file: g.api_tokens_file.take(),
+            zk_auth: g.zk_auth.take(),
+            tls_files: tls_files(g)?,
+            idle_timeout: set(g.idle_timeout),
+            max_connections: set(g.max_connections),
         })
+    }
+}
+
+/// `id` when the tree has it, else an error naming `flag`.
+fn in_tree(tree: Tree, flag: &str, id: u32) -> Result<u32, ConfigError> {
+    if tree.contains_id(id) {
+        return Ok(id);
+    }
+    Err(error(
+        flag,
+        format!(
+            "must be between 1 and {} for a tree of depth {} (got {id})",
+            tree.capacity(),
+            tree.depth()
+        ),
+    ))
+}
+
+/// This node's id: `--id`, or `--id-from-ordinal` plus the ordinal that
+/// ends the host name (`HOSTNAME`).
+fn node_id(
+    g: &Given,
+    tree: Tree,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<u32, ConfigError> {
+    match (g.id, g.first_id) {
+        (Some(_), Some(_)) => Err(error(
+            "--id-from-ordinal",
+            "give either --id (NODE_ID) or --id-from-ordinal (ID_FROM_ORDINAL), not both",
+        )),
+        (Some(id), None) => in_tree(tree, "--id", id),
+        (None, Some(first)) => {
+            let host = env("HOSTNAME").unwrap_or_default();
+            let id = ordinal_of(&host)
+                .and_then(|ordinal| {
+                    first
+                        .checked_add(ordinal)
+                        .ok_or_else(|| "the id is past 2^32".to_string())
+                })
+                .map_err(|m| error("--id-from-ordinal", m))?;
+            in_tree(tree, "--id-from-ordinal", id)
+        }
+        (None, None) => Err(error(
+            "--id",
+            "is required (or set NODE_ID, or give --id-from-ordinal)",
+        )),
+    }
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-ca`: all three or none.
+fn tls_files(g: &mut Given) -> Result<Option<TlsFiles>, ConfigError> {
+    match (g.tls_cert.take(), g.tls_key.take(), g.tls_ca.take()) {
+        (None, None, None) => Ok(None),
+        (Some(_), None, _) => Err(error(
+            "--tls-key",
+            "is required with --tls-cert (give both or neither)",
+        )),
+        (None, Some(_), _) => Err(error(
+            "--tls-cert",
+            "is required with --tls-key (give both or neither)",
+        )),
+        (None, None, Some(_)) => Err(error(
+            "--tls-ca",
+            "needs --tls-cert and --tls-key: the whole cluster speaks HTTPS, or none of it",
+        )),
+        (Some(_), Some(_), None) => Err(error(
+            "--tls-ca",
+            "is required with --tls-cert: nodes call each other over HTTPS and check \
+             each other's certificates against this CA",
+        )),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert, key, ca })),
     }
 }
 
@@ -1097,6 +975,16 @@ mod tests {
         }
     }
 
+    /// The flags whose value is a path.
+    const PATHS: [&str; 6] = [
+        "--data-dir",
+        "--cluster-key-file",
+        "--api-tokens-file",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-ca",
+    ];
+
     #[test]
     fn every_flag_of_the_table_and_its_variable_are_read() {
         for f in FLAGS {
@@ -1107,11 +995,20 @@ mod tests {
             };
             let mut args = id.to_vec();
             args.extend([f.flag, "%%"]);
-            if f.flag == "--data-dir" {
-                // Any text is a path: read, not refused.
-                let read = |c: Config| c.data_dir.unwrap().display().to_string();
-                assert_eq!(read(parse(&args, &[]).unwrap()), "%%");
-                assert_eq!(read(parse(id, &[(f.env, "%%")]).unwrap()), "%%");
+            if PATHS.contains(&f.flag) {
+                // Any text is a path: read, not refused (the wiring reads
+                // the file). The other paths are given too, as TLS and the
+                // tokens need their companions.
+                let others: Vec<&str> = PATHS
+                    .iter()
+                    .filter(|&&p| p != f.flag)
+                    .flat_map(|&p| [p, "x"])
+                    .collect();
+                let with_flag = [&args[..], &others].concat();
+                let with_env = [id, &others].concat();
+                for c in [parse(&with_flag, &[]), parse(&with_env, &[(f.env, "%%")])] {
+                    assert!(format!("{:?}", c.unwrap()).contains("\"%%\""), "{f:?}");
+                }
                 continue;
             }
             assert_eq!(parse(&args, &[]).unwrap_err().flag, f.flag, "{f:?}");

@@ -10,10 +10,13 @@
 //! `store`, and reaches other nodes through the seams of `node::peers`,
 //! whose HTTP implementation is `http::client` speaking `wire`.
 //!
-//! - `launch`: `treecache node`, the wiring from flags to a serving node;
-//!   `logging`: its log lines (RFC 3339 timestamps, text or JSON), with the
-//!   ZooKeeper client's records routed to `registry`.
-//! - `config`: flags and environment into one validated `Config`.
+//! - `launch/`: `treecache node`, the wiring from flags to a serving node,
+//!   and the reading of what the flags point at (`files`: the cluster key,
+//!   tokens, TLS certificates, the host name); `logging`: its log lines
+//!   (RFC 3339 timestamps, text or JSON), without the ZooKeeper client's
+//!   own records.
+//! - `config`: flags and environment into one validated `Config`, from one
+//!   table (`FLAGS`) of each flag's name, variable, default, help and parser.
 //! - `auth/`: who may do what: the cluster key that signs node-to-node
 //!   calls, client tokens, one process per node id.
 //! - `http/`: both ends of HTTP: `server` (the one event loop that reads
@@ -32,19 +35,26 @@
 //!   node sits (`position`), the seams (`peers`) and their in-process fakes
 //!   for tests (`fake`).
 //! - `root/`: what only the root group does (the processes started with the
-//!   root's id): electing the primary among them and fencing the ones that
-//!   were (`group`), replicating writes to the standbys and their catch-up
-//!   (`replication`), the slot table (`membership`), joins, versions and
-//!   write locks, retried writes applied once (`dedup`), and becoming the
-//!   serving primary (`bootstrap`).
+//!   root's id), below the node and never calling it: the group's state and
+//!   its fencing (`group`), following the election and taking over
+//!   (`election`), becoming the serving primary (`bootstrap`), the rules and
+//!   state of replication (`replication`) and its two ends (`primary`: a
+//!   write committed, the standbys' catch-up; `standby`), the slot table
+//!   (`membership`), joins, versions, retried writes applied once (`dedup`).
+//!   It tells the process what happened through its `Host`.
 //! - `store/`: the data under per-shard locks: values and LRU, fills and
 //!   fences, the root's writes, the directory of holders, release notices.
 //! - `flight`: one upstream fill shared by concurrent misses.
-//! - `startup`: bringing a node into the tree (joining, registering).
-//! - `registry/`: ZooKeeper: a client guarded against the crate's
-//!   weaknesses and the registrations it keeps (`mod.rs`), the layout of the
-//!   cluster's znodes (`layout`), this node's sessions as leases and other
-//!   nodes' liveness (`sessions`, the node's `Sessions` seam).
+//! - `startup`: bringing a node into the tree (joining, registering), or
+//!   running the root group's election with the node as the root's host.
+//! - `lease`: a ZooKeeper session as a lease, and the `Sessions` seam that
+//!   the registry implements for the node and the root.
+//! - `registry/`: ZooKeeper: the handle and its bounded calls (`mod.rs`), a
+//!   client guarded against the crate's weaknesses, each session learned
+//!   (`client`, `handshake`), the registrations it keeps (`keep`), znode
+//!   reads and writes (`znodes`), the layout of the cluster's znodes
+//!   (`layout`), this node's sessions as leases and other nodes' liveness
+//!   (`sessions`, the node's `Sessions` seam).
 //! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
 //!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left
@@ -54,9 +64,10 @@
 //!   sentences are `http::api`'s); `metrics`: counters in the Prometheus
 //!   text format; `process`: this process's signals and limits.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
-//! - `local/`: `treecache cluster` (a whole cluster on one machine), a
-//!   throwaway ZooKeeper (one server or an ensemble), and child processes;
-//!   used by the tests too.
+//!
+//! `treecache cluster` (a whole cluster on one machine) is the binary's
+//! own (`src/cluster/`), with the throwaway ZooKeeper and the child
+//! processes of the `treecache-local` crate, which the tests use too.
 
 pub mod auth;
 mod awaited;
@@ -68,7 +79,7 @@ mod flight;
 mod http;
 mod input;
 pub mod launch;
-pub mod local;
+mod lease;
 mod logging;
 mod metrics;
 mod node;
@@ -85,3 +96,11 @@ mod wire;
 
 pub use config::default_threads;
 pub use config::{flags_usage, FLAGS};
+
+// What the binary's `treecache cluster` uses of the node: the flags'
+// checks, the tree's size, the join it signs, and this process's signals.
+pub use config::{node_name, parse_host_port, TlsFiles};
+pub use http::tls::read_ca;
+pub use process::{catch_stop_signals, raise_open_files_limit, stop_requested};
+pub use tree::Tree;
+pub use wire::{Headers, NodesDoc, AUTH_HEADER, JOIN_PATH};

@@ -1,19 +1,16 @@
 //! The node's log: one line per record on stderr, each starting with an
 //! RFC 3339 UTC timestamp, as text or as a JSON object (`--log-format`).
 //!
-//! The ZooKeeper client's records never print: they go to
-//! `registry::pace_client_log`, which paces the client's reconnect loop and
-//! learns each session's id and granted timeout from them. That routing is
-//! load-bearing, so every record of the crate reaches it, down to trace
-//! level, whatever `--log-level` says.
+//! Some crates are quieter than the node's own records: ureq's print from
+//! warnings up, and the ZooKeeper client's never (it would print a line
+//! per attempt to reconnect; the registry logs its state changes once
+//! each, and learns nothing from the client's log).
 //!
 //! Timestamps are formatted here from `SystemTime` (civil date from the day
 //! count since 1970), which is all a log line needs of a time library.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::registry;
 
 /// How each line is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +32,12 @@ impl LogFormat {
     }
 }
 
-/// Crates whose records are quieter than the node's own: at most warnings.
-const QUIET_TARGETS: [&str; 1] = ["ureq"];
+/// Crates whose records are quieter than the node's own, and the most
+/// verbose level printed of each.
+const QUIET_TARGETS: [(&str, log::LevelFilter); 2] = [
+    ("ureq", log::LevelFilter::Warn),
+    ("zookeeper", log::LevelFilter::Off),
+];
 
 /// The node's logger (see the module documentation).
 struct NodeLogger {
@@ -46,28 +47,22 @@ struct NodeLogger {
 
 impl NodeLogger {
     fn level_for(&self, target: &str) -> log::LevelFilter {
-        let quiet = QUIET_TARGETS
-            .iter()
-            .any(|t| target == *t || target.strip_prefix(t).is_some_and(|r| r.starts_with("::")));
-        if quiet {
-            self.level.min(log::LevelFilter::Warn)
-        } else {
-            self.level
+        let quiet = QUIET_TARGETS.iter().find(|(t, _)| {
+            target == *t || target.strip_prefix(t).is_some_and(|r| r.starts_with("::"))
+        });
+        match quiet {
+            Some((_, most)) => self.level.min(*most),
+            None => self.level,
         }
     }
 }
 
 impl log::Log for NodeLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        registry::is_client_log(metadata.target())
-            || metadata.level() <= self.level_for(metadata.target())
+        metadata.level() <= self.level_for(metadata.target())
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if registry::is_client_log(record.target()) {
-            registry::pace_client_log(record);
-            return;
-        }
         if record.level() > self.level_for(record.target()) {
             return;
         }
@@ -91,10 +86,7 @@ impl log::Log for NodeLogger {
 pub fn init(level: log::LevelFilter, format: LogFormat) {
     let logger: &'static NodeLogger = Box::leak(Box::new(NodeLogger { level, format }));
     log::set_logger(logger).expect("the logger is set once");
-    // The client's records must reach NodeLogger even at a quieter level:
-    // its reconnect loop is paced there (info and above), and the registry
-    // learns each session from one of its trace records.
-    log::set_max_level(level.max(registry::CLIENT_LOG_LEVEL));
+    log::set_max_level(level);
 }
 
 /// One record as a line, newline included. A message's own line breaks are
@@ -267,5 +259,19 @@ mod tests {
             format: LogFormat::Json,
         };
         assert_eq!(quiet.level_for("ureq"), log::LevelFilter::Error);
+    }
+
+    #[test]
+    fn the_zookeeper_clients_records_never_print() {
+        let logger = NodeLogger {
+            level: log::LevelFilter::Trace,
+            format: LogFormat::Text,
+        };
+        assert_eq!(logger.level_for("zookeeper::io"), log::LevelFilter::Off);
+        assert_eq!(logger.level_for("zookeeper"), log::LevelFilter::Off);
+        assert_eq!(
+            logger.level_for("treecache::registry::client"),
+            log::LevelFilter::Trace
+        );
     }
 }

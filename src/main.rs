@@ -1,6 +1,8 @@
-//! The `treecache` binary: wiring only.
+//! The `treecache` binary: wiring only, and `treecache cluster` (`cluster/`).
 
-use treecache::local::cluster::{self, ClusterArgs};
+mod cluster;
+
+use cluster::ClusterArgs;
 
 /// `treecache --help`: the node's flags come from `config::FLAGS`.
 fn usage() -> String {

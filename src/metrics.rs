@@ -298,82 +298,90 @@ impl Metrics {
         }
     }
 
+    /// The counters and gauges of one value each, in the order of the
+    /// exposition text: name, type, help and value.
+    fn plain(&self, g: &Gauges) -> [(&'static str, &'static str, &'static str, u64); 11] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (
+                "treecache_cache_hits_total",
+                "counter",
+                "Reads answered from this node's own copy.",
+                get(&self.hits),
+            ),
+            (
+                "treecache_cache_misses_total",
+                "counter",
+                "Reads this node could not answer from its own copy.",
+                get(&self.misses),
+            ),
+            (
+                "treecache_upstream_fetches_total",
+                "counter",
+                "Fills this node sent to its parent for reads.",
+                get(&self.upstream_fetches),
+            ),
+            (
+                "treecache_coalesced_waits_total",
+                "counter",
+                "Reads that waited for a fill already under way instead of sending their own.",
+                get(&self.coalesced_waits),
+            ),
+            (
+                "treecache_invalidations_sent_total",
+                "counter",
+                "Invalidations this node sent to its children.",
+                get(&self.invalidations_sent),
+            ),
+            (
+                "treecache_invalidations_received_total",
+                "counter",
+                "Invalidations this node received from its parent.",
+                get(&self.invalidations_received),
+            ),
+            (
+                "treecache_releases_sent_total",
+                "counter",
+                "Notices sent to the parent that keys were dropped.",
+                get(&self.releases_sent),
+            ),
+            (
+                "treecache_evictions_total",
+                "counter",
+                "Values evicted to keep the cache within its byte bound.",
+                g.evictions,
+            ),
+            (
+                "treecache_cache_bytes",
+                "gauge",
+                "Bytes held by this node's store (values, keys and per-entry overhead).",
+                g.cache_bytes,
+            ),
+            (
+                "treecache_store_keys",
+                "gauge",
+                "Keys with a value held by this node.",
+                g.store_keys,
+            ),
+            (
+                "treecache_upstream_connections_total",
+                "counter",
+                "TCP connections this node opened to other nodes.",
+                get(&self.upstream_connections),
+            ),
+        ]
+    }
+
     /// The exposition text.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, help, value) in self.plain(g) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
+        }
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        metric(
-            "treecache_cache_hits_total",
-            "counter",
-            "Reads answered from this node's own copy.",
-            get(&self.hits),
-        );
-        metric(
-            "treecache_cache_misses_total",
-            "counter",
-            "Reads this node could not answer from its own copy.",
-            get(&self.misses),
-        );
-        metric(
-            "treecache_upstream_fetches_total",
-            "counter",
-            "Fills this node sent to its parent for reads.",
-            get(&self.upstream_fetches),
-        );
-        metric(
-            "treecache_coalesced_waits_total",
-            "counter",
-            "Reads that waited for a fill already under way instead of sending their own.",
-            get(&self.coalesced_waits),
-        );
-        metric(
-            "treecache_invalidations_sent_total",
-            "counter",
-            "Invalidations this node sent to its children.",
-            get(&self.invalidations_sent),
-        );
-        metric(
-            "treecache_invalidations_received_total",
-            "counter",
-            "Invalidations this node received from its parent.",
-            get(&self.invalidations_received),
-        );
-        metric(
-            "treecache_releases_sent_total",
-            "counter",
-            "Notices sent to the parent that keys were dropped.",
-            get(&self.releases_sent),
-        );
-        metric(
-            "treecache_evictions_total",
-            "counter",
-            "Values evicted to keep the cache within its byte bound.",
-            g.evictions,
-        );
-        metric(
-            "treecache_cache_bytes",
-            "gauge",
-            "Bytes held by this node's store (values, keys and per-entry overhead).",
-            g.cache_bytes,
-        );
-        metric(
-            "treecache_store_keys",
-            "gauge",
-            "Keys with a value held by this node.",
-            g.store_keys,
-        );
-        metric(
-            "treecache_upstream_connections_total",
-            "counter",
-            "TCP connections this node opened to other nodes.",
-            get(&self.upstream_connections),
-        );
         let _ = writeln!(out, "# HELP treecache_requests_total Responses sent, by HTTP status.\n# TYPE treecache_requests_total counter");
         for (i, c) in self.responses.iter().enumerate() {
             let n = get(c);

@@ -1,5 +1,8 @@
 //! Bringing a node up, in the background while it already serves `/`:
-//! - the root runs `root::bootstrap`;
+//! - a process of the root group runs its part of the election
+//!   (`root::election`), with the node as the root's [`Host`]: the root
+//!   tells it when it became the primary, where the primary is, and which
+//!   caches to flush, and never calls the node itself;
 //! - any other node waits `STARTUP_DELAY`, finds the root (in ZooKeeper,
 //!   unless `--root` names it), joins it, registers itself under its parent,
 //!   tells the caches below it to drop what an earlier run of it served
@@ -18,10 +21,12 @@ const RELEASE_EVERY: Duration = Duration::from_millis(100);
 /// How often expired values are swept away.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
 use crate::registry::{layout, Registry, Znode, ZnodeData};
-use crate::wire::Join;
+use crate::root::{Event, Host};
+use crate::wire::{Answer, Join, Joined};
 
 /// Keeps this node's liveness znode (ephemeral) registered.
 pub fn keep_live(node: &Node, registry: &Registry) {
@@ -38,17 +43,13 @@ pub fn keep_live(node: &Node, registry: &Registry) {
 /// sweep of expired values (a chore of `upkeep`).
 pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkeep) {
     let sweeping = node.clone();
-    let name = if node.root().is_some() {
-        "root-group"
-    } else {
-        "join"
-    };
+    let root = node.root().cloned();
+    let name = if root.is_some() { "root-group" } else { "join" };
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || {
-            if node.root().is_some() {
-                crate::root::group::run(node, registry)
-            } else {
+        .spawn(move || match root {
+            Some(root) => crate::root::election::run(root, registry, Arc::new(InTree(node))),
+            None => {
                 join_tree(&node, &registry);
                 send_releases_forever(&node);
             }
@@ -56,6 +57,19 @@ pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkee
         .expect("spawn the start-up thread");
     // A sweep is local and quick: one of the chores of the upkeep thread.
     upkeep.every(SWEEP_EVERY, move || sweeping.sweep_expired());
+}
+
+/// The node a process of the root group runs in, as its root's host.
+struct InTree(Arc<Node>);
+
+impl Host for InTree {
+    fn tell(&self, event: Event<'_>) {
+        match event {
+            Event::BecamePrimary => self.0.became_primary(),
+            Event::PrimaryAt(address) => self.0.position().set_root_address(address),
+            Event::FlushBelow(children) => self.0.flush_all(children),
+        }
+    }
 }
 
 /// Finds the root, joins it, and registers in ZooKeeper. Retries until it has joined.
@@ -70,9 +84,7 @@ fn join_tree(node: &Node, registry: &Registry) {
         address: c.advertise.clone(),
     };
     let mut said_waiting = false;
-    let mut said_failing = false;
-    // Refused because another live session holds this node's name: since when.
-    let mut held_since: Option<std::time::Instant> = None;
+    let mut failures = Failures::default();
     loop {
         if c.root.is_none() {
             match registry.find_root(&c.zk_prefix, c.root_id) {
@@ -92,76 +104,85 @@ fn join_tree(node: &Node, registry: &Registry) {
             }
         }
         match node.join_root(&me, Deadline::after(c.upstream_timeout)) {
-            Ok(Ok(joined)) => {
-                node.position().set_place(Place {
-                    slot: joined.slot,
-                    depth: joined.depth,
-                    parent: joined.parent.clone(),
-                });
-                let data = ZnodeData {
-                    name: me.name.clone(),
-                    address: me.address.clone(),
-                    slot: joined.slot,
-                    depth: joined.depth,
-                    parent: joined.parent.as_ref().map(|p| p.name.clone()),
-                };
-                registry.keep(Znode {
-                    path: joined.path.clone(),
-                    data: serde_json::to_vec(&data).expect("znode data serializes"),
-                    ephemeral: false,
-                });
-                keep_live(node, registry);
-                node.flush_after_join();
-                log::info!(
-                    "joined the tree at slot {} (depth {}) under {}; znode {}",
-                    joined.slot,
-                    joined.depth,
-                    joined
-                        .parent
-                        .map_or("nobody".into(), |p| format!("{} at {}", p.name, p.address)),
-                    joined.path
-                );
-                return;
-            }
-            Ok(Err(refused)) if refused.status == 409 => {
-                // One id, one process (auth::one_process): the holder may be
-                // this node's predecessor, whose session ends within a timeout.
-                let since = *held_since.get_or_insert_with(std::time::Instant::now);
-                let why = String::from_utf8_lossy(&refused.body).into_owned();
-                if since.elapsed() > c.zk_session_timeout + Duration::from_secs(2) {
-                    log::error!("the root refused the join for a whole session timeout: {why}");
-                    std::process::exit(1);
-                }
-                if !said_failing {
-                    log::warn!("the root refused the join for now ({why}); retrying");
-                    said_failing = true;
-                }
-            }
-            Ok(Err(refused)) => {
-                if refused.status < 500 {
-                    log::error!(
-                        "the root refused the join: {} {}",
-                        refused.status,
-                        String::from_utf8_lossy(&refused.body)
-                    );
-                    std::process::exit(2);
-                }
-                if !said_failing {
-                    log::warn!(
-                        "the root cannot take the join yet ({}); retrying",
-                        refused.status
-                    );
-                    said_failing = true;
-                }
-            }
-            Err(e) => {
-                if !said_failing {
-                    log::warn!("joining failed ({e:?}); retrying");
-                    said_failing = true;
-                }
-            }
+            Ok(Ok(joined)) => return take_place(node, registry, &me, joined),
+            Ok(Err(refused)) => failures.refused(c, &refused),
+            Err(e) => failures.say(|| log::warn!("joining failed ({e:?}); retrying")),
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Joined: takes the slot, registers it and this node's liveness in
+/// ZooKeeper, and has the caches below drop what an earlier run served.
+fn take_place(node: &Node, registry: &Registry, me: &Join, joined: Joined) {
+    node.position().set_place(Place {
+        slot: joined.slot,
+        depth: joined.depth,
+        parent: joined.parent.clone(),
+    });
+    let data = ZnodeData {
+        name: me.name.clone(),
+        address: me.address.clone(),
+        slot: joined.slot,
+        depth: joined.depth,
+        parent: joined.parent.as_ref().map(|p| p.name.clone()),
+    };
+    registry.keep(Znode {
+        path: joined.path.clone(),
+        data: serde_json::to_vec(&data).expect("znode data serializes"),
+        ephemeral: false,
+    });
+    keep_live(node, registry);
+    node.flush_after_join();
+    log::info!(
+        "joined the tree at slot {} (depth {}) under {}; znode {}",
+        joined.slot,
+        joined.depth,
+        joined
+            .parent
+            .map_or("nobody".into(), |p| format!("{} at {}", p.name, p.address)),
+        joined.path
+    );
+}
+
+/// The joins that failed so far: said once, and how long the root has
+/// refused this node's name.
+#[derive(Default)]
+struct Failures {
+    said: bool,
+    /// Refused because another live session holds this node's name: since when.
+    held_since: Option<Instant>,
+}
+
+impl Failures {
+    /// Logs a failure, the first time only.
+    fn say(&mut self, log: impl FnOnce()) {
+        if !self.said {
+            log();
+            self.said = true;
+        }
+    }
+
+    /// The root refused the join: retried while the refusal may pass, and
+    /// the process ends when it will not.
+    fn refused(&mut self, c: &Config, refused: &Answer) {
+        let why = String::from_utf8_lossy(&refused.body).into_owned();
+        if refused.status == 409 {
+            // One id, one process (auth::one_process): the holder may be
+            // this node's predecessor, whose session ends within a timeout.
+            let since = *self.held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > c.zk_session_timeout + Duration::from_secs(2) {
+                log::error!("the root refused the join for a whole session timeout: {why}");
+                std::process::exit(1);
+            }
+            self.say(|| log::warn!("the root refused the join for now ({why}); retrying"));
+        } else if refused.status < 500 {
+            log::error!("the root refused the join: {} {why}", refused.status);
+            std::process::exit(2);
+        } else {
+            let status = refused.status;
+            self.say(|| log::warn!("the root cannot take the join yet ({status}); retrying"));
+        }
     }
 }
 

@@ -26,7 +26,7 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     let started = Instant::now();
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -71,7 +71,7 @@ fn the_cluster_command_comes_up_serves_and_stops_everything_on_sigterm() {
         json!({"key": "hello", "value": "world"})
     );
 
-    assert!(treecache::local::children::signal(child.id(), 15));
+    assert!(treecache_local::children::signal(child.id(), 15));
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(rest.join().unwrap().contains("Stopping the cluster"));
@@ -113,7 +113,7 @@ fn cluster_up(args: &[&str]) -> (std::process::Child, String) {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     let started = Instant::now();
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -187,7 +187,7 @@ fn a_depth_5_cluster_takes_its_slots_in_id_order_and_reports_what_it_takes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{summary}"));
     assert!((31..31 * 64).contains(&threads), "{summary}");
-    assert!(treecache::local::children::signal(child.id(), 15));
+    assert!(treecache_local::children::signal(child.id(), 15));
     assert!(child.wait().unwrap().success());
 }
 
@@ -215,6 +215,6 @@ fn a_depth_3_cluster_takes_its_slots_in_id_order_within_seconds() {
     }
     // ZooKeeper's start is most of it; the nodes take about a second.
     assert!(took < Duration::from_secs(30), "{took:?}");
-    assert!(treecache::local::children::signal(child.id(), 15));
+    assert!(treecache_local::children::signal(child.id(), 15));
     assert!(child.wait().unwrap().success());
 }

@@ -19,18 +19,6 @@ use serde_json::json;
 /// One tree at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The ids from `id` up to the root, `id` first: node i holds slot i - 1
-/// (the cluster command's order), whose parent is slot (s - 1) / 2.
-fn path_to_root(id: u32) -> Vec<u32> {
-    let mut path = vec![id];
-    let mut slot = id - 1;
-    while slot > 0 {
-        slot = (slot - 1) / 2;
-        path.push(slot + 1);
-    }
-    path
-}
-
 /// A base port B such that B+1..=B+n are free, below the ephemeral range
 /// (where the nodes' own connections take theirs) and below the ranges of
 /// tests/cluster_command.rs.
@@ -66,6 +54,17 @@ impl Printed {
     }
 }
 
+/// The flags of a depth-8 cluster on ports `base`+1.. whose ZooKeeper (its
+/// own, when none answers there) is at `zk_port`.
+fn depth_8(base: u16, zk_port: u16) -> Vec<String> {
+    let (base, zk) = (base.to_string(), format!("127.0.0.1:{zk_port}"));
+    let args = ["--depth", "8", "--base-port", &base, "--zookeeper", &zk];
+    args.iter()
+        .chain(&["--log-level", "warn"])
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// `treecache cluster` with `args`, in a process group of its own (so that
 /// its nodes are in it too), its stdout read on a thread.
 fn start_cluster(args: &[String]) -> (std::process::Child, Printed) {
@@ -81,7 +80,7 @@ fn start_cluster(args: &[String]) -> (std::process::Child, Printed) {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr).unwrap());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn().unwrap();
     let printed = Printed {
@@ -156,21 +155,8 @@ fn a_write_at_the_root_is_read_at_a_depth_8_leaf_and_invalidated_along_the_path(
     let base = free_base(256);
     let zk_port = common::free_port();
     let started = Instant::now();
-    let args: Vec<String> = [
-        "--depth",
-        "8",
-        "--standbys",
-        "0",
-        "--base-port",
-        &base.to_string(),
-        "--zookeeper",
-        &format!("127.0.0.1:{zk_port}"),
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = depth_8(base, zk_port);
+    args.extend(["--standbys".into(), "0".into()]);
     let (mut child, printed) = start_cluster(&args);
     common::wait_until(
         Duration::from_secs(100),
@@ -192,8 +178,16 @@ fn a_write_at_the_root_is_read_at_a_depth_8_leaf_and_invalidated_along_the_path(
     let store = |id: u32| format!("{}/store/deep-key", url(id));
     let local = |id: u32| format!("{}?local=true", store(id));
     // NODE-255 holds the last slot, at depth 8: seven caches above it, then the root.
-    let path = path_to_root(255);
+    let path = common::path_to_root(255);
     assert_eq!(path, vec![255, 127, 63, 31, 15, 7, 3, 1]);
+    // Every node joined at the root; none of them keeps a connection to
+    // it for that (a tree of 1,023 nodes would hold all of the root's
+    // `--max-connections`, and clients would get 503).
+    let at_root = common::procfs::established_at(base + 1);
+    assert!(
+        at_root < 32,
+        "{at_root} connections are open at the root of 255 nodes once they joined"
+    );
     let (_, info) = http::get(&url(255));
     assert_eq!(
         (info["slot"].clone(), info["depth"].clone()),
@@ -232,10 +226,7 @@ fn a_write_at_the_root_is_read_at_a_depth_8_leaf_and_invalidated_along_the_path(
     let (status, body) = http::get(&store(255));
     assert_eq!((status, &body["value"]), (200, &json!("v2")), "{body}");
 
-    assert!(treecache::local::children::signal(
-        child.id(),
-        libc::SIGTERM
-    ));
+    assert!(treecache_local::children::signal(child.id(), libc::SIGTERM));
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_file(&printed.stderr);
 }
@@ -245,20 +236,7 @@ fn sigterm_while_a_depth_8_cluster_starts_stops_every_process_it_started() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let base = free_base(256);
     let zk_port = common::free_port();
-    let args: Vec<String> = [
-        "--depth",
-        "8",
-        "--base-port",
-        &base.to_string(),
-        "--zookeeper",
-        &format!("127.0.0.1:{zk_port}"),
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (mut child, printed) = start_cluster(&args);
+    let (mut child, printed) = start_cluster(&depth_8(base, zk_port));
     let pid = child.id();
     let dir = std::env::temp_dir().join(format!("treecache-cluster-{pid}"));
     // Part way: ZooKeeper and some of the nodes run, the cluster is not up.
@@ -277,7 +255,7 @@ fn sigterm_while_a_depth_8_cluster_starts_stops_every_process_it_started() {
         "the cluster was up already; this test is about its start-up"
     );
     let signalled = Instant::now();
-    assert!(treecache::local::children::signal(pid, libc::SIGTERM));
+    assert!(treecache_local::children::signal(pid, libc::SIGTERM));
     // Children started after the last look are in the command's process group.
     for c in children_of(pid) {
         if !seen.contains(&c) {

@@ -105,6 +105,51 @@ fn role(cluster: &Cluster, key: u32) -> String {
     info["role"].as_str().unwrap_or_default().to_string()
 }
 
+/// Waits until process `key` says it is a standby. A process that does
+/// not answer yet (just thawed, or restarting) is waited for, not failed.
+fn wait_standby(cluster: &Cluster, key: u32, limit: Duration) {
+    wait_until(limit, &format!("{key} says it is a standby"), || {
+        let (status, info) = http::get(&cluster.url(key));
+        status == 200 && info["role"] == "standby"
+    });
+}
+
+/// Waits until `primary`'s `/nodes` shows `standby` (a process of the root
+/// group) as a standby in sync: that one, caught up with that primary, not
+/// any standby at whichever process says it is primary. Catching up
+/// starved by a loaded machine took more than 30 s once: hence `limit`.
+fn wait_caught_up(cluster: &Cluster, primary: u32, standby: u32, limit: Duration) {
+    let address = cluster.address(standby);
+    let what = format!("{standby} is a standby in sync at the primary {primary}");
+    wait_until(limit, &what, || {
+        let (status, doc) = http::get(&format!("{}/nodes", cluster.url(primary)));
+        status == 200
+            && doc["root_group"].as_array().is_some_and(|group| {
+                group.iter().any(|m| {
+                    m["address"] == address.as_str()
+                        && m["role"] == "standby"
+                        && m["in_sync"] == true
+                })
+            })
+    });
+}
+
+/// Waits until no member znode of the root group's election holds
+/// `key`'s address: its ZooKeeper session has ended.
+fn wait_member_gone(cluster: &Cluster, key: u32, limit: Duration) {
+    let registry = cluster.registry();
+    let election = treecache::registry::layout::election(&cluster.prefix);
+    let address = cluster.address(key);
+    wait_until(limit, &format!("{key}'s session ended"), || {
+        registry.members(&election).is_ok_and(|members| {
+            !members.iter().any(|(_, data)| {
+                serde_json::from_slice::<serde_json::Value>(data)
+                    .is_ok_and(|member| member["address"] == address.as_str())
+            })
+        })
+    });
+}
+
 #[test]
 fn a_standby_serves_store_through_the_primary_and_nodes_shows_the_group() {
     // Default sessions: nothing here waits for one to end.
@@ -189,13 +234,9 @@ fn a_frozen_primary_is_replaced_and_after_sigcont_acknowledges_nothing_and_becom
             assert!(took < FAILOVER_LIMIT, "writes came back after {took:?}");
             std::thread::sleep(Duration::from_secs(1));
             c.thaw(c.root_id);
-            wait_until(
-                Duration::from_secs(10),
-                "the old primary says it is a standby",
-                || role(c, c.root_id) == "standby",
-            );
+            wait_standby(c, c.root_id, Duration::from_secs(10));
             assert_eq!(c.primary(), Some(STANDBY + 1));
-            c.wait_in_sync(1);
+            wait_caught_up(c, STANDBY + 1, c.root_id, Duration::from_secs(60));
         },
     );
     eprintln!("{tally:?}");
@@ -268,7 +309,7 @@ fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_ev
     assert!(in_sync.is_empty(), "{doc}");
 
     // The primary goes; the standby wakes up, after its own session ended.
-    std::thread::sleep(Duration::from_secs(3));
+    wait_member_gone(&cluster, standby, Duration::from_secs(10));
     cluster.kill(root);
     cluster.thaw(standby);
     // Well past the old primary's session: the standby may not take over.
@@ -299,7 +340,7 @@ fn a_standby_out_of_sync_never_takes_over_and_the_old_primary_comes_back_with_ev
     });
     let (status, body) = http::get(&at(&cluster, leaf, "after-the-standby"));
     assert_eq!((status, body["value"].clone()), (200, json!(1)));
-    cluster.wait_in_sync(1);
+    wait_caught_up(&cluster, root, standby, Duration::from_secs(60));
     let (status, body) = http::get(&at(&cluster, standby, "after-the-standby"));
     assert_eq!((status, body["value"].clone()), (200, json!(1)));
 }

@@ -34,6 +34,14 @@ fn local(cluster: &Cluster, id: u32, key: &str) -> (u16, Value) {
     http::get(&format!("{}?local=true", store(cluster, id, key)))
 }
 
+/// Waits until ZooKeeper has ended node `id`'s session.
+fn wait_session_ended(cluster: &Cluster, id: u32, limit: Duration) {
+    let registry = cluster.registry();
+    wait_until(limit, &format!("NODE-{id}'s session ended"), || {
+        treecache::registry::Sessions::ended(&registry, &format!("NODE-{id}")) == Ok(true)
+    });
+}
+
 /// Reads `key` through the leaf so that the leaf and its parent cache it.
 fn cache_along(cluster: &Cluster, leaf: u32, key: &str, value: Value) {
     assert_eq!(http::put(&store(cluster, 1, key), &value).0, 200);
@@ -129,7 +137,7 @@ fn a_frozen_middle_node_is_read_around_and_drops_its_cache_when_thawed_after_its
     assert!(started.elapsed() < Duration::from_millis(1500));
     assert_eq!(http::put(&store(&cluster, 1, "k"), &json!(2)).0, 200);
     assert_eq!(local(&cluster, leaf, "k").0, 404);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_session_ended(&cluster, middle, Duration::from_secs(10));
     cluster.thaw(middle);
     // Its session ended while it was frozen: it may not answer 1 any more.
     let (status, body) = http::get(&store(&cluster, middle, "k"));
@@ -159,8 +167,10 @@ fn a_write_whose_client_got_504_is_never_applied_later() {
         &[("X-Treecache-Budget-Ms", "600")],
     );
     assert_eq!(answer.status, 504, "{}", answer.text());
-    // The frozen holder's session ends; the write must not come back to life.
-    std::thread::sleep(Duration::from_secs(3));
+    // The frozen holder's session ends; the write must not come back to
+    // life, then or in the seconds after.
+    wait_session_ended(&cluster, leaf, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
     cluster.thaw(leaf);
     assert_eq!(
         http::get(&store(&cluster, 1, "late")).1["value"],
@@ -240,16 +250,34 @@ fn a_restarted_node_keeps_flushing_a_frozen_child_until_it_answers() {
     // A restarted node joins once its predecessor's session has ended (one
     // process per id): let it end first, so that the new one joins at once.
     cluster.kill(middle);
-    let registry = cluster.registry();
-    wait_until(Duration::from_secs(10), "the old session ended", || {
-        treecache::registry::Sessions::ended(&registry, &format!("NODE-{middle}")) == Ok(true)
-    });
+    wait_session_ended(&cluster, middle, Duration::from_secs(10));
     cluster.freeze(leaf);
     cluster.spawn(middle);
-    std::thread::sleep(Duration::from_millis(800));
+    // Thawed once the first flush has failed (not after a fixed time, which
+    // a loaded machine can outrun), and well before the leaf's session ends.
+    wait_until(
+        Duration::from_secs(10),
+        "the middle node's first flush of the frozen leaf failed",
+        || {
+            cluster
+                .log(middle)
+                .contains(&format!("flushing NODE-{leaf} failed"))
+        },
+    );
     cluster.thaw(leaf);
+    // A 503 (the leaf's lease lapsed while it was frozen) is not the state
+    // waited for: the retried flush acknowledged, and the key gone.
+    wait_until(
+        Duration::from_secs(5),
+        "the middle node's retried flush was acknowledged",
+        || {
+            cluster
+                .log(middle)
+                .contains("have dropped what they cached")
+        },
+    );
     wait_until(Duration::from_secs(5), "the leaf dropped its cache", || {
-        local(&cluster, leaf, "stale").0 != 200
+        local(&cluster, leaf, "stale").0 == 404
     });
     assert!(
         cluster.log(middle).contains("trying again"),

@@ -234,7 +234,7 @@ fn a_cluster_configured_only_through_environment_variables_works_and_a_flag_wins
             // The flag wins over API_PORT.
             c.args(["--port", &p.to_string()]);
         }
-        treecache::local::children::die_with_parent(&mut c);
+        treecache_local::children::die_with_parent(&mut c);
         children.push(c.spawn().unwrap());
     }
     let child_url = format!("http://127.0.0.1:{child_port}");

@@ -124,7 +124,7 @@ fn one_tree(depth: u32, zk: Zk, mode: Mode, report: &mut Report) -> Option<Tree>
         .args(["--zookeeper", &zk_addr, "--log-level", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     let started = Instant::now();
     let mut child = command.spawn().expect("start treecache cluster");
     let printed = read_stdout(&mut child);
@@ -208,7 +208,7 @@ fn deepest_leaf(
     report: &mut Report,
 ) {
     let leaf = (1u32 << depth) - 1;
-    let path = path_to_root(leaf);
+    let path = common::path_to_root(leaf);
     let key = "deep-bench-key";
     let store = |id: u32| format!("{}/store/{key}", url(id));
     let agent = load::agent();
@@ -248,9 +248,10 @@ fn deepest_leaf(
     ));
     // Misses through every hop: keys written at the root, each read once at the leaf.
     let n: u64 = if mode.smoke { 200 } else { 2_000 };
-    load::load_keys(&url(1), 0, n);
+    let (written, _) = load::load_keys(&url(1), 0, n);
     let mut latencies = Vec::with_capacity(n as usize);
     let mut errors = 0;
+    let mut first_error = None;
     let began = Instant::now();
     for i in 0..n {
         let u = format!("{}/store/{}", url(leaf), load::small_key(i));
@@ -260,7 +261,10 @@ fn deepest_leaf(
                 let _ = r.into_string();
                 latencies.push(t.elapsed().as_micros() as u32);
             }
-            Err(_) => errors += 1,
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
     latencies.sort_unstable();
@@ -279,17 +283,12 @@ fn deepest_leaf(
         stats.requests,
         stats.errors
     ));
-}
-
-/// The ids from `id` up to the root: node i holds slot i - 1.
-fn path_to_root(id: u32) -> Vec<u32> {
-    let mut path = vec![id];
-    let mut slot = id - 1;
-    while slot > 0 {
-        slot = (slot - 1) / 2;
-        path.push(slot + 1);
+    if written < n || first_error.is_some() {
+        report.figure(format!(
+            "{what}: {written} of {n} keys written at the root; first error at the leaf: {}",
+            first_error.as_deref().unwrap_or("none")
+        ));
     }
-    path
 }
 
 /// The command's stdout, read on a thread: what it printed so far.
@@ -309,7 +308,7 @@ fn read_stdout(child: &mut Child) -> Arc<Mutex<String>> {
 
 /// SIGTERM, and up to 15 s for the command to exit; whether it did.
 fn stop(child: &mut Child) -> bool {
-    treecache::local::children::signal(child.id(), libc::SIGTERM);
+    treecache_local::children::signal(child.id(), libc::SIGTERM);
     let until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < until {
         if child.try_wait().ok().flatten().is_some() {

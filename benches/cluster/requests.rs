@@ -253,7 +253,7 @@ fn cluster_command(depth: u32) -> String {
         .args(["--log-level", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    treecache::local::children::die_with_parent(&mut command);
+    treecache_local::children::die_with_parent(&mut command);
     let mut child = command.spawn().expect("start treecache cluster");
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut summary = None;
@@ -265,7 +265,7 @@ fn cluster_command(depth: u32) -> String {
             break;
         }
     }
-    treecache::local::children::signal(child.id(), 15);
+    treecache_local::children::signal(child.id(), 15);
     let _ = child.wait();
     format!(
         "treecache cluster --depth {depth}: {}",

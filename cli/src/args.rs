@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use treecache_common::units;
 
+use crate::command_name::{CommandName, COMMAND_OPTIONS};
 use crate::help;
 
 /// Time allowed for one request when `--timeout` is not given.
@@ -133,100 +134,6 @@ pub struct Options {
     pub etag: bool,
 }
 
-/// The commands, by the word that names them on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandName {
-    Get,
-    Put,
-    Delete,
-    Mget,
-    Keys,
-    Health,
-    Ready,
-    Metrics,
-    Tree,
-    Completions,
-}
-
-impl CommandName {
-    /// Every command, in the order of the help text.
-    pub const ALL: [CommandName; 10] = [
-        CommandName::Get,
-        CommandName::Put,
-        CommandName::Delete,
-        CommandName::Mget,
-        CommandName::Keys,
-        CommandName::Health,
-        CommandName::Ready,
-        CommandName::Metrics,
-        CommandName::Tree,
-        CommandName::Completions,
-    ];
-
-    fn from_word(word: &str) -> Option<CommandName> {
-        CommandName::ALL
-            .into_iter()
-            .find(|name| name.word() == word)
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            CommandName::Get => "get",
-            CommandName::Put => "put",
-            CommandName::Delete => "delete",
-            CommandName::Mget => "mget",
-            CommandName::Keys => "keys",
-            CommandName::Health => "health",
-            CommandName::Ready => "ready",
-            CommandName::Metrics => "metrics",
-            CommandName::Tree => "tree",
-            CommandName::Completions => "completions",
-        }
-    }
-
-    /// Names of the command's operands: the required ones, then the optional
-    /// ones; `mget` takes any number of KEYs after its first.
-    fn operands(self) -> (&'static [&'static str], &'static [&'static str]) {
-        match self {
-            CommandName::Get | CommandName::Delete => (&["NODE", "KEY"], &[]),
-            CommandName::Put => (&["NODE", "KEY", "VALUE"], &[]),
-            CommandName::Mget => (&["NODE", "KEY"], &[]),
-            CommandName::Health | CommandName::Ready | CommandName::Metrics | CommandName::Keys => {
-                (&["NODE"], &[])
-            }
-            CommandName::Tree => (&[], &["NODE"]),
-            CommandName::Completions => (&["SHELL"], &[]),
-        }
-    }
-
-    /// The options that belong to this command alone which it takes.
-    fn takes(self, option: &str) -> bool {
-        match option {
-            "--json" => self == CommandName::Tree,
-            "--etag" => matches!(
-                self,
-                CommandName::Get | CommandName::Put | CommandName::Delete
-            ),
-            "--ttl" | "--if-absent" => self == CommandName::Put,
-            "--if-match" => matches!(self, CommandName::Put | CommandName::Delete),
-            "--prefix" | "--after" | "--limit" => self == CommandName::Keys,
-            _ => true,
-        }
-    }
-}
-
-/// The options that only some commands take, with what `takes` says.
-const COMMAND_OPTIONS: [(&str, &str); 8] = [
-    ("--json", "'tree' (the other commands always print JSON)"),
-    ("--etag", "'get', 'put' and 'delete'"),
-    ("--ttl", "'put'"),
-    ("--if-absent", "'put'"),
-    ("--if-match", "'put' and 'delete'"),
-    ("--prefix", "'keys'"),
-    ("--after", "'keys'"),
-    ("--limit", "'keys'"),
-];
-
 /// A command line that cannot be run. `command` is set when the words named one,
 /// so the hint can point at that command's help.
 #[derive(Debug, PartialEq, Eq)]
@@ -260,6 +167,19 @@ const VALUE_OPTIONS: [&str; 9] = [
     "--limit",
 ];
 
+/// The options as given, before they are checked against the command.
+struct Given {
+    help: bool,
+    version: bool,
+    if_absent: bool,
+    ttl: Option<u64>,
+    if_match: Option<u64>,
+    prefix: Option<String>,
+    after_key: Option<String>,
+    limit: Option<u64>,
+    options: Options,
+}
+
 /// Parses the arguments after the program name.
 ///
 /// Options may stand anywhere before `--`; everything after `--` is an operand.
@@ -276,48 +196,103 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         Some(at) => (&argv[..at], &argv[at + 1..]),
         None => (&argv[..], &[][..]),
     };
-
     let mut args = pico_args::Arguments::from_vec(before.iter().map(OsString::from).collect());
-    let help = flag(&mut args, &["-h", "--help"]);
-    let version = flag(&mut args, &["-V", "--version"]);
-    let status = flag(&mut args, &["--status"]);
-    let json = flag(&mut args, &["--json"]);
-    let docker = flag(&mut args, &["--docker"]);
+    let given = options(&mut args)?;
+    let mut operands = operands(args)?;
+    operands.extend(after.iter().cloned());
+
+    if given.version {
+        return Ok(Parsed::Version);
+    }
+    let mut operands = operands.into_iter();
+    let Some(word) = operands.next() else {
+        return if given.help {
+            Ok(Parsed::Help(help::GENERAL))
+        } else {
+            Err(usage_error("no command given", None))
+        };
+    };
+    if word == "help" {
+        return help_for(operands.collect());
+    }
+    let Some(name) = CommandName::from_word(&word) else {
+        return Err(usage_error(format!("unknown command '{word}'"), None));
+    };
+    if given.help {
+        return Ok(Parsed::Help(help::for_command(name)));
+    }
+    check_options(name, &given)?;
+    let command = command(name, operands.collect())?;
+    Ok(Parsed::Run(given.apply(command)))
+}
+
+/// Reads every option (each at most once), in this order: the first bad
+/// one is the error.
+fn options(args: &mut pico_args::Arguments) -> Result<Given, UsageError> {
+    let bad = |e: pico_args::Error| usage_error(e.to_string(), None);
+    let help = flag(args, &["-h", "--help"]);
+    let version = flag(args, &["-V", "--version"]);
+    let status = flag(args, &["--status"]);
+    let json = flag(args, &["--json"]);
+    let docker = flag(args, &["--docker"]);
     let base_port = args
         .opt_value_from_fn("--base-port", parse_base_port)
-        .map_err(|e| usage_error(e.to_string(), None))?;
+        .map_err(bad)?;
     let timeout = args
         .opt_value_from_fn("--timeout", parse_timeout)
-        .map_err(|e| usage_error(e.to_string(), None))?
+        .map_err(bad)?
         .unwrap_or(DEFAULT_TIMEOUT);
-    let token = args
-        .opt_value_from_str::<_, String>("--token")
-        .map_err(|e| usage_error(e.to_string(), None))?
-        .or_else(|| std::env::var("TREECACHE_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    let cacert = args
-        .opt_value_from_str::<_, String>("--cacert")
-        .map_err(|e| usage_error(e.to_string(), None))?
-        .or_else(|| std::env::var("TREECACHE_CACERT").ok())
-        .filter(|t| !t.is_empty());
-    let etag = flag(&mut args, &["--etag"]);
-    let if_absent = flag(&mut args, &["--if-absent"]);
-    let ttl = args
-        .opt_value_from_fn("--ttl", parse_ttl)
-        .map_err(|e| usage_error(e.to_string(), None))?;
+    let token = text_or_env(args, "--token", "TREECACHE_TOKEN")?;
+    let cacert = text_or_env(args, "--cacert", "TREECACHE_CACERT")?;
+    let etag = flag(args, &["--etag"]);
+    let if_absent = flag(args, &["--if-absent"]);
+    let ttl = args.opt_value_from_fn("--ttl", parse_ttl).map_err(bad)?;
     let if_match = args
         .opt_value_from_fn("--if-match", parse_version)
-        .map_err(|e| usage_error(e.to_string(), None))?;
-    let prefix: Option<String> = args
-        .opt_value_from_str("--prefix")
-        .map_err(|e| usage_error(e.to_string(), None))?;
-    let after_key: Option<String> = args
-        .opt_value_from_str("--after")
-        .map_err(|e| usage_error(e.to_string(), None))?;
+        .map_err(bad)?;
+    let prefix = args.opt_value_from_str("--prefix").map_err(bad)?;
+    let after_key = args.opt_value_from_str("--after").map_err(bad)?;
     let limit = args
         .opt_value_from_fn("--limit", parse_limit)
-        .map_err(|e| usage_error(e.to_string(), None))?;
+        .map_err(bad)?;
+    Ok(Given {
+        help,
+        version,
+        if_absent,
+        ttl,
+        if_match,
+        prefix,
+        after_key,
+        limit,
+        options: Options {
+            status,
+            json,
+            docker,
+            base_port,
+            timeout,
+            token,
+            cacert,
+            etag,
+        },
+    })
+}
 
+/// A text option, else its environment variable; empty is not given.
+fn text_or_env(
+    args: &mut pico_args::Arguments,
+    option: &'static str,
+    variable: &str,
+) -> Result<Option<String>, UsageError> {
+    Ok(args
+        .opt_value_from_str::<_, String>(option)
+        .map_err(|e| usage_error(e.to_string(), None))?
+        .or_else(|| std::env::var(variable).ok())
+        .filter(|t| !t.is_empty()))
+}
+
+/// What is left once the options are read: the operands, or an error for
+/// an option unknown or given twice.
+fn operands(args: pico_args::Arguments) -> Result<Vec<String>, UsageError> {
     let mut operands = Vec::new();
     for arg in args.finish() {
         let arg = arg.into_string().unwrap_or_default();
@@ -333,90 +308,69 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, UsageError> {
         }
         operands.push(arg);
     }
-    operands.extend(after.iter().cloned());
+    Ok(operands)
+}
 
-    if version {
-        return Ok(Parsed::Version);
-    }
-    let mut operands = operands.into_iter();
-    let Some(word) = operands.next() else {
-        return if help {
-            Ok(Parsed::Help(help::GENERAL))
-        } else {
-            Err(usage_error("no command given", None))
-        };
-    };
-    if word == "help" {
-        return help_for(operands.collect());
-    }
-    let Some(name) = CommandName::from_word(&word) else {
-        return Err(usage_error(format!("unknown command '{word}'"), None));
-    };
-    if help {
-        return Ok(Parsed::Help(help::for_command(name)));
-    }
-    let given = [
-        json,
-        etag,
-        ttl.is_some(),
-        if_absent,
-        if_match.is_some(),
-        prefix.is_some(),
-        after_key.is_some(),
-        limit.is_some(),
+/// Refuses an option of some commands alone given to another, and the
+/// two conditions of `put` together.
+fn check_options(name: CommandName, given: &Given) -> Result<(), UsageError> {
+    let present = [
+        given.options.json,
+        given.options.etag,
+        given.ttl.is_some(),
+        given.if_absent,
+        given.if_match.is_some(),
+        given.prefix.is_some(),
+        given.after_key.is_some(),
+        given.limit.is_some(),
     ];
-    for ((option, applies_to), given) in COMMAND_OPTIONS.iter().zip(given) {
-        if given && !name.takes(option) {
+    for ((option, applies_to), present) in COMMAND_OPTIONS.iter().zip(present) {
+        if present && !name.takes(option) {
             return Err(usage_error(
                 format!("{option} only applies to {applies_to}"),
                 Some(name),
             ));
         }
     }
-    if if_absent && if_match.is_some() {
+    if given.if_absent && given.if_match.is_some() {
         return Err(usage_error(
             "put: give --if-match or --if-absent, not both",
             Some(name),
         ));
     }
-    let mut command = command(name, operands.collect())?;
-    match &mut command {
-        Command::Put {
-            ttl: t,
-            condition: c,
-            ..
-        } => {
-            *t = ttl;
-            *c = match (if_match, if_absent) {
-                (Some(version), _) => Some(Condition::IfMatch(version)),
-                (None, true) => Some(Condition::IfAbsent),
-                (None, false) => None,
-            };
+    Ok(())
+}
+
+impl Given {
+    /// The command with the options that belong to it, and the others.
+    fn apply(self, mut command: Command) -> Invocation {
+        match &mut command {
+            Command::Put { ttl, condition, .. } => {
+                *ttl = self.ttl;
+                *condition = match (self.if_match, self.if_absent) {
+                    (Some(version), _) => Some(Condition::IfMatch(version)),
+                    (None, true) => Some(Condition::IfAbsent),
+                    (None, false) => None,
+                };
+            }
+            Command::Delete { if_match, .. } => *if_match = self.if_match,
+            Command::Keys {
+                prefix,
+                after,
+                limit,
+                ..
+            } => {
+                *prefix = self.prefix;
+                *after = self.after_key;
+                *limit = self.limit;
+            }
+            _ => {}
         }
-        Command::Delete { if_match: m, .. } => *m = if_match,
-        Command::Keys {
-            prefix: p,
-            after: a,
-            limit: l,
-            ..
-        } => {
-            *p = prefix;
-            *a = after_key;
-            *l = limit;
+        Invocation {
+            command,
+            options: self.options,
         }
-        _ => {}
     }
-    let options = Options {
-        status,
-        json,
-        docker,
-        base_port,
-        timeout,
-        token,
-        cacert,
-        etag,
-    };
-    Ok(Parsed::Run(Invocation { command, options }))
 }
 
 /// `help` and `help COMMAND`.

@@ -61,7 +61,7 @@ complete -F _treecache_cli treecache-cli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::CommandName;
+    use crate::command_name::CommandName;
 
     #[test]
     fn the_script_knows_every_command_and_option() {

@@ -1,7 +1,7 @@
 //! The help texts: one for the tool, one per command, and the one-line
 //! synopsis shown with a usage error.
 
-use crate::args::CommandName;
+use crate::command_name::CommandName;
 
 /// `treecache-cli --help`
 pub const GENERAL: &str = r#"treecache-cli - talk to the nodes of a treecache cluster

@@ -13,6 +13,7 @@
 
 mod args;
 mod client;
+mod command_name;
 mod completions;
 mod help;
 mod output;

@@ -112,6 +112,13 @@ impl HttpClient {
                 headers.push((wire::SESSION_HEADER, one_process::session_text(id)));
             }
         }
+        // Every node of the tree joins at the root and reads its tree
+        // there, once: a connection kept for the next such call would be
+        // one of the root's `--max-connections` held by each node, and a
+        // tree of 1,023 nodes would hold them all.
+        if [wire::JOIN_PATH, wire::NODES_PATH].contains(&request.path.as_str()) {
+            headers.push(("Connection", "close".into()));
+        }
         if let Some(key) = &self.key {
             // Signed for the node at the address it is sent to: the one it
             // advertises (as the root's table and ZooKeeper hold it), or

@@ -1,8 +1,8 @@
 //! A node's TLS (`--tls-cert`, `--tls-key`, `--tls-ca`): the server side,
-//! which the gate terminates on the API port, and the client side, with
-//! which the node calls other nodes over HTTPS, trusting the cluster's CA
-//! alone. The whole cluster speaks TLS or none of it does, so a node has
-//! both sides or neither.
+//! which the HTTP server (`server`) terminates on the API port, and the
+//! client side, with which the node calls other nodes over HTTPS, trusting
+//! the cluster's CA alone. The whole cluster speaks TLS or none of it does,
+//! so a node has both sides or neither.
 
 use std::path::Path;
 use std::sync::Arc;

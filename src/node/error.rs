@@ -2,7 +2,6 @@
 //! which slot, which node. How a client is told (status and sentence) is
 //! `http::api`'s failure table.
 
-use crate::error::Error;
 use crate::peer::UpstreamError;
 use crate::precondition::Unmet;
 
@@ -45,11 +44,6 @@ pub enum NodeError {
     Precondition { key: String, unmet: Unmet },
     /// The write of `key` could not be applied within its budget.
     NotAppliedInTime { key: String },
-    /// The write of `key` failed with `cause` after standbys were sent it.
-    MayHaveReplicated { key: String, cause: Box<Error> },
-    /// The write of `key` was logged here, then `cause` kept it from being
-    /// acknowledged.
-    NotAcknowledged { key: String, cause: Box<Error> },
     /// The values of a `POST /mget` would take more than `max_mib` MiB.
     TooMuchAsked { max_mib: usize },
     /// A release notice arrived past its deadline.

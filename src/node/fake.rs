@@ -14,8 +14,8 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::input::{self, Listing};
+use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::node::peers::Lease;
 use crate::node::read::Found;
 use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream, Write};
 use crate::peer::UpstreamError;
@@ -56,6 +56,8 @@ impl Held {
     }
 }
 
+/// A message held at one hop by [`Held`]: it waits here until the test
+/// releases it (no relation to the `gate` locks of `wal` and `root`).
 struct Gate {
     arrived: SyncSender<()>,
     release: Receiver<()>,

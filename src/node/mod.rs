@@ -5,7 +5,7 @@
 //! layer (`http::api`) calls it through the operations below.
 //!
 //! - [`read`]: reads, and fills served to the nodes below.
-//! - [`write`]: writes at the root, or forwarded to it, and their conditions.
+//! - [`write`](mod@write): writes at the root, or forwarded to it, and their conditions.
 //! - [`bulk`]: requests about many keys: `POST /mget` and `GET /keys`.
 //! - [`invalidate`]: invalidations sent down and answered.
 //! - [`upkeep`]: flushes after a restart or a lost session, release notices.
@@ -13,6 +13,10 @@
 //!   node that moved.
 //! - [`position`]: where this node sits; [`peers`]: the seams.
 //! - `error`: what the policy refuses or fails at ([`NodeError`]).
+//!
+//! On the root's id a node holds a [`Root`] (`crate::root`): it calls the
+//! root, which never calls it back (the root tells the start-up wiring what
+//! happened, and reaches its standbys through a seam of its own).
 //!
 //! A write at the root, for one key, under that key's write lock:
 //! 1. mark the key pending and take its directory bits (`Store::begin_write`);
@@ -53,11 +57,11 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{bump, Gauges, Metrics};
-use crate::root::Root;
+use crate::root::{Outcome, Refusal, Root, Standbys};
 use crate::store::{Lookup, Mode, Store};
 use crate::tree::Side;
 use crate::wal::OpenError;
-use crate::wire::{Join, Joined, NodesDoc, Peer};
+use crate::wire::{Join, Joined, NodesDoc, Peer, Replicate, Replicated};
 
 pub use bulk::Gathered;
 pub use error::NodeError;
@@ -82,7 +86,7 @@ pub struct Node {
     position: Position,
     links: Links,
     /// Everything only the root has: its table, versions, log, request ids.
-    root: Option<Root>,
+    root: Option<Arc<Root>>,
     writes: Writes,
     /// This node, for the background work it starts.
     me: Weak<Node>,
@@ -96,7 +100,7 @@ pub struct Node {
     flushes_running: AtomicUsize,
     invalidations: invalidate::InProgress,
     routes: route::Routes,
-    request_ids: write::RequestIds,
+    request_ids: RequestIds,
     release_batches: AtomicU64,
 }
 
@@ -105,6 +109,33 @@ pub struct Node {
 struct Writes {
     under_way: AtomicUsize,
     stopping: AtomicBool,
+}
+
+/// Request ids of the writes this node forwards: its name, a number of
+/// this process, and a counter.
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new(name: &str) -> RequestIds {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        RequestIds {
+            prefix: format!("{name}-{boot:x}"),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
 }
 
 /// `GET /`: what this node is and where it sits.
@@ -157,11 +188,14 @@ impl Node {
         };
         let store = Arc::new(Store::new(mode));
         let root = match config.is_root() {
-            true => Some(Root::open(&config, &store)?),
+            true => {
+                let standbys = Arc::new(ToStandbys(links.down.clone()));
+                Some(Arc::new(Root::open(&config, store.clone(), standbys)?))
+            }
             false => None,
         };
         let root_name = crate::config::node_name(config.root_id);
-        let request_ids = write::RequestIds::new(&config.name());
+        let request_ids = RequestIds::new(&config.name());
         let is_root = root.is_some();
         Ok(Arc::new_cyclic(|weak| Node {
             store,
@@ -193,23 +227,18 @@ impl Node {
     }
 
     /// The root's own state, on the processes of the root group only.
-    pub fn root(&self) -> Option<&Root> {
+    pub fn root(&self) -> Option<&Arc<Root>> {
         self.root.as_ref()
     }
 
     /// Whether this process is the root: the primary of the root group.
     pub fn is_root(&self) -> bool {
-        self.root.as_ref().is_some_and(Root::is_primary)
+        self.root.as_ref().is_some_and(|r| r.is_primary())
     }
 
     /// Whether this process is a standby of the root group.
     pub fn is_standby(&self) -> bool {
         self.root.as_ref().is_some_and(|r| !r.is_primary())
-    }
-
-    /// The store (for the root group's replication and snapshots).
-    pub(crate) fn store_handle(&self) -> &Arc<Store> {
-        &self.store
     }
 
     /// This process just became the primary: it takes the root's place.
@@ -223,26 +252,11 @@ impl Node {
             .set_root_address(self.config.advertise.clone());
     }
 
-    /// Sends records to a standby (the primary's replication).
-    pub(crate) fn replicate_to(
-        &self,
-        standby: &Peer,
-        message: &crate::wire::Replicate,
-        deadline: crate::deadline::Deadline,
-        hop: Duration,
-    ) -> Result<Result<crate::wire::Replicated, crate::wire::Answer>, crate::peer::UpstreamError>
-    {
-        self.links.down.replicate(standby, message, deadline, hop)
-    }
-
     /// `POST /internal/replicate` on a process of the root group.
-    pub fn receive_replication(
-        &self,
-        message: &crate::wire::Replicate,
-    ) -> Result<crate::wire::Replicated, crate::root::replication::Refusal> {
+    pub fn receive_replication(&self, message: &Replicate) -> Result<Replicated, Refusal> {
         match &self.root {
-            Some(root) => root.replication().receive(self, message),
-            None => Err(crate::root::replication::Refusal::Other(
+            Some(root) => root.receive(message),
+            None => Err(Refusal::Other(
                 NodeError::NotInRootGroup {
                     name: self.config.name(),
                 }
@@ -263,11 +277,6 @@ impl Node {
             }
             .into())
         }
-    }
-
-    /// Whether this node's ZooKeeper session is confirmed now (its lease).
-    pub fn lease_confirmed(&self) -> bool {
-        self.links.sessions.lease().valid
     }
 
     /// `GET /ready`: whether this node can serve `/store`, and if not, why.
@@ -298,7 +307,7 @@ impl Node {
         if let Some(why) = self
             .root
             .as_ref()
-            .and_then(Root::wal)
+            .and_then(|r| r.wal())
             .and_then(|w| w.poisoned())
         {
             return Err(format!(
@@ -384,7 +393,7 @@ impl Node {
                 in_sync as u64,
             );
         }
-        if let Some(wal) = self.root.as_ref().and_then(Root::wal) {
+        if let Some(wal) = self.root.as_ref().and_then(|r| r.wal()) {
             crate::metrics::histogram(
                 &mut text,
                 "treecache_wal_fsync_seconds",
@@ -446,5 +455,20 @@ impl Node {
             Lookup::Hit { .. } => bump(&self.metrics.hits),
             Lookup::Miss { .. } => bump(&self.metrics.misses),
         }
+    }
+}
+
+/// The root group's standbys, reached through the calls toward the children.
+struct ToStandbys(Arc<dyn Downstream>);
+
+impl Standbys for ToStandbys {
+    fn replicate(
+        &self,
+        standby: &Peer,
+        message: &Replicate,
+        deadline: crate::deadline::Deadline,
+        hop: Duration,
+    ) -> Outcome {
+        self.0.replicate(standby, message, deadline, hop)
     }
 }

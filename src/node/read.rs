@@ -14,7 +14,7 @@
 //!
 //! A cache node answers from its copy only under a valid lease (its
 //! ZooKeeper session confirmed within 2/3 of its timeout, see
-//! `node::peers::Lease`); without one its reads go upstream. The lease is
+//! `lease::Lease`); without one its reads go upstream. The lease is
 //! checked after the value is read, so that the moment the value was read
 //! is covered by the lease however long the thread is held up between.
 //!
@@ -94,7 +94,8 @@ impl Node {
     /// no lease) is `None` and counts nothing, so that the request can go
     /// the usual way, through `read_now`, and be counted there once. It
     /// holds the key's shard lock only while the value is rendered, and
-    /// calls nothing outside this process: the gate's thread asks it.
+    /// calls nothing outside this process: the HTTP server's event loop
+    /// (`http::server`) asks it.
     pub fn hit_now<R>(&self, key: &str, render: impl FnOnce(&[u8]) -> R) -> Option<Found<R>> {
         let (found, trusted) = self.own_copy(key, render);
         let (

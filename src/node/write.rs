@@ -11,8 +11,8 @@
 //! 3. invalidate every child that may hold it (`node::invalidate`);
 //! 4. check the deadline once more: a write whose client may already have
 //!    been told it failed is never applied;
-//! 5. log it (with `--data-dir`, its expiry as a Unix time), replicate it,
-//!    apply it, and answer.
+//! 5. commit it (`Root::commit`): log it (with `--data-dir`, its expiry as
+//!    a Unix time), replicate it, apply it; and answer.
 //!
 //! A put with a time to live expires that long after step 5 begins; every
 //! copy of it below expires no later (see `crate::expiry`). A put without
@@ -22,49 +22,20 @@
 //! A forwarded write carries a request id, the same on every retry, and the
 //! root applies a write at most once per id (`root::dedup`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::Error;
-use crate::expiry;
 use crate::peer::UpstreamError;
 use crate::precondition::Condition;
 use crate::root::dedup::{Claim, Fingerprint};
+use crate::root::primary::Commit;
 use crate::root::Root;
-use crate::root::RootError;
-use crate::store::StoreError;
-use crate::store::{Applied, Mutation};
+use crate::store::{Applied, Mutation, Reservation, StoreError};
 use crate::wire::{Answer, ForwardedWrite, Invalidate};
 
 use super::{Node, NodeError};
-
-/// Request ids of the writes this node forwards: its name, a number of
-/// this process, and a counter.
-pub(super) struct RequestIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl RequestIds {
-    pub(super) fn new(name: &str) -> RequestIds {
-        let boot = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        RequestIds {
-            prefix: format!("{name}-{boot:x}"),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    fn next(&self) -> String {
-        format!(
-            "{}-{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-}
 
 /// A write as a client asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +95,7 @@ impl Node {
             Mutation::Put(_) => "PUT",
             Mutation::Delete => "DELETE",
         };
-        let retry_of = super::super::root::dedup::fingerprint(id, method, key, body);
+        let retry_of = crate::root::dedup::fingerprint(id, method, key, body);
         match root.dedup().claim(retry_of, deadline.0) {
             None => Err(Error::Upstream(UpstreamError::TimedOut {
                 name: self.config.name(),
@@ -165,33 +136,12 @@ impl Node {
         // here on, a 404 or a 412 too, is given only by the primary under its
         // lease; and what the key's version is now, it stays until this write
         // changes it.
-        if let Err(e) = root.group().require_primacy(&*self.links.sessions) {
-            self.store.abort_write(key, holders);
-            return Err(e);
-        }
-        let current = self.store.version_of(key);
-        if let Some(condition) = &write.condition {
-            if let Err(unmet) = condition.check(current) {
+        let room = match self.admit(root, key, &write) {
+            Ok(room) => room,
+            Err(e) => {
                 self.store.abort_write(key, holders);
-                return Err(NodeError::Precondition {
-                    key: key.to_string(),
-                    unmet,
-                }
-                .into());
+                return Err(e);
             }
-        }
-        let mutation = write.mutation;
-        let room = match &mutation {
-            Mutation::Put(value) => self.store.reserve(key, value.len()),
-            Mutation::Delete if current.is_some() => self.store.reserve(key, 0),
-            Mutation::Delete => {
-                self.store.abort_write(key, holders);
-                return Err(Error::not_found(key));
-            }
-        };
-        let Some(room) = room else {
-            self.store.abort_write(key, holders);
-            return Err(store_full());
         };
         let version = root.next_version();
         let message = Invalidate {
@@ -206,66 +156,41 @@ impl Node {
             self.store.abort_write(key, 0);
             return Err(not_applied_in_time(key));
         }
-        let answer = render(&mutation, version);
-        let expires = write.ttl.map(|ttl| Instant::now() + ttl);
-        let expires_ms = expires.map_or(0, expiry::to_unix_ms);
-        // From before it is replicated until it is applied: a standby's
-        // catch-up starts either before this write or after it is applied.
-        let replicating = root.replication().hold();
-        // Replicated once the write is in this process's log file, while
-        // that file is synced: a full disk or a write error here stops it
-        // before any standby has it.
-        let replicate = || {
-            root.group().epoch().map_or_else(
-                || Err(RootError::Deposed.into()),
-                |epoch| {
-                    root.replication().replicate(
-                        self, epoch, key, version, expires_ms, &mutation, retry_of, deadline,
-                    )
-                },
-            )
+        let answer = render(&write.mutation, version);
+        let commit = Commit {
+            key,
+            mutation: write.mutation,
+            version,
+            expires: write.ttl.map(|ttl| Instant::now() + ttl),
+            retry_of,
+            deadline,
         };
-        let (logged, replicated) = root.log_then(key, version, expires_ms, &mutation, replicate);
-        let logged = match (logged, replicated.is_some()) {
-            (Ok(logged), _) => logged,
-            (Err(e), false) => {
-                self.store.abort_write(key, 0);
-                return Err(e);
-            }
-            // Written here and sent to the standbys, but the sync failed:
-            // the log is poisoned and the write cut off it again, and a
-            // standby may have it.
-            (Err(e), true) => {
-                self.store.abort_write(key, 0);
-                return Err(NodeError::MayHaveReplicated {
-                    key: key.to_string(),
-                    cause: Box::new(e),
-                }
-                .into());
-            }
-        };
-        let replicated = replicated.expect("replicated once logged");
-        // Acknowledged only under the lease of the session this process
-        // became primary in: no other primary can exist meanwhile.
-        let acknowledged =
-            replicated.and_then(|()| root.group().require_primacy(&*self.links.sessions));
-        // In the log it is, so it is applied here whatever the answer: this
-        // copy and its log must agree (a primary that was replaced drops
-        // both when it catches up as a standby).
-        let applied = self.store.apply(key, mutation, version, expires, room);
-        drop(logged);
-        drop(replicating);
-        if let Err(e) = acknowledged {
-            return Err(NodeError::NotAcknowledged {
-                key: key.to_string(),
-                cause: Box::new(e),
-            }
-            .into());
-        }
-        match applied {
+        match root.commit(commit, room, &*self.links.sessions)? {
             Applied::Absent => Err(Error::not_found(key)),
             _ => Ok(answer),
         }
+    }
+
+    /// Whether the write may go ahead, with the key pending: this process
+    /// is the primary under its lease, the write's condition holds, a
+    /// delete finds the key, and the store has room for it.
+    fn admit(&self, root: &Root, key: &str, write: &Write) -> Result<Reservation<'_>, Error> {
+        root.group().require_primacy(&*self.links.sessions)?;
+        let current = self.store.version_of(key);
+        if let Some(condition) = &write.condition {
+            condition
+                .check(current)
+                .map_err(|unmet| NodeError::Precondition {
+                    key: key.to_string(),
+                    unmet,
+                })?;
+        }
+        let room = match &write.mutation {
+            Mutation::Put(value) => self.store.reserve(key, value.len()),
+            Mutation::Delete if current.is_some() => self.store.reserve(key, 0),
+            Mutation::Delete => return Err(Error::not_found(key)),
+        };
+        room.ok_or_else(store_full)
     }
 }
 

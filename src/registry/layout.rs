@@ -33,6 +33,12 @@ pub fn election(prefix: &str) -> String {
     format!("{prefix}/election")
 }
 
+/// Where a session creates a short-lived ephemeral znode, whose owner
+/// tells the session its own id.
+pub fn sessions(prefix: &str) -> String {
+    format!("{prefix}/sessions")
+}
+
 /// The root group's state: epoch, primary, and the standbys in sync.
 pub fn root_state(prefix: &str) -> String {
     format!("{prefix}/root-state")
@@ -61,5 +67,6 @@ mod tests {
         assert_eq!(live_named("/tc", "NODE-4"), live("/tc", 4));
         assert_eq!(election("/tc"), "/tc/election");
         assert_eq!(root_state("/tc"), "/tc/root-state");
+        assert_eq!(sessions("/tc"), "/tc/sessions");
     }
 }

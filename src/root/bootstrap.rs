@@ -1,40 +1,46 @@
-//! Becoming the serving primary (see `group` for when): the process
+//! Becoming the serving primary (see `election` for when): the process
 //! registers itself as the root in ZooKeeper and serves reads at once; it
-//! rebuilds its table from the znodes of an earlier run (waiting for ZooKeeper as long as it takes: a table started
-//! empty would hand out slots that are taken), deletes the znodes that no
-//! longer fit, tells the caches below it to drop what it no longer tracks,
+//! rebuilds its table from the znodes of an earlier run (waiting for
+//! ZooKeeper as long as it takes: a table started empty would hand out
+//! slots that are taken), deletes the znodes that no longer fit, has its
+//! host flush the caches below it (they may hold what it no longer tracks),
 //! and only then takes joins and writes. A write taken before that flush
 //! could leave an older value in a cache that the root's (empty) directory
 //! does not know of.
 
 use std::time::{Duration, Instant};
 
-use crate::node::Node;
-use crate::registry::{layout, Registry, ZnodeData};
+use crate::lease::Sessions;
+use crate::registry::{layout, Registry, Znode, ZnodeData};
+
+use super::{Event, Host, Root};
 
 /// Makes this process the serving primary, once the group made it primary.
-pub fn run(node: &Node, registry: &Registry) {
-    let c = node.config();
-    let root = node.root().expect("bootstrap runs on the root");
+pub fn run(root: &Root, registry: &Registry, host: &dyn Host) {
     root.set_closed();
-    node.became_primary();
+    host.tell(Event::BecamePrimary);
     let path = root.znode_path();
     // Written once, not kept: a process that stopped being the primary must
     // not write its address there again in a later session.
-    while registry.put(&path, root_znode_data(c)).is_err() {
+    while registry.put(&path, znode_data(root)).is_err() {
         if !root.is_primary() {
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    crate::startup::keep_live(node, registry);
-    load_tree(node, registry, &path);
+    let s = &root.settings;
+    registry.keep(Znode {
+        path: layout::live(&s.zk_prefix, s.id),
+        data: s.advertise.clone().into_bytes(),
+        ephemeral: true,
+    });
+    load_tree(root, registry, &path);
     // Each child acknowledges, or its session ends (then it drops its cache
     // itself when it comes back).
-    node.flush_all(&root.children());
+    host.tell(Event::FlushBelow(&root.children()));
     // Writes are acknowledged only under a confirmed lease: open once the
     // session is confirmed with the root's liveness znode its own.
-    while !node.lease_confirmed() {
+    while !registry.lease().valid {
         if !root.is_primary() {
             return;
         }
@@ -43,11 +49,23 @@ pub fn run(node: &Node, registry: &Registry) {
     root.set_open();
 }
 
+/// Makes sure the root's znode names this process (the primary): a
+/// process that was primary before could have written its own address
+/// there in a later session, before it learned that it no longer is.
+pub(super) fn keep_root_znode(root: &Root, registry: &Registry) {
+    let s = &root.settings;
+    let path = root.znode_path();
+    if registry.find_root(&s.zk_prefix, s.root_id).as_deref() != Some(s.advertise.as_str()) {
+        log::info!("the root's znode {path} names this process again");
+        let _ = registry.put(&path, znode_data(root));
+    }
+}
+
 /// What the root's znode holds: the primary's name and address.
-pub fn root_znode_data(c: &crate::config::Config) -> Vec<u8> {
+fn znode_data(root: &Root) -> Vec<u8> {
     let data = ZnodeData {
-        name: c.name(),
-        address: c.advertise.clone(),
+        name: root.settings.name.clone(),
+        address: root.settings.advertise.clone(),
         slot: 0,
         depth: 1,
         parent: None,
@@ -56,9 +74,8 @@ pub fn root_znode_data(c: &crate::config::Config) -> Vec<u8> {
 }
 
 /// Rebuilds the root's table from ZooKeeper, waiting for it as long as it takes.
-fn load_tree(node: &Node, registry: &Registry, root_path: &str) {
-    let c = node.config();
-    let root = node.root().expect("bootstrap runs on the root");
+fn load_tree(root: &Root, registry: &Registry, root_path: &str) {
+    let prefix = &root.settings.zk_prefix;
     let started = Instant::now();
     let mut said_waiting = false;
     let records = loop {
@@ -88,14 +105,15 @@ fn load_tree(node: &Node, registry: &Registry, root_path: &str) {
     }
     // Trees of an earlier run under another root id.
     let keep = [
-        layout::live_dir(&c.zk_prefix),
-        layout::election(&c.zk_prefix),
-        layout::root_state(&c.zk_prefix),
+        layout::live_dir(prefix),
+        layout::sessions(prefix),
+        layout::election(prefix),
+        layout::root_state(prefix),
         root_path.to_string(),
     ];
-    if let Ok(children) = registry.children(&c.zk_prefix) {
+    if let Ok(children) = registry.children(prefix) {
         for child in children {
-            let path = format!("{}/{child}", c.zk_prefix);
+            let path = format!("{prefix}/{child}");
             if !keep.contains(&path) {
                 log::info!("removing stale znode {path}");
                 let _ = registry.delete_subtree(&path);

@@ -2,6 +2,7 @@
 //! is told (status and sentence) is `http::api`'s failure table.
 
 use super::membership::JoinError;
+use crate::error::Error;
 
 /// Why the root group did not do what a request asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,11 @@ pub enum RootError {
     Join(JoinError),
     /// The root is still starting.
     Starting,
+    /// The write of `key` failed with `cause` after standbys were sent it.
+    MayHaveReplicated { key: String, cause: Box<Error> },
+    /// The write of `key` was logged here, then `cause` kept it from being
+    /// acknowledged.
+    NotAcknowledged { key: String, cause: Box<Error> },
     /// The root failed where it should not have: how.
     Internal(String),
 }

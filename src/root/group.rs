@@ -20,7 +20,7 @@
 //! - The primary acknowledges a write only under the lease of the ZooKeeper
 //!   session it became primary in. A standby takes over only once the
 //!   primary's member znode is gone, that is, once its session ended: by
-//!   then the old primary's lease has run out (`node::peers::Lease`), so it
+//!   then the old primary's lease has run out (`lease::Lease`), so it
 //!   can acknowledge nothing the new primary lacks.
 //! - Only an in-sync standby takes over (or the previous primary itself,
 //!   restarted on its own data directory; or anyone, when the previous
@@ -35,20 +35,15 @@
 //! - A new primary starts with no standby in sync: each catches up (the
 //!   whole state, then every write from then on) and is added back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use crate::error::Error;
-use crate::node::{Node, Sessions};
+use crate::lease::Sessions;
 use crate::registry::{layout, Registry};
 use crate::root::RootError;
 use crate::wire::RootMember;
-
-/// How often each member looks at the election and the root's state.
-const LOOK_EVERY: Duration = Duration::from_millis(200);
 
 /// A member of the root group: its data directory's id and its address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +62,9 @@ pub struct RootState {
     #[serde(default)]
     pub memory: bool,
 }
+
+/// The root's state and its znode's version, when there is one.
+pub type Versioned = Option<(RootState, i32)>;
 
 /// What this process is in the group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +85,7 @@ pub struct Group {
     memory: bool,
     role: RwLock<Role>,
     /// The root's state as last read, and its version.
-    state: Mutex<Option<(RootState, i32)>>,
+    state: Mutex<Versioned>,
     /// The members whose election znodes exist, as last read, in order.
     members: Mutex<Vec<Member>>,
     /// The highest epoch this process has seen: it refuses replication from
@@ -193,9 +191,9 @@ impl Group {
     /// Whether another process could take over from this primary once its
     /// session ends: a standby it counts in sync; or, when this primary
     /// keeps its data in memory only, any other member it has seen (see
-    /// `run`). If not, it alone may lead (restarted on its own data
+    /// `election`). If not, it alone may lead (restarted on its own data
     /// directory), and needs no lease to acknowledge or to answer.
-    fn replaceable(&self) -> bool {
+    pub(super) fn replaceable(&self) -> bool {
         !self.counted.lock().unwrap().is_empty() || self.seen_others.load(Ordering::SeqCst)
     }
 
@@ -224,7 +222,7 @@ impl Group {
 
     /// A primary that nobody else could take over from carries on in a new
     /// session of its own (after ZooKeeper was away for a whole timeout).
-    fn adopt_session(&self, new: u64) {
+    pub(super) fn adopt_session(&self, new: u64) {
         let mut role = self.role.write().unwrap();
         if let Role::Primary { epoch, generation } = *role {
             if generation != new {
@@ -310,6 +308,48 @@ impl Group {
         out
     }
 
+    /// Starts the group's use of ZooKeeper: `live` is the liveness znode of
+    /// the root's id, kept while primary.
+    pub(super) fn start(&self, registry: Registry, prefix: String, live: String) {
+        let _ = self.zk.set(Zk {
+            registry,
+            prefix,
+            live,
+        });
+    }
+
+    /// The members whose election znodes exist, as ZooKeeper showed them.
+    pub(super) fn set_members(&self, members: Vec<Member>) {
+        *self.members.lock().unwrap() = members;
+    }
+
+    /// The root's state as this process last read or wrote it.
+    pub(super) fn set_state(&self, state: Versioned) {
+        *self.state.lock().unwrap() = state;
+    }
+
+    /// Whether this process keeps its data in memory only.
+    pub(super) fn memory(&self) -> bool {
+        self.memory
+    }
+
+    /// The primary saw other members: one without a data directory may be
+    /// taken over from from now on (see `replaceable`).
+    pub(super) fn saw_others(&self) {
+        if self.memory {
+            self.seen_others.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A process still starting learned that `primary` leads: it is a standby.
+    pub(super) fn settle_as_standby(&self, primary: &str) {
+        let mut role = self.role.write().unwrap();
+        if *role == Role::Starting {
+            log::info!("a standby of the root group; the primary is {primary}");
+            *role = Role::Standby;
+        }
+    }
+
     /// Changes the root's state with `change`, conditionally on the version
     /// read; fails when the epoch moved on (this primary is fenced).
     fn change_state(&self, change: impl Fn(&mut RootState)) -> Result<(), Error> {
@@ -366,160 +406,4 @@ impl Group {
         log::info!("standby {} ({}) is in sync", member.address, member.id);
         Ok(())
     }
-}
-
-/// Runs this member's part of the group until the process ends: keeps its
-/// election znode, follows the root's state, takes over when it may, and,
-/// as primary, has every other member catch up.
-pub fn run(node: Arc<Node>, registry: Registry) {
-    let root = node.root().expect("the group runs on the root's id");
-    let group = root.group();
-    let prefix = node.config().zk_prefix.clone();
-    let election = layout::election(&prefix);
-    let state_path = layout::root_state(&prefix);
-    let me_data = serde_json::to_vec(group.me()).expect("a member serializes");
-    let _ = group.zk.set(Zk {
-        registry: registry.clone(),
-        prefix: prefix.clone(),
-        live: layout::live(&prefix, node.config().id),
-    });
-    let mut said_waiting = false;
-    loop {
-        std::thread::sleep(LOOK_EVERY);
-        if registry.ensure_member(&election, me_data.clone()).is_err() {
-            continue;
-        }
-        let Ok(read) = registry.read_versioned(&state_path) else {
-            continue;
-        };
-        let Ok(members) = registry.members(&election) else {
-            continue;
-        };
-        let members: Vec<Member> = members
-            .iter()
-            .filter_map(|(_, data)| serde_json::from_slice(data).ok())
-            .collect();
-        *group.members.lock().unwrap() = members.clone();
-        let state = match read {
-            Some((data, version)) => match serde_json::from_slice::<RootState>(&data) {
-                Ok(state) => Some((state, version)),
-                Err(e) => {
-                    log::error!("the root's state in ZooKeeper does not parse: {e}");
-                    continue;
-                }
-            },
-            None => None,
-        };
-        *group.state.lock().unwrap() = state.clone();
-        if let Some((s, _)) = &state {
-            group.learn_epoch(s.epoch);
-            if !group.is_primary() && s.primary.id != group.me.id {
-                node.position().set_root_address(s.primary.address.clone());
-            }
-        }
-        match (group.role(), state) {
-            (Role::Primary { epoch, generation }, Some((s, _))) => {
-                if s.epoch != epoch || s.primary.id != group.me.id {
-                    group.step_down("the root's state names another primary");
-                } else if registry.lease().generation != generation && group.replaceable() {
-                    group.step_down("its ZooKeeper session ended");
-                } else {
-                    group.adopt_session(registry.lease().generation);
-                    let others = group.others();
-                    if !others.is_empty() && group.memory {
-                        group.seen_others.store(true, Ordering::SeqCst);
-                    }
-                    root.replication().catch_up_members(&node, &others);
-                    keep_root_znode(&node, &registry);
-                }
-            }
-            (Role::Primary { .. }, None) => group.step_down("the root's state is gone"),
-            (_, None) => {
-                // No group yet: the first member to write the state leads.
-                let first = RootState {
-                    epoch: 1,
-                    primary: group.me.clone(),
-                    in_sync: Vec::new(),
-                    memory: group.memory,
-                };
-                take_over(&node, &registry, &prefix, first, None);
-            }
-            (_, Some((s, version))) => {
-                root.replication().stop();
-                let alive = members.iter().any(|m| m.id == s.primary.id);
-                let mine = s.primary.id == group.me.id;
-                let eligible = mine
-                    || s.in_sync.iter().any(|m| m.id == group.me.id)
-                    || (s.memory && s.in_sync.is_empty());
-                if mine || (!alive && eligible) {
-                    let next = RootState {
-                        epoch: s.epoch + 1,
-                        primary: group.me.clone(),
-                        in_sync: Vec::new(),
-                        memory: group.memory,
-                    };
-                    take_over(&node, &registry, &prefix, next, Some(version));
-                    said_waiting = false;
-                } else if !alive && !said_waiting {
-                    log::warn!(
-                        "the primary ({}) is gone and this standby is not in sync: it may not \
-                         take over; writes wait for an in-sync standby",
-                        s.primary.address
-                    );
-                    said_waiting = true;
-                } else {
-                    let mut role = group.role.write().unwrap();
-                    if *role == Role::Starting {
-                        log::info!(
-                            "a standby of the root group; the primary is {}",
-                            s.primary.address
-                        );
-                        *role = Role::Standby;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Makes sure the root's znode names this process (the primary): a
-/// process that was primary before could have written its own address
-/// there in a later session, before it learned that it no longer is.
-fn keep_root_znode(node: &Node, registry: &Registry) {
-    let c = node.config();
-    let path = node.root().expect("the root's id").znode_path();
-    if registry.find_root(&c.zk_prefix, c.root_id).as_deref() != Some(c.advertise.as_str()) {
-        log::info!("the root's znode {path} names this process again");
-        let _ = registry.put(&path, super::bootstrap::root_znode_data(c));
-    }
-}
-
-/// Becomes the primary: writes `state` (conditionally), then takes the
-/// root's znode, rebuilds the tree, flushes the caches below, and opens.
-fn take_over(
-    node: &Arc<Node>,
-    registry: &Registry,
-    prefix: &str,
-    state: RootState,
-    version: Option<i32>,
-) {
-    let root = node.root().expect("the root's id");
-    let group = root.group();
-    let lease = registry.lease();
-    if !lease.valid {
-        return;
-    }
-    let bytes = serde_json::to_vec(&state).expect("the state serializes");
-    match registry.write_versioned(&layout::root_state(prefix), bytes, version) {
-        Ok(true) => {}
-        _ => return,
-    }
-    group.assume_primary(state.epoch, lease.generation);
-    *group.state.lock().unwrap() = Some((state.clone(), version.map_or(0, |v| v + 1)));
-    log::info!(
-        "the primary of the root group, epoch {} (at {})",
-        state.epoch,
-        state.primary.address
-    );
-    super::bootstrap::run(node, registry);
 }

@@ -1,24 +1,38 @@
 //! Everything only the root does, behind one handle ([`Root`]), held by
 //! every process started with the root's id (the root group):
 //! - `membership`: the slot table and joins;
-//! - `group`: the election of the primary among the root group, its epochs
-//!   and the in-sync standbys, kept in ZooKeeper;
-//! - `replication`: the primary's writes, sent to its standbys;
+//! - `group`: this process's view of the root group (its role, epochs and
+//!   the in-sync standbys) and its conditional writes of the root's state;
+//! - `election`: the loop that follows the group in ZooKeeper and takes
+//!   over when this process may;
 //! - `bootstrap`: becoming the serving primary (register in ZooKeeper,
 //!   rebuild the table, flush the caches below);
+//! - `replication`: the rules of replication, and the state of both ends;
+//!   `primary`: [`Root::commit`] (a write logged, sent to the standbys,
+//!   applied and acknowledged) and the standbys' catch-up; `standby`: what
+//!   a standby does with what its primary sends;
 //! - `dedup`: writes applied at most once per request id;
 //! - `error`: what the root group refuses or fails at ([`RootError`]);
 //! - versions, and the data directory's log (`wal`).
 //!
-//! Other modules reach the root's state only through [`Root`]'s methods;
-//! `node` holds one on the root's id and none elsewhere.
+//! The root sits below the node: it is built from what it needs (the
+//! store, the log, [`Standbys`] to reach the other members, and its
+//! settings from the configuration), later given the registry when its
+//! election starts, and it tells the process it runs in what happened
+//! through a [`Host`] (it became the primary, where the primary is, which
+//! caches to flush). It never calls the node. Other modules reach the
+//! root's state only through [`Root`]'s methods; `node` holds one on the
+//! root's id and none elsewhere.
 
 pub mod bootstrap;
 pub mod dedup;
+pub mod election;
 mod error;
 pub mod group;
 pub mod membership;
+pub mod primary;
 pub mod replication;
+pub mod standby;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,10 +48,48 @@ use crate::wire::{Join, Joined, NodesDoc, Peer};
 
 pub use error::RootError;
 use membership::Membership;
+pub use replication::{Outcome, Refusal, Standbys};
+
+/// What the root group tells the process it runs in, as it happens.
+pub enum Event<'a> {
+    /// This process became the primary: it takes the root's place in the
+    /// tree (slot 0, and the root's address its own).
+    BecamePrimary,
+    /// Another process is the primary, at this address: the root is there.
+    PrimaryAt(String),
+    /// The caches below the root must drop what they hold (a new primary's
+    /// table does not know what an earlier one served them): the host
+    /// returns once each child acknowledged or its session ended.
+    FlushBelow(&'a [Peer]),
+}
+
+/// The process a root runs in, as the root sees it: implemented by the
+/// layer above (the start-up wiring), so that the root tells it what
+/// happened without knowing the node.
+pub trait Host: Send + Sync {
+    fn tell(&self, event: Event<'_>);
+}
+
+/// What the root takes from the configuration.
+struct Settings {
+    tree: Tree,
+    root_id: u32,
+    /// This process's node id (the root's, in the root group).
+    id: u32,
+    name: String,
+    advertise: String,
+    zk_prefix: String,
+    /// Bound on one call to a standby.
+    hop: Duration,
+}
 
 /// The root's own state. See the module documentation.
 pub struct Root {
-    tree: Tree,
+    settings: Settings,
+    /// The data: the same store the node reads.
+    store: Arc<Store>,
+    /// How the primary reaches its standbys.
+    standbys: Arc<dyn Standbys>,
     table: Mutex<Membership>,
     /// The table has been rebuilt from ZooKeeper and the caches below have
     /// been told to drop what an earlier run served: joins and writes are
@@ -49,19 +101,29 @@ pub struct Root {
     /// The data directory's log, with `--data-dir`.
     wal: Option<Arc<Wal>>,
     group: group::Group,
-    replication: Arc<replication::Replication>,
+    replication: replication::Replication,
 }
 
 impl Root {
-    /// The root's state; with `--data-dir`, what the directory holds is
-    /// loaded into `store` first, and the log is kept from then on.
-    pub fn open(config: &Config, store: &Arc<Store>) -> Result<Root, OpenError> {
+    /// The root's state over `store`; with `--data-dir`, what the directory
+    /// holds is loaded into `store` first, and the log is kept from then on.
+    pub fn open(
+        config: &Config,
+        store: Arc<Store>,
+        standbys: Arc<dyn Standbys>,
+    ) -> Result<Root, OpenError> {
         let Some(path) = &config.data_dir else {
             log::warn!(
                 "no --data-dir: the root keeps its data in memory only, and a restart loses it"
             );
             let id = crate::wal::dir::random_id().map_err(|e| OpenError::Io(e.to_string()))?;
-            return Ok(Root::new(config, format!("memory-{id}"), true));
+            return Ok(Root::new(
+                config,
+                store,
+                standbys,
+                format!("memory-{id}"),
+                true,
+            ));
         };
         let identity = Identity {
             zk_prefix: config.zk_prefix.clone(),
@@ -92,22 +154,38 @@ impl Root {
             recovered.took.as_secs_f64(),
             config.fsync.name()
         );
-        let mut root = Root::new(config, wal.id().to_string(), false);
-        // Versions go on above every version the directory has seen.
-        root.note_version(recovered.max_version);
         let wal = Arc::new(wal);
         wal.compact_in_background(store.clone());
+        let mut root = Root::new(config, store, standbys, wal.id().to_string(), false);
+        // Versions go on above every version the directory has seen.
+        root.note_version(recovered.max_version);
         root.wal = Some(wal);
         Ok(root)
     }
 
     /// The root's state, for the member `id` of the root group (`memory`:
     /// without a data directory).
-    pub fn new(config: &Config, id: String, memory: bool) -> Root {
+    fn new(
+        config: &Config,
+        store: Arc<Store>,
+        standbys: Arc<dyn Standbys>,
+        id: String,
+        memory: bool,
+    ) -> Root {
         // Versions start at the clock so that a restarted root keeps counting up.
         let start = unix_micros().max(1);
         Root {
-            tree: config.tree,
+            settings: Settings {
+                tree: config.tree,
+                root_id: config.root_id,
+                id: config.id,
+                name: config.name(),
+                advertise: config.advertise.clone(),
+                zk_prefix: config.zk_prefix.clone(),
+                hop: config.hop_timeout,
+            },
+            store,
+            standbys,
             table: Mutex::new(Membership::new(
                 config.tree,
                 config.root_id,
@@ -125,7 +203,7 @@ impl Root {
                 },
                 memory,
             ),
-            replication: Arc::default(),
+            replication: replication::Replication::default(),
         }
     }
 
@@ -134,23 +212,19 @@ impl Root {
         &self.group
     }
 
-    pub fn replication(&self) -> &Arc<replication::Replication> {
-        &self.replication
-    }
-
     /// Whether this process is the primary of the root group.
     pub fn is_primary(&self) -> bool {
         self.group.is_primary()
     }
 
     /// Versions go on above `version` (seen in the log, or from the primary).
-    pub fn note_version(&self, version: u64) {
+    fn note_version(&self, version: u64) {
         self.next_version.fetch_max(version + 1, Ordering::Relaxed);
     }
 
     /// Closes the root to joins and writes until `set_open` (a new primary
     /// has work to do first).
-    pub fn set_closed(&self) {
+    fn set_closed(&self) {
         self.open.store(false, Ordering::Release);
     }
 
@@ -158,7 +232,7 @@ impl Root {
     /// milliseconds, 0 for none): apply it in memory while holding what this
     /// returns, and not at all when it fails (507 disk full, 500 another I/O
     /// error, 503 after a failed sync or while stopping).
-    pub fn log(
+    fn log(
         &self,
         key: &str,
         version: u64,
@@ -172,7 +246,7 @@ impl Root {
     /// file (at once without `--data-dir`; not at all when writing it
     /// failed), while the log is synced: the primary replicates a write
     /// alongside its own sync. Returns what `during` returned, if it ran.
-    pub fn log_then<R>(
+    fn log_then<R>(
         &self,
         key: &str,
         version: u64,
@@ -183,11 +257,7 @@ impl Root {
         let Some(wal) = &self.wal else {
             return (Ok(None), Some(during()));
         };
-        let edit = match mutation {
-            Mutation::Put(v) => Edit::Put(v),
-            Mutation::Delete => Edit::Delete,
-        };
-        let (logged, ran) = wal.log_then(key, version, expires_ms, edit, during);
+        let (logged, ran) = wal.log_then(key, version, expires_ms, edit_of(mutation), during);
         let logged = logged.map(Some).map_err(Error::Log);
         (logged, ran)
     }
@@ -237,7 +307,7 @@ impl Root {
 
     /// Rebuilds the table from znodes read below the root's znode; returns
     /// the paths of those that do not fit this tree (see `Membership::restore`).
-    pub fn restore(&self, records: &[(String, Vec<u8>)]) -> Vec<String> {
+    fn restore(&self, records: &[(String, Vec<u8>)]) -> Vec<String> {
         self.table().restore(records)
     }
 
@@ -259,17 +329,17 @@ impl Root {
     }
 
     /// The nodes in the root's two child slots.
-    pub fn children(&self) -> Vec<Peer> {
+    fn children(&self) -> Vec<Peer> {
         let table = self.table();
         [Side::Left, Side::Right]
             .into_iter()
-            .filter_map(|side| self.tree.child(0, side))
+            .filter_map(|side| self.settings.tree.child(0, side))
             .filter_map(|slot| table.peer_at(slot).cloned())
             .collect()
     }
 
     /// The znode path of the root.
-    pub fn znode_path(&self) -> String {
+    fn znode_path(&self) -> String {
         self.table().path_of(0)
     }
 
@@ -281,6 +351,14 @@ impl Root {
     /// The writes applied under a request id.
     pub fn dedup(&self) -> &dedup::Dedup {
         &self.dedup
+    }
+}
+
+/// A write as the log records it.
+fn edit_of(mutation: &Mutation) -> Edit<'_> {
+    match mutation {
+        Mutation::Put(v) => Edit::Put(v),
+        Mutation::Delete => Edit::Delete,
     }
 }
 

@@ -79,6 +79,8 @@ mod releases;
 mod values;
 mod writes;
 
+pub use writes::Reservation;
+
 const SHARDS: usize = 16;
 /// Bytes charged per entry beyond its key and value: map slot, LRU link, allocation.
 const ENTRY_OVERHEAD: u64 = 64;

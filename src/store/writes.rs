@@ -1,5 +1,5 @@
 //! The root's writes. A write runs in three steps, the middle one in
-//! `node.rs`: [`Store::begin_write`] marks the key pending and takes its
+//! `node::write`: [`Store::begin_write`] marks the key pending and takes its
 //! directory bits; the caller invalidates those children; then
 //! [`Store::apply`] changes the data, or [`Store::abort_write`] puts the bits
 //! back of children that may still hold the key. While a key is pending, no
@@ -165,9 +165,10 @@ impl Store {
     /// if not. The room a put needs was reserved with [`Store::reserve`].
     ///
     /// This is the only place where the root's values change. A durable
-    /// root logs the write before it calls this (`wal::Wal::commit`), outside
-    /// the shard's lock: writes of one key are already ordered by the root's
-    /// lock on that key, and a sync must not hold up other keys' readers.
+    /// root logs the write before it calls this (`Root::commit`, through
+    /// `wal::Wal::log_then`), outside the shard's lock: writes of one key
+    /// are already ordered by the root's lock on that key, and a sync must
+    /// not hold up other keys' readers.
     pub fn apply(
         &self,
         key: &str,

@@ -8,12 +8,15 @@
 //! - `recovery`: the latest snapshot, then the logs after it.
 //! - `compaction`: a new snapshot once the log outgrows the live data.
 //!
-//! The root calls [`Wal::commit`] for every write, after the invalidations
-//! and before it changes memory: the record is made as durable as `--fsync`
+//! The root logs every write with [`Wal::log_then`] (the primary
+//! replicates the write while the log syncs), after the invalidations and
+//! before it changes memory: the record is made as durable as `--fsync`
 //! promises, then the write is applied in memory. A write whose record
 //! could not be written is not applied. Compaction cuts the log only at a
-//! point where every write logged before it has been applied (the `gate`),
-//! so that the snapshot taken after that point holds all of them.
+//! point where every write logged before it has been applied, so that the
+//! snapshot taken after that point holds all of them: each write holds the
+//! `gate` lock shared from its record until it is applied ([`Logged`]),
+//! and the compaction takes it alone to cut.
 
 mod compaction;
 pub mod dir;
@@ -206,6 +209,8 @@ pub struct Logged<'a> {
 pub struct Wal {
     dir: Arc<dir::DataDir>,
     writer: Arc<writer::Writer>,
+    /// Held shared by each write from its record until it is applied, and
+    /// alone by a compaction's cut: no write is ever between the two.
     gate: RwLock<()>,
     stats: Arc<WalStats>,
     /// What compacts the log, once [`Wal::compact_in_background`] is called.
@@ -281,10 +286,12 @@ impl Wal {
         self.log_then(key, version, expires_ms, edit, || ()).0
     }
 
-    /// As [`Wal::log`], and runs `during` once the record is in the file
-    /// (not when writing it failed), while it is synced: what must wait for
-    /// a write to be logged here, but not for the sync, runs alongside it.
-    /// Returns what [`Wal::log`] would, and what `during` returned, if it ran.
+    /// Logs a write of `key`, as durably as the mode promises: the caller
+    /// applies the write in memory while it holds the returned [`Logged`],
+    /// and must not apply it when this fails. Runs `during` once the record
+    /// is in the file (not when writing it failed), while it is synced: what
+    /// must wait for a write to be logged here, but not for the sync, runs
+    /// alongside it. Returns what `during` returned, if it ran.
     pub fn log_then<R>(
         &self,
         key: &str,

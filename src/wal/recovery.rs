@@ -10,6 +10,7 @@
 //! stops with the file and the offset, and the node does not start.
 
 use std::fs::OpenOptions;
+use std::path::Path;
 
 use super::dir::DataDir;
 use super::record::{self, Change, Record};
@@ -28,20 +29,17 @@ pub(super) struct Found {
     pub log_bytes: u64,
 }
 
+/// Reads `dir` back, handing every record it keeps to `load` in order.
 pub(super) fn recover(dir: &DataDir, load: &mut dyn FnMut(Record)) -> Result<Found, OpenError> {
     let (logs, snapshots) = dir.numbers()?;
     let mut found = Found {
         next_seq: 1,
         ..Found::default()
     };
-    let note = |r: &Record, found: &mut Found| {
-        found.records += 1;
-        found.max_version = found.max_version.max(r.version);
-    };
     let first_log = match snapshots.last() {
         Some(&n) => {
             snapshot::read(&dir.snapshot_path(n), &mut |r| {
-                note(&r, &mut found);
+                found.note(&r);
                 load(r);
             })?;
             n
@@ -51,13 +49,31 @@ pub(super) fn recover(dir: &DataDir, load: &mut dyn FnMut(Record)) -> Result<Fou
     // Logs before the snapshot are left over from a compaction that ended
     // before it could delete them: the snapshot holds what they held.
     let logs: Vec<u64> = logs.into_iter().filter(|&n| n >= first_log).collect();
-    // Logs are numbered without gaps from the snapshot on: a missing one
-    // (a copy of the directory taken while a compaction deleted files, say)
-    // would lose the writes it held.
     let expected_first = match snapshots.is_empty() {
         true => logs.first().copied().unwrap_or(0),
         false => first_log,
     };
+    check_numbering(dir, &logs, expected_first)?;
+    for (i, &n) in logs.iter().enumerate() {
+        let last = i + 1 == logs.len();
+        found.log_bytes += read_log(&dir.log_path(n), last, &mut found, load)?;
+    }
+    found.next_log = logs.last().map_or(first_log, |&n| n + 1).max(1);
+    Ok(found)
+}
+
+impl Found {
+    /// Counts a record read back.
+    fn note(&mut self, r: &Record) {
+        self.records += 1;
+        self.max_version = self.max_version.max(r.version);
+    }
+}
+
+/// Logs are numbered without gaps from the snapshot on: a missing one (a
+/// copy of the directory taken while a compaction deleted files, say) would
+/// lose the writes it held.
+fn check_numbering(dir: &DataDir, logs: &[u64], expected_first: u64) -> Result<(), OpenError> {
     for (i, &n) in logs.iter().enumerate() {
         let expected = expected_first + i as u64;
         if n != expected {
@@ -68,70 +84,73 @@ pub(super) fn recover(dir: &DataDir, load: &mut dyn FnMut(Record)) -> Result<Fou
             });
         }
     }
-    for (i, &n) in logs.iter().enumerate() {
-        let last = i + 1 == logs.len();
-        let path = dir.log_path(n);
-        let name = path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|e| OpenError::Io(format!("{name}: {e}")))?;
-        let mut at = 0;
-        while at < bytes.len() {
-            match record::decode(&bytes[at..]) {
-                Ok((r, len)) if r.seq >= found.next_seq && !matches!(r.change, Change::End(_)) => {
-                    found.next_seq = r.seq + 1;
-                    note(&r, &mut found);
-                    load(r);
-                    at += len;
-                }
-                Ok((r, _)) => {
-                    return Err(OpenError::Corrupt {
-                        file: name,
-                        offset: at as u64,
-                        detail: format!(
-                            "a record out of order (number {} after {})",
-                            r.seq,
-                            found.next_seq - 1
-                        ),
-                    })
-                }
-                Err(damage) => {
-                    let readable_later = (at + 1..bytes.len()).find(|&j| {
-                        matches!(record::decode(&bytes[j..]), Ok((r, _)) if r.seq >= found.next_seq)
-                    });
-                    if let Some(j) = readable_later {
-                        return Err(OpenError::Corrupt {
-                            file: name,
-                            offset: at as u64,
-                            detail: format!(
-                                "{damage}, and a readable record follows at offset {j}"
-                            ),
-                        });
+    Ok(())
+}
+
+/// Reads one log (`last`: the newest), handing its records to `load`;
+/// returns how many bytes of it are kept (a torn last record is cut off).
+fn read_log(
+    path: &Path,
+    last: bool,
+    found: &mut Found,
+    load: &mut dyn FnMut(Record),
+) -> Result<u64, OpenError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| OpenError::Io(format!("{name}: {e}")))?;
+    let mut at = 0;
+    while at < bytes.len() {
+        match record::decode(&bytes[at..]) {
+            Ok((r, len)) if r.seq >= found.next_seq && !matches!(r.change, Change::End(_)) => {
+                found.next_seq = r.seq + 1;
+                found.note(&r);
+                load(r);
+                at += len;
+            }
+            Ok((r, _)) => {
+                return Err(OpenError::Corrupt {
+                    file: name,
+                    offset: at as u64,
+                    detail: format!(
+                        "a record out of order (number {} after {})",
+                        r.seq,
+                        found.next_seq - 1
+                    ),
+                })
+            }
+            Err(damage) => {
+                let readable_later = (at + 1..bytes.len()).find(|&j| {
+                    matches!(record::decode(&bytes[j..]), Ok((r, _)) if r.seq >= found.next_seq)
+                });
+                let detail = match (readable_later, last) {
+                    (Some(j), _) => {
+                        format!("{damage}, and a readable record follows at offset {j}")
                     }
-                    if !last {
-                        return Err(OpenError::Corrupt {
-                            file: name,
-                            offset: at as u64,
-                            detail: format!("{damage}, and later logs follow"),
-                        });
+                    (None, false) => format!("{damage}, and later logs follow"),
+                    (None, true) => {
+                        log::warn!(
+                            "{name}: cutting off an incomplete last record at offset {at} \
+                             ({} bytes: {damage}); it was never acknowledged",
+                            bytes.len() - at
+                        );
+                        cut_off(path, at as u64)
+                            .map_err(|e| OpenError::Io(format!("{name}: {e}")))?;
+                        break;
                     }
-                    log::warn!(
-                        "{name}: cutting off an incomplete last record at offset {at} \
-                         ({} bytes: {damage}); it was never acknowledged",
-                        bytes.len() - at
-                    );
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| {
-                            f.set_len(at as u64)?;
-                            f.sync_all()
-                        })
-                        .map_err(|e| OpenError::Io(format!("{name}: {e}")))?;
-                    break;
-                }
+                };
+                return Err(OpenError::Corrupt {
+                    file: name,
+                    offset: at as u64,
+                    detail,
+                });
             }
         }
-        found.log_bytes += at as u64;
     }
-    found.next_log = logs.last().map_or(first_log, |&n| n + 1).max(1);
-    Ok(found)
+    Ok(at as u64)
+}
+
+/// Cuts the file at `path` to `len` bytes, durably.
+fn cut_off(path: &Path, len: u64) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
 }

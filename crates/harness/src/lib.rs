@@ -23,12 +23,13 @@
 //! and a server. [`sentinels`] are written during a fault and checked after
 //! it. [`raw`] speaks HTTP/1.1 by hand and reads answers strictly;
 //! [`procfs`] reads a process's threads, descriptors, memory and listening
-//! sockets. [`route_zookeeper_log`] lets a registry
-//! in the test process learn its sessions. [`tls`] makes the certificates
+//! sockets. [`route_zookeeper_log`] installs the test process's logger,
+//! which shows what a registry in the test process says. [`tls`] makes the certificates
 //! of clusters that run over TLS ([`Builder::tls`]); the HTTP client here
 //! trusts their CA.
 
 pub mod linearizability;
+pub mod names;
 pub mod procfs;
 pub mod proxy;
 pub mod raw;
@@ -37,16 +38,18 @@ pub mod signing;
 pub mod tls;
 pub mod traffic;
 
+pub use names::{temp_dir, unique};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use treecache::local::zookeeper::{LocalEnsemble, LocalZooKeeper};
+use treecache_local::zookeeper::{LocalEnsemble, LocalZooKeeper};
 
 /// The node binary: Cargo's for the `treecache` package's tests and
 /// benchmarks (`CARGO_BIN_EXE_treecache`, which Cargo sets when it runs them),
@@ -72,6 +75,19 @@ pub fn treecache_bin() -> PathBuf {
     bin
 }
 
+/// The ids from `id` up to the root, `id` first, in a tree numbered the
+/// way `treecache cluster` and [`Cluster`] number it: node i holds slot
+/// i - 1, whose parent is slot (s - 1) / 2.
+pub fn path_to_root(id: u32) -> Vec<u32> {
+    let mut path = vec![id];
+    let mut slot = id - 1;
+    while slot > 0 {
+        slot = (slot - 1) / 2;
+        path.push(slot + 1);
+    }
+    path
+}
+
 /// A loopback port that was free a moment ago, and that no other call in
 /// this process has given: the kernel may give a port it just gave again
 /// once its listener is closed, and two tests running at once then started
@@ -88,22 +104,6 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-}
-
-fn unique() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "treecache-test-{}-{what}-{}",
-        std::process::id(),
-        unique()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A ZooKeeper server of our own, stopped on drop.
@@ -168,25 +168,24 @@ impl Ensemble {
     }
 }
 
-/// Lets a `treecache::registry::Registry` in this process learn its
-/// sessions: installs, once, a logger that hands the `zookeeper` crate's
-/// records to `registry::pace_client_log` (as the node's logger does), and
-/// prints other records of level info and above to stderr; and lets
-/// through the crate's trace records.
+/// Installs, once, the test process's logger: records of level info and
+/// above to stderr, except the `zookeeper` crate's (a line per attempt to
+/// reconnect). A registry in this process needs no logger to learn its
+/// sessions; this only shows what it says.
 pub fn route_zookeeper_log() {
-    use treecache::registry;
-
     struct Route;
+
+    fn is_client(target: &str) -> bool {
+        target == "zookeeper" || target.starts_with("zookeeper::")
+    }
 
     impl log::Log for Route {
         fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-            registry::is_client_log(metadata.target()) || metadata.level() <= log::Level::Info
+            metadata.level() <= log::Level::Info && !is_client(metadata.target())
         }
 
         fn log(&self, record: &log::Record<'_>) {
-            if registry::is_client_log(record.target()) {
-                registry::pace_client_log(record);
-            } else if record.level() <= log::Level::Info {
+            if self.enabled(record.metadata()) {
                 eprintln!(
                     "{:<5} [{}] {}",
                     record.level(),
@@ -203,7 +202,7 @@ pub fn route_zookeeper_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         log::set_logger(&ROUTE).expect("no other logger in the test process");
-        log::set_max_level(registry::CLIENT_LOG_LEVEL);
+        log::set_max_level(log::LevelFilter::Info);
     });
 }
 
@@ -703,9 +702,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
-        treecache::local::children::die_with_parent(&mut command);
+        treecache_local::children::die_with_parent(&mut command);
         if let Some(limit) = self.open_files {
-            treecache::local::children::limit_open_files(&mut command, limit);
+            treecache_local::children::limit_open_files(&mut command, limit);
         }
         let child = command.spawn().expect("start a node");
         self.nodes.insert(
@@ -757,7 +756,7 @@ impl Cluster {
 
     /// Sends `signal` to node `id`.
     pub fn signal(&self, id: u32, signal: i32) {
-        assert!(treecache::local::children::signal(self.pid(id), signal));
+        assert!(treecache_local::children::signal(self.pid(id), signal));
     }
 
     /// Waits up to `limit` for node `id` to exit, and returns how it ended.
@@ -793,7 +792,7 @@ impl Cluster {
 
     /// Stops node `id` without killing it (SIGSTOP).
     pub fn freeze(&self, id: u32) {
-        assert!(treecache::local::children::signal(
+        assert!(treecache_local::children::signal(
             self.pid(id),
             libc_sigstop()
         ));
@@ -801,7 +800,7 @@ impl Cluster {
 
     /// Resumes a frozen node (SIGCONT).
     pub fn thaw(&self, id: u32) {
-        assert!(treecache::local::children::signal(
+        assert!(treecache_local::children::signal(
             self.pid(id),
             libc_sigcont()
         ));
@@ -891,7 +890,7 @@ impl Drop for Cluster {
         let failing = std::thread::panicking();
         for node in self.nodes.values_mut() {
             if let Some(mut child) = node.child.take() {
-                treecache::local::children::signal(child.id(), libc_sigcont());
+                treecache_local::children::signal(child.id(), libc_sigcont());
                 let _ = child.kill();
                 let _ = child.wait();
             }

@@ -130,6 +130,26 @@ pub fn listening_tcp(pid: u32) -> Vec<TcpListening> {
     out
 }
 
+/// How many TCP connections (IPv4 and IPv6) are established with `port` as
+/// their local port: the connections a server on that port holds open.
+pub fn established_at(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if f.len() > 3 && f[3] == "01" && local_port == Some(port) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// A Unix socket, from /proc/net/unix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnixSocket {

@@ -30,7 +30,7 @@ impl TestCa {
     /// A CA of its own (one that nodes of the shared CA do not trust), in
     /// a directory named after `what`.
     pub fn new(what: &str) -> TestCa {
-        let dir = crate::temp_dir(&format!("tls-{what}"));
+        let dir = crate::names::temp_dir(&format!("tls-{what}"));
         let ca_key = KeyPair::generate().expect("a CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -156,9 +156,6 @@ fn node(n: &NodeError) -> (u16, String) {
     let untrusted = |name: &str| {
         format!("{name} cannot confirm its ZooKeeper session, so it does not answer from its cache")
     };
-    let uncertain = |cause: &Error, key: &str, what: &str| {
-        format!("{cause} The write of \"{key}\" {what}: it may or may not take effect.")
-    };
     match n {
         NodeError::NotFound { key } => (404, format!("The key {key:?} does not exist.")),
         NodeError::Joining { name } => (
@@ -209,13 +206,6 @@ fn node(n: &NodeError) -> (u16, String) {
                  applied."
             ),
         ),
-        NodeError::MayHaveReplicated { key, cause } => {
-            (503, uncertain(cause, key, "may have reached a standby"))
-        }
-        NodeError::NotAcknowledged { key, cause } => (
-            503,
-            uncertain(cause, key, "was logged here but not acknowledged"),
-        ),
         NodeError::TooMuchAsked { max_mib } => (
             413,
             format!(
@@ -255,6 +245,11 @@ fn precondition(key: &str, unmet: &Unmet) -> String {
         "The key {key:?} {verb} {}: {now}; nothing was changed.",
         unmet.condition
     )
+}
+
+/// A write that failed with `cause` after `what` happened to it.
+fn uncertain(cause: &Error, key: &str, what: &str) -> String {
+    format!("{cause} The write of \"{key}\" {what}: it may or may not take effect.")
 }
 
 fn no_primary_yet() -> String {
@@ -312,6 +307,13 @@ fn root(r: &RootError) -> (u16, String) {
             503,
             "The root is still starting (rebuilding the tree from ZooKeeper and flushing the \
              caches below it); try again shortly.",
+        ),
+        RootError::MayHaveReplicated { key, cause } => {
+            (503, uncertain(cause, key, "may have reached a standby"))
+        }
+        RootError::NotAcknowledged { key, cause } => (
+            503,
+            uncertain(cause, key, "was logged here but not acknowledged"),
         ),
         RootError::Internal(e) => (500, e.clone()),
     }
@@ -449,7 +451,7 @@ mod tests {
 
     #[test]
     fn an_uncertain_write_says_why_and_what_may_have_happened() {
-        let e = Error::Node(NodeError::NotAcknowledged {
+        let e = Error::Root(RootError::NotAcknowledged {
             key: "k".into(),
             cause: Box::new(Error::Root(RootError::NoLease)),
         });

@@ -1,6 +1,6 @@
-//! A client's connection as the gate sees it: plaintext in and out, over
-//! plain TCP or over TLS on TCP. With TLS, the session is rustls' sans-IO
-//! `ServerConnection`, driven by the gate's own non-blocking reads and
+//! A client's connection as the event loop sees it: plaintext in and out,
+//! over plain TCP or over TLS on TCP. With TLS, the session is rustls'
+//! sans-IO `ServerConnection`, driven by the loop's own non-blocking reads and
 //! writes: the handshake runs in the epoll loop like any other bytes, and
 //! what the client sent reaches the head parser (and its limits) as
 //! plaintext.
@@ -14,7 +14,9 @@ use rustls::{ServerConfig, ServerConnection};
 
 /// The socket of one client, and its TLS session when the port speaks TLS.
 pub(super) struct Client {
-    tcp: TcpStream,
+    /// Shared with a worker that writes an answer itself (plain TCP only,
+    /// see `direct`); the socket closes when the last holder lets go.
+    tcp: Arc<TcpStream>,
     tls: Option<Box<ServerConnection>>,
     /// TLS: rustls holds plaintext that did not fit in the inbound buffer.
     held: bool,
@@ -35,7 +37,7 @@ impl Client {
     /// A client that speaks plaintext.
     pub fn plain(tcp: TcpStream) -> Client {
         Client {
-            tcp,
+            tcp: Arc::new(tcp),
             tls: None,
             held: false,
             notified: false,
@@ -45,7 +47,7 @@ impl Client {
     /// A client that speaks TLS under `config`: its handshake has not begun.
     pub fn tls(tcp: TcpStream, config: &Arc<ServerConfig>) -> Result<Client, rustls::Error> {
         Ok(Client {
-            tcp,
+            tcp: Arc::new(tcp),
             tls: Some(Box::new(ServerConnection::new(config.clone())?)),
             held: false,
             notified: false,
@@ -54,6 +56,12 @@ impl Client {
 
     pub fn fd(&self) -> RawFd {
         self.tcp.as_raw_fd()
+    }
+
+    /// The socket, for a worker to write an answer to: plain TCP only (a
+    /// TLS session's state stays with the loop).
+    pub fn socket(&self) -> Option<Arc<TcpStream>> {
+        self.tls.is_none().then(|| self.tcp.clone())
     }
 
     /// A TLS client whose handshake is not done: it cannot read an answer.
@@ -84,7 +92,7 @@ impl Client {
         let mut received = Received::default();
         let Some(tls) = self.tls.as_mut() else {
             while inbound.len() < limit {
-                match self.tcp.read(scratch) {
+                match (&*self.tcp).read(scratch) {
                     Ok(0) => {
                         received.ended = true;
                         break;
@@ -134,7 +142,7 @@ impl Client {
                 return Ok(received);
             }
             let mut socket = Short {
-                tcp: &mut self.tcp,
+                tcp: &self.tcp,
                 short: false,
             };
             match tls.read_tls(&mut socket) {
@@ -144,7 +152,7 @@ impl Client {
                     drained = n > 0 && socket.short;
                     if tls.process_new_packets().is_err() {
                         // Tell the client why (an alert), if it listens.
-                        let _ = tls.write_tls(&mut self.tcp);
+                        let _ = tls.write_tls(&mut &*self.tcp);
                         return Err(());
                     }
                     // At the end of the stream the reader says so next.
@@ -162,7 +170,7 @@ impl Client {
         let Some(tls) = self.tls.as_mut() else {
             let mut written = 0;
             while written < outbound.len() {
-                match self.tcp.write(&outbound[written..]) {
+                match (&*self.tcp).write(&outbound[written..]) {
                     Ok(0) => return Err(()),
                     Ok(n) => written += n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -185,7 +193,7 @@ impl Client {
                 }
             }
             while tls.wants_write() {
-                match tls.write_tls(&mut self.tcp) {
+                match tls.write_tls(&mut &*self.tcp) {
                     Ok(0) => return Err(()),
                     Ok(_) => progress = true,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(progress),
@@ -204,7 +212,7 @@ impl Client {
     pub fn discard(&mut self, scratch: &mut [u8]) -> Result<(usize, bool), ()> {
         let mut dropped = 0;
         loop {
-            match self.tcp.read(scratch) {
+            match (&*self.tcp).read(scratch) {
                 Ok(0) => return Ok((dropped, true)),
                 Ok(n) if n < scratch.len() => return Ok((dropped + n, false)),
                 Ok(n) => {
@@ -240,13 +248,13 @@ impl Client {
 
 /// The socket as rustls reads it, noting whether a read came back short.
 struct Short<'a> {
-    tcp: &'a mut TcpStream,
+    tcp: &'a TcpStream,
     short: bool,
 }
 
 impl Read for Short<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.tcp.read(buf)?;
+        let n = (&mut &*self.tcp).read(buf)?;
         self.short = n < buf.len();
         Ok(n)
     }

@@ -7,10 +7,20 @@ use std::sync::Mutex;
 
 use crate::http::message::Reply;
 
+/// What a worker leaves for the loop about one connection's request.
+pub enum Posted {
+    /// The answer, for the loop to write.
+    Reply(Reply),
+    /// The part of an answer the worker could not write itself, in bytes.
+    Rest(Vec<u8>),
+    /// The worker wrote the whole answer, and the loop waits to hear it.
+    Resume,
+}
+
 /// Where workers leave answers for the loop, each under the token of the
 /// connection it is for.
 pub struct Mailbox {
-    replies: Mutex<Vec<(u64, Reply)>>,
+    replies: Mutex<Vec<(u64, Posted)>>,
     wake: OwnedFd,
 }
 
@@ -35,7 +45,7 @@ impl Mailbox {
 
     /// Leaves `reply` for the connection of `token`, waking the loop if it
     /// may be asleep.
-    pub fn post(&self, token: u64, reply: Reply) {
+    pub fn post(&self, token: u64, reply: Posted) {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         let first = replies.is_empty();
         replies.push((token, reply));
@@ -49,7 +59,7 @@ impl Mailbox {
 
     /// Takes every answer left so far. The wake-up is cleared first, so
     /// that an answer posted after the list was taken wakes the loop again.
-    pub fn take(&self, into: &mut Vec<(u64, Reply)>) {
+    pub fn take(&self, into: &mut Vec<(u64, Posted)>) {
         let mut count: u64 = 0;
         // SAFETY: an 8-byte read into a valid u64 from our eventfd.
         unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };

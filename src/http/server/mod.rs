@@ -42,6 +42,7 @@
 //! `mailbox` (answers back from the workers), `epoll` (the system calls).
 
 mod client;
+mod direct;
 mod epoll;
 mod framing;
 mod mailbox;
@@ -61,9 +62,10 @@ use crate::http::pool::Pool;
 use crate::node::Node;
 
 use client::Client;
+use direct::{Answer, Direct, Seen};
 use epoll::Epoll;
 use framing::{head_end, read_head, resume_from, Head, HEAD_TOO_LARGE, MAX_HEAD};
-use mailbox::Mailbox;
+use mailbox::{Mailbox, Posted};
 
 /// What the loop enforces.
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +100,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A request on its way to a worker, and the connection it came on.
 struct Job {
-    token: u64,
+    answer: Answer,
     request: Request,
 }
 
@@ -107,15 +109,17 @@ enum Waiting {
     /// A request to handle from the start.
     Request(Job),
     /// Work a receiver began and handed on.
-    Deferred(u64, api::Deferred),
+    Deferred(Answer, api::Deferred),
 }
 
-/// Runs the server on this thread until the process ends.
+/// Runs the server on this thread until the process ends; with `tls`, the
+/// API port speaks HTTPS.
 pub fn serve(
     node: Arc<Node>,
     guard: Arc<Guard>,
     listener: TcpListener,
     threads: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     no_delay(&listener);
     listener.set_nonblocking(true)?;
@@ -123,19 +127,19 @@ pub fn serve(
     let waiting = {
         let (node, guard, mailbox) = (node.clone(), guard.clone(), mailbox.clone());
         Arc::new(Pool::new("upstream", WAITING_THREADS_MAX, move |w| {
-            let (token, reply) = match w {
+            let (answer, reply) = match w {
                 Waiting::Request(job) => (
-                    job.token,
+                    job.answer,
                     made(|| match api::handle(&node, &guard, job.request) {
                         api::Handled::Done(reply) => reply,
                         api::Handled::Defer(deferred) => api::finish(&node, deferred),
                     }),
                 ),
-                Waiting::Deferred(token, deferred) => {
-                    (token, made(|| api::finish(&node, deferred)))
+                Waiting::Deferred(answer, deferred) => {
+                    (answer, made(|| api::finish(&node, deferred)))
                 }
             };
-            mailbox.post(token, reply);
+            answer.give(reply, &mailbox, &node);
         }))
     };
     let receivers = {
@@ -150,9 +154,9 @@ pub fn serve(
                 api::handle(&node, &guard, job.request)
             }));
             match handled {
-                Ok(api::Handled::Done(reply)) => mailbox.post(job.token, reply),
-                Ok(api::Handled::Defer(d)) => waiting.submit(Waiting::Deferred(job.token, d)),
-                Err(_) => mailbox.post(job.token, panicked()),
+                Ok(api::Handled::Done(reply)) => job.answer.give(reply, &mailbox, &node),
+                Ok(api::Handled::Defer(d)) => waiting.submit(Waiting::Deferred(job.answer, d)),
+                Err(_) => job.answer.give(panicked(), &mailbox, &node),
             }
         })
     };
@@ -165,7 +169,6 @@ pub fn serve(
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
     };
-    let tls = config.tls.as_ref().map(|t| t.server.clone());
     let mut server = Server {
         listener,
         limits,
@@ -226,6 +229,18 @@ struct Working {
     since: Instant,
     allowed: Duration,
     asked: Asked,
+    /// The worker may write the answer itself.
+    direct: Option<Arc<Direct>>,
+}
+
+impl Working {
+    /// The worker wrote the whole answer itself. With `wait`, a worker
+    /// that has not yet tells the loop when it has.
+    fn ended(&self, wait: bool) -> bool {
+        self.direct
+            .as_ref()
+            .is_some_and(|d| d.look(wait) == Seen::Done)
+    }
 }
 
 struct Conn {
@@ -499,6 +514,11 @@ impl Server {
     fn advance(&mut self, index: usize) -> Result<(), ()> {
         loop {
             let conn = self.conn(index)?;
+            let waits = !conn.inbound.is_empty() || conn.client_done;
+            if conn.working.as_ref().is_some_and(|w| w.ended(waits)) {
+                conn.working = None;
+                conn.last_activity = Instant::now();
+            }
             if conn.closing || conn.working.is_some() || conn.outbound.len() >= BUFFERED {
                 return Ok(());
             }
@@ -583,12 +603,23 @@ impl Server {
         }
         let allowed = api::time_allowed(&request, self.node.config());
         let lane = api::lane(&request);
-        self.conn(index)?.working = Some(Working {
+        let conn = self.conn(index)?;
+        // Nothing queued before this answer: the worker may write it.
+        let direct = (asked.keep_alive && conn.drained())
+            .then(|| conn.client.socket().map(Direct::new))
+            .flatten();
+        conn.working = Some(Working {
             since: now,
             allowed,
             asked,
+            direct: direct.clone(),
         });
-        let job = Job { token, request };
+        let answer = Answer {
+            token,
+            asked,
+            direct,
+        };
+        let job = Job { answer, request };
         match lane {
             Lane::Receive => self.receivers.submit(job),
             Lane::Wait => self.waiting.submit(Waiting::Request(job)),
@@ -596,17 +627,43 @@ impl Server {
         Ok(())
     }
 
-    /// A worker's answer for the connection of `token`, if it still waits.
-    fn answered(&mut self, token: u64, reply: Reply) {
+    /// What a worker posted for the connection of `token`, if it still
+    /// waits.
+    fn answered(&mut self, token: u64, posted: Posted) {
         let index = (token as u32) as usize;
         if !self.live(index, (token >> 32) as u32) {
             return;
         }
-        let Some(working) = self.conns[index].as_mut().and_then(|c| c.working.take()) else {
-            // Answered already (503, too late).
+        let Some(conn) = self.conns[index].as_mut() else {
             return;
         };
-        self.queue(index, reply, working.asked);
+        match posted {
+            // `advance` sees that the worker wrote it.
+            Posted::Resume => {}
+            Posted::Reply(reply) => {
+                let Some(working) = conn.working.take() else {
+                    // Answered already (503, too late).
+                    return;
+                };
+                self.queue(index, reply, working.asked);
+            }
+            Posted::Rest(bytes) => {
+                conn.working = None;
+                if self.answer_bytes + bytes.len() > ANSWER_BYTES {
+                    // Its start is out: no 503 can take its place.
+                    self.close(index);
+                    return;
+                }
+                conn.charged += bytes.len();
+                self.answer_bytes += bytes.len();
+                conn.outbound.extend_from_slice(&bytes);
+            }
+        }
+        self.resume(index);
+    }
+
+    /// Goes on with a connection after its request was answered.
+    fn resume(&mut self, index: usize) {
         let result = self.advance(index).and_then(|()| self.send_out(index));
         match result {
             Ok(()) => self.settle(index),
@@ -753,7 +810,11 @@ impl Server {
                 continue;
             }
             if let Some(w) = conn.working.as_ref() {
-                if now.duration_since(w.since) > w.allowed {
+                if w.ended(false) {
+                    self.resume(index);
+                } else if now.duration_since(w.since) > w.allowed
+                    && w.direct.as_ref().is_none_or(|d| d.abandon())
+                {
                     conn.working = None;
                     let why = "The request was not answered within its time budget.";
                     let _ = self.refuse(index, 503, why);

@@ -1,14 +1,20 @@
 //! `treecache node`: from flags to a serving node. This is the wiring: it
 //! builds each part and hands it to the next, and decides nothing else.
+//! `files` reads what the flags point at (keys, tokens, certificates, the
+//! host name); `config` only parses.
+
+mod files;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::auth::Guard;
 use crate::config::Config;
 use crate::http::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::node::{Links, Node, RootLocator};
 use crate::registry::Registry;
+use files::Credentials;
 
 /// How long a stopping node waits for the writes under way: with the sync
 /// after it, a node exits within 5 s of SIGTERM.
@@ -19,8 +25,8 @@ const STOP_WAIT: Duration = Duration::from_secs(4);
 pub fn node(args: pico_args::Arguments) {
     crate::process::limit_malloc_arenas();
     crate::process::raise_open_files_limit();
-    let config = match Config::parse(args, &|k| std::env::var(k).ok()) {
-        Ok(c) => c,
+    let (config, credentials) = match configure(args) {
+        Ok(configured) => configured,
         Err(e) => {
             eprintln!("treecache node: {e}");
             std::process::exit(2);
@@ -53,63 +59,17 @@ pub fn node(args: pico_args::Arguments) {
         &config.zk_prefix,
         config.zk_auth.clone(),
     );
-    let locate_root: RootLocator = match &config.root {
-        Some(address) => {
-            let address = address.clone();
-            Box::new(move || Some(address.clone()))
-        }
-        None => {
-            let (registry, prefix, root_id) =
-                (registry.clone(), config.zk_prefix.clone(), config.root_id);
-            Box::new(move || registry.follow_root(&prefix, root_id))
-        }
-    };
-    let metrics = Arc::new(Metrics::default());
-    metrics.set_cache_max_bytes(if config.is_root() {
-        config.max_store_bytes.unwrap_or(0)
-    } else {
-        config.cache_max_bytes
-    });
-    let connected = registry.clone();
-    metrics.set_zookeeper_probe(move || connected.is_connected());
-    let session_of = registry.clone();
-    let client = Arc::new(
-        HttpClient::new(
-            config.hop_timeout.min(config.upstream_timeout),
-            config.hop_timeout,
-            metrics.clone(),
-            config.tls.as_ref().map(|t| t.client.clone()),
-        )
-        .with_key(config.cluster_key.clone())
-        .with_session(Box::new(move || session_of.session().map(|s| s.id))),
-    );
-    let guard = Arc::new(crate::auth::Guard::new(
-        config.cluster_key.clone(),
-        crate::auth::Addresses::new(&config.advertise, config.listen),
-        config.api_tokens.clone(),
-        liveness_owner(registry.clone(), config.zk_prefix.clone()),
-    ));
-    warn_of_open_doors(&config);
-    log::info!(
-        "{} listening on {} ({}, advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
-        config.name(),
-        config.listen,
-        if config.tls.is_some() {
-            "HTTPS"
-        } else {
-            "HTTP"
-        },
-        config.advertise,
-        if config.is_root() { "root" } else { "cache" },
-        config.tree.depth(),
-        config.zookeeper
-    );
+    let metrics = metrics(&config, &registry);
+    let client = client(&config, &credentials, &registry, &metrics);
+    let guard = guard(&config, &credentials, &registry);
+    warn_of_open_doors(&config, &credentials);
+    announce(&config, &credentials);
     let threads = config.threads;
     let links = Links {
         up: client.clone(),
         down: client,
         sessions: Arc::new(registry.clone()),
-        locate_root,
+        locate_root: root_locator(&config, &registry),
     };
     let node = match Node::new(config, links, metrics) {
         Ok(node) => node,
@@ -125,10 +85,97 @@ pub fn node(args: pico_args::Arguments) {
     registry.on_new_session(move |generation| on_session.session_changed(generation));
     node.session_changed(crate::node::Sessions::lease(&registry).generation);
     crate::startup::start(node.clone(), registry, &upkeep);
-    if let Err(e) = crate::http::server::serve(node, guard, listener, threads) {
+    let tls = credentials.tls.map(|t| t.server);
+    if let Err(e) = crate::http::server::serve(node, guard, listener, threads, tls) {
         log::error!("the server stopped: {e}");
         std::process::exit(1);
     }
+}
+
+/// The flags parsed, and the files they name read.
+fn configure(
+    args: pico_args::Arguments,
+) -> Result<(Config, Credentials), crate::config::ConfigError> {
+    let config = Config::parse(args, &files::environment)?;
+    let credentials = files::load(&config)?;
+    Ok((config, credentials))
+}
+
+/// Where the root is: `--root`, else followed in ZooKeeper.
+fn root_locator(config: &Config, registry: &Registry) -> RootLocator {
+    match &config.root {
+        Some(address) => {
+            let address = address.clone();
+            Box::new(move || Some(address.clone()))
+        }
+        None => {
+            let (registry, prefix, root_id) =
+                (registry.clone(), config.zk_prefix.clone(), config.root_id);
+            Box::new(move || registry.follow_root(&prefix, root_id))
+        }
+    }
+}
+
+/// The node's counters, with its byte bound and a probe of ZooKeeper.
+fn metrics(config: &Config, registry: &Registry) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::default());
+    metrics.set_cache_max_bytes(if config.is_root() {
+        config.max_store_bytes.unwrap_or(0)
+    } else {
+        config.cache_max_bytes
+    });
+    let connected = registry.clone();
+    metrics.set_zookeeper_probe(move || connected.is_connected());
+    metrics
+}
+
+/// The client of calls to other nodes: signed with the cluster key, over
+/// TLS when the cluster speaks it, naming this node's session.
+fn client(
+    config: &Config,
+    credentials: &Credentials,
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+) -> Arc<HttpClient> {
+    let session_of = registry.clone();
+    Arc::new(
+        HttpClient::new(
+            config.hop_timeout.min(config.upstream_timeout),
+            config.hop_timeout,
+            metrics.clone(),
+            credentials.tls.as_ref().map(|t| t.client.clone()),
+        )
+        .with_key(credentials.cluster_key.clone())
+        .with_session(Box::new(move || session_of.session().map(|s| s.id))),
+    )
+}
+
+/// Who may do what at this node's API port.
+fn guard(config: &Config, credentials: &Credentials, registry: &Registry) -> Arc<Guard> {
+    Arc::new(Guard::new(
+        credentials.cluster_key.clone(),
+        crate::auth::Addresses::new(&config.advertise, config.listen),
+        credentials.api_tokens.clone(),
+        liveness_owner(registry.clone(), config.zk_prefix.clone()),
+    ))
+}
+
+/// The first line of a node's log: who it is and where.
+fn announce(config: &Config, credentials: &Credentials) {
+    log::info!(
+        "{} listening on {} ({}, advertised as {}), {} of a depth-{} tree, ZooKeeper {}",
+        config.name(),
+        config.listen,
+        if credentials.tls.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        },
+        config.advertise,
+        if config.is_root() { "root" } else { "cache" },
+        config.tree.depth(),
+        config.zookeeper
+    );
 }
 
 /// Who holds a node's liveness znode, read from ZooKeeper (for the root's
@@ -147,8 +194,8 @@ fn liveness_owner(
 }
 
 /// Says once, at start, what is left open by the flags given.
-fn warn_of_open_doors(config: &Config) {
-    match &config.cluster_key {
+fn warn_of_open_doors(config: &Config, credentials: &Credentials) {
+    match &credentials.cluster_key {
         None => log::warn!(
             "no --cluster-key-file: cluster traffic is unauthenticated, and anyone who reaches \
              this port can invalidate, flush, join and fill"

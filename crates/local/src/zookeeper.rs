@@ -80,12 +80,30 @@ pub struct LocalZooKeeper {
     dir: PathBuf,
     child: Option<Child>,
     member: Option<Membership>,
+    /// Whoever started the server has been asked to stop: a server still
+    /// starting is then given up at once.
+    stopping: fn() -> bool,
+}
+
+/// For servers that nobody stops while they start.
+fn never() -> bool {
+    false
 }
 
 impl LocalZooKeeper {
     /// Starts a server on `127.0.0.1:port` with its data under `dir`, and waits
     /// until it answers `ruok`.
     pub fn start(port: u16, dir: &Path) -> Result<LocalZooKeeper, String> {
+        LocalZooKeeper::start_unless(port, dir, never)
+    }
+
+    /// [`LocalZooKeeper::start`], given up as soon as `stopping` says so
+    /// (a stop signal to whoever starts the server).
+    pub fn start_unless(
+        port: u16,
+        dir: &Path,
+        stopping: fn() -> bool,
+    ) -> Result<LocalZooKeeper, String> {
         if !Path::new(ZK_SERVER_SCRIPT).exists() {
             return Err(INSTALL_HINT.to_string());
         }
@@ -95,6 +113,7 @@ impl LocalZooKeeper {
             dir: dir.to_path_buf(),
             child: None,
             member: None,
+            stopping,
         };
         zk.spawn()?;
         Ok(zk)
@@ -145,7 +164,7 @@ impl LocalZooKeeper {
             .open(self.dir.join("zookeeper.log"))
             .map_err(|e| format!("zookeeper.log: {e}"))?;
         let mut command = Command::new(ZK_SERVER_SCRIPT);
-        crate::local::children::die_with_parent(&mut command);
+        crate::children::die_with_parent(&mut command);
         // A process group of its own: Ctrl-C at the terminal reaches the
         // nodes and us, not the server, which we stop once the nodes have
         // closed their sessions.
@@ -174,7 +193,7 @@ impl LocalZooKeeper {
         let until = Instant::now() + START_WAIT;
         while Instant::now() < until {
             // `treecache cluster` asked to stop (SIGINT or SIGTERM) meanwhile.
-            if crate::process::stop_requested() {
+            if (self.stopping)() {
                 return Err("stopped while ZooKeeper was starting".into());
             }
             let up = if self.member.is_some() {
@@ -259,6 +278,7 @@ impl LocalEnsemble {
                     myid: i as u32 + 1,
                     servers: servers.clone(),
                 }),
+                stopping: never,
             });
         }
         let mut ensemble = LocalEnsemble { members };
