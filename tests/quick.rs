@@ -1,12 +1,14 @@
-//! Cache hits the gate answers itself, on real processes: pipelined on one
-//! connection behind a miss that goes to tiny_http, answers still come in
-//! request order, over plain TCP and over TLS; the gate's answer to a hit
-//! is byte for byte the receivers' (but for `Date`), 304 and client tokens
-//! included; and `/metrics` counts the gate's answers as the receivers'.
+//! Cache hits the event loop answers itself, on real processes: pipelined
+//! on one connection behind a miss that goes to a worker, answers still
+//! come in request order, over plain TCP and over TLS; a large answer a
+//! worker writes to a client that does not read for a while still comes
+//! whole, and in order; the loop's answer to a hit is byte for byte the
+//! workers' (but for `Date`), 304 and client tokens included; and
+//! `/metrics` counts the loop's answers as the workers'.
 //!
-//! A plain `GET /store/{key}` is answered by the gate when it is a hit;
+//! A plain `GET /store/{key}` is answered in the loop when it is a hit;
 //! `?local=true`, or `Connection: close`, sends the same read to the
-//! receivers, which is how the two are compared here.
+//! workers, which is how the two are compared here.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -137,7 +139,7 @@ fn tls_connect(
 }
 
 /// Sends, in one write, GETs of `keys` at a leaf holding every key but
-/// `missing` (which the leaf must fill from the root, through tiny_http),
+/// `missing` (which the leaf must fill from the root, through a worker),
 /// and checks the answers come in request order, each with its own key.
 fn pipelined_in_order(stream: &mut (impl Read + Write), keys: &[&str]) {
     let requests: String = keys.iter().map(|k| get_head(k, "")).collect();
@@ -185,6 +187,40 @@ fn pipelined_hits_behind_a_miss_are_answered_in_request_order_over_tls() {
     let leaf = cluster.at_slot(1);
     let mut stream = tls_connect(&cluster, leaf);
     pipelined_behind_misses(&cluster, &mut stream, leaf);
+}
+
+#[test]
+fn a_large_answer_to_a_client_that_does_not_read_comes_whole_and_in_order() {
+    let cluster = Cluster::start(2);
+    let leaf = cluster.at_slot(1);
+    cached(&cluster, leaf, &["small"]);
+    // Seven values of 1 MB, at the root only: the leaf's worker fills them
+    // and writes a 7 MB answer, more than the socket takes at once.
+    let keys: Vec<String> = (0..7).map(|i| format!("large-{i}")).collect();
+    let value = |i: usize| format!("{i}").repeat(1_000_000);
+    for (i, key) in keys.iter().enumerate() {
+        put(&cluster, cluster.root_id, key, json!(value(i)));
+    }
+    let body = serde_json::to_vec(&json!({ "keys": keys })).unwrap();
+    let mget = format!(
+        "POST /mget HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = connect(&cluster, leaf);
+    let requests = [mget.as_bytes(), &body, get_head("small", "").as_bytes()].concat();
+    stream.write_all(&requests).unwrap();
+    // Not read for a while: the answer waits, part in the socket, part
+    // with the node.
+    std::thread::sleep(Duration::from_secs(1));
+    let answers = read_answers(&mut stream, 2);
+    assert_eq!(answers[0].status(), 200, "{:?}", answers[0].head);
+    let values = &answers[0].json()["values"];
+    for (i, key) in keys.iter().enumerate() {
+        assert!(values[key] == json!(value(i)), "{key} is not whole");
+    }
+    assert_eq!(answers[1].status(), 200, "{:?}", answers[1]);
+    assert_eq!(answers[1].json()["value"], json!("value of small"));
 }
 
 /// One request on a connection of its own, and its answer.

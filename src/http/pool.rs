@@ -61,8 +61,13 @@ impl<J: Send + 'static> Pool<J> {
         if state.idle < state.queue.len() && state.threads < self.shared.max {
             spawn(&self.shared, &mut state);
         }
+        // Nobody waits when no thread idles: a thread that is busy, or just
+        // started, looks at the queue before it waits.
+        let waiting = state.idle > 0;
         drop(state);
-        self.shared.work.notify_one();
+        if waiting {
+            self.shared.work.notify_one();
+        }
     }
 
     /// Threads now, for the tests.

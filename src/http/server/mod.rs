@@ -22,7 +22,8 @@
 //! (`api::answer_now`: a key's shard lock for a moment, no I/O, no other
 //! thread woken); anything else goes, head and body together, to a worker
 //! pool (`api::lane` says which), and its answer comes back through the
-//! `mailbox`. A connection has one request with the workers at a time:
+//! `mailbox`, or, over plain TCP with nothing queued before it, is written
+//! by the worker itself (`direct`). A connection has one request with the workers at a time:
 //! what it pipelines behind waits in its buffer, so answers leave in
 //! request order. A request with the workers that is not answered within
 //! its time (`--upstream-timeout` and a second; a replication call, 31 s)
@@ -39,7 +40,8 @@
 //! without an answer (the client could not read one before a handshake).
 //!
 //! Layout: `client` (a client's socket, plain or TLS), `framing` (heads),
-//! `mailbox` (answers back from the workers), `epoll` (the system calls).
+//! `mailbox` (answers back from the workers), `direct` (answers the
+//! workers write themselves), `epoll` (the system calls).
 
 mod client;
 mod direct;
