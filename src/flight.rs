@@ -92,9 +92,8 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.flight.finish(Err(Error::Unavailable(
-            "The fill this request was waiting for was abandoned.".into(),
-        )));
+        self.flight
+            .finish(Err(crate::node::NodeError::FillAbandoned.into()));
     }
 }
 
@@ -141,6 +140,9 @@ mod tests {
         let flight = Flight::new();
         drop(Leader::new(flight.clone()));
         let outcome = flight.wait(Instant::now()).expect("finished");
-        assert!(matches!(outcome, Err(Error::Unavailable(_))));
+        assert!(matches!(
+            outcome,
+            Err(Error::Node(crate::node::NodeError::FillAbandoned))
+        ));
     }
 }

@@ -20,7 +20,7 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
 /// Why input was refused, and the HTTP status that says so.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalid {
     BadRequest(String),
     TooLarge(String),

@@ -23,10 +23,12 @@
 //!   and writes every connection, with heads parsed by httparse: the
 //!   limits, TLS, hits answered in place), `pool` (its workers, started on
 //!   demand), `message` (the server's own requests and answers), `api`
-//!   (routing: decode, call the node, encode), `docs` (openapi.yaml and
-//!   /docs), `client` (calls to other nodes) and `resolve` (its name
-//!   lookups, bounded in time).
-//! - `wire`: the node-to-node protocol: every path, header and body, both ends.
+//!   (routing: decode, call the node, encode; and in `api/failure` the
+//!   one table that makes every error a status and a sentence), `docs`
+//!   (openapi.yaml and /docs), `client` (calls to other nodes) and
+//!   `resolve` (its name lookups, bounded in time).
+//! - `wire`: the node-to-node protocol: every path, header and body, both ends;
+//!   `peer`: another node, and what can go wrong calling it (`UpstreamError`).
 //! - `node/`: the policy: reads and fills (`read`), many keys at once
 //!   (`bulk`), writes (`write`) and invalidations (`invalidate`), flushes
 //!   and release notices (`upkeep`), where calls go (`route`), where this
@@ -57,9 +59,10 @@
 //!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left
 //!   and Unix times; `input`: what clients send, validated; `precondition`:
-//!   versions as ETags, and conditional requests; `error`: errors and their
-//!   statuses; `metrics`: counters in the Prometheus text format; `process`:
-//!   this process's signals and limits.
+//!   versions as ETags, and conditional requests; `error`: what a request
+//!   can fail with, each layer's own error in a variant (statuses and
+//!   sentences are `http::api`'s); `metrics`: counters in the Prometheus
+//!   text format; `process`: this process's signals and limits.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
 //!
 //! `treecache cluster` (a whole cluster on one machine) is the binary's
@@ -80,6 +83,7 @@ mod lease;
 mod logging;
 mod metrics;
 mod node;
+mod peer;
 mod precondition;
 mod process;
 pub mod registry;

@@ -99,6 +99,17 @@ fn version_of(opaque: &str) -> Option<u64> {
     plain.then(|| opaque.parse().ok()).flatten()
 }
 
+/// A condition that does not hold (412).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmet {
+    /// The header of the condition, as named to the client (`If-Match: "3"`).
+    pub condition: String,
+    /// `If-None-Match` named the version (rather than `If-Match` not naming it).
+    pub matched: bool,
+    /// The key's version when checked; `None`: it does not exist.
+    pub current: Option<u64>,
+}
+
 /// The condition of a PUT or DELETE on the key's current version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
@@ -116,27 +127,22 @@ impl Condition {
         Some(condition).filter(|c| c.if_match.is_some() || c.if_none_match.is_some())
     }
 
-    /// Whether a write of `key`, now at `current` (`None`: absent), may
-    /// happen; if not, the sentence that says why.
-    pub fn check(&self, key: &str, current: Option<u64>) -> Result<(), String> {
-        let now = match current {
-            Some(v) => format!("its version is {v}"),
-            None => "it does not exist".to_string(),
+    /// Whether a write of a key now at `current` (`None`: absent) may
+    /// happen; if not, which part of the condition does not hold.
+    pub fn check(&self, current: Option<u64>) -> Result<(), Unmet> {
+        let unmet = |tags: &Tags, header, matched| Unmet {
+            condition: tags.named(header),
+            matched,
+            current,
         };
         if let Some(tags) = &self.if_match {
             if !tags.matches(current) {
-                return Err(format!(
-                    "The key {key:?} does not match {}: {now}; nothing was changed.",
-                    tags.named(IF_MATCH)
-                ));
+                return Err(unmet(tags, IF_MATCH, false));
             }
         }
         if let Some(tags) = &self.if_none_match {
             if tags.matches(current) {
-                return Err(format!(
-                    "The key {key:?} matches {}: {now}; nothing was changed.",
-                    tags.named(IF_NONE_MATCH)
-                ));
+                return Err(unmet(tags, IF_NONE_MATCH, true));
             }
         }
         Ok(())
@@ -209,20 +215,26 @@ mod tests {
         let if_match = |v| Condition::parse(Some(v), None).unwrap();
         let if_none_match = |v| Condition::parse(None, Some(v)).unwrap();
         assert_eq!(Condition::parse(None, None), None);
-        assert!(if_match("\"5\"").check("k", Some(5)).is_ok());
-        assert!(if_match("\"5\"").check("k", Some(6)).is_err());
-        assert!(if_match("\"5\"").check("k", None).is_err());
-        assert!(if_match("*").check("k", Some(6)).is_ok());
-        assert!(if_match("*").check("k", None).is_err());
-        assert!(if_match("nonsense").check("k", Some(6)).is_err());
-        assert!(if_none_match("*").check("k", None).is_ok());
-        assert!(if_none_match("*").check("k", Some(1)).is_err());
-        assert!(if_none_match("\"1\"").check("k", Some(2)).is_ok());
-        assert!(if_none_match("\"1\"").check("k", Some(1)).is_err());
-        assert!(if_none_match("nonsense").check("k", Some(1)).is_ok());
-        let why = if_match("\"5\"").check("k", Some(6)).unwrap_err();
+        assert!(if_match("\"5\"").check(Some(5)).is_ok());
+        assert!(if_match("\"5\"").check(Some(6)).is_err());
+        assert!(if_match("\"5\"").check(None).is_err());
+        assert!(if_match("*").check(Some(6)).is_ok());
+        assert!(if_match("*").check(None).is_err());
+        assert!(if_match("nonsense").check(Some(6)).is_err());
+        assert!(if_none_match("*").check(None).is_ok());
+        assert!(if_none_match("*").check(Some(1)).is_err());
+        assert!(if_none_match("\"1\"").check(Some(2)).is_ok());
+        assert!(if_none_match("\"1\"").check(Some(1)).is_err());
+        assert!(if_none_match("nonsense").check(Some(1)).is_ok());
+        // As the client reads it.
+        let said = |unmet| {
+            let key = "k".to_string();
+            crate::error::Error::from(crate::node::NodeError::Precondition { key, unmet })
+                .to_string()
+        };
+        let why = said(if_match("\"5\"").check(Some(6)).unwrap_err());
         assert!(why.contains("If-Match: \"5\": its version is 6"), "{why}");
-        let why = if_match("nonsense").check("k", None).unwrap_err();
+        let why = said(if_match("nonsense").check(None).unwrap_err());
         assert!(why.contains("names no version: it does not exist"), "{why}");
         let both = Condition::parse(Some("\"5\""), Some("\"6\"")).unwrap();
         assert_eq!(

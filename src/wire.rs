@@ -20,11 +20,16 @@
 //! - `POST /nodes/join` ([`Join`] → [`Joined`]) and `GET /nodes`
 //!   ([`NodesDoc`]): joining the root, and the tree as the root knows it.
 //! - `PUT`/`DELETE /store/{key}` ([`ForwardedWrite`]): a write passed on to
-//!   the root with its condition, whose answer is relayed unchanged.
+//!   the root with its condition, whose answer is relayed unchanged; and
+//!   `GET /store/{key}` ([`StoreValue`]), a standby's read of the primary.
 //! - `GET /keys` ([`Listing`] → [`KeysPage`]): a page of keys, asked of the
 //!   root and relayed unchanged.
 //!
 //! Every call carries the budget left to its request ([`BUDGET_HEADER`]).
+//!
+//! A request that does not parse is [`Malformed`]; an answer that does not
+//! is `from`'s fault ([`UpstreamError::Invalid`]); either way this module
+//! says what is wrong, and `http::api` how the client is told.
 
 use std::time::Duration;
 
@@ -32,9 +37,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
 use crate::input::{self, Listing};
-use crate::precondition::{self, Condition};
+pub use crate::peer::Peer;
+use crate::peer::UpstreamError;
+use crate::precondition::{self, Condition, Tags};
 
 /// The time budget left to the request a call serves, in milliseconds.
 pub const BUDGET_HEADER: &str = "X-Treecache-Budget-Ms";
@@ -106,11 +112,17 @@ pub const PHASE_HEADER: &str = "X-Treecache-Phase";
 /// The catch-up a `reset`, `chunk` or `end` belongs to.
 pub const CATCH_UP_HEADER: &str = "X-Treecache-Catch-Up";
 
-/// Another node: its name and `host:port`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub name: String,
-    pub address: String,
+/// A node-to-node request that does not parse (400).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// The body is not what the endpoint takes: why not.
+    Body(String),
+    /// A fill without this header.
+    FillHeader(&'static str),
+    /// A replication request without its epoch.
+    Epoch,
+    /// A replication request without its phase.
+    Phase,
 }
 
 /// Header lookup, case-insensitive, on whichever end holds the headers.
@@ -236,19 +248,15 @@ pub trait Message: Serialize + DeserializeOwned {
         }
     }
 
-    /// Reads the message from a request body (400 when it is not one).
-    fn decode(body: &[u8]) -> Result<Self, Error> {
+    /// Reads the message from a request body.
+    fn decode(body: &[u8]) -> Result<Self, Malformed> {
         decode_body(body)
     }
 }
 
-/// Reads a JSON request body into `T`; 400 with the reason when it does not fit.
-pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(format!(
-            "The request body is not what this endpoint takes: {e}."
-        ))
-    })
+/// Reads a JSON request body into `T`, or why it does not fit.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Malformed> {
+    serde_json::from_slice(body).map_err(|e| Malformed::Body(e.to_string()))
 }
 
 /// Reads `from`'s answer: a 200 as `T`, any other status as itself (to be
@@ -365,7 +373,7 @@ impl Message for Flush {
     type Reply = Flushed;
 
     /// A flush carries nothing; any body is ignored.
-    fn decode(_: &[u8]) -> Result<Flush, Error> {
+    fn decode(_: &[u8]) -> Result<Flush, Malformed> {
         Ok(Flush {})
     }
 }
@@ -468,18 +476,17 @@ impl Replicate {
     }
 
     /// Reads a replication request from its headers and body.
-    pub fn decode(headers: &impl Headers, body: Vec<u8>) -> Result<Replicate, Error> {
-        let bad = |m: &str| Error::BadRequest(m.to_string());
+    pub fn decode(headers: &impl Headers, body: Vec<u8>) -> Result<Replicate, Malformed> {
         let epoch = headers
             .header(EPOCH_HEADER)
             .and_then(|e| e.parse().ok())
-            .ok_or_else(|| bad("A replication request needs its epoch."))?;
+            .ok_or(Malformed::Epoch)?;
         let phase = match headers.header(PHASE_HEADER) {
             Some("live") => Phase::Live,
             Some("reset") => Phase::Reset,
             Some("chunk") => Phase::Chunk,
             Some("end") => Phase::End,
-            _ => return Err(bad("A replication request needs its phase.")),
+            _ => return Err(Malformed::Phase),
         };
         Ok(Replicate {
             epoch,
@@ -540,16 +547,14 @@ impl FillRequest {
     }
 
     /// Reads a fill request for the already decoded `key`.
-    pub fn decode(key: String, headers: &impl Headers) -> Result<FillRequest, Error> {
+    pub fn decode(key: String, headers: &impl Headers) -> Result<FillRequest, Malformed> {
         let slot = headers
             .header(CHILD_SLOT_HEADER)
             .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| {
-                Error::BadRequest(format!("A fill needs the {CHILD_SLOT_HEADER} header."))
-            })?;
-        let address = headers.header(CHILD_ADDRESS_HEADER).ok_or_else(|| {
-            Error::BadRequest(format!("A fill needs the {CHILD_ADDRESS_HEADER} header."))
-        })?;
+            .ok_or(Malformed::FillHeader(CHILD_SLOT_HEADER))?;
+        let address = headers
+            .header(CHILD_ADDRESS_HEADER)
+            .ok_or(Malformed::FillHeader(CHILD_ADDRESS_HEADER))?;
         let name = headers.header(CHILD_NAME_HEADER).unwrap_or("a child");
         Ok(FillRequest {
             key,
@@ -583,8 +588,9 @@ pub enum Fill {
 }
 
 impl Fill {
-    /// The answer as the parent sends it: the raw value with its version, or a 404.
-    pub fn answer(self, key: &str) -> Answer {
+    /// The answer as the parent sends it: the raw value with its version,
+    /// or a 404 whose body `absent` makes (the key exists nowhere).
+    pub fn answer(self, absent: impl FnOnce() -> Vec<u8>) -> Answer {
         let flag = |b: bool| if b { "1" } else { "0" };
         match self {
             Fill::Found {
@@ -604,8 +610,7 @@ impl Fill {
                 }
             }
             Fill::Absent { fenced } => {
-                let e = Error::not_found(key);
-                Answer::new(e.status(), e.body()).with_header(FENCED_HEADER, flag(fenced))
+                Answer::new(404, absent()).with_header(FENCED_HEADER, flag(fenced))
             }
         }
     }
@@ -699,6 +704,72 @@ impl ForwardedWrite<'_> {
     }
 }
 
+/// A value as the primary answers a standby's `GET /store/{key}`, passed
+/// on as a client sent it: the client's body `{"key", "value", "ttl"?}`
+/// with the version in its ETag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreValue {
+    /// The value as compact JSON.
+    pub value: Vec<u8>,
+    /// The version of the write that produced it.
+    pub version: u64,
+    /// When it expires: the milliseconds it had left when answered.
+    pub ttl_ms: Option<u64>,
+}
+
+impl StoreValue {
+    /// The `GET` of `key`, as a client sends it.
+    pub fn request(key: &str) -> ForwardedWrite<'_> {
+        ForwardedWrite {
+            method: "GET",
+            key,
+            body: b"",
+            request_id: "",
+            condition: None,
+        }
+    }
+
+    /// Reads `from`'s answer: `None` when the key exists nowhere (404);
+    /// other statuses are relayed as they came. A 200 without a single
+    /// version in its ETag, or whose body is not a value's, is `from`'s
+    /// fault.
+    pub fn decode(answer: Answer, from: &Peer) -> Result<Option<StoreValue>, UpstreamError> {
+        match answer.status {
+            200 => {}
+            404 => return Ok(None),
+            _ => return Err(answer.relayed()),
+        }
+        let unusable =
+            |what: String| UpstreamError::invalid(from, format!("its answer had {what}"));
+        let version = answer
+            .header(ETAG_HEADER)
+            .and_then(|tag| match Tags::parse(tag) {
+                Tags::Versions(v) if v.len() == 1 => Some(v[0]),
+                _ => None,
+            })
+            .ok_or_else(|| unusable("no ETag".into()))?;
+        #[derive(Deserialize)]
+        struct Body {
+            value: serde_json::Value,
+            ttl: Option<serde_json::Value>,
+        }
+        let body: Body = serde_json::from_slice(&answer.body)
+            .map_err(|e| unusable(format!("a body that is not a value's: {e}")))?;
+        let ttl_ms = match body.ttl {
+            None => None,
+            Some(ttl) => {
+                let seconds = ttl.as_f64().ok_or_else(|| unusable("a bad ttl".into()))?;
+                Some((seconds * 1000.0) as u64)
+            }
+        };
+        Ok(Some(StoreValue {
+            value: serde_json::to_vec(&body.value).expect("JSON serializes"),
+            version,
+            ttl_ms,
+        }))
+    }
+}
+
 /// A page of `GET /keys`: keys in byte order, and the key to ask for the
 /// next page after (`None` when no more follow).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -721,6 +792,7 @@ pub fn keys_request(listing: &Listing) -> Request {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::error::Error;
 
     /// Headers as a test writes them.
     pub(crate) struct Map(pub(crate) Vec<(&'static str, String)>);
@@ -762,7 +834,7 @@ pub(crate) mod tests {
     #[test]
     fn a_fill_request_without_a_slot_is_refused() {
         let e = FillRequest::decode("k".into(), &Map(vec![])).unwrap_err();
-        assert_eq!(e.status(), 400);
+        assert_eq!(Error::from(e).status(), 400);
     }
 
     #[test]
@@ -792,7 +864,7 @@ pub(crate) mod tests {
             Fill::Absent { fenced: true },
             Fill::Absent { fenced: false },
         ] {
-            let answer = fill.clone().answer("k");
+            let answer = fill.clone().answer(|| b"{}".to_vec());
             assert_eq!(Fill::decode(answer, &peer()).unwrap(), fill);
         }
     }
@@ -867,7 +939,8 @@ pub(crate) mod tests {
         let read: Invalidated = decode_reply(reply, &peer()).unwrap().unwrap();
         assert!(read.dropped);
         assert_eq!(Flush::decode(b"").unwrap(), Flush {});
-        assert_eq!(Release::decode(b"{}").unwrap_err().status(), 400);
+        let refused = Release::decode(b"{}").unwrap_err();
+        assert_eq!(Error::from(refused).status(), 400);
     }
 
     #[test]
@@ -894,6 +967,39 @@ pub(crate) mod tests {
         assert!(Error::from(e).to_string().contains("NODE-2"));
         let other = decode_reply::<Joined>(Answer::new(421, b"{}".to_vec()), &peer()).unwrap();
         assert_eq!(other.unwrap_err().status, 421);
+    }
+
+    #[test]
+    fn a_value_read_at_the_primary_is_decoded_with_its_version_and_time_left() {
+        let answer = Answer::new(200, br#"{"key":"k","value":{"a":[1]},"ttl":2.5}"#.to_vec())
+            .with_header(ETAG_HEADER, "\"7\"");
+        let read = StoreValue::decode(answer, &peer()).unwrap().unwrap();
+        assert_eq!(read.value, br#"{"a":[1]}"#);
+        assert_eq!((read.version, read.ttl_ms), (7, Some(2500)));
+        let absent = StoreValue::decode(Answer::new(404, b"{}".to_vec()), &peer());
+        assert_eq!(absent, Ok(None));
+        let refused = StoreValue::decode(Answer::new(503, b"{}".to_vec()), &peer());
+        assert_eq!(Error::from(refused.unwrap_err()).status(), 503);
+        let request = StoreValue::request("a b");
+        assert_eq!((request.method, request.key), ("GET", "a b"));
+    }
+
+    #[test]
+    fn a_value_read_at_the_primary_without_its_version_is_the_primarys_fault() {
+        for (body, etag) in [
+            (&br#"{"key":"k","value":1}"#[..], None),
+            (br#"{"key":"k","value":1}"#, Some("\"1\", \"2\"")),
+            (br#"{"key":"k","value":1,"ttl":"soon"}"#, Some("\"1\"")),
+            (b"not json", Some("\"1\"")),
+        ] {
+            let mut answer = Answer::new(200, body.to_vec());
+            if let Some(etag) = etag {
+                answer = answer.with_header(ETAG_HEADER, etag);
+            }
+            let e = Error::from(StoreValue::decode(answer, &peer()).unwrap_err());
+            assert_eq!(e.status(), 502, "{body:?} {etag:?}");
+            assert!(e.to_string().contains("NODE-2 at 127.0.0.1:5002"), "{e}");
+        }
     }
 
     #[test]

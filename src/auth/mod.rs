@@ -62,7 +62,8 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 /// The fewest bytes a cluster key may have.
 pub const MIN_KEY_BYTES: usize = 32;
 
-const VERSION: &str = "v2";
+/// The signature scheme a signature header names.
+pub const VERSION: &str = "v2";
 const DOMAIN: &str = "treecache-auth-v2";
 
 type HmacSha256 = Hmac<Sha256>;
@@ -93,6 +94,19 @@ pub struct Signed<'a> {
     pub body: &'a [u8],
 }
 
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// A node-to-node call whose signature was not accepted.
+    Signature(Refused),
+    /// A client without a token this node knows: why.
+    Token(tokens::NoToken),
+    /// A read token for a write.
+    ReadOnly,
+    /// A join of `name`, live in another ZooKeeper session (`session`, hex).
+    LiveElsewhere { name: String, session: String },
+}
+
 /// Why a request's signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
@@ -107,39 +121,6 @@ pub enum Refused {
         to: String,
         here: String,
     },
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refused::Missing => write!(
-                f,
-                "This endpoint takes node-to-node calls only, signed with the cluster key \
-                 ({} header missing).",
-                wire::AUTH_HEADER
-            ),
-            Refused::Malformed => write!(
-                f,
-                "The {} header is not understood (this node takes `{VERSION} t=<ms> \
-                 to=<host:port> mac=<hex>`).",
-                wire::AUTH_HEADER
-            ),
-            Refused::OutOfWindow(d) => write!(
-                f,
-                "The signed request's time is {} s away from this node's clock (at most {} s \
-                 are accepted).",
-                d.as_secs(),
-                WINDOW.as_secs()
-            ),
-            Refused::BadMac => f.write_str("The request's signature is not valid."),
-            Refused::Replayed => f.write_str("This signed request was already received once."),
-            Refused::ForAnother { to, here } => write!(
-                f,
-                "This call is signed for {to}, not for this node ({here}): a signed call is \
-                 taken only by the node it was sent to."
-            ),
-        }
-    }
 }
 
 impl ClusterKey {
@@ -467,14 +448,11 @@ impl Guard {
 
     /// A node-to-node call: signed with the cluster key when there is one;
     /// `once` for calls that must not be replayed.
-    pub fn node_to_node(&self, parts: &Signed<'_>, once: bool) -> Result<(), crate::error::Error> {
+    pub fn node_to_node(&self, parts: &Signed<'_>, once: bool) -> Result<(), AuthError> {
         let Some(key) = &self.key else {
             return Ok(());
         };
-        let refused = |r: Refused| crate::error::Error::Unauthorized {
-            message: r.to_string(),
-            challenge: CLUSTER_CHALLENGE,
-        };
+        let refused = AuthError::Signature;
         let tag = key.verify(&self.here, parts).map_err(refused)?;
         if once {
             self.replays.first_use(tag, now_ms()).map_err(refused)?;
@@ -490,7 +468,7 @@ impl Guard {
         parts: &Signed<'_>,
         authorization: Option<&str>,
         write: bool,
-    ) -> Result<(), crate::error::Error> {
+    ) -> Result<(), AuthError> {
         if self.key.is_some() && parts.headers.header(wire::AUTH_HEADER).is_some() {
             return self.node_to_node(parts, false);
         }
@@ -504,28 +482,19 @@ impl Guard {
     }
 
     /// A client's request of the data endpoints, on its token alone.
-    pub fn client(
-        &self,
-        authorization: Option<&str>,
-        write: bool,
-    ) -> Result<(), crate::error::Error> {
+    pub fn client(&self, authorization: Option<&str>, write: bool) -> Result<(), AuthError> {
         let Some(tokens) = &self.tokens else {
             return Ok(());
         };
         match tokens.allow(authorization, write) {
             Ok(_) => Ok(()),
-            Err(tokens::Denied::Unauthenticated(m)) => Err(crate::error::Error::Unauthorized {
-                message: m.to_string(),
-                challenge: "Bearer",
-            }),
-            Err(tokens::Denied::ReadOnly) => Err(crate::error::Error::Forbidden(
-                "This token may read, not write.".into(),
-            )),
+            Err(tokens::Denied::Unauthenticated(m)) => Err(AuthError::Token(m)),
+            Err(tokens::Denied::ReadOnly) => Err(AuthError::ReadOnly),
         }
     }
 
     /// Whether `name` may join from the session `session` (see `one_process`).
-    pub fn join(&self, name: &str, session: Option<&str>) -> Result<(), crate::error::Error> {
+    pub fn join(&self, name: &str, session: Option<&str>) -> Result<(), AuthError> {
         one_process::check(self.liveness_owner.as_ref(), name, session)
     }
 }

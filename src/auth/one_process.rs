@@ -8,7 +8,7 @@
 //! holder may be its own predecessor, killed a moment ago), then gives up
 //! (`startup`).
 
-use crate::error::Error;
+use super::AuthError;
 
 /// The session id as a join carries it: lower-case hex.
 pub fn session_text(id: i64) -> String {
@@ -23,7 +23,7 @@ pub type LivenessOwner = dyn Fn(&str) -> Result<Option<i64>, String> + Send + Sy
 /// nobody's liveness znode holds it, or the joining session's own does.
 /// When ZooKeeper cannot tell, the join goes ahead, with a warning: a root
 /// that still serves while ZooKeeper is away keeps taking joins.
-pub fn check(owner: &LivenessOwner, name: &str, session: Option<&str>) -> Result<(), Error> {
+pub fn check(owner: &LivenessOwner, name: &str, session: Option<&str>) -> Result<(), AuthError> {
     let holder = match owner(name) {
         Ok(holder) => holder,
         Err(e) => {
@@ -34,11 +34,10 @@ pub fn check(owner: &LivenessOwner, name: &str, session: Option<&str>) -> Result
     match holder {
         None => Ok(()),
         Some(id) if session == Some(session_text(id).as_str()) => Ok(()),
-        Some(id) => Err(Error::Conflict(format!(
-            "{name} is live in another ZooKeeper session (0x{}): another process with this id \
-             runs, or the session of an earlier one has not ended yet.",
-            session_text(id)
-        ))),
+        Some(id) => Err(AuthError::LiveElsewhere {
+            name: name.to_string(),
+            session: session_text(id),
+        }),
     }
 }
 
@@ -51,10 +50,13 @@ mod tests {
         let held = |_: &str| Ok(Some(0x1234));
         assert!(check(&held, "NODE-2", Some("1234")).is_ok());
         assert_eq!(
-            check(&held, "NODE-2", Some("99")).unwrap_err().status(),
+            crate::error::Error::from(check(&held, "NODE-2", Some("99")).unwrap_err()).status(),
             409
         );
-        assert_eq!(check(&held, "NODE-2", None).unwrap_err().status(), 409);
+        assert_eq!(
+            crate::error::Error::from(check(&held, "NODE-2", None).unwrap_err()).status(),
+            409
+        );
         assert!(check(&|_: &str| Ok(None), "NODE-2", None).is_ok());
         assert!(check(&|_: &str| Err("down".into()), "NODE-2", None).is_ok());
     }

@@ -29,11 +29,22 @@ impl std::fmt::Debug for ApiTokens {
     }
 }
 
+/// What is wrong with the token a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoToken {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header that is not `Bearer TOKEN`.
+    NotBearer,
+    /// A token this node does not know.
+    Unknown,
+}
+
 /// Why a request was not let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     /// No token, or one this node does not know (401).
-    Unauthenticated(&'static str),
+    Unauthenticated(NoToken),
     /// A read token for a write (403).
     ReadOnly,
 }
@@ -82,20 +93,16 @@ impl ApiTokens {
     /// request (a write when `write`).
     pub fn allow(&self, authorization: Option<&str>, write: bool) -> Result<Role, Denied> {
         let Some(value) = authorization else {
-            return Err(Denied::Unauthenticated(
-                "This endpoint needs a token: Authorization: Bearer TOKEN.",
-            ));
+            return Err(Denied::Unauthenticated(NoToken::Missing));
         };
         let token = value
             .trim()
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or(Denied::Unauthenticated(
-                "The Authorization header is not `Bearer TOKEN`.",
-            ))?;
+            .ok_or(Denied::Unauthenticated(NoToken::NotBearer))?;
         match self.by_digest.get(&digest(token)) {
-            None => Err(Denied::Unauthenticated("The token is not valid here.")),
+            None => Err(Denied::Unauthenticated(NoToken::Unknown)),
             Some(Role::Read) if write => Err(Denied::ReadOnly),
             Some(role) => Ok(*role),
         }

@@ -18,9 +18,15 @@
 //! the moment its answer is made, in either lane, into the histogram of its
 //! method and route (`metrics::RequestDurations`).
 //!
+//! Each route has its handler (`store`, `mget`, `fill`, ...), reached from
+//! [`dispatch`] once [`admit`] let the request through. Every error ends in
+//! [`failure`], the one table of statuses and sentences.
+//!
 //! A plain `GET /store/{key}` that hits never reaches a worker: the server
 //! asks [`answer_now`] first, which answers it with the same code
 //! (`value_reply`), counts it and times it as a worker would.
+
+mod failure;
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +44,7 @@ use crate::precondition::{self, Condition, Tags, IF_MATCH, IF_NONE_MATCH};
 use crate::root::replication::Refusal;
 use crate::store::Mutation;
 use crate::wire::{
-    self, Answer, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
+    self, Answer, Fill, FillRequest, Flush, Headers, Invalidate, Join, Message, Refused, Release,
     Replicate, ETAG_HEADER, FILL_PREFIX, REQUEST_ID_HEADER, SESSION_HEADER, STORE_PREFIX,
 };
 
@@ -103,19 +109,14 @@ impl Drop for Slot {
 }
 
 impl Reply {
+    /// The answer to a request that failed with `e`, as the failure table says.
     fn error(e: &Error) -> Reply {
-        let mut reply = Reply::json(e.status(), e.body());
-        match e {
-            Error::MethodNotAllowed { allow } => {
-                reply.headers.push(("Allow".into(), allow.to_string()));
-            }
-            Error::Unauthorized { challenge, .. } => {
-                reply
-                    .headers
-                    .push(("WWW-Authenticate".into(), challenge.to_string()));
-            }
-            _ => {}
+        let failure = failure::failure(e);
+        let mut reply = Reply::json(failure.status, Vec::new());
+        if let Some((name, value)) = &failure.header {
+            reply.headers.push((name.to_string(), value.clone()));
         }
+        reply.body = failure.body();
         reply
     }
 
@@ -378,7 +379,7 @@ pub fn finish(node: &Node, deferred: Deferred) -> Reply {
             hop,
         } => node
             .serve_fill(&request, deadline, hop)
-            .map(|fill| fill.answer(&request.key).into()),
+            .map(|fill| fill_reply(fill, &request.key)),
         Work::Invalidate {
             message,
             deadline,
@@ -484,7 +485,7 @@ fn fill_now(node: &Node, guard: &Guard, request: &mut Request, segment: &str) ->
     input::request_id(request.header(REQUEST_ID_HEADER)).ok()?;
     let fill = FillRequest::decode(decode_key(segment).ok()?, request).ok()?;
     let answer = node.fill_hit_now(&fill, deadline)?;
-    Some(answer.answer(&fill.key).into())
+    Some(fill_reply(answer, &fill.key))
 }
 
 /// The data endpoints, which take client tokens: `/store/...`, and `/mget`
@@ -507,29 +508,95 @@ fn is_node_to_node(route: &Route<'_>) -> bool {
     )
 }
 
+/// What a route's handler has of its request, once it was let through.
+struct Call<'a> {
+    headers: &'a Request,
+    method: &'a str,
+    query: &'a str,
+    body: Vec<u8>,
+    deadline: Deadline,
+    /// How long this node may take over a call bounded by the caller's hop.
+    hop: Duration,
+    request_id: Option<String>,
+}
+
 fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Error> {
     let body = std::mem::take(&mut request.body);
+    let route = admit(guard, &request, &body)?;
     let headers = &request;
-    let (path, query) = (request.path(), request.query());
-    let method = request.method.as_str();
+    let deadline = Deadline::from_budget(wire::budget(headers), node.config().upstream_timeout);
+    // A call bounded by the caller's hop timeout is answered (if only with
+    // an error, or "still working") well within it.
+    let own_hop = node.config().hop_timeout;
+    let hop = wire::hop(headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
+    let call = Call {
+        headers,
+        method: request.method.as_str(),
+        query: request.query(),
+        request_id: input::request_id(headers.header(REQUEST_ID_HEADER))?,
+        body,
+        deadline,
+        hop,
+    };
+    match route {
+        Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
+        Route::Ready => Ok(Step::Done(ready(node))),
+        Route::Store(segment) => store(node, segment, call),
+        Route::Mget => mget(node, call),
+        Route::Keys => keys(node, call),
+        Route::Nodes => Ok(match node.nodes_here() {
+            Some(doc) => Step::Done(Reply::of(&doc)),
+            None => Step::Defer(Work::Tree { deadline }),
+        }),
+        Route::Join => join(node, guard, call),
+        Route::Metrics | Route::OpenApi | Route::Docs => Ok(Step::Done(page(node, &route))),
+        Route::Fill(segment) => fill(node, segment, call),
+        // Deferred: it may wait (a little) on the children, and the
+        // receivers must stay free for what does not wait.
+        Route::Invalidate => Ok(Step::Defer(Work::Invalidate {
+            message: Invalidate::decode(&call.body)?,
+            deadline,
+            answer_by: Instant::now() + hop * 8 / 9,
+        })),
+        Route::Flush => {
+            Flush::decode(&call.body)?;
+            Ok(Step::Done(Reply::of(&node.flush())))
+        }
+        Route::Evicted => {
+            let notice = Release::decode(&call.body)?;
+            Ok(Step::Done(Reply::of(&node.release(&notice, deadline)?)))
+        }
+        Route::Replicate => Ok(Step::Defer(Work::Replicate {
+            message: Replicate::decode(headers, call.body)?,
+        })),
+    }
+}
+
+/// The route of `request` once it may take it, in this order: a client's
+/// token on the data paths, the route and its method, and the signature of
+/// a signed request.
+fn admit<'r>(guard: &Guard, request: &'r Request, body: &[u8]) -> Result<Route<'r>, Error> {
+    let (path, method) = (request.path(), request.method.as_str());
     let write = matches!(method, "PUT" | "DELETE");
-    if is_data_path(path) && !guard.needs_body(headers) {
+    if is_data_path(path) && !guard.needs_body(request) {
         // A client's request: its token, before anything else.
-        guard.client(headers.header("Authorization"), write)?;
+        guard.client(request.header("Authorization"), write)?;
     }
     let Some((route, allow)) = route(path) else {
-        return Err(Error::NotFound(format!("There is no resource at {path}.")));
+        return Err(Error::NoResource {
+            path: path.to_string(),
+        });
     };
     if !allow.split(", ").any(|m| m == method) {
         return Err(Error::MethodNotAllowed { allow });
     }
     // A signed request: check what its signature covers.
-    if (is_node_to_node(&route) || guard.needs_body(headers)) && !request.verified {
+    if (is_node_to_node(&route) || guard.needs_body(request)) && !request.verified {
         let parts = Signed {
             method,
             path: &request.target,
-            headers,
-            body: &body,
+            headers: request,
+            body,
         };
         if is_node_to_node(&route) {
             guard.node_to_node(&parts, matches!(route, Route::Join | Route::Evicted))?;
@@ -537,160 +604,141 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
             guard.data(&parts, None, write)?;
         }
     }
-    let deadline = Deadline::from_budget(wire::budget(headers), node.config().upstream_timeout);
-    // A call bounded by the caller's hop timeout is answered (if only with
-    // an error, or "still working") well within it.
-    let own_hop = node.config().hop_timeout;
-    let hop = wire::hop(headers).map_or(own_hop, |h| (h * 9 / 10).min(own_hop));
-    let request_id = input::request_id(headers.header(REQUEST_ID_HEADER))?;
-    match route {
-        Route::Info => Ok(Step::Done(Reply::of(&node.info()))),
-        Route::Ready => Ok(Step::Done(match node.readiness() {
-            Ok(()) => Reply::of(&serde_json::json!({ "ready": true })),
-            Err(reason) => Reply::json(
-                503,
-                serde_json::to_vec(&serde_json::json!({ "ready": false, "reason": reason }))
-                    .expect("JSON serializes"),
-            ),
-        })),
-        Route::Store(segment) => {
-            let key = decode_key(segment)?;
-            node.require_joined()?;
-            match method {
-                "GET" => {
-                    let local = input::local_flag(query)?;
-                    let unless = headers.header(IF_NONE_MATCH).map(Tags::parse);
-                    match node.read_now(&key, local, |v| key_value_body(&key, v))? {
-                        Some(found) => Ok(Step::Done(value_reply(
-                            found.value,
-                            found.version,
-                            found.expires,
-                            unless.as_ref(),
-                        ))),
-                        None => Ok(Step::Defer(Work::Read {
-                            key,
-                            unless,
-                            deadline,
-                        })),
-                    }
-                }
-                "PUT" => {
-                    let condition = write_condition(headers);
-                    let put = input::put_body(&body)?;
-                    Ok(Step::Defer(Work::Write {
-                        key,
-                        write: Write {
-                            mutation: Mutation::Put(put.value),
-                            ttl: put.ttl,
-                            condition,
-                        },
-                        body,
-                        request_id,
-                        deadline,
-                    }))
-                }
-                _ => {
-                    let condition = write_condition(headers);
-                    Ok(Step::Defer(Work::Write {
-                        key,
-                        write: Write {
-                            mutation: Mutation::Delete,
-                            ttl: None,
-                            condition,
-                        },
-                        body: Vec::new(),
-                        request_id,
-                        deadline,
-                    }))
-                }
-            }
-        }
-        Route::Mget => {
-            node.require_joined()?;
-            let keys = input::mget_keys(&body)?;
-            let slot = MGETS.take(deadline).ok_or_else(|| {
-                Error::Unavailable(
-                    "This node is making as many mget answers as it may at once; try again.".into(),
-                )
-            })?;
-            let gathered = node.read_many_now(keys, MAX_MGET_ANSWER)?;
-            match gathered.incomplete() {
-                false => Ok(Step::Done(mget_reply(&gathered))),
-                true => Ok(Step::Defer(Work::Mget {
-                    gathered,
-                    deadline,
-                    _slot: slot,
-                })),
-            }
-        }
-        Route::Keys => {
-            node.require_joined()?;
-            let listing = input::listing(query)?;
-            match node.keys_here(&listing) {
-                Some(page) => Ok(Step::Done(Reply::of(&page?))),
-                None => Ok(Step::Defer(Work::Keys { listing, deadline })),
-            }
-        }
-        Route::Nodes => match node.nodes_here() {
-            Some(doc) => Ok(Step::Done(Reply::of(&doc))),
-            None => Ok(Step::Defer(Work::Tree { deadline })),
-        },
-        Route::Join => {
-            let join = Join::decode(&body)?;
-            if node.is_root() {
-                guard.join(&join.name, headers.header(SESSION_HEADER))?;
-            }
-            Ok(Step::Done(Reply::of(&node.join(&join)?)))
-        }
-        Route::Metrics => Ok(Step::Done(Reply {
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            ..Reply::json(200, node.metrics_text().into_bytes())
-        })),
-        Route::OpenApi => Ok(Step::Done(Reply {
-            content_type: "application/yaml",
-            ..Reply::json(200, docs::OPENAPI_YAML.as_bytes().to_vec())
-        })),
-        Route::Docs => Ok(Step::Done(Reply {
-            content_type: "text/html; charset=utf-8",
-            ..Reply::json(
-                200,
-                docs::swagger_page(&node.config().docs_assets_url).into_bytes(),
-            )
-        })),
-        Route::Fill(segment) => {
-            let fill = FillRequest::decode(decode_key(segment)?, headers)?;
-            match node.serve_fill_now(&fill, deadline)? {
-                Some(answer) => Ok(Step::Done(answer.answer(&fill.key).into())),
-                None => Ok(Step::Defer(Work::Fill {
-                    request: fill,
-                    deadline,
-                    hop,
-                })),
-            }
-        }
-        Route::Invalidate => {
-            // Deferred: it may wait (a little) on the children, and the
-            // receivers must stay free for what does not wait.
-            let message = Invalidate::decode(&body)?;
-            Ok(Step::Defer(Work::Invalidate {
-                message,
-                deadline,
-                answer_by: Instant::now() + hop * 8 / 9,
-            }))
-        }
-        Route::Flush => {
-            Flush::decode(&body)?;
-            Ok(Step::Done(Reply::of(&node.flush())))
-        }
-        Route::Evicted => {
-            let notice = Release::decode(&body)?;
-            Ok(Step::Done(Reply::of(&node.release(&notice, deadline)?)))
-        }
-        Route::Replicate => {
-            let message = Replicate::decode(headers, body)?;
-            Ok(Step::Defer(Work::Replicate { message }))
-        }
+    Ok(route)
+}
+
+/// `GET /ready`: 200, or 503 with the reason.
+fn ready(node: &Node) -> Reply {
+    match node.readiness() {
+        Ok(()) => Reply::of(&serde_json::json!({ "ready": true })),
+        Err(reason) => Reply::json(
+            503,
+            serde_json::to_vec(&serde_json::json!({ "ready": false, "reason": reason }))
+                .expect("JSON serializes"),
+        ),
     }
+}
+
+/// The pages that are not JSON: `/metrics`, `/openapi.yaml` and `/docs`.
+fn page(node: &Node, route: &Route<'_>) -> Reply {
+    let (content_type, body) = match route {
+        Route::Metrics => (
+            "text/plain; version=0.0.4; charset=utf-8",
+            node.metrics_text().into_bytes(),
+        ),
+        Route::OpenApi => ("application/yaml", docs::OPENAPI_YAML.as_bytes().to_vec()),
+        _ => (
+            "text/html; charset=utf-8",
+            docs::swagger_page(&node.config().docs_assets_url).into_bytes(),
+        ),
+    };
+    Reply {
+        content_type,
+        ..Reply::json(200, body)
+    }
+}
+
+/// `GET`, `PUT` and `DELETE /store/{key}`: a hit answered now, the rest deferred.
+fn store(node: &Node, segment: &str, call: Call<'_>) -> Result<Step, Error> {
+    let key = decode_key(segment)?;
+    node.require_joined()?;
+    let (mutation, ttl, body) = match call.method {
+        "GET" => return read_now(node, key, &call),
+        "PUT" => {
+            let put = input::put_body(&call.body)?;
+            (Mutation::Put(put.value), put.ttl, call.body)
+        }
+        _ => (Mutation::Delete, None, Vec::new()),
+    };
+    let asked = Write {
+        mutation,
+        ttl,
+        condition: write_condition(call.headers),
+    };
+    Ok(Step::Defer(Work::Write {
+        key,
+        write: asked,
+        body,
+        request_id: call.request_id,
+        deadline: call.deadline,
+    }))
+}
+
+/// `GET /store/{key}`: from this node's copy, or deferred to read through.
+fn read_now(node: &Node, key: String, call: &Call<'_>) -> Result<Step, Error> {
+    let local = input::local_flag(call.query)?;
+    let unless = call.headers.header(IF_NONE_MATCH).map(Tags::parse);
+    Ok(
+        match node.read_now(&key, local, |v| key_value_body(&key, v))? {
+            Some(found) => Step::Done(value_reply(
+                found.value,
+                found.version,
+                found.expires,
+                unless.as_ref(),
+            )),
+            None => Step::Defer(Work::Read {
+                key,
+                unless,
+                deadline: call.deadline,
+            }),
+        },
+    )
+}
+
+/// `POST /mget`: answered now when every key hits, else deferred.
+fn mget(node: &Node, call: Call<'_>) -> Result<Step, Error> {
+    node.require_joined()?;
+    let keys = input::mget_keys(&call.body)?;
+    let slot = MGETS.take(call.deadline).ok_or(Error::MgetsBusy)?;
+    let gathered = node.read_many_now(keys, MAX_MGET_ANSWER)?;
+    Ok(match gathered.incomplete() {
+        false => Step::Done(mget_reply(&gathered)),
+        true => Step::Defer(Work::Mget {
+            gathered,
+            deadline: call.deadline,
+            _slot: slot,
+        }),
+    })
+}
+
+/// `GET /keys`: a page the root answers now, else asked of the root.
+fn keys(node: &Node, call: Call<'_>) -> Result<Step, Error> {
+    node.require_joined()?;
+    let listing = input::listing(call.query)?;
+    Ok(match node.keys_here(&listing) {
+        Some(page) => Step::Done(Reply::of(&page?)),
+        None => Step::Defer(Work::Keys {
+            listing,
+            deadline: call.deadline,
+        }),
+    })
+}
+
+/// `POST /nodes/join`.
+fn join(node: &Node, guard: &Guard, call: Call<'_>) -> Result<Step, Error> {
+    let join = Join::decode(&call.body)?;
+    if node.is_root() {
+        guard.join(&join.name, call.headers.header(SESSION_HEADER))?;
+    }
+    Ok(Step::Done(Reply::of(&node.join(&join)?)))
+}
+
+/// `GET /internal/fill/{key}`: answered now from this node's copy, else deferred.
+fn fill(node: &Node, segment: &str, call: Call<'_>) -> Result<Step, Error> {
+    let fill = FillRequest::decode(decode_key(segment)?, call.headers)?;
+    Ok(match node.serve_fill_now(&fill, call.deadline)? {
+        Some(answer) => Step::Done(fill_reply(answer, &fill.key)),
+        None => Step::Defer(Work::Fill {
+            request: fill,
+            deadline: call.deadline,
+            hop: call.hop,
+        }),
+    })
+}
+
+/// A fill's answer; a key that exists nowhere is a 404 with its sentence.
+fn fill_reply(fill: Fill, key: &str) -> Reply {
+    fill.answer(|| Error::not_found(key).body()).into()
 }
 
 /// `PUT`/`DELETE /store/{key}`: the node applies or forwards it; its

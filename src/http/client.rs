@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use crate::auth::{one_process, ClusterKey, Signed};
 use crate::deadline::Deadline;
-use crate::error::UpstreamError;
 use crate::input::{Listing, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::node::{Downstream, Upstream};
+use crate::peer::UpstreamError;
 use crate::wire::{
     self, Answer, Fill, FillRequest, Flush, ForwardedWrite, Invalidate, Join, Joined, Message,
     Peer, Progress, Release, Replicate, Replicated, Request,

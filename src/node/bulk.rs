@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::input::Listing;
 use crate::wire::{Answer, KeysPage};
 
-use super::Node;
+use super::{Node, NodeError};
 
 /// Most misses of one `POST /mget` read upstream at the same time.
 const MGET_PARALLEL: usize = 8;
@@ -39,10 +39,7 @@ pub struct Gathered {
 
 /// 413 for an answer whose values would pass `max` bytes.
 fn too_large(max: usize) -> Error {
-    Error::PayloadTooLarge(format!(
-        "The values asked for take more than {} MiB; ask for fewer keys at once.",
-        max >> 20
-    ))
+    Error::from(NodeError::TooMuchAsked { max_mib: max >> 20 })
 }
 
 impl Gathered {
@@ -73,7 +70,7 @@ impl Node {
                     values.push(None);
                     unread.push(i);
                 }
-                Err(Error::NotFound(_)) => values.push(None),
+                Err(Error::Node(NodeError::NotFound { .. })) => values.push(None),
                 Err(e) => return Err(e),
             }
         }

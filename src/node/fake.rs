@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::input::{self, Listing};
 use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::node::read::Found;
 use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream, Write};
+use crate::peer::UpstreamError;
 use crate::precondition::{self, Condition};
 use crate::root::replication::Refusal;
 use crate::store::Mutation;
@@ -161,7 +162,7 @@ impl Tree {
         match node.read_now(key, false, <[u8]>::to_vec) {
             Ok(Some(found)) => Some(found),
             Ok(None) => node.read(key, deadline()).expect("read through"),
-            Err(Error::NotFound(_)) => None,
+            Err(Error::Node(super::NodeError::NotFound { .. })) => None,
             Err(e) => panic!("read at slot {slot}: {e}"),
         }
     }
@@ -499,12 +500,17 @@ impl Downstream for FakeLinks {
         // The in-process trees have one member in the root group; a standby
         // here is a node like any other, and refuses as a real one would.
         let node = self.net().node(standby)?;
-        Ok(node.receive_replication(message).map_err(|refusal| {
-            let e = match refusal {
-                Refusal::Stale(epoch) => Error::Conflict(format!("stale; epoch {epoch}")),
-                Refusal::Other(e) => e,
-            };
-            Answer::new(e.status(), e.body())
-        }))
+        Ok(node
+            .receive_replication(message)
+            .map_err(|refusal| match refusal {
+                Refusal::Stale(epoch) => Answer::new(
+                    409,
+                    serde_json::to_vec(&serde_json::json!({
+                        "error": format!("stale; epoch {epoch}")
+                    }))
+                    .expect("JSON serializes"),
+                ),
+                Refusal::Other(e) => Answer::new(e.status(), e.body()),
+            }))
     }
 }

@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 
 use crate::awaited::Awaited;
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::metrics::bump;
+use crate::peer::UpstreamError;
 use crate::tree::{Side, Tree};
 use crate::wire::{self, Invalidate, Invalidated, Peer, Progress};
 
-use super::Node;
+use super::{Node, NodeError};
 
 /// Pause between calls to a child that did not answer.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -59,10 +60,10 @@ impl Node {
         answer_by: Instant,
     ) -> Result<Progress, Error> {
         if self.root.is_some() {
-            return Err(Error::Conflict(format!(
-                "{} is of the root group: an invalidation never removes the primary copy.",
-                self.config.name()
-            )));
+            return Err(NodeError::InvalidateRoot {
+                name: self.config.name(),
+            }
+            .into());
         }
         bump(&self.metrics.invalidations_received);
         let key = &message.key;
@@ -124,7 +125,7 @@ impl Node {
     ) {
         let Some(node) = self.me.upgrade() else {
             self.store.restore_holders(&message.key, holders);
-            work.set(Err(Error::Unavailable("This node is stopping.".into())));
+            work.set(Err(NodeError::Stopping.into()));
             return;
         };
         let key = message.key.clone();
@@ -143,9 +144,7 @@ impl Node {
             });
         if let Err(e) = spawned {
             self.store.restore_holders(&key, holders);
-            finish.set(Err(Error::Internal(format!(
-                "cannot start a thread for an invalidation: {e}"
-            ))));
+            finish.set(Err(NodeError::NoThread(e.to_string()).into()));
         }
     }
 
@@ -193,10 +192,7 @@ impl Node {
                     let left = scope.spawn(|| send(*ls, lp));
                     let right = send(*rs, rp);
                     let left = left.join().unwrap_or_else(|_| {
-                        Err((
-                            Error::Internal("an invalidation failed unexpectedly".into()),
-                            ls.bit(),
-                        ))
+                        Err((Error::from(NodeError::InvalidationFailed), ls.bit()))
                     });
                     (left, right)
                 });
@@ -267,9 +263,9 @@ impl Node {
         let Some(slot) = slot else {
             return Ok(());
         };
-        let doc = self.tree_document(deadline).ok_or_else(|| {
-            Error::Unavailable("The tree could not be read from the root.".into())
-        })?;
+        let doc = self
+            .tree_document(deadline)
+            .ok_or_else(|| Error::from(NodeError::NoTree))?;
         let tree = Tree::new(doc.depth);
         let below: Vec<(usize, Peer)> = [Side::Left, Side::Right]
             .into_iter()
@@ -286,11 +282,8 @@ impl Node {
             calls
                 .into_iter()
                 .map(|c| {
-                    c.join().unwrap_or_else(|_| {
-                        Err(Error::Internal(
-                            "an invalidation failed unexpectedly".into(),
-                        ))
-                    })
+                    c.join()
+                        .unwrap_or_else(|_| Err(NodeError::InvalidationFailed.into()))
                 })
                 .collect::<Result<Vec<()>, Error>>()
                 .map(drop)

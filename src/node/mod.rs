@@ -12,6 +12,7 @@
 //! - [`route`]: which node a call goes to: around a dead parent, after a
 //!   node that moved.
 //! - [`position`]: where this node sits; [`peers`]: the seams.
+//! - `error`: what the policy refuses or fails at ([`NodeError`]).
 //!
 //! On the root's id a node holds a [`Root`] (`crate::root`): it calls the
 //! root, which never calls it back (the root tells the start-up wiring what
@@ -33,6 +34,7 @@
 //! (docs/design.md has the argument).
 
 mod bulk;
+mod error;
 mod invalidate;
 pub mod peers;
 pub mod position;
@@ -62,6 +64,7 @@ use crate::wal::OpenError;
 use crate::wire::{Join, Joined, NodesDoc, Peer, Replicate, Replicated};
 
 pub use bulk::Gathered;
+pub use error::NodeError;
 pub use peers::{Downstream, RootLocator, Sessions, Upstream};
 pub use position::{Place, Position};
 pub use write::Write;
@@ -253,10 +256,12 @@ impl Node {
     pub fn receive_replication(&self, message: &Replicate) -> Result<Replicated, Refusal> {
         match &self.root {
             Some(root) => root.receive(message),
-            None => Err(Refusal::Other(Error::NotRoot(format!(
-                "{} is not in the root group.",
-                self.config.name()
-            )))),
+            None => Err(Refusal::Other(
+                NodeError::NotInRootGroup {
+                    name: self.config.name(),
+                }
+                .into(),
+            )),
         }
     }
 
@@ -267,10 +272,10 @@ impl Node {
         if self.position.joined() || self.is_standby() {
             Ok(())
         } else {
-            Err(Error::Unavailable(format!(
-                "{} is still joining the tree; try again shortly.",
-                self.config.name()
-            )))
+            Err(NodeError::Joining {
+                name: self.config.name(),
+            }
+            .into())
         }
     }
 
@@ -357,18 +362,14 @@ impl Node {
         match self.root.as_ref() {
             Some(root) if root.is_primary() => root.join(join),
             Some(root) => Err(match root.group().primary_address() {
-                Some(primary) => Error::NotRoot(format!(
-                    "This process is a standby of the root group; join the primary at {primary}."
-                )),
-                None => Error::Unavailable(
-                    "The root group has no primary yet; try again shortly.".into(),
-                ),
+                Some(primary) => Error::from(NodeError::JoinThePrimary { primary }),
+                None => Error::from(NodeError::NoPrimaryYet),
             }),
-            None => Err(Error::NotRoot(format!(
-                "{} is not the root; join {}.",
-                self.config.name(),
-                self.position.root_name()
-            ))),
+            None => Err(NodeError::NotTheRoot {
+                name: self.config.name(),
+                root: self.position.root_name().to_string(),
+            }
+            .into()),
         }
     }
 

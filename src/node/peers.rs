@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::UpstreamError;
 use crate::input::Listing;
+use crate::peer::UpstreamError;
 use crate::wire::{
     Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
-    Replicate, Replicated,
+    Replicate, Replicated, StoreValue,
 };
 
 /// Calls toward the parent and the root.
@@ -45,6 +45,18 @@ pub trait Upstream: Send + Sync {
         write: &ForwardedWrite<'_>,
         deadline: Deadline,
     ) -> Result<Answer, UpstreamError>;
+
+    /// Reads `key` at `primary`, for a standby: `None` when it exists
+    /// nowhere, another answer relayed as an error.
+    fn read(
+        &self,
+        primary: &Peer,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Option<StoreValue>, UpstreamError> {
+        let answer = self.forward(primary, &StoreValue::request(key), deadline)?;
+        StoreValue::decode(answer, primary)
+    }
 
     /// Asks `root` for the `/nodes` document; the answer comes back whatever its status.
     fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError>;

@@ -26,17 +26,18 @@
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::expiry;
 use crate::flight::{Fetched, FillOutcome, Leader};
 use crate::metrics::bump;
 use crate::node::position::Below;
-use crate::precondition::Tags;
+use crate::peer::UpstreamError;
+use crate::root::RootError;
 use crate::store::{Begin, Lookup};
 use crate::tree::Side;
-use crate::wire::{Fill, FillRequest, ForwardedWrite, Headers};
+use crate::wire::{Fill, FillRequest};
 
-use super::Node;
+use super::{Node, NodeError};
 
 /// Slack past the end of a child's fill during which it is still sent invalidations.
 const FILL_GRACE: Duration = Duration::from_millis(100);
@@ -144,12 +145,11 @@ impl Node {
                 expires: ttl_ms.map(|ms| expiry::copied_deadline(Instant::now(), ms)),
             })),
             Ok(Fill::Absent { .. }) => Ok(None),
-            Err(e @ Error::Upstream(_)) if !self.cache_trusted() => {
-                Err(Error::Unavailable(format!(
-                    "{} cannot confirm its ZooKeeper session, so it does not answer from its \
-                 cache, and no node above it answered: {e}",
-                    self.config.name()
-                )))
+            Err(Error::Upstream(above)) if !self.cache_trusted() => {
+                Err(Error::from(NodeError::UntrustedAlone {
+                    name: self.config.name(),
+                    above,
+                }))
             }
             Err(e) => Err(e),
         }
@@ -161,48 +161,13 @@ impl Node {
         key: &str,
         deadline: Deadline,
     ) -> Result<Option<Found<Vec<u8>>>, Error> {
-        let read = ForwardedWrite {
-            method: "GET",
-            key,
-            body: b"",
-            request_id: "",
-            condition: None,
-        };
         let asked = Instant::now();
-        let answer = self.to_root(|primary| self.links.up.forward(primary, &read, deadline))?;
-        match answer.status {
-            200 => {
-                let unreadable =
-                    |what: &str| Error::Internal(format!("the primary's answer had {what}"));
-                let body: serde_json::Value = serde_json::from_slice(&answer.body)
-                    .map_err(|e| Error::Internal(format!("the primary's answer: {e}")))?;
-                let version = answer
-                    .header(crate::wire::ETAG_HEADER)
-                    .and_then(|tag| match Tags::parse(tag) {
-                        Tags::Versions(v) if v.len() == 1 => Some(v[0]),
-                        _ => None,
-                    })
-                    .ok_or_else(|| unreadable("no ETag"))?;
-                let expires = match body.get("ttl") {
-                    None => None,
-                    Some(ttl) => {
-                        let seconds = ttl.as_f64().ok_or_else(|| unreadable("a bad ttl"))?;
-                        let ms = (seconds * 1000.0) as u64;
-                        Some(expiry::copied_deadline(asked, ms))
-                    }
-                };
-                Ok(Some(Found {
-                    value: serde_json::to_vec(&body["value"]).expect("JSON serializes"),
-                    version,
-                    expires,
-                }))
-            }
-            404 => Ok(None),
-            status => Err(Error::Upstream(UpstreamError::Relayed {
-                status,
-                body: answer.body,
-            })),
-        }
+        let read = self.to_root(|primary| self.links.up.read(primary, key, deadline))?;
+        Ok(read.map(|v| Found {
+            value: v.value,
+            version: v.version,
+            expires: v.ttl_ms.map(|ms| expiry::copied_deadline(asked, ms)),
+        }))
     }
 
     /// A fill from below, answered from this node's copy when it can be;
@@ -289,20 +254,18 @@ impl Node {
 
     fn asking(&self, request: &FillRequest) -> Result<Below, Error> {
         if self.is_standby() {
-            return Err(Error::Unavailable(
-                "This process is a standby of the root group: fills go to its primary.".into(),
-            ));
+            return Err(NodeError::StandbyFill.into());
         }
-        self.position
-            .below(&request.child)
-            .map_err(|e| match e.mine {
-                None => Error::Unavailable("This node is still joining the tree.".into()),
-                Some(mine) => Error::Conflict(format!(
-                    "Slot {} is not below {} (slot {mine}).",
-                    request.child.slot,
-                    self.config.name()
-                )),
+        self.position.below(&request.child).map_err(|e| {
+            Error::from(match e.mine {
+                None => NodeError::NotPlaced,
+                Some(mine) => NodeError::NotBelow {
+                    slot: request.child.slot,
+                    name: self.config.name(),
+                    mine,
+                },
             })
+        })
     }
 
     /// Whether this node may answer from its own copy: the root always; a
@@ -321,20 +284,17 @@ impl Node {
     }
 
     fn untrusted(&self) -> Error {
-        Error::Unavailable(format!(
-            "{} cannot confirm its ZooKeeper session, so it does not answer from its cache.",
-            self.config.name()
-        ))
+        Error::from(NodeError::Untrusted {
+            name: self.config.name(),
+        })
     }
 
     /// Why a process of the root group does not answer from its copy.
     pub(super) fn untrusted_root(&self) -> Error {
-        Error::Unavailable(if self.is_standby() {
-            "This process is a standby of the root group, not its primary.".into()
+        Error::from(if self.is_standby() {
+            RootError::Standby
         } else {
-            "The root cannot confirm its ZooKeeper session, so it does not answer: another \
-             member of the root group may have taken over."
-                .into()
+            RootError::Unconfirmed
         })
     }
 

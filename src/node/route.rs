@@ -20,7 +20,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
+use crate::peer::UpstreamError;
 use crate::tree::Tree;
 use crate::wire::{self, Answer, Fill, FillRequest, Join, Joined, NodesDoc, Peer};
 
@@ -257,15 +258,7 @@ impl Node {
         let root = match self.position.root() {
             Some(root) => root,
             // A member of the root group before any primary is known.
-            None if self.root.is_some() => {
-                return Err(UpstreamError::Relayed {
-                    status: 503,
-                    body: Error::Unavailable(
-                        "The root group has no primary yet; try again shortly.".into(),
-                    )
-                    .body(),
-                })
-            }
+            None if self.root.is_some() => return Err(UpstreamError::NoPrimary),
             None => {
                 return Err(UpstreamError::Unreachable {
                     name: self.position.root_name().to_string(),
@@ -353,8 +346,5 @@ fn unreachable_peer(peer: &Peer, detail: &str) -> UpstreamError {
 }
 
 fn not_joined() -> UpstreamError {
-    UpstreamError::Relayed {
-        status: 503,
-        body: Error::Unavailable("This node is still joining the tree.".into()).body(),
-    }
+    UpstreamError::NotJoined
 }

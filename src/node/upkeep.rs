@@ -17,12 +17,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::metrics::bump;
+use crate::peer::UpstreamError;
 use crate::tree::{Side, Tree};
 use crate::wire::{self, Flushed, Peer, Release, Released};
 
-use super::Node;
+use super::{Node, NodeError};
 
 /// Most keys one release notice carries.
 const RELEASE_BATCH: usize = 2000;
@@ -181,17 +182,15 @@ impl Node {
             .position
             .side_of_child(notice.slot)
             .map_err(|e| match e.mine {
-                None => Error::Unavailable("This node is still joining the tree.".into()),
-                Some(mine) => Error::Conflict(format!(
-                    "Slot {} is not a child of slot {mine}.",
-                    notice.slot
-                )),
+                None => Error::from(NodeError::NotPlaced),
+                Some(mine) => Error::from(NodeError::NotAChild {
+                    slot: notice.slot,
+                    mine,
+                }),
             })?;
         match self.store.release(&notice.keys, side, deadline.0) {
             Ok(released) => Ok(Released { released }),
-            Err(_) => Err(Error::Expired(
-                "The release notice arrived too late and was not (wholly) applied.".into(),
-            )),
+            Err(_) => Err(NodeError::ReleaseLate.into()),
         }
     }
 

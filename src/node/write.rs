@@ -26,15 +26,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
+use crate::peer::UpstreamError;
 use crate::precondition::Condition;
 use crate::root::dedup::{Claim, Fingerprint};
 use crate::root::primary::Commit;
 use crate::root::Root;
-use crate::store::{Applied, Mutation, Reservation};
+use crate::store::{Applied, Mutation, Reservation, StoreError};
 use crate::wire::{Answer, ForwardedWrite, Invalidate};
 
-use super::Node;
+use super::{Node, NodeError};
 
 /// A write as a client asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,8 +179,11 @@ impl Node {
         let current = self.store.version_of(key);
         if let Some(condition) = &write.condition {
             condition
-                .check(key, current)
-                .map_err(Error::PreconditionFailed)?;
+                .check(current)
+                .map_err(|unmet| NodeError::Precondition {
+                    key: key.to_string(),
+                    unmet,
+                })?;
         }
         let room = match &write.mutation {
             Mutation::Put(value) => self.store.reserve(key, value.len()),
@@ -207,20 +211,18 @@ impl super::Writes {
         self.under_way.fetch_add(1, Ordering::SeqCst);
         let counted = UnderWay(self);
         if self.stopping.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable(
-                "This node is stopping and takes no more writes.".into(),
-            ));
+            return Err(NodeError::StoppingWrites.into());
         }
         Ok(counted)
     }
 }
 
 fn store_full() -> Error {
-    Error::StoreFull("The root's store is full (MAX_STORE_BYTES); the value was not stored.".into())
+    Error::Store(StoreError::Full)
 }
 
 fn not_applied_in_time(key: &str) -> Error {
-    Error::Expired(format!(
-        "The write of {key:?} could not be applied within its time budget; it was not applied."
-    ))
+    Error::from(NodeError::NotAppliedInTime {
+        key: key.to_string(),
+    })
 }

@@ -42,6 +42,7 @@ use std::sync::{Mutex, OnceLock, RwLock};
 use crate::error::Error;
 use crate::lease::Sessions;
 use crate::registry::{layout, Registry};
+use crate::root::RootError;
 use crate::wire::RootMember;
 
 /// A member of the root group: its data directory's id and its address.
@@ -213,15 +214,9 @@ impl Group {
                 if lease.generation != generation {
                     self.step_down("its ZooKeeper session ended");
                 }
-                Err(Error::Unavailable(
-                    "The root cannot confirm its ZooKeeper session, so it acknowledges no write; \
-                     try again shortly."
-                        .into(),
-                ))
+                Err(RootError::NoLease.into())
             }
-            _ => Err(Error::Unavailable(
-                "This process is not the primary of the root group.".into(),
-            )),
+            _ => Err(RootError::NotPrimary.into()),
         }
     }
 
@@ -360,32 +355,23 @@ impl Group {
     fn change_state(&self, change: impl Fn(&mut RootState)) -> Result<(), Error> {
         let Zk {
             registry, prefix, ..
-        } = self
-            .zk
-            .get()
-            .ok_or_else(|| Error::Unavailable("The root group is not running yet.".into()))?;
+        } = self.zk.get().ok_or(RootError::NotRunning)?;
         let _one_at_a_time = self.writing.lock().unwrap();
-        let epoch = self
-            .epoch()
-            .ok_or_else(|| Error::Unavailable("This process is no longer the primary.".into()))?;
+        let epoch = self.epoch().ok_or(RootError::Deposed)?;
         let path = layout::root_state(prefix);
         for _ in 0..5 {
             let read = registry
                 .read_versioned(&path)
-                .map_err(|e| Error::Unavailable(format!("ZooKeeper: {e}")))?;
+                .map_err(|e| RootError::ZooKeeper(e.to_string()))?;
             let Some((data, version)) = read else {
-                return Err(Error::Unavailable(
-                    "The root's state is gone from ZooKeeper.".into(),
-                ));
+                return Err(RootError::StateGone.into());
             };
             let mut state: RootState = serde_json::from_slice(&data)
-                .map_err(|e| Error::Internal(format!("the root's state does not parse: {e}")))?;
+                .map_err(|e| RootError::StateUnreadable(e.to_string()))?;
             if state.epoch != epoch || state.primary.id != self.me.id {
                 self.learn_epoch(state.epoch);
                 self.step_down("the root's state names another primary");
-                return Err(Error::Unavailable(
-                    "This process is no longer the primary of the root group.".into(),
-                ));
+                return Err(RootError::Superseded.into());
             }
             change(&mut state);
             let bytes = serde_json::to_vec(&state).expect("the state serializes");
@@ -395,12 +381,10 @@ impl Group {
                     return Ok(());
                 }
                 Ok(false) => continue,
-                Err(e) => return Err(Error::Unavailable(format!("ZooKeeper: {e}"))),
+                Err(e) => return Err(RootError::ZooKeeper(e.to_string()).into()),
             }
         }
-        Err(Error::Unavailable(
-            "The root's state keeps changing.".into(),
-        ))
+        Err(RootError::StateContended.into())
     }
 
     /// Removes `member` from the in-sync standbys (before a write is

@@ -10,12 +10,23 @@ use crate::tree::{Side, Tree};
 use crate::wire::{Joined, NodeEntry, NodesDoc, Peer};
 
 /// Why a join was refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinError {
-    /// Not a name of the form NODE-i with i inside the tree (400).
-    BadName(String),
-    /// The name is the root's own (409).
-    IsRoot(String),
+    /// `name` cannot join this tree (400): why not.
+    BadName { name: String, why: BadName },
+    /// `name` is the root's own (409).
+    IsRoot { name: String },
+}
+
+/// Why a name cannot join the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadName {
+    /// Not of the form NODE-i.
+    NotANodeName,
+    /// Its id is outside the tree, whose ids run from 1 to `capacity`.
+    Outside { capacity: usize },
+    /// The tree has no free slot left.
+    NoFreeSlot,
 }
 
 /// The slot table.
@@ -45,19 +56,21 @@ impl Membership {
     /// Checks a joining name: `NODE-i`, i inside the tree, not the root.
     pub fn parse_name(&self, name: &str) -> Result<u32, JoinError> {
         // Exactly NODE-{id}: "NODE-02" would be a second name for node 2.
-        let id = treecache_common::names::parse_node_name(name).ok_or_else(|| {
-            JoinError::BadName(format!("{name:?} is not a node name such as NODE-4."))
-        })?;
+        let bad = |why| JoinError::BadName {
+            name: name.to_string(),
+            why,
+        };
+        let id = treecache_common::names::parse_node_name(name)
+            .ok_or_else(|| bad(BadName::NotANodeName))?;
         if !self.tree.contains_id(id) {
-            return Err(JoinError::BadName(format!(
-                "{name} is outside the tree: ids run from 1 to {}.",
-                self.tree.capacity()
-            )));
+            return Err(bad(BadName::Outside {
+                capacity: self.tree.capacity(),
+            }));
         }
         if id == self.root_id {
-            return Err(JoinError::IsRoot(format!(
-                "{name} is the root of this tree and cannot join it."
-            )));
+            return Err(JoinError::IsRoot {
+                name: name.to_string(),
+            });
         }
         Ok(id)
     }
@@ -71,7 +84,10 @@ impl Membership {
         let slot = self
             .slot_of(name)
             .or_else(free)
-            .ok_or_else(|| JoinError::BadName(format!("The tree has no free slot for {name}.")))?;
+            .ok_or_else(|| JoinError::BadName {
+                name: name.to_string(),
+                why: BadName::NoFreeSlot,
+            })?;
         self.slots[slot] = Some(Peer {
             name: name.to_string(),
             address: address.to_string(),
@@ -250,11 +266,14 @@ mod tests {
             "NODE-8", "NODE-0", "node-2", "NODE-", "NODE-x", "2", "NODE-+2", "NODE-02",
         ] {
             assert!(
-                matches!(m.join(name, "h:1"), Err(JoinError::BadName(_))),
+                matches!(m.join(name, "h:1"), Err(JoinError::BadName { .. })),
                 "{name}"
             );
         }
-        assert!(matches!(m.join("NODE-1", "h:1"), Err(JoinError::IsRoot(_))));
+        assert!(matches!(
+            m.join("NODE-1", "h:1"),
+            Err(JoinError::IsRoot { .. })
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   applied and acknowledged) and the standbys' catch-up; `standby`: what
 //!   a standby does with what its primary sends;
 //! - `dedup`: writes applied at most once per request id;
+//! - `error`: what the root group refuses or fails at ([`RootError`]);
 //! - versions, and the data directory's log (`wal`).
 //!
 //! The root sits below the node: it is built from what it needs (the
@@ -26,6 +27,7 @@
 pub mod bootstrap;
 pub mod dedup;
 pub mod election;
+mod error;
 pub mod group;
 pub mod membership;
 pub mod primary;
@@ -41,10 +43,11 @@ use crate::error::Error;
 use crate::expiry::{self, Kept};
 use crate::store::{Mutation, Store};
 use crate::tree::{Side, Tree};
-use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal, WalError};
+use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal};
 use crate::wire::{Join, Joined, NodesDoc, Peer};
 
-use membership::{JoinError, Membership};
+pub use error::RootError;
+use membership::Membership;
 pub use replication::{Outcome, Refusal, Standbys};
 
 /// What the root group tells the process it runs in, as it happens.
@@ -255,18 +258,7 @@ impl Root {
             return (Ok(None), Some(during()));
         };
         let (logged, ran) = wal.log_then(key, version, expires_ms, edit_of(mutation), during);
-        let logged = logged.map(Some).map_err(|e| match e {
-            WalError::DiskFull(m) => Error::StoreFull(format!(
-                "The root's disk is full ({m}); the write was not applied."
-            )),
-            WalError::Io(m) => Error::Internal(format!(
-                "The root could not write its log ({m}); the write was not applied."
-            )),
-            WalError::Poisoned(m) => Error::Unavailable(format!(
-                "The root takes no writes until it is restarted: {m}."
-            )),
-            WalError::Closed => Error::Unavailable("The root is stopping.".into()),
-        });
+        let logged = logged.map(Some).map_err(Error::Log);
         (logged, ran)
     }
 
@@ -297,17 +289,13 @@ impl Root {
 
     /// Places a joining node (`POST /nodes/join`).
     pub fn join(&self, join: &Join) -> Result<Joined, Error> {
-        crate::config::parse_host_port(&join.address).map_err(|_| {
-            Error::BadRequest(format!("The address {:?} is not host:port.", join.address))
-        })?;
+        crate::config::parse_host_port(&join.address)
+            .map_err(|_| RootError::BadAddress(join.address.clone()))?;
         self.require_open()?;
         let joined = self
             .table()
             .join(&join.name, &join.address)
-            .map_err(|e| match e {
-                JoinError::BadName(m) => Error::BadRequest(m),
-                JoinError::IsRoot(m) => Error::Conflict(m),
-            })?;
+            .map_err(RootError::Join)?;
         log::info!(
             "{} joined at slot {} from {}",
             join.name,
@@ -331,18 +319,12 @@ impl Root {
     /// 503 until the root is open (and while it is not the primary).
     pub fn require_open(&self) -> Result<(), Error> {
         if !self.group.is_primary() {
-            return Err(Error::Unavailable(
-                "This process is a standby of the root group, not its primary.".into(),
-            ));
+            return Err(RootError::Standby.into());
         }
         if self.open.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(Error::Unavailable(
-                "The root is still starting (rebuilding the tree from ZooKeeper and \
-                 flushing the caches below it); try again shortly."
-                    .into(),
-            ))
+            Err(RootError::Starting.into())
         }
     }
 

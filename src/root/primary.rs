@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
 use crate::expiry;
 use crate::lease::Sessions;
+use crate::peer::UpstreamError;
 use crate::store::{Applied, Mutation, Reservation, Store};
 use crate::wal::record::{self, Edit};
 use crate::wal::{Live, Source};
@@ -18,7 +19,7 @@ use crate::wire::{Peer, Phase, Refused, Replicate};
 use super::dedup::Fingerprint;
 use super::group::Member;
 use super::replication::{Outcome, Target};
-use super::Root;
+use super::{Root, RootError};
 
 /// Records per catch-up chunk, at most.
 const CHUNK_RECORDS: usize = 4096;
@@ -62,9 +63,7 @@ impl Root {
         // before any standby has it.
         let replicate = || match self.group.epoch() {
             Some(epoch) => self.replicate(epoch, &write, expires_ms),
-            None => Err(Error::Unavailable(
-                "This process is no longer the primary.".into(),
-            )),
+            None => Err(RootError::Deposed.into()),
         };
         let (logged, replicated) =
             self.log_then(key, version, expires_ms, &write.mutation, replicate);
@@ -79,10 +78,11 @@ impl Root {
             // standby may have it.
             (Err(e), Some(_)) => {
                 self.store.abort_write(key, 0);
-                return Err(Error::Unavailable(format!(
-                    "{e} The write of \"{key}\" may have reached a standby: it may or may \
-                     not take effect."
-                )));
+                return Err(RootError::MayHaveReplicated {
+                    key: key.to_string(),
+                    cause: Box::new(e),
+                }
+                .into());
             }
             (Ok(_), None) => unreachable!("a write in the log is replicated"),
         };
@@ -99,10 +99,11 @@ impl Root {
         drop(replicating);
         match acknowledged {
             Ok(()) => Ok(applied),
-            Err(e) => Err(Error::Unavailable(format!(
-                "{e} The write of \"{key}\" was logged here but not acknowledged: it may \
-                 or may not take effect."
-            ))),
+            Err(e) => Err(RootError::NotAcknowledged {
+                key: key.to_string(),
+                cause: Box::new(e),
+            }
+            .into()),
         }
     }
 
@@ -146,10 +147,10 @@ impl Root {
                 if let Ok(refused) = serde_json::from_slice::<Refused>(&answer.body) {
                     self.group.learn_epoch(refused.epoch);
                 }
-                Err(Error::Unavailable(format!(
-                    "Standby {} refused the write: this process is no longer the primary.",
-                    target.member.address
-                )))
+                Err(RootError::RefusedByStandby {
+                    address: target.member.address.clone(),
+                }
+                .into())
             }
             failed => {
                 log::warn!(
@@ -205,11 +206,8 @@ impl Root {
 
     /// One catch-up of `member` (see the module documentation).
     fn catch_up(&self, member: &Member) -> Result<(), Error> {
-        let epoch = self
-            .group
-            .epoch()
-            .ok_or_else(|| Error::Unavailable("not the primary".into()))?;
-        let id = crate::wal::dir::random_id().map_err(|e| Error::Internal(e.to_string()))?;
+        let epoch = self.group.epoch().ok_or(RootError::CatchUpNotPrimary)?;
+        let id = crate::wal::dir::random_id().map_err(|e| RootError::Internal(e.to_string()))?;
         let peer = peer_of(member);
         let send = |phase: Phase, records: Vec<u8>| -> Result<(), Error> {
             let message = Replicate {
@@ -225,11 +223,11 @@ impl Root {
                 .replicate(&peer, &message, deadline, CHUNK_TIME)
             {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(answer)) => Err(Error::Unavailable(format!(
-                    "it answered {} {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body)
-                ))),
+                Ok(Err(answer)) => Err(RootError::StandbyAnswered {
+                    status: answer.status,
+                    body: answer.body,
+                }
+                .into()),
                 Err(e) => Err(Error::from(e)),
             }
         };
@@ -260,7 +258,7 @@ impl Root {
                 .unwrap_or_else(|e| e.into_inner());
             let mut targets = self.replication.targets.lock().unwrap();
             let Some(target) = targets.iter_mut().find(|t| t.member.id == member.id) else {
-                return Err(Error::Unavailable("a write to it failed meanwhile".into()));
+                return Err(RootError::StandbyDropped.into());
             };
             self.group.add_in_sync(member)?;
             target.in_sync = true;

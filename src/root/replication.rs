@@ -26,7 +26,8 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::{Error, UpstreamError};
+use crate::error::Error;
+use crate::peer::UpstreamError;
 use crate::wire::{Answer, Peer, Replicate, Replicated};
 
 use super::group::Member;

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::error::Error;
 use crate::expiry::{self, Kept};
 use crate::store::Mutation;
 use crate::wal::record::{self, Change, Record};
@@ -14,7 +13,7 @@ use crate::wire::{Phase, Replicate, Replicated};
 
 use super::dedup::Fingerprint;
 use super::replication::{CatchUp, Refusal};
-use super::Root;
+use super::{Root, RootError};
 
 impl Root {
     /// `POST /internal/replicate`: a standby applies what its primary sent.
@@ -25,9 +24,7 @@ impl Root {
         }
         group.learn_epoch(message.epoch);
         if group.is_primary() {
-            return Err(Refusal::Other(Error::Conflict(
-                "This process is the primary of the root group.".into(),
-            )));
+            return Err(Refusal::Other(RootError::IsPrimary.into()));
         }
         match message.phase {
             Phase::Live => self.receive_live(message),
@@ -89,9 +86,7 @@ impl Root {
             .as_ref()
             .filter(|c| Some(&c.id) == message.catch_up.as_ref())
         else {
-            return Err(Refusal::Other(Error::Conflict(
-                "No such catch-up is under way here.".into(),
-            )));
+            return Err(Refusal::Other(RootError::NoSuchCatchUp.into()));
         };
         let applied = each_record(self, &message.records, |r, live, expires| {
             let deleted_later = ours.deleted.get(&r.key).is_some_and(|&v| v >= r.version);
@@ -102,7 +97,7 @@ impl Root {
             // directory held before the catch-up.
             if let Some(wal) = self.wal() {
                 wal.compact_now(self.store.as_ref())
-                    .map_err(|e| Refusal::Other(Error::Internal(e)))?;
+                    .map_err(|e| Refusal::Other(RootError::Internal(e).into()))?;
             }
             *catch_up = None;
             log::info!("caught up with the primary (epoch {})", message.epoch);
@@ -123,7 +118,7 @@ fn each_record(
     let (mut applied, mut at) = (0, 0);
     while at < records.len() {
         let (r, len) = record::decode(&records[at..])
-            .map_err(|d| Refusal::Other(Error::BadRequest(format!("a record is damaged: {d}"))))?;
+            .map_err(|d| Refusal::Other(RootError::DamagedRecord(d.to_string()).into()))?;
         at += len;
         let value = match &r.change {
             Change::Put(v) => Some(v.as_slice()),

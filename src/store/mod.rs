@@ -16,7 +16,8 @@
 //!
 //! # What lives where
 //! - this file: [`Store`] and its shards, choosing and locking a shard, the
-//!   byte and key accounting, and the public types;
+//!   byte and key accounting, and the public types (its one error,
+//!   [`StoreError`], included);
 //! - `entry`: one key's entry, the key and value in one allocation plus the
 //!   bits every concern keeps (version, LRU handle, holder bits, flags), and
 //!   the one way to insert a placeholder entry that has no value;
@@ -98,6 +99,13 @@ pub enum Mode {
 pub enum Mutation {
     Put(Vec<u8>),
     Delete,
+}
+
+/// Why the store did not take a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The root's store is full (`MAX_STORE_BYTES`).
+    Full,
 }
 
 /// What a write did.
