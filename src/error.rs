@@ -48,6 +48,15 @@ pub enum Error {
     Upstream(UpstreamError),
 }
 
+impl From<crate::flight::FillError> for Error {
+    fn from(e: crate::flight::FillError) -> Error {
+        match e {
+            crate::flight::FillError::Upstream(u) => Error::Upstream(u),
+            crate::flight::FillError::Abandoned => Error::Node(NodeError::FillAbandoned),
+        }
+    }
+}
+
 impl Error {
     /// A key that exists nowhere.
     pub fn not_found(key: &str) -> Error {

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crate::error::Error;
+use crate::peer::UpstreamError;
 
 /// What a fill brought from upstream.
 #[derive(Clone, Debug)]
@@ -30,8 +30,17 @@ pub struct Fetched {
     pub fenced: bool,
 }
 
+/// Why a fill brought nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FillError {
+    /// The call above failed.
+    Upstream(UpstreamError),
+    /// The request leading the fill unwound before it ended.
+    Abandoned,
+}
+
 /// The outcome of a fill, or an error.
-pub type FillOutcome = Result<Fetched, Error>;
+pub type FillOutcome = Result<Fetched, FillError>;
 
 /// A fill in progress.
 #[derive(Default)]
@@ -92,8 +101,7 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.flight
-            .finish(Err(crate::node::NodeError::FillAbandoned.into()));
+        self.flight.finish(Err(FillError::Abandoned));
     }
 }
 
@@ -140,9 +148,6 @@ mod tests {
         let flight = Flight::new();
         drop(Leader::new(flight.clone()));
         let outcome = flight.wait(Instant::now()).expect("finished");
-        assert!(matches!(
-            outcome,
-            Err(Error::Node(crate::node::NodeError::FillAbandoned))
-        ));
+        assert!(matches!(outcome, Err(FillError::Abandoned)));
     }
 }

@@ -207,7 +207,7 @@ impl ClusterKey {
                 None => line(&[lower, b"!"]),
             }
         }
-        mac.update(hex(&Sha256::digest(parts.body)).as_bytes());
+        mac.update(&body_digest(parts.body));
         mac
     }
 
@@ -361,6 +361,22 @@ pub fn now_ms() -> u64 {
 }
 
 /// Lower-case hex of `bytes`.
+/// The SHA-256 of a body in lowercase hex, as the signed text holds it.
+/// Most signed calls (fills, probes) have no body: its digest is known.
+fn body_digest(body: &[u8]) -> [u8; 64] {
+    const EMPTY: &[u8; 64] = b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    if body.is_empty() {
+        return *EMPTY;
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in Sha256::digest(body).iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+    out
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -743,6 +759,13 @@ mod tests {
         assert_eq!(r.first_use([1; 32], 2000), Err(Refused::Replayed));
         assert!(r.first_use([2; 32], 2000).is_ok());
         assert!(r.first_use([1; 32], 1000 + 61_000).is_ok());
+    }
+
+    #[test]
+    fn a_bodys_digest_is_its_sha256_in_hex() {
+        for body in [&b""[..], b"{\"value\":1}"] {
+            assert_eq!(body_digest(body), hex(&Sha256::digest(body)).as_bytes());
+        }
     }
 
     #[test]

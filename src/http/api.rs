@@ -395,7 +395,7 @@ pub fn finish(node: &Node, deferred: Deferred) -> Reply {
             deadline,
         } => write(node, &key, w, &body, request_id.as_deref(), deadline),
         Work::Tree { deadline } => node.nodes(deadline).map(Reply::from),
-        Work::Replicate { message } => Ok(match node.receive_replication(&message) {
+        Work::Replicate { message } => node.receive_replication(&message).map(|r| match r {
             Ok(done) => Reply::of(&done),
             Err(Refusal::Stale(epoch)) => Reply::json(
                 409,
@@ -409,7 +409,7 @@ pub fn finish(node: &Node, deferred: Deferred) -> Reply {
                 })
                 .expect("JSON serializes"),
             ),
-            Err(Refusal::Other(e)) => Reply::error(&e),
+            Err(Refusal::Other(e)) => Reply::error(&e.into()),
         }),
     };
     let reply = reply.unwrap_or_else(|e| Reply::error(&e));

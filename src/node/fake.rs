@@ -500,17 +500,18 @@ impl Downstream for FakeLinks {
         // The in-process trees have one member in the root group; a standby
         // here is a node like any other, and refuses as a real one would.
         let node = self.net().node(standby)?;
-        Ok(node
-            .receive_replication(message)
-            .map_err(|refusal| match refusal {
-                Refusal::Stale(epoch) => Answer::new(
-                    409,
-                    serde_json::to_vec(&serde_json::json!({
-                        "error": format!("stale; epoch {epoch}")
-                    }))
-                    .expect("JSON serializes"),
-                ),
-                Refusal::Other(e) => Answer::new(e.status(), e.body()),
-            }))
+        let refused = |e: Error| Answer::new(e.status(), e.body());
+        Ok(match node.receive_replication(message) {
+            Ok(Ok(replicated)) => Ok(replicated),
+            Ok(Err(Refusal::Stale(epoch))) => Err(Answer::new(
+                409,
+                serde_json::to_vec(&serde_json::json!({
+                    "error": format!("stale; epoch {epoch}")
+                }))
+                .expect("JSON serializes"),
+            )),
+            Ok(Err(Refusal::Other(e))) => Err(refused(e.into())),
+            Err(e) => Err(refused(e)),
+        })
     }
 }

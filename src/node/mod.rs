@@ -252,16 +252,18 @@ impl Node {
             .set_root_address(self.config.advertise.clone());
     }
 
-    /// `POST /internal/replicate` on a process of the root group.
-    pub fn receive_replication(&self, message: &Replicate) -> Result<Replicated, Refusal> {
+    /// `POST /internal/replicate` on a process of the root group: the
+    /// root's answer or refusal; an error on a process outside the group.
+    pub fn receive_replication(
+        &self,
+        message: &Replicate,
+    ) -> Result<Result<Replicated, Refusal>, Error> {
         match &self.root {
-            Some(root) => root.receive(message),
-            None => Err(Refusal::Other(
-                NodeError::NotInRootGroup {
-                    name: self.config.name(),
-                }
-                .into(),
-            )),
+            Some(root) => Ok(root.receive(message)),
+            None => Err(NodeError::NotInRootGroup {
+                name: self.config.name(),
+            }
+            .into()),
         }
     }
 
@@ -299,10 +301,11 @@ impl Node {
             ));
         }
         if let Some(root) = &self.root {
-            root.require_open().map_err(|e| e.to_string())?;
+            root.require_open()
+                .map_err(|e| Error::from(e).to_string())?;
             root.group()
                 .require_primacy(&*self.links.sessions)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::from(e).to_string())?;
         }
         if let Some(why) = self
             .root
@@ -360,7 +363,7 @@ impl Node {
     /// `POST /nodes/join`: only the root places nodes.
     pub fn join(&self, join: &Join) -> Result<Joined, Error> {
         match self.root.as_ref() {
-            Some(root) if root.is_primary() => root.join(join),
+            Some(root) if root.is_primary() => Ok(root.join(join)?),
             Some(root) => Err(match root.group().primary_address() {
                 Some(primary) => Error::from(NodeError::JoinThePrimary { primary }),
                 None => Error::from(NodeError::NoPrimaryYet),

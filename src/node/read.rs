@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::expiry;
-use crate::flight::{Fetched, FillOutcome, Leader};
+use crate::flight::{Fetched, FillError, FillOutcome, Leader};
 use crate::metrics::bump;
 use crate::node::position::Below;
 use crate::peer::UpstreamError;
@@ -389,7 +389,7 @@ impl Node {
             }
             Err(e) => {
                 self.store.abandon_fill(key, id);
-                Err(Error::from(e))
+                Err(FillError::Upstream(e))
             }
         };
         leader.finish(outcome.clone());

@@ -2,7 +2,9 @@
 //! is told (status and sentence) is `http::api`'s failure table.
 
 use super::membership::JoinError;
-use crate::error::Error;
+use crate::peer::UpstreamError;
+use crate::store::StoreError;
+use crate::wal::WalError;
 
 /// Why the root group did not do what a request asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +52,33 @@ pub enum RootError {
     /// The root is still starting.
     Starting,
     /// The write of `key` failed with `cause` after standbys were sent it.
-    MayHaveReplicated { key: String, cause: Box<Error> },
+    MayHaveReplicated { key: String, cause: Box<RootError> },
     /// The write of `key` was logged here, then `cause` kept it from being
     /// acknowledged.
-    NotAcknowledged { key: String, cause: Box<Error> },
+    NotAcknowledged { key: String, cause: Box<RootError> },
     /// The root failed where it should not have: how.
     Internal(String),
+    /// The root's log failed.
+    Log(WalError),
+    /// The root's store did not take a write.
+    Store(StoreError),
+    /// A call to another member of the group failed.
+    Upstream(UpstreamError),
+}
+
+/// What the layers below the root tell it, passed on as they said it.
+macro_rules! passed_on {
+    ($($layer:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$layer> for RootError {
+            fn from(e: $layer) -> RootError {
+                RootError::$variant(e)
+            }
+        })*
+    };
+}
+
+passed_on! {
+    WalError => Log,
+    StoreError => Store,
+    UpstreamError => Upstream,
 }

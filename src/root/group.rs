@@ -39,7 +39,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 
-use crate::error::Error;
 use crate::lease::Sessions;
 use crate::registry::{layout, Registry};
 use crate::root::RootError;
@@ -200,7 +199,7 @@ impl Group {
     /// 503 unless this process is the primary and, when another process
     /// could take over from it, still holds the lease of the session it
     /// became primary in: only then may it acknowledge.
-    pub fn require_primacy(&self, sessions: &dyn Sessions) -> Result<(), Error> {
+    pub fn require_primacy(&self, sessions: &dyn Sessions) -> Result<(), RootError> {
         match self.role() {
             Role::Primary { generation, .. } => {
                 let lease = sessions.lease();
@@ -352,7 +351,7 @@ impl Group {
 
     /// Changes the root's state with `change`, conditionally on the version
     /// read; fails when the epoch moved on (this primary is fenced).
-    fn change_state(&self, change: impl Fn(&mut RootState)) -> Result<(), Error> {
+    fn change_state(&self, change: impl Fn(&mut RootState)) -> Result<(), RootError> {
         let Zk {
             registry, prefix, ..
         } = self.zk.get().ok_or(RootError::NotRunning)?;
@@ -389,7 +388,7 @@ impl Group {
 
     /// Removes `member` from the in-sync standbys (before a write is
     /// acknowledged without it).
-    pub fn drop_in_sync(&self, member: &Member) -> Result<(), Error> {
+    pub fn drop_in_sync(&self, member: &Member) -> Result<(), RootError> {
         self.change_state(|s| s.in_sync.retain(|m| m.id != member.id))?;
         self.counted.lock().unwrap().retain(|id| *id != member.id);
         log::warn!("standby {} ({}) is out of sync", member.address, member.id);
@@ -397,7 +396,7 @@ impl Group {
     }
 
     /// Adds `member` to the in-sync standbys (it caught up).
-    pub fn add_in_sync(&self, member: &Member) -> Result<(), Error> {
+    pub fn add_in_sync(&self, member: &Member) -> Result<(), RootError> {
         self.counted.lock().unwrap().push(member.id.clone());
         self.change_state(|s| {
             s.in_sync.retain(|m| m.id != member.id);

@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::expiry::{self, Kept};
 use crate::store::{Mutation, Store};
 use crate::tree::{Side, Tree};
@@ -238,7 +237,7 @@ impl Root {
         version: u64,
         expires_ms: u64,
         mutation: &Mutation,
-    ) -> Result<Option<Logged<'_>>, Error> {
+    ) -> Result<Option<Logged<'_>>, RootError> {
         self.log_then(key, version, expires_ms, mutation, || ()).0
     }
 
@@ -253,12 +252,12 @@ impl Root {
         expires_ms: u64,
         mutation: &Mutation,
         during: impl FnOnce() -> R,
-    ) -> (Result<Option<Logged<'_>>, Error>, Option<R>) {
+    ) -> (Result<Option<Logged<'_>>, RootError>, Option<R>) {
         let Some(wal) = &self.wal else {
             return (Ok(None), Some(during()));
         };
         let (logged, ran) = wal.log_then(key, version, expires_ms, edit_of(mutation), during);
-        let logged = logged.map(Some).map_err(Error::Log);
+        let logged = logged.map(Some).map_err(RootError::Log);
         (logged, ran)
     }
 
@@ -288,7 +287,7 @@ impl Root {
     }
 
     /// Places a joining node (`POST /nodes/join`).
-    pub fn join(&self, join: &Join) -> Result<Joined, Error> {
+    pub fn join(&self, join: &Join) -> Result<Joined, RootError> {
         crate::config::parse_host_port(&join.address)
             .map_err(|_| RootError::BadAddress(join.address.clone()))?;
         self.require_open()?;
@@ -317,7 +316,7 @@ impl Root {
     }
 
     /// 503 until the root is open (and while it is not the primary).
-    pub fn require_open(&self) -> Result<(), Error> {
+    pub fn require_open(&self) -> Result<(), RootError> {
         if !self.group.is_primary() {
             return Err(RootError::Standby.into());
         }

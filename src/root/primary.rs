@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::expiry;
 use crate::lease::Sessions;
 use crate::peer::UpstreamError;
@@ -52,7 +51,7 @@ impl Root {
         write: Commit<'_>,
         room: Reservation<'_>,
         sessions: &dyn Sessions,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Applied, RootError> {
         let (key, version) = (write.key, write.version);
         let expires_ms = write.expires.map_or(0, expiry::to_unix_ms);
         // From before it is replicated until it is applied: a standby's
@@ -110,7 +109,7 @@ impl Root {
     /// The primary: sends one write of `epoch` to every target and waits
     /// for each (`expires_ms`: a put's expiry as a Unix time in
     /// milliseconds, 0 for none).
-    fn replicate(&self, epoch: u64, write: &Commit<'_>, expires_ms: u64) -> Result<(), Error> {
+    fn replicate(&self, epoch: u64, write: &Commit<'_>, expires_ms: u64) -> Result<(), RootError> {
         let targets = self.replication.targets.lock().unwrap().clone();
         if targets.is_empty() {
             return Ok(());
@@ -140,7 +139,7 @@ impl Root {
     /// fences this primary (the write fails); any other failure drops the
     /// standby from the targets, and first from the in-sync set if it was
     /// counted there.
-    fn settle(&self, target: &Target, outcome: Outcome) -> Result<(), Error> {
+    fn settle(&self, target: &Target, outcome: Outcome) -> Result<(), RootError> {
         match outcome {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(answer)) if answer.status == 409 => {
@@ -193,7 +192,7 @@ impl Root {
                 .name("catch-up".into())
                 .spawn(move || {
                     if let Err(e) = root.catch_up(&member) {
-                        log::warn!("standby {} did not catch up: {e}", member.address);
+                        log::warn!("standby {} did not catch up: {e:?}", member.address);
                         root.replication.forget(&member.id);
                     }
                     root.replication.syncing.lock().unwrap().remove(&member.id);
@@ -205,11 +204,11 @@ impl Root {
     }
 
     /// One catch-up of `member` (see the module documentation).
-    fn catch_up(&self, member: &Member) -> Result<(), Error> {
+    fn catch_up(&self, member: &Member) -> Result<(), RootError> {
         let epoch = self.group.epoch().ok_or(RootError::CatchUpNotPrimary)?;
         let id = crate::wal::dir::random_id().map_err(|e| RootError::Internal(e.to_string()))?;
         let peer = peer_of(member);
-        let send = |phase: Phase, records: Vec<u8>| -> Result<(), Error> {
+        let send = |phase: Phase, records: Vec<u8>| -> Result<(), RootError> {
             let message = Replicate {
                 epoch,
                 phase,
@@ -228,7 +227,7 @@ impl Root {
                     body: answer.body,
                 }
                 .into()),
-                Err(e) => Err(Error::from(e)),
+                Err(e) => Err(RootError::from(e)),
             }
         };
         log::info!("standby {} ({}) catches up", member.address, member.id);
@@ -296,8 +295,8 @@ fn send_to_each(
 /// go on); returns how many keys it sent.
 fn send_state(
     store: &Store,
-    send: &dyn Fn(Phase, Vec<u8>) -> Result<(), Error>,
-) -> Result<usize, Error> {
+    send: &dyn Fn(Phase, Vec<u8>) -> Result<(), RootError>,
+) -> Result<usize, RootError> {
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let (mut count, mut sent) = (0, 0usize);
     let mut failure = None;

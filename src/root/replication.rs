@@ -21,12 +21,12 @@
 //! answers, applies it to its store, and refuses requests from an epoch
 //! older than the newest it has seen.
 
+use super::error::RootError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::peer::UpstreamError;
 use crate::wire::{Answer, Peer, Replicate, Replicated};
 
@@ -84,7 +84,7 @@ pub struct Replication {
 pub enum Refusal {
     /// The request comes from an older epoch than this process knows.
     Stale(u64),
-    Other(Error),
+    Other(RootError),
 }
 
 impl Replication {

@@ -69,11 +69,10 @@ pub fn failure(e: &Error) -> Failure {
             "This node is making as many mget answers as it may at once; try again.".into(),
         ),
         Error::Node(n) => node(n),
+        // An answer of another member the root passes on goes as it came.
+        Error::Root(RootError::Upstream(u)) => return failure(&Error::Upstream(u.clone())),
         Error::Root(r) => root(r),
-        Error::Store(StoreError::Full) => (
-            507,
-            "The root's store is full (MAX_STORE_BYTES); the value was not stored.".into(),
-        ),
+        Error::Store(s) => store(s),
         Error::Log(w) => log(w),
         Error::Upstream(UpstreamError::Relayed { status, body }) => {
             return Failure {
@@ -248,7 +247,17 @@ fn precondition(key: &str, unmet: &Unmet) -> String {
 }
 
 /// A write that failed with `cause` after `what` happened to it.
-fn uncertain(cause: &Error, key: &str, what: &str) -> String {
+fn store(s: &StoreError) -> (u16, String) {
+    match s {
+        StoreError::Full => (
+            507,
+            "The root's store is full (MAX_STORE_BYTES); the value was not stored.".into(),
+        ),
+    }
+}
+
+fn uncertain(cause: &RootError, key: &str, what: &str) -> String {
+    let cause = Error::Root(cause.clone());
     format!("{cause} The write of \"{key}\" {what}: it may or may not take effect.")
 }
 
@@ -316,6 +325,11 @@ fn root(r: &RootError) -> (u16, String) {
             uncertain(cause, key, "was logged here but not acknowledged"),
         ),
         RootError::Internal(e) => (500, e.clone()),
+        // What the root passes on from the layers below it is told as
+        // those layers' own.
+        RootError::Log(w) => log(w),
+        RootError::Store(s) => store(s),
+        RootError::Upstream(u) => upstream(u),
     }
 }
 
@@ -453,7 +467,7 @@ mod tests {
     fn an_uncertain_write_says_why_and_what_may_have_happened() {
         let e = Error::Root(RootError::NotAcknowledged {
             key: "k".into(),
-            cause: Box::new(Error::Root(RootError::NoLease)),
+            cause: Box::new(RootError::NoLease),
         });
         assert_eq!(e.status(), 503);
         assert_eq!(
