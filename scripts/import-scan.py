@@ -6,7 +6,9 @@ src/bin/*.rs of the main crate, cli/ and crates/*) and the paths its files
 name (`use crate::...`, `crate::`, `super::`, a child module's name), and
 builds the graph of which module imports which. A module is a file, except
 that a folder is one floor: src/node/mod.rs and every file under src/node/
-together are the floor `node/`. Comments and string literals are skipped.
+together are the floor `node/`. Comments and string literals are skipped,
+and so are the bodies of `#[cfg(test)]` modules: a file's unit tests may
+use what is above it to check what a client finally sees.
 
 It fails, printing the arrows, when
   - two or more modules of a crate import each other, directly or around a
@@ -246,11 +248,31 @@ def use_paths(tree):
     return [[p for p in path if p != "self"] or ["self"] for path in out if path]
 
 
+TEST_MODULE = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+" + IDENT + r"\s*\{")
+
+
+def without_tests(text):
+    """`text` with the bodies of its `#[cfg(test)]` modules blanked (line
+    breaks kept): a file's unit tests may reach up to check what a client
+    finally sees; they are not part of the node that is built."""
+    out = list(text)
+    for m in TEST_MODULE.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        for k in range(m.end(), i - 1):
+            if out[k] != "\n":
+                out[k] = " "
+    return "".join(out)
+
+
 def arrows(crate):
     """Every arrow of a crate: (file, line, module there, module named,
     path as written)."""
     found = []
     for path, (module, text) in crate.files.items():
+        text = without_tests(text)
         inner = inline_at(text)
 
         def lines(offset, text=text):

@@ -59,10 +59,15 @@
 //!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left
 //!   and Unix times; `input`: what clients send, validated; `precondition`:
-//!   versions as ETags, and conditional requests; `error`: what a request
-//!   can fail with, each layer's own error in a variant (statuses and
-//!   sentences are `http::api`'s); `metrics`: counters in the Prometheus
-//!   text format; `process`: this process's signals and limits.
+//!   versions as ETags, and conditional requests; `metrics`: counters in the
+//!   Prometheus text format; `process`: this process's signals and limits.
+//!
+//! Each layer fails with its own error (`StoreError`, `WalError`,
+//! `RootError`, which passes on those below it, `UpstreamError`,
+//! `AuthError`, `NodeError`); `node::failed::Error` holds any of them, and
+//! `http::api`'s failure table alone turns one into a status and a
+//! sentence. Imports run one way: `scripts/import-scan.py` (run in CI)
+//! finds no cycle and nothing below the node importing it.
 //! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
 //!
 //! `treecache cluster` (a whole cluster on one machine) is the binary's
@@ -73,7 +78,6 @@ pub mod auth;
 mod awaited;
 mod config;
 mod deadline;
-mod error;
 mod expiry;
 mod flight;
 mod http;

@@ -229,7 +229,7 @@ mod tests {
         // As the client reads it.
         let said = |unmet| {
             let key = "k".to_string();
-            crate::error::Error::from(crate::node::NodeError::Precondition { key, unmet })
+            crate::node::failed::Error::from(crate::node::NodeError::Precondition { key, unmet })
                 .to_string()
         };
         let why = said(if_match("\"5\"").check(Some(6)).unwrap_err());

@@ -792,7 +792,7 @@ pub fn keys_request(listing: &Listing) -> Request {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error::Error;
+    use crate::node::failed::Error;
 
     /// Headers as a test writes them.
     pub(crate) struct Map(pub(crate) Vec<(&'static str, String)>);

@@ -50,11 +50,12 @@ mod tests {
         let held = |_: &str| Ok(Some(0x1234));
         assert!(check(&held, "NODE-2", Some("1234")).is_ok());
         assert_eq!(
-            crate::error::Error::from(check(&held, "NODE-2", Some("99")).unwrap_err()).status(),
+            crate::node::failed::Error::from(check(&held, "NODE-2", Some("99")).unwrap_err())
+                .status(),
             409
         );
         assert_eq!(
-            crate::error::Error::from(check(&held, "NODE-2", None).unwrap_err()).status(),
+            crate::node::failed::Error::from(check(&held, "NODE-2", None).unwrap_err()).status(),
             409
         );
         assert!(check(&|_: &str| Ok(None), "NODE-2", None).is_ok());

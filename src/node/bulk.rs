@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::input::Listing;
+use crate::node::failed::Error;
 use crate::wire::{Answer, KeysPage};
 
 use super::{Node, NodeError};

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::input::{self, Listing};
 use crate::lease::Lease;
 use crate::metrics::Metrics;
+use crate::node::failed::Error;
 use crate::node::read::Found;
 use crate::node::{Downstream, Links, Node, Place, Sessions, Upstream, Write};
 use crate::peer::UpstreamError;

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::awaited::Awaited;
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::metrics::bump;
+use crate::node::failed::Error;
 use crate::peer::UpstreamError;
 use crate::tree::{Side, Tree};
 use crate::wire::{self, Invalidate, Invalidated, Peer, Progress};

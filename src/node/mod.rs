@@ -12,7 +12,9 @@
 //! - [`route`]: which node a call goes to: around a dead parent, after a
 //!   node that moved.
 //! - [`position`]: where this node sits; [`peers`]: the seams.
-//! - `error`: what the policy refuses or fails at ([`NodeError`]).
+//! - `error`: what the policy refuses or fails at ([`NodeError`]);
+//!   `failed`: what a request can fail with, any layer's error (the HTTP
+//!   layer makes its status and sentence).
 //!
 //! On the root's id a node holds a [`Root`] (`crate::root`): it calls the
 //! root, which never calls it back (the root tells the start-up wiring what
@@ -35,6 +37,7 @@
 
 mod bulk;
 mod error;
+pub mod failed;
 mod invalidate;
 pub mod peers;
 pub mod position;
@@ -55,8 +58,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::metrics::{bump, Gauges, Metrics};
+use crate::node::failed::Error;
 use crate::root::{Outcome, Refusal, Root, Standbys};
 use crate::store::{Lookup, Mode, Store};
 use crate::tree::Side;

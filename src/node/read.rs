@@ -26,10 +26,10 @@
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::expiry;
 use crate::flight::{Fetched, FillError, FillOutcome, Leader};
 use crate::metrics::bump;
+use crate::node::failed::Error;
 use crate::node::position::Below;
 use crate::peer::UpstreamError;
 use crate::root::RootError;

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::Error;
+use crate::node::failed::Error;
 use crate::peer::UpstreamError;
 use crate::tree::Tree;
 use crate::wire::{self, Answer, Fill, FillRequest, Join, Joined, NodesDoc, Peer};

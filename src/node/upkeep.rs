@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::error::Error;
 use crate::metrics::bump;
+use crate::node::failed::Error;
 use crate::peer::UpstreamError;
 use crate::tree::{Side, Tree};
 use crate::wire::{self, Flushed, Peer, Release, Released};

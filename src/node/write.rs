@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::Error;
+use crate::node::failed::Error;
 use crate::peer::UpstreamError;
 use crate::precondition::Condition;
 use crate::root::dedup::{Claim, Fingerprint};

@@ -213,9 +213,9 @@ impl Group {
                 if lease.generation != generation {
                     self.step_down("its ZooKeeper session ended");
                 }
-                Err(RootError::NoLease.into())
+                Err(RootError::NoLease)
             }
-            _ => Err(RootError::NotPrimary.into()),
+            _ => Err(RootError::NotPrimary),
         }
     }
 
@@ -363,14 +363,14 @@ impl Group {
                 .read_versioned(&path)
                 .map_err(|e| RootError::ZooKeeper(e.to_string()))?;
             let Some((data, version)) = read else {
-                return Err(RootError::StateGone.into());
+                return Err(RootError::StateGone);
             };
             let mut state: RootState = serde_json::from_slice(&data)
                 .map_err(|e| RootError::StateUnreadable(e.to_string()))?;
             if state.epoch != epoch || state.primary.id != self.me.id {
                 self.learn_epoch(state.epoch);
                 self.step_down("the root's state names another primary");
-                return Err(RootError::Superseded.into());
+                return Err(RootError::Superseded);
             }
             change(&mut state);
             let bytes = serde_json::to_vec(&state).expect("the state serializes");
@@ -380,10 +380,10 @@ impl Group {
                     return Ok(());
                 }
                 Ok(false) => continue,
-                Err(e) => return Err(RootError::ZooKeeper(e.to_string()).into()),
+                Err(e) => return Err(RootError::ZooKeeper(e.to_string())),
             }
         }
-        Err(RootError::StateContended.into())
+        Err(RootError::StateContended)
     }
 
     /// Removes `member` from the in-sync standbys (before a write is

@@ -318,12 +318,12 @@ impl Root {
     /// 503 until the root is open (and while it is not the primary).
     pub fn require_open(&self) -> Result<(), RootError> {
         if !self.group.is_primary() {
-            return Err(RootError::Standby.into());
+            return Err(RootError::Standby);
         }
         if self.open.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(RootError::Starting.into())
+            Err(RootError::Starting)
         }
     }
 

@@ -62,7 +62,7 @@ impl Root {
         // before any standby has it.
         let replicate = || match self.group.epoch() {
             Some(epoch) => self.replicate(epoch, &write, expires_ms),
-            None => Err(RootError::Deposed.into()),
+            None => Err(RootError::Deposed),
         };
         let (logged, replicated) =
             self.log_then(key, version, expires_ms, &write.mutation, replicate);
@@ -80,8 +80,7 @@ impl Root {
                 return Err(RootError::MayHaveReplicated {
                     key: key.to_string(),
                     cause: Box::new(e),
-                }
-                .into());
+                });
             }
             (Ok(_), None) => unreachable!("a write in the log is replicated"),
         };
@@ -101,8 +100,7 @@ impl Root {
             Err(e) => Err(RootError::NotAcknowledged {
                 key: key.to_string(),
                 cause: Box::new(e),
-            }
-            .into()),
+            }),
         }
     }
 
@@ -148,8 +146,7 @@ impl Root {
                 }
                 Err(RootError::RefusedByStandby {
                     address: target.member.address.clone(),
-                }
-                .into())
+                })
             }
             failed => {
                 log::warn!(
@@ -225,8 +222,7 @@ impl Root {
                 Ok(Err(answer)) => Err(RootError::StandbyAnswered {
                     status: answer.status,
                     body: answer.body,
-                }
-                .into()),
+                }),
                 Err(e) => Err(RootError::from(e)),
             }
         };
@@ -257,7 +253,7 @@ impl Root {
                 .unwrap_or_else(|e| e.into_inner());
             let mut targets = self.replication.targets.lock().unwrap();
             let Some(target) = targets.iter_mut().find(|t| t.member.id == member.id) else {
-                return Err(RootError::StandbyDropped.into());
+                return Err(RootError::StandbyDropped);
             };
             self.group.add_in_sync(member)?;
             target.in_sync = true;

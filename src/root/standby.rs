@@ -24,7 +24,7 @@ impl Root {
         }
         group.learn_epoch(message.epoch);
         if group.is_primary() {
-            return Err(Refusal::Other(RootError::IsPrimary.into()));
+            return Err(Refusal::Other(RootError::IsPrimary));
         }
         match message.phase {
             Phase::Live => self.receive_live(message),
@@ -86,7 +86,7 @@ impl Root {
             .as_ref()
             .filter(|c| Some(&c.id) == message.catch_up.as_ref())
         else {
-            return Err(Refusal::Other(RootError::NoSuchCatchUp.into()));
+            return Err(Refusal::Other(RootError::NoSuchCatchUp));
         };
         let applied = each_record(self, &message.records, |r, live, expires| {
             let deleted_later = ours.deleted.get(&r.key).is_some_and(|&v| v >= r.version);
@@ -97,7 +97,7 @@ impl Root {
             // directory held before the catch-up.
             if let Some(wal) = self.wal() {
                 wal.compact_now(self.store.as_ref())
-                    .map_err(|e| Refusal::Other(RootError::Internal(e).into()))?;
+                    .map_err(|e| Refusal::Other(RootError::Internal(e)))?;
             }
             *catch_up = None;
             log::info!("caught up with the primary (epoch {})", message.epoch);
@@ -118,7 +118,7 @@ fn each_record(
     let (mut applied, mut at) = (0, 0);
     while at < records.len() {
         let (r, len) = record::decode(&records[at..])
-            .map_err(|d| Refusal::Other(RootError::DamagedRecord(d.to_string()).into()))?;
+            .map_err(|d| Refusal::Other(RootError::DamagedRecord(d.to_string())))?;
         at += len;
         let value = match &r.change {
             Change::Put(v) => Some(v.as_slice()),

@@ -1,7 +1,7 @@
 //! The failure table: every error a request can end with, as the status,
 //! the sentence and the headers its client gets. This is the one place
 //! where an error becomes what a client reads; the layers below say only
-//! what went wrong (`crate::error`). A change of wording or status is a
+//! what went wrong (`node::failed`). A change of wording or status is a
 //! change here.
 //!
 //! The body is `{"error": sentence}`, except for an error another node
@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::auth::tokens::NoToken;
 use crate::auth::{AuthError, Refused, CLUSTER_CHALLENGE, VERSION, WINDOW};
-use crate::error::{Error, Invalid, Malformed, NodeError, RootError, StoreError, WalError};
+use crate::node::failed::{Error, Invalid, Malformed, NodeError, RootError, StoreError, WalError};
 use crate::peer::UpstreamError;
 use crate::precondition::Unmet;
 use crate::root::membership::{BadName, JoinError};

@@ -14,9 +14,9 @@
 //!   [`WalError`]);
 //! - `peer`: calls to other nodes ([`UpstreamError`]).
 
+pub use super::error::NodeError;
 pub use crate::auth::AuthError;
 pub use crate::input::Invalid;
-pub use crate::node::NodeError;
 pub use crate::peer::UpstreamError;
 pub use crate::root::RootError;
 pub use crate::store::StoreError;
