@@ -33,7 +33,8 @@
 //!   (`bulk`), writes (`write`) and invalidations (`invalidate`), flushes
 //!   and release notices (`upkeep`), where calls go (`route`), where this
 //!   node sits (`position`), the seams (`peers`) and their in-process fakes
-//!   for tests (`fake`).
+//!   for tests (`fake`), what the policy refuses (`error`) and what a
+//!   request can fail with (`failed`).
 //! - `root/`: what only the root group does (the processes started with the
 //!   root's id), below the node and never calling it: the group's state and
 //!   its fencing (`group`), following the election and taking over
@@ -61,6 +62,7 @@
 //!   and Unix times; `input`: what clients send, validated; `precondition`:
 //!   versions as ETags, and conditional requests; `metrics`: counters in the
 //!   Prometheus text format; `process`: this process's signals and limits.
+//! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
 //!
 //! Each layer fails with its own error (`StoreError`, `WalError`,
 //! `RootError`, which passes on those below it, `UpstreamError`,
@@ -68,7 +70,6 @@
 //! `http::api`'s failure table alone turns one into a status and a
 //! sentence. Imports run one way: `scripts/import-scan.py` (run in CI)
 //! finds no cycle and nothing below the node importing it.
-//! - `wal/`: the root's data directory: the log, snapshots, recovery, compaction.
 //!
 //! `treecache cluster` (a whole cluster on one machine) is the binary's
 //! own (`src/cluster/`), with the throwaway ZooKeeper and the child
