@@ -1,7 +1,7 @@
 //! One node id, one process. A node's liveness znode
 //! (`ZK_PREFIX/live/NODE-i`) belongs to the ZooKeeper session that created
 //! it. A joining node tells the root its own session
-//! ([`wire::SESSION_HEADER`], signed with the rest of the join); the root
+//! ([`crate::wire::SESSION_HEADER`], signed with the rest of the join); the root
 //! refuses the join (409) when the name's liveness znode belongs to another
 //! session, which is still alive (ZooKeeper deletes the znode when it
 //! ends). The refused node tries again for about one session timeout (the
