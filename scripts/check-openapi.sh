@@ -126,16 +126,19 @@ def free(port):
         except OSError:
             return False
 
+# Below the kernel's ephemeral range (32768 and up by default), where the
+# outgoing connections of other tests running beside this one take their
+# ports: a port free now there may be taken by one before a node binds it.
 taken = set()
 rng = random.SystemRandom()
 while True:
-    base = rng.randrange(20000, 60000, 10)
+    base = rng.randrange(20000, 32000, 10)
     if all(free(base + i) for i in range(1, 4)):
         taken.update(range(base, base + 4))
         break
 out = [base]
 while len(out) < int(sys.argv[1]):
-    port = rng.randrange(20000, 60000)
+    port = rng.randrange(20000, 32000)
     if port not in taken and free(port):
         taken.add(port)
         out.append(port)

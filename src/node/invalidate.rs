@@ -177,11 +177,25 @@ impl Node {
             .map(|s| (s, self.position.child(s)))
             .collect();
         let send = |side: Side, peer: &Option<Peer>| -> Result<(), (Error, u8)> {
-            let Some(peer) = peer else {
-                return Ok(()); // Never seen: it cannot hold anything from us.
-            };
             let slot = mine.map(|m| 2 * m + 1 + side.index());
-            self.invalidate_peer(peer, slot, message, deadline)
+            let peer = match peer {
+                Some(peer) => peer.clone(),
+                // Not seen by this process, whose directory is incomplete:
+                // the child may hold what an earlier run of this node
+                // served it, and must drop it before this invalidation is
+                // done. The tree says where it is.
+                None if self.unknown_holders() & side.bit() != 0 => {
+                    let doc = self
+                        .tree_document(deadline)
+                        .ok_or_else(|| (Error::from(NodeError::NoTree), side.bit()))?;
+                    match slot.and_then(|s| wire::peer_at(&doc, s)) {
+                        Some(peer) => peer,
+                        None => return Ok(()), // No node in that slot.
+                    }
+                }
+                None => return Ok(()), // Never seen: it cannot hold anything from us.
+            };
+            self.invalidate_peer(&peer, slot, message, deadline)
                 .map_err(|e| (e, side.bit()))
         };
         match targets.as_slice() {
