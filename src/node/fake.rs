@@ -88,58 +88,7 @@ impl Tree {
         let capacity = (1usize << depth) - 1;
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for slot in 0..capacity {
-            let id = slot + 1;
-            let args: Vec<std::ffi::OsString> = [
-                "--id".to_string(),
-                id.to_string(),
-                "--depth".into(),
-                depth.to_string(),
-                "--advertise".into(),
-                address(id),
-                "--cache-max-bytes".into(),
-                cache_max_bytes.to_string(),
-            ]
-            .into_iter()
-            .map(Into::into)
-            .collect();
-            let config = Config::parse(pico_args::Arguments::from_vec(args), &|_| None)
-                .expect("a valid test configuration");
-            let links = Arc::new(FakeLinks {
-                net: Arc::downgrade(&net),
-                name: format!("NODE-{id}"),
-            });
-            let node = Node::new(
-                config,
-                Links {
-                    up: links.clone(),
-                    down: links.clone(),
-                    sessions: links,
-                    locate_root: Box::new(|| Some(address(1))),
-                },
-                Arc::new(Metrics::default()),
-            )
-            .expect("a node without a data directory starts");
-            node.session_changed(1);
-            if slot == 0 {
-                node.root().unwrap().group().assume_primary(1, 1);
-                node.became_primary();
-                node.root().unwrap().set_open();
-            } else {
-                node.position().set_root_address(address(1));
-                let joined = nodes[0]
-                    .join(&Join {
-                        name: format!("NODE-{id}"),
-                        address: address(id),
-                    })
-                    .unwrap();
-                assert_eq!(joined.slot, slot);
-                node.position().set_place(Place {
-                    slot,
-                    depth: joined.depth,
-                    parent: joined.parent,
-                });
-            }
-            net.nodes.lock().unwrap().insert(address(id), node.clone());
+            let node = start(&net, depth, cache_max_bytes, slot, nodes.first());
             if slot > 0 {
                 // No node is below it yet: its directory is complete.
                 node.flush_after_join();
@@ -147,6 +96,14 @@ impl Tree {
             nodes.push(node);
         }
         Tree { net, nodes }
+    }
+
+    /// A new process of the node in `slot` in place of the old one: joined,
+    /// but it has not flushed the children below it, nor seen them.
+    pub fn restart(&mut self, slot: usize) {
+        let depth = self.nodes[0].config().tree.depth();
+        let max = self.nodes[0].config().cache_max_bytes;
+        self.nodes[slot] = start(&self.net, depth, max, slot, self.nodes.first());
     }
 
     /// Reads `key` at the node in `slot` as a client would; `None` when absent.
@@ -238,6 +195,73 @@ impl Tree {
 }
 
 /// A generous deadline: the tests hold messages, never lose them.
+/// The node of `slot` of a tree of `depth`, NODE-{slot+1}, joined at `root`
+/// (the root itself when there is none yet), and in the network.
+fn start(
+    net: &Arc<Net>,
+    depth: u32,
+    cache_max_bytes: u64,
+    slot: usize,
+    root: Option<&Arc<Node>>,
+) -> Arc<Node> {
+    let id = slot + 1;
+    let args: Vec<std::ffi::OsString> = [
+        "--id".to_string(),
+        id.to_string(),
+        "--depth".into(),
+        depth.to_string(),
+        "--advertise".into(),
+        address(id),
+        "--cache-max-bytes".into(),
+        cache_max_bytes.to_string(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    let config = Config::parse(pico_args::Arguments::from_vec(args), &|_| None)
+        .expect("a valid test configuration");
+    let links = Arc::new(FakeLinks {
+        net: Arc::downgrade(net),
+        name: format!("NODE-{id}"),
+    });
+    let node = Node::new(
+        config,
+        Links {
+            up: links.clone(),
+            down: links.clone(),
+            sessions: links,
+            locate_root: Box::new(|| Some(address(1))),
+        },
+        Arc::new(Metrics::default()),
+    )
+    .expect("a node without a data directory starts");
+    node.session_changed(1);
+    match root {
+        None => {
+            node.root().unwrap().group().assume_primary(1, 1);
+            node.became_primary();
+            node.root().unwrap().set_open();
+        }
+        Some(root) => {
+            node.position().set_root_address(address(1));
+            let joined = root
+                .join(&Join {
+                    name: format!("NODE-{id}"),
+                    address: address(id),
+                })
+                .unwrap();
+            assert_eq!(joined.slot, slot);
+            node.position().set_place(Place {
+                slot,
+                depth: joined.depth,
+                parent: joined.parent,
+            });
+        }
+    }
+    net.nodes.lock().unwrap().insert(address(id), node.clone());
+    node
+}
+
 pub fn deadline() -> Deadline {
     Deadline::after(Duration::from_secs(20))
 }

@@ -181,6 +181,26 @@ fn a_write_waits_for_a_silent_holder_until_its_session_ends_then_reaches_its_chi
 }
 
 #[test]
+fn a_restarted_holder_passes_an_invalidation_to_children_it_has_not_seen() {
+    let mut t = Tree::new(3, BIG);
+    t.put(0, "k", "1");
+    assert_eq!(
+        t.get(3, "k").as_deref(),
+        Some("1"),
+        "NODE-2 and NODE-4 hold k"
+    );
+    // A new NODE-2 has joined; NODE-4 still holds what the old one served it.
+    t.restart(1);
+    t.put(0, "k", "2");
+    assert_eq!(
+        t.local(3, "k"),
+        None,
+        "the write was acknowledged while NODE-4 held the old value"
+    );
+    assert_eq!(t.get(3, "k").as_deref(), Some("2"));
+}
+
+#[test]
 fn without_a_lease_a_node_answers_nothing_from_its_cache() {
     let t = Tree::new(3, BIG);
     t.put(0, "k", "1");
