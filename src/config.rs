@@ -67,6 +67,8 @@ struct Given {
     first_id: Option<u32>,
     depth: Option<u32>,
     root_id: Option<u32>,
+    root_shards: Option<u32>,
+    shard: Option<u32>,
     port: Option<u16>,
     listen: Option<SocketAddr>,
     advertise: Option<String>,
@@ -129,6 +131,12 @@ pub const FLAGS: &[Flag] = {
         flag!("--root-id" "N" "ROOT_NODE_ID", Value("1"),
             root_id <- parse_u32,
             "id of the root node"),
+        flag!("--root-shards" "K" "ROOT_SHARDS", Value("1"),
+            root_shards <- parse_shards,
+            "root groups the key space is split over (1 to 64), the same on every node"),
+        flag!("--shard" "S" "SHARD", Value("0"),
+            shard <- parse_u32,
+            "with the root's id: the root group (shard) this process belongs to, 0 to K - 1"),
         flag!("--port" "P" "API_PORT", Value("5000"),
             port <- parse_port,
             "port the API listens on, all interfaces"),
@@ -237,6 +245,10 @@ pub struct Config {
     pub id: u32,
     pub tree: Tree,
     pub root_id: u32,
+    /// Root groups (shards) the key space is split over, the same on every node.
+    pub root_shards: u32,
+    /// The shard of this process's root group (0 for every other node).
+    pub shard: u32,
     pub listen: SocketAddr,
     /// `host:port` other nodes use to reach this one.
     pub advertise: String,
@@ -387,6 +399,13 @@ fn read_flags(
 
 fn parse_u32(s: &str) -> Result<u32, String> {
     s.parse().map_err(|_| "expected a whole number".to_string())
+}
+
+fn parse_shards(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(k) if (1..=crate::shards::MAX_SHARDS).contains(&k) => Ok(k),
+        _ => Err("expected a number of shards from 1 to 64".to_string()),
+    }
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -553,6 +572,19 @@ impl Config {
         let tree = Tree::new(depth);
         let id = node_id(g, tree, env)?;
         let root_id = in_tree(tree, "--root-id", set(g.root_id))?;
+        let (root_shards, shard) = (set(g.root_shards), set(g.shard));
+        if shard >= root_shards {
+            return Err(error(
+                "--shard",
+                format!("must be below --root-shards ({root_shards}) (got {shard})"),
+            ));
+        }
+        if shard != 0 && id != root_id {
+            return Err(error(
+                "--shard",
+                "is taken by the root group's processes only (started with the root's id)",
+            ));
+        }
         let listen = g
             .listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], set(g.port))));
@@ -571,6 +603,8 @@ impl Config {
             id,
             tree,
             root_id,
+            root_shards,
+            shard,
             listen,
             advertise,
             zookeeper: set(g.zookeeper.take()),

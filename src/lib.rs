@@ -56,7 +56,8 @@
 //!   reads and writes (`znodes`), the layout of the cluster's znodes
 //!   (`layout`), this node's sessions as leases and other nodes' liveness
 //!   (`sessions`, the node's `Sessions` seam).
-//! - `tree`: slot arithmetic (no I/O); `deadline`: time budgets across hops;
+//! - `tree`: slot arithmetic (no I/O); `shards`: hash slots of keys and
+//!   the map of which root group (shard) owns them (no I/O); `deadline`: time budgets across hops;
 //!   `awaited`: a value one thread sets and others wait for, for a while;
 //!   `expiry`: when keys with a time to live expire, as deadlines, time left
 //!   and Unix times; `input`: what clients send, validated; `precondition`:
@@ -93,6 +94,7 @@ mod precondition;
 mod process;
 pub mod registry;
 mod root;
+pub mod shards;
 mod startup;
 mod store;
 mod tree;
