@@ -263,16 +263,25 @@ impl Histogram {
 }
 
 /// Writes a histogram with its `# HELP` and `# TYPE` lines.
-pub fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+pub fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    h.render(out, name, "");
+    h.render(out, name, labels);
 }
 
 /// Writes a gauge with its `# HELP` and `# TYPE` lines.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    labelled_gauge(out, name, help, "", value)
+}
+
+/// Writes a gauge of one series with `labels` (`shard="2"`; empty: none).
+pub fn labelled_gauge(out: &mut String, name: &str, help: &str, labels: &str, value: u64) {
+    let series = match labels {
+        "" => name.to_string(),
+        labels => format!("{name}{{{labels}}}"),
+    };
     let _ = writeln!(
         out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{series} {value}"
     );
 }
 

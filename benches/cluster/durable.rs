@@ -238,7 +238,7 @@ fn with_syncs<T>(root: &str, work: impl FnOnce() -> T) -> (T, Syncs) {
     let syncs = Syncs {
         writes: delta("treecache_store_keys"),
         syncs: delta("treecache_wal_fsync_seconds_count"),
-        quick_syncs: delta("treecache_wal_fsync_seconds_bucket{le=\"0.0005\"}"),
+        quick_syncs: delta("treecache_wal_fsync_seconds_bucket{shard=\"0\",le=\"0.0005\"}"),
         sync_seconds: delta("treecache_wal_fsync_seconds_sum"),
         seconds,
     };

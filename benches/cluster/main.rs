@@ -198,9 +198,17 @@ pub fn metrics(url: &str) -> String {
 }
 
 /// The value of an unlabelled sample `name` in a `/metrics` text.
+/// The value of the series `name` (with or without labels after it: the
+/// root group's series carry their `shard`).
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ").map(|(_, v)| v),
+                None => rest.strip_prefix(' '),
+            }
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} is missing from /metrics"))
 }

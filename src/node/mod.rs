@@ -400,17 +400,34 @@ impl Node {
             cache_bytes: self.store.bytes(),
             store_keys: self.store.keys(),
         });
+        // What is per root group carries the group's shard.
+        let shard = format!("shard=\"{}\"", self.config.shard);
         if let Some(root) = &self.root {
             let in_sync = match root.is_primary() {
                 true => root.group().in_sync_count(),
                 false => root.group().in_sync() as usize,
             };
-            crate::metrics::gauge(
+            crate::metrics::labelled_gauge(
                 &mut text,
                 "treecache_replication_in_sync",
                 "On the primary of the root group, its standbys in sync; on a standby, 1 when \
                  it is in sync.",
+                &shard,
                 in_sync as u64,
+            );
+            crate::metrics::labelled_gauge(
+                &mut text,
+                "treecache_shard_keys",
+                "Keys in this root group's copy (the keys of its shard's hash slots).",
+                &shard,
+                self.store.keys(),
+            );
+            crate::metrics::labelled_gauge(
+                &mut text,
+                "treecache_root_shards",
+                "Root groups (shards) of the cluster; the label is this process's.",
+                &shard,
+                self.config.root_shards as u64,
             );
         }
         if let Some(wal) = self.root.as_ref().and_then(|r| r.wal()) {
@@ -418,12 +435,14 @@ impl Node {
                 &mut text,
                 "treecache_wal_fsync_seconds",
                 "Time each sync of the root's log took.",
+                &shard,
                 wal.stats().fsync(),
             );
-            crate::metrics::gauge(
+            crate::metrics::labelled_gauge(
                 &mut text,
                 "treecache_wal_bytes",
                 "Bytes of the root's log not yet replaced by a snapshot.",
+                &shard,
                 wal.stats().bytes(),
             );
         }
