@@ -72,30 +72,65 @@ pub struct Net {
     ended: Mutex<std::collections::HashSet<String>>,
     /// Nodes that cannot confirm their sessions, by name.
     unconfirmed: Mutex<std::collections::HashSet<String>>,
+    /// Where each root shard's primary is, as ZooKeeper would say.
+    shards: Mutex<Vec<String>>,
 }
 
-/// A tree of in-process nodes: `nodes[slot]`.
+/// A tree of in-process nodes: `nodes[slot]`; with root shards, the
+/// primaries of shards 1 and up in `shards[s - 1]`.
 pub struct Tree {
     pub net: Arc<Net>,
     pub nodes: Vec<Arc<Node>>,
+    pub shards: Vec<Arc<Node>>,
+}
+
+/// How many root shards a tree has, and which one a process belongs to.
+#[derive(Clone, Copy)]
+struct Shards {
+    of: u32,
+    this: u32,
 }
 
 impl Tree {
     /// A full tree of `depth`, NODE-{slot+1} in each slot, caches bounded
     /// by `cache_max_bytes`.
     pub fn new(depth: u32, cache_max_bytes: u64) -> Tree {
+        Tree::with_shards(depth, cache_max_bytes, 1)
+    }
+
+    /// A full tree of `depth` over `k` root shards: shard 0's primary in
+    /// slot 0, and a primary for each other shard.
+    pub fn with_shards(depth: u32, cache_max_bytes: u64, k: u32) -> Tree {
         let net = Arc::new(Net::default());
+        *net.shards.lock().unwrap() = (0..k).map(shard_address).collect();
+        let primaries: Vec<Arc<Node>> = (1..k)
+            .map(|s| {
+                start(
+                    &net,
+                    depth,
+                    cache_max_bytes,
+                    Shards { of: k, this: s },
+                    0,
+                    None,
+                )
+            })
+            .collect();
         let capacity = (1usize << depth) - 1;
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for slot in 0..capacity {
-            let node = start(&net, depth, cache_max_bytes, slot, nodes.first());
+            let shards = Shards { of: k, this: 0 };
+            let node = start(&net, depth, cache_max_bytes, shards, slot, nodes.first());
             if slot > 0 {
                 // No node is below it yet: its directory is complete.
                 node.flush_after_join();
             }
             nodes.push(node);
         }
-        Tree { net, nodes }
+        Tree {
+            net,
+            nodes,
+            shards: primaries,
+        }
     }
 
     /// A new process of the node in `slot` in place of the old one: joined,
@@ -103,7 +138,11 @@ impl Tree {
     pub fn restart(&mut self, slot: usize) {
         let depth = self.nodes[0].config().tree.depth();
         let max = self.nodes[0].config().cache_max_bytes;
-        self.nodes[slot] = start(&self.net, depth, max, slot, self.nodes.first());
+        let shards = Shards {
+            of: self.nodes[0].config().root_shards,
+            this: 0,
+        };
+        self.nodes[slot] = start(&self.net, depth, max, shards, slot, self.nodes.first());
     }
 
     /// Reads `key` at the node in `slot` as a client would; `None` when absent.
@@ -201,19 +240,28 @@ fn start(
     net: &Arc<Net>,
     depth: u32,
     cache_max_bytes: u64,
+    shards: Shards,
     slot: usize,
     root: Option<&Arc<Node>>,
 ) -> Arc<Node> {
     let id = slot + 1;
+    let advertise = match shards.this {
+        0 => address(id),
+        s => shard_address(s),
+    };
     let args: Vec<std::ffi::OsString> = [
         "--id".to_string(),
         id.to_string(),
         "--depth".into(),
         depth.to_string(),
         "--advertise".into(),
-        address(id),
+        advertise.clone(),
         "--cache-max-bytes".into(),
         cache_max_bytes.to_string(),
+        "--root-shards".into(),
+        shards.of.to_string(),
+        "--shard".into(),
+        shards.this.to_string(),
     ]
     .into_iter()
     .map(Into::into)
@@ -231,7 +279,17 @@ fn start(
             down: links.clone(),
             sessions: links,
             locate_root: Box::new(|| Some(address(1))),
-            locate_shard: Box::new(|_| None),
+            locate_shard: {
+                let net = Arc::downgrade(net);
+                Box::new(move |s| {
+                    net.upgrade()?
+                        .shards
+                        .lock()
+                        .unwrap()
+                        .get(s as usize)
+                        .cloned()
+                })
+            },
             slot_map: Box::new(|| None),
         },
         Arc::new(Metrics::default()),
@@ -260,8 +318,16 @@ fn start(
             });
         }
     }
-    net.nodes.lock().unwrap().insert(address(id), node.clone());
+    net.nodes.lock().unwrap().insert(advertise, node.clone());
     node
+}
+
+/// Where the primary of root shard `shard` is (shard 0's: NODE-1's address).
+pub fn shard_address(shard: u32) -> String {
+    match shard {
+        0 => address(1),
+        s => format!("shard-{s}.test:5000"),
+    }
 }
 
 pub fn deadline() -> Deadline {
@@ -310,6 +376,25 @@ fn write_within(
         Answer::new(200, b"{}".to_vec()).with_header(ETAG_HEADER, precondition::etag(version))
     }) {
         Ok(answer) => answer,
+        Err(e) => Answer::new(e.status(), e.body()),
+    }
+}
+
+/// A client's `GET` at `node`, answered as the HTTP layer would: the
+/// value's body with its version, or the error.
+fn read_as_client(node: &Node, key: &str) -> Answer {
+    let found = match node.read_now(key, false, <[u8]>::to_vec) {
+        Ok(None) => node.read(key, deadline()),
+        other => other,
+    };
+    match found {
+        Ok(Some(f)) => {
+            let mut body = format!("{{\"key\":{},\"value\":", serde_json::json!(key)).into_bytes();
+            body.extend_from_slice(&f.value);
+            body.push(b'}');
+            Answer::new(200, body).with_header(ETAG_HEADER, precondition::etag(f.version))
+        }
+        Ok(None) => Answer::new(404, Error::not_found(key).body()),
         Err(e) => Answer::new(e.status(), e.body()),
     }
 }
@@ -381,11 +466,16 @@ impl FakeLinks {
     }
 }
 
+/// An error as the caller's HTTP client would see it: a 421 of a root
+/// shard as such, anything else relayed.
 fn relayed(e: Error) -> UpstreamError {
-    UpstreamError::Relayed {
-        status: e.status(),
-        body: e.body(),
+    let (status, body) = (e.status(), e.body());
+    if status == 421 {
+        if let Some(wrong) = crate::wire::wrong_shard(&body) {
+            return wrong;
+        }
     }
+    UpstreamError::Relayed { status, body }
 }
 
 impl Upstream for FakeLinks {
@@ -430,6 +520,12 @@ impl Upstream for FakeLinks {
         _: Deadline,
     ) -> Result<Answer, UpstreamError> {
         let root = self.net().node(root)?;
+        if w.shard.is_some() {
+            root.refuse_foreign(w.key).map_err(relayed)?;
+        }
+        if w.method == "GET" {
+            return Ok(read_as_client(&root, w.key));
+        }
         Ok(write(&root, w.key, w.method, w.body, w.condition.cloned()))
     }
 

@@ -29,7 +29,7 @@ pub type MapLoader = Box<dyn Fn() -> Option<SlotMap> + Send + Sync>;
 pub(super) struct Owners {
     map: RwLock<SlotMap>,
     /// The last address found of each shard's primary.
-    primaries: Mutex<Vec<Option<String>>>,
+    pub(super) primaries: Mutex<Vec<Option<String>>>,
 }
 
 impl Owners {

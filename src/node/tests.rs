@@ -423,3 +423,133 @@ fn a_write_whose_invalidations_end_after_its_deadline_is_not_applied() {
         "the late write was applied"
     );
 }
+
+/// Keys of each of the `k` shards, `per` of each, named `{prefix}{n}`.
+fn keys_of_shards(prefix: &str, k: u32, per: usize) -> Vec<Vec<String>> {
+    let map = crate::shards::SlotMap::initial(k);
+    let mut out = vec![Vec::new(); k as usize];
+    for n in 0.. {
+        let key = format!("{prefix}{n}");
+        let shard = map.shard_of(&key) as usize;
+        if out[shard].len() < per {
+            out[shard].push(key);
+        }
+        if out.iter().all(|keys| keys.len() == per) {
+            return out;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn with_three_shards_each_key_lives_at_its_shards_primary_and_every_copy_is_replaced() {
+    let t = Tree::with_shards(3, BIG, 3);
+    let keys = keys_of_shards("k", 3, 2);
+    for (shard, of_shard) in keys.iter().enumerate() {
+        for key in of_shard {
+            t.put(3, key, "1");
+            for slot in [3, 4, 5, 6] {
+                assert_eq!(t.get(slot, key).as_deref(), Some("1"), "{key} at {slot}");
+            }
+            // The copy is at its shard's primary alone; the root's children
+            // filled it from there and hold it.
+            let primaries = [&t.nodes[0], &t.shards[0], &t.shards[1]];
+            for (s, primary) in primaries.iter().enumerate() {
+                let held = primary.read_now(key, true, <[u8]>::to_vec).ok().flatten();
+                assert_eq!(held.is_some(), s == shard, "{key} at shard {s}'s primary");
+            }
+            assert_eq!(t.local(1, key).as_deref(), Some("1"));
+            assert_eq!(t.local(2, key).as_deref(), Some("1"));
+            // The shard's primary invalidates the copies of the root's
+            // children (and they theirs) before it applies a write.
+            t.put(6, key, "2");
+            for slot in [1, 2, 3, 4, 5, 6] {
+                assert_ne!(t.local(slot, key).as_deref(), Some("1"), "{key} at {slot}");
+                assert_eq!(t.get(slot, key).as_deref(), Some("2"), "{key} at {slot}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_call_for_a_key_of_another_shard_gets_421_and_the_callers_retry_succeeds() {
+    let t = Tree::with_shards(3, BIG, 3);
+    let keys = keys_of_shards("m", 3, 1);
+    let key = &keys[1][0];
+    t.put(0, key, "7");
+    // Shard 2's primary refuses a fill of shard 1's key, naming the owner.
+    let fill = crate::wire::FillRequest {
+        key: key.clone(),
+        child: t.nodes[1].position().as_child().unwrap(),
+    };
+    let refused = t.shards[1].serve_fill_now(&fill, deadline()).unwrap_err();
+    assert_eq!(refused.status(), 421);
+    let body: serde_json::Value = serde_json::from_slice(&refused.body()).unwrap();
+    assert_eq!(body["shard"], 1, "{body}");
+    assert_eq!(body["primary"], super::fake::shard_address(1), "{body}");
+    // NODE-2 believes shard 2's primary is shard 1's: its fill is refused,
+    // it looks the primary up again, and its one retry is answered.
+    t.nodes[1].owners.primaries.lock().unwrap()[1] = Some(super::fake::shard_address(2));
+    assert_eq!(t.get(1, key).as_deref(), Some("7"));
+    let known = t.nodes[1].owners.primaries.lock().unwrap()[1].clone();
+    assert_eq!(known, Some(super::fake::shard_address(1)));
+    // A write through it goes the same way.
+    t.nodes[3].owners.primaries.lock().unwrap()[1] = Some(super::fake::shard_address(2));
+    t.put(3, key, "8");
+    assert_eq!(t.get(4, key).as_deref(), Some("8"));
+}
+
+#[test]
+fn a_flush_of_one_shards_slots_drops_its_keys_alone_all_the_way_down() {
+    let t = Tree::with_shards(3, BIG, 3);
+    let keys = keys_of_shards("f", 3, 2);
+    for key in keys.iter().flatten() {
+        t.put(0, key, "1");
+        assert_eq!(t.get(3, key).as_deref(), Some("1"));
+    }
+    let ranges = crate::shards::SlotMap::initial(3).ranges_of(1);
+    t.nodes[1].flush(crate::wire::Flush {
+        slots: Some(ranges),
+    });
+    wait_for("the flush to reach NODE-4", || {
+        t.local(3, &keys[1][1]).is_none()
+    });
+    for slot in [1, 3] {
+        for (shard, of_shard) in keys.iter().enumerate() {
+            for key in of_shard {
+                let held = t.local(slot, key).is_some();
+                assert_eq!(held, shard != 1, "{key} (shard {shard}) at slot {slot}");
+            }
+        }
+    }
+}
+
+#[test]
+fn keys_of_every_shard_are_listed_in_byte_order_page_by_page() {
+    let t = Tree::with_shards(3, BIG, 3);
+    let mut all: Vec<String> = keys_of_shards("p", 3, 4).into_iter().flatten().collect();
+    for key in &all {
+        t.put(0, key, "1");
+    }
+    all.sort();
+    for node in [&t.nodes[4], &t.nodes[0], &t.shards[0]] {
+        let mut listed = Vec::new();
+        let mut after = String::new();
+        loop {
+            let listing = Listing {
+                prefix: "p".into(),
+                after: after.clone(),
+                limit: 5,
+            };
+            let answer = node.keys(&listing, deadline()).unwrap();
+            let page: KeysPage = serde_json::from_slice(&answer.body).unwrap();
+            assert!(page.keys.len() <= 5);
+            listed.extend(page.keys);
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        assert_eq!(listed, all);
+    }
+}
