@@ -260,8 +260,8 @@ fn remove_leftovers() {
 /// directory.
 pub const STANDBY: u32 = 1000;
 
-/// Member `m` of root shard `s` >= 1 is the process `SHARD_MEMBER + 100 * s
-/// + m` of a [`Cluster`] ([`shard_member`]): it runs with the root's
+/// Member `m` of root shard `s` >= 1 is the process
+/// `SHARD_MEMBER + 100 * s + m` of a [`Cluster`] ([`shard_member`]): it runs with the root's
 /// `--id` and `--shard s`, on its own port and data directory. Member 0 is
 /// started first, and leads its shard at first; members 1 and up are its
 /// standbys. (Shard 0's members are the root and its standbys.)
