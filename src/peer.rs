@@ -34,6 +34,13 @@ pub enum UpstreamError {
     NotJoined,
     /// There is no node to call yet: the root group has no primary.
     NoPrimary,
+    /// The node owns another root shard than the key's (421): the key's
+    /// shard and its primary as that node knows them, and its body.
+    WrongShard {
+        shard: u32,
+        primary: Option<String>,
+        body: Vec<u8>,
+    },
 }
 
 impl UpstreamError {

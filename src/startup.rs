@@ -24,8 +24,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::node::{Node, Place};
-use crate::registry::{layout, Registry, Znode, ZnodeData};
+use crate::registry::{layout, Registry, RegistryError, Znode, ZnodeData};
 use crate::root::{Event, Host};
+use crate::shards::SlotMap;
 use crate::wire::{Answer, Join, Joined};
 
 /// Keeps this node's liveness znode (ephemeral) registered.
@@ -47,16 +48,66 @@ pub fn start(node: Arc<Node>, registry: Registry, upkeep: &crate::process::Upkee
     let name = if root.is_some() { "root-group" } else { "join" };
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || match root {
-            Some(root) => crate::root::election::run(root, registry, Arc::new(InTree(node))),
-            None => {
-                join_tree(&node, &registry);
-                send_releases_forever(&node);
+        .spawn(move || {
+            agree_on_slots(&node, &registry);
+            match root {
+                Some(root) => crate::root::election::run(root, registry, Arc::new(InTree(node))),
+                None => {
+                    join_tree(&node, &registry);
+                    send_releases_forever(&node);
+                }
             }
         })
         .expect("spawn the start-up thread");
     // A sweep is local and quick: one of the chores of the upkeep thread.
     upkeep.every(SWEEP_EVERY, move || sweeping.sweep_expired());
+}
+
+/// Reads the cluster's slot map, waiting for ZooKeeper (and, on a cache,
+/// for a root to have written it: a process of a root group writes the
+/// map of its `--root-shards` when there is none). Exits 2 when the cluster
+/// has another number of shards than this node was given, or a map this
+/// build cannot use: every node must cut the key space the same way.
+fn agree_on_slots(node: &Node, registry: &Registry) {
+    let c = node.config();
+    let path = layout::slots(&c.zk_prefix);
+    let mine = SlotMap::initial(c.root_shards);
+    let mut said_waiting = false;
+    let map = loop {
+        let read = match node.root() {
+            Some(_) => registry.create_slot_map(&c.zk_prefix, &mine).map(Some),
+            None => registry.slot_map(&c.zk_prefix),
+        };
+        match read {
+            Ok(Some(map)) => break map,
+            Err(e @ RegistryError::Unreadable(_)) => refuse_map(&format!("{e}")),
+            waiting => {
+                if !said_waiting {
+                    log::info!("waiting for the slot map {path} ({waiting:?})");
+                    said_waiting = true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if let Some(problem) = map.problem() {
+        refuse_map(&format!("the slot map {path} cannot be used: {problem}"));
+    }
+    if map.shards != c.root_shards {
+        refuse_map(&format!(
+            "the cluster under {} has {} root shards (its slot map {path}), and this node \
+             was given {}",
+            c.zk_prefix, map.shards, c.root_shards
+        ));
+    }
+    node.set_slot_map(map);
+}
+
+/// Exits 2, naming `--root-shards`, as a bad flag does.
+fn refuse_map(why: &str) -> ! {
+    log::error!("--root-shards: {why}");
+    eprintln!("treecache node: --root-shards: {why}");
+    std::process::exit(2)
 }
 
 /// The node a process of the root group runs in, as its root's host.
@@ -67,7 +118,7 @@ impl Host for InTree {
         match event {
             Event::BecamePrimary => self.0.became_primary(),
             Event::PrimaryAt(address) => self.0.position().set_root_address(address),
-            Event::FlushBelow(children) => self.0.flush_all(children),
+            Event::FlushBelow(children) => self.0.flush_all(children, &self.0.flush_of_own_slots()),
         }
     }
 }

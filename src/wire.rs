@@ -75,6 +75,33 @@ pub const AUTH_HEADER: &str = "X-Treecache-Auth";
 /// root can refuse a name whose liveness znode another session holds
 /// (`auth::one_process`).
 pub const SESSION_HEADER: &str = "X-Treecache-Session";
+/// On a call from another node to a root group's process: the root shard
+/// the caller takes the key (or the `/keys` page) to be of. A primary of
+/// another shard refuses it with 421 rather than pass it on; on `/keys`, a
+/// primary answers its own keys only. Not signed: it can only narrow what
+/// the receiver does (a refusal, fewer keys), never widen it.
+pub const SHARD_HEADER: &str = "X-Treecache-Shard";
+
+/// The shard a call from another node was meant for, if it names one.
+pub fn meant_for_shard(headers: &impl Headers) -> Option<u32> {
+    headers.header(SHARD_HEADER)?.trim().parse().ok()
+}
+
+/// A 421 answer of a root shard's primary, `{"error", "shard", "primary"}`,
+/// as the error it is to the caller; `None` for any other body.
+pub fn wrong_shard(body: &[u8]) -> Option<UpstreamError> {
+    #[derive(Deserialize)]
+    struct Misdirected {
+        shard: u32,
+        primary: Option<String>,
+    }
+    let m: Misdirected = serde_json::from_slice(body).ok()?;
+    Some(UpstreamError::WrongShard {
+        shard: m.shard,
+        primary: m.primary,
+        body: body.to_vec(),
+    })
+}
 
 /// The request headers a signature covers, besides the method, the path
 /// with its query, the time and the body: every header that changes what
@@ -357,9 +384,14 @@ impl Message for Release {
     type Reply = Released;
 }
 
-/// `POST /internal/flush`: drop everything cached, and pass it on.
+/// `POST /internal/flush`: drop everything cached, and pass it on; with
+/// `slots`, only the keys in those hash-slot ranges (`[from, to]`, both
+/// included): those of one root shard whose new primary lost track of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flush {}
+pub struct Flush {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<Vec<[u32; 2]>>,
+}
 
 /// The answer to [`Flush`]: how many children acknowledged it in turn.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,9 +404,12 @@ impl Message for Flush {
     const PATH: &'static str = FLUSH_PATH;
     type Reply = Flushed;
 
-    /// A flush carries nothing; any body is ignored.
-    fn decode(_: &[u8]) -> Result<Flush, Malformed> {
-        Ok(Flush {})
+    /// An empty body (or `{}`) drops everything.
+    fn decode(body: &[u8]) -> Result<Flush, Malformed> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Flush::default());
+        }
+        serde_json::from_slice(body).map_err(|e| Malformed::Body(e.to_string()))
     }
 }
 
@@ -499,7 +534,7 @@ impl Replicate {
 }
 
 /// One process of the root group, as `/nodes` shows it.
-pub use treecache_common::nodes::RootMember;
+pub use treecache_common::nodes::{RootMember, ShardEntry};
 
 /// The `/nodes` document and its entries, shared with the CLI.
 pub use treecache_common::nodes::{NodeEntry, NodesDoc};
@@ -684,6 +719,8 @@ pub struct ForwardedWrite<'a> {
     pub body: &'a [u8],
     pub request_id: &'a str,
     pub condition: Option<&'a Condition>,
+    /// The root shard the key is sent to as of (see [`SHARD_HEADER`]).
+    pub shard: Option<u32>,
 }
 
 impl ForwardedWrite<'_> {
@@ -694,6 +731,9 @@ impl ForwardedWrite<'_> {
         };
         if let Some(condition) = self.condition {
             headers.extend(condition.headers());
+        }
+        if let Some(shard) = self.shard {
+            headers.push((SHARD_HEADER, shard.to_string()));
         }
         Request {
             method: self.method,
@@ -718,14 +758,15 @@ pub struct StoreValue {
 }
 
 impl StoreValue {
-    /// The `GET` of `key`, as a client sends it.
-    pub fn request(key: &str) -> ForwardedWrite<'_> {
+    /// The `GET` of `key`, as a client sends it, to the primary of `shard`.
+    pub fn request(key: &str, shard: Option<u32>) -> ForwardedWrite<'_> {
         ForwardedWrite {
             method: "GET",
             key,
             body: b"",
             request_id: "",
             condition: None,
+            shard,
         }
     }
 
@@ -779,14 +820,18 @@ pub struct KeysPage {
 }
 
 /// `GET /keys` with the listing's parameters, asked of the root.
-pub fn keys_request(listing: &Listing) -> Request {
+pub fn keys_request(listing: &Listing, shard: Option<u32>) -> Request {
     let mut path = format!("{KEYS_PATH}?limit={}", listing.limit);
     for (name, value) in [("prefix", &listing.prefix), ("after", &listing.after)] {
         if !value.is_empty() {
             path.push_str(&format!("&{name}={}", input::percent_encode(value)));
         }
     }
-    Request::get(path)
+    let mut request = Request::get(path);
+    if let Some(shard) = shard {
+        request.headers.push((SHARD_HEADER, shard.to_string()));
+    }
+    request
 }
 
 #[cfg(test)]
@@ -938,7 +983,20 @@ pub(crate) mod tests {
         });
         let read: Invalidated = decode_reply(reply, &peer()).unwrap().unwrap();
         assert!(read.dropped);
-        assert_eq!(Flush::decode(b"").unwrap(), Flush {});
+        assert_eq!(Flush::decode(b"").unwrap(), Flush::default());
+        let some = Flush {
+            slots: Some(vec![[0, 5460]]),
+        };
+        let text = serde_json::to_vec(&some).unwrap();
+        assert_eq!(text, br#"{"slots":[[0,5460]]}"#);
+        assert_eq!(Flush::decode(&text).unwrap(), some);
+        assert_eq!(Flush::decode(b"{}").unwrap(), Flush::default());
+        let misdirected = br#"{"error":"e","shard":2,"primary":"h:1"}"#;
+        assert!(matches!(
+            wrong_shard(misdirected),
+            Some(UpstreamError::WrongShard { shard: 2, primary: Some(p), .. }) if p == "h:1"
+        ));
+        assert!(wrong_shard(br#"{"error":"not the root"}"#).is_none());
         let refused = Release::decode(b"{}").unwrap_err();
         assert_eq!(Error::from(refused).status(), 400);
     }
@@ -980,7 +1038,7 @@ pub(crate) mod tests {
         assert_eq!(absent, Ok(None));
         let refused = StoreValue::decode(Answer::new(503, b"{}".to_vec()), &peer());
         assert_eq!(Error::from(refused.unwrap_err()).status(), 503);
-        let request = StoreValue::request("a b");
+        let request = StoreValue::request("a b", None);
         assert_eq!((request.method, request.key), ("GET", "a b"));
     }
 
@@ -1019,6 +1077,7 @@ pub(crate) mod tests {
             body: b"",
             request_id: "NODE-4-1",
             condition: None,
+            shard: None,
         };
         let r = w.request();
         assert_eq!((r.path.as_str(), r.body), ("/store/a%3Fb", None));
@@ -1034,11 +1093,13 @@ pub(crate) mod tests {
             body: br#"{"value":1,"ttl":5}"#,
             request_id: "",
             condition: Some(&condition),
+            shard: Some(2),
         };
         let r = w.request();
         let headers = Map(r.headers);
         let read = Condition::parse(headers.header("if-match"), headers.header("if-none-match"));
         assert_eq!(read, Some(condition));
+        assert_eq!(meant_for_shard(&headers), Some(2));
         assert_eq!(r.body.as_deref(), Some(&br#"{"value":1,"ttl":5}"#[..]));
     }
 
@@ -1049,15 +1110,18 @@ pub(crate) mod tests {
             after: "a+b".into(),
             limit: 7,
         };
-        let r = keys_request(&asked);
+        let r = keys_request(&asked, None);
         let (path, query) = r.path.split_once('?').unwrap();
         assert_eq!((r.method, path), ("GET", KEYS_PATH));
         assert_eq!(input::listing(query), Ok(asked));
-        let first = keys_request(&Listing {
-            prefix: String::new(),
-            after: String::new(),
-            limit: 1000,
-        });
+        let first = keys_request(
+            &Listing {
+                prefix: String::new(),
+                after: String::new(),
+                limit: 1000,
+            },
+            None,
+        );
         assert_eq!(first.path, "/keys?limit=1000");
     }
 

@@ -559,8 +559,8 @@ fn dispatch(node: &Node, guard: &Guard, mut request: Request) -> Result<Step, Er
             answer_by: Instant::now() + hop * 8 / 9,
         })),
         Route::Flush => {
-            Flush::decode(&call.body)?;
-            Ok(Step::Done(Reply::of(&node.flush())))
+            let flush = Flush::decode(&call.body)?;
+            Ok(Step::Done(Reply::of(&node.flush(flush))))
         }
         Route::Evicted => {
             let notice = Release::decode(&call.body)?;
@@ -642,6 +642,10 @@ fn page(node: &Node, route: &Route<'_>) -> Reply {
 fn store(node: &Node, segment: &str, call: Call<'_>) -> Result<Step, Error> {
     let key = decode_key(segment)?;
     node.require_joined()?;
+    if wire::meant_for_shard(call.headers).is_some() {
+        // Sent by another node to this shard's primary: never passed on.
+        node.refuse_foreign(&key)?;
+    }
     let (mutation, ttl, body) = match call.method {
         "GET" => return read_now(node, key, &call),
         "PUT" => {
@@ -705,7 +709,8 @@ fn mget(node: &Node, call: Call<'_>) -> Result<Step, Error> {
 fn keys(node: &Node, call: Call<'_>) -> Result<Step, Error> {
     node.require_joined()?;
     let listing = input::listing(call.query)?;
-    Ok(match node.keys_here(&listing) {
+    let own = wire::meant_for_shard(call.headers).is_some();
+    Ok(match node.keys_here(&listing, own) {
         Some(page) => Step::Done(Reply::of(&page?)),
         None => Step::Defer(Work::Keys {
             listing,

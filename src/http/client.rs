@@ -172,6 +172,11 @@ impl HttpClient {
                     detail: format!("the answer broke off ({e})"),
                 },
             })?;
+        if status == 421 {
+            if let Some(wrong) = wire::wrong_shard(&body) {
+                return Err(wrong);
+            }
+        }
         Ok(Answer {
             status,
             headers,
@@ -244,9 +249,10 @@ impl Upstream for HttpClient {
         &self,
         root: &Peer,
         listing: &Listing,
+        shard: Option<u32>,
         deadline: Deadline,
     ) -> Result<Answer, UpstreamError> {
-        self.call(root, &wire::keys_request(listing), deadline, None)
+        self.call(root, &wire::keys_request(listing, shard), deadline, None)
     }
 
     fn join(
@@ -283,8 +289,8 @@ impl Downstream for HttpClient {
         Progress::decode(answer, child)
     }
 
-    fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError> {
-        self.acknowledged(child, &Flush {}.request(), deadline)
+    fn flush(&self, child: &Peer, flush: &Flush, deadline: Deadline) -> Result<(), UpstreamError> {
+        self.acknowledged(child, &flush.request(), deadline)
     }
 
     fn replicate(

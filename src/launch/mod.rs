@@ -12,7 +12,8 @@ use crate::auth::Guard;
 use crate::config::Config;
 use crate::http::client::HttpClient;
 use crate::metrics::Metrics;
-use crate::node::{Links, Node, RootLocator};
+use crate::node::{Links, MapLoader, Node, RootLocator, ShardLocator};
+use crate::registry::layout;
 use crate::registry::Registry;
 use files::Credentials;
 
@@ -70,6 +71,8 @@ pub fn node(args: pico_args::Arguments) {
         down: client,
         sessions: Arc::new(registry.clone()),
         locate_root: root_locator(&config, &registry),
+        locate_shard: shard_locator(&config, &registry),
+        slot_map: map_loader(&config, &registry),
     };
     let node = match Node::new(config, links, metrics) {
         Ok(node) => node,
@@ -101,7 +104,8 @@ fn configure(
     Ok((config, credentials))
 }
 
-/// Where the root is: `--root`, else followed in ZooKeeper.
+/// Where the root is: `--root`, else followed in ZooKeeper (on a process
+/// of a root group, where its own group's primary is).
 fn root_locator(config: &Config, registry: &Registry) -> RootLocator {
     match &config.root {
         Some(address) => {
@@ -109,11 +113,28 @@ fn root_locator(config: &Config, registry: &Registry) -> RootLocator {
             Box::new(move || Some(address.clone()))
         }
         None => {
-            let (registry, prefix, root_id) =
-                (registry.clone(), config.zk_prefix.clone(), config.root_id);
+            let prefix = layout::group(&config.zk_prefix, config.shard);
+            let (registry, root_id) = (registry.clone(), config.root_id);
             Box::new(move || registry.follow_root(&prefix, root_id))
         }
     }
+}
+
+/// Where each root shard's primary is, followed in ZooKeeper (shard 0's:
+/// `--root`, when given).
+fn shard_locator(config: &Config, registry: &Registry) -> ShardLocator {
+    let (registry, prefix, root_id) = (registry.clone(), config.zk_prefix.clone(), config.root_id);
+    let root = config.root.clone();
+    Box::new(move |shard| match (shard, &root) {
+        (0, Some(address)) => Some(address.clone()),
+        _ => registry.follow_root(&layout::group(&prefix, shard), root_id),
+    })
+}
+
+/// The cluster's slot map, read again from ZooKeeper.
+fn map_loader(config: &Config, registry: &Registry) -> MapLoader {
+    let (registry, prefix) = (registry.clone(), config.zk_prefix.clone());
+    Box::new(move || registry.slot_map(&prefix).ok().flatten())
 }
 
 /// The node's counters, with its byte bound and a probe of ZooKeeper.

@@ -10,7 +10,12 @@
 //!   past it), so that a small request cannot make the node build an
 //!   answer of a thousand values of 1 MiB.
 //! - `GET /keys`: a page of keys from the primary copy, on the root; every
-//!   other node (a standby of the root group too) asks the root.
+//!   other node (a standby of the root group too) asks the root. With root
+//!   shards, the node asks every shard's primary for a page of its own keys
+//!   after the same key, and answers the first `limit` of them all in byte
+//!   order: a key a shard did not send sorts after its page's last, so none
+//!   is skipped, and `next` is the last key answered whenever any shard had
+//!   more.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -133,11 +138,20 @@ impl Node {
 
     /// `GET /keys` on the root (the primary of the root group): the page
     /// from its copy. `None` on any other node, which asks the root
-    /// (`Node::keys`).
-    pub fn keys_here(&self, listing: &Listing) -> Option<Result<KeysPage, Error>> {
+    /// (`Node::keys`); with root shards, `None` unless `own` (a node asks
+    /// for this shard's keys alone), since every shard must be asked.
+    pub fn keys_here(&self, listing: &Listing, own: bool) -> Option<Result<KeysPage, Error>> {
         self.root.as_ref().filter(|r| r.is_primary())?;
+        if self.config.root_shards > 1 && !own {
+            return None;
+        }
+        Some(self.own_keys(listing))
+    }
+
+    /// A page of this primary's own keys.
+    fn own_keys(&self, listing: &Listing) -> Result<KeysPage, Error> {
         if !self.cache_trusted() {
-            return Some(Err(self.untrusted_root()));
+            return Err(self.untrusted_root());
         }
         // One key more than asked for tells whether more follow.
         let mut keys = self
@@ -150,12 +164,85 @@ impl Node {
             }
             false => None,
         };
-        Some(Ok(KeysPage { keys, next }))
+        Ok(KeysPage { keys, next })
     }
 
-    /// `GET /keys` on a node that is not the root: the root's answer.
+    /// `GET /keys` on a node that is not the root: the root's answer; with
+    /// root shards, every shard's pages merged (see the module documentation).
     pub fn keys(&self, listing: &Listing, deadline: Deadline) -> Result<Answer, Error> {
-        self.to_root(|root| self.links.up.keys(root, listing, deadline))
-            .map_err(Error::from)
+        if self.config.root_shards == 1 {
+            return self
+                .to_root(|root| self.links.up.keys(root, listing, None, deadline))
+                .map_err(Error::from);
+        }
+        let mut pages = Vec::new();
+        for shard in 0..self.config.root_shards {
+            pages.push(self.shard_keys(shard, listing, deadline)?);
+        }
+        Ok(Answer::json(&merge_pages(pages, listing.limit)))
+    }
+
+    /// A page of the keys of `shard`, from its primary (this process, if it is).
+    fn shard_keys(
+        &self,
+        shard: u32,
+        listing: &Listing,
+        deadline: Deadline,
+    ) -> Result<KeysPage, Error> {
+        if shard == self.home_shard() && self.is_root() {
+            return self.own_keys(listing);
+        }
+        let answer = self.to_shard(shard, |primary| {
+            self.links.up.keys(primary, listing, Some(shard), deadline)
+        })?;
+        if answer.status != 200 {
+            return Err(Error::Upstream(answer.relayed()));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            Error::Upstream(crate::peer::UpstreamError::Invalid {
+                name: format!("the primary of root shard {shard}"),
+                address: "(as found in ZooKeeper)".into(),
+                detail: format!("its page of keys does not parse: {e}"),
+            })
+        })
+    }
+}
+
+/// The first `limit` keys of every shard's page, in byte order; `next` when
+/// any shard has more than it answered, or more were answered than fit.
+fn merge_pages(pages: Vec<KeysPage>, limit: usize) -> KeysPage {
+    let more = pages.iter().any(|p| p.next.is_some());
+    let mut keys: Vec<String> = pages.into_iter().flat_map(|p| p.keys).collect();
+    keys.sort_unstable();
+    let cut = keys.len() > limit;
+    keys.truncate(limit);
+    let next = match more || cut {
+        true => keys.last().cloned(),
+        false => None,
+    };
+    KeysPage { keys, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(keys: &[&str], next: bool) -> KeysPage {
+        KeysPage {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            next: next.then(|| keys.last().unwrap().to_string()),
+        }
+    }
+
+    #[test]
+    fn pages_of_shards_merge_in_byte_order_and_skip_no_key() {
+        let merged = merge_pages(vec![page(&["a", "d"], true), page(&["b", "c"], false)], 2);
+        assert_eq!(merged.keys, ["a", "b"]);
+        assert_eq!(merged.next.as_deref(), Some("b"));
+        let merged = merge_pages(vec![page(&["a"], false), page(&["b"], false)], 5);
+        assert_eq!((merged.keys.len(), merged.next), (2, None));
+        // A shard with more than it sent: next names the last key answered.
+        let merged = merge_pages(vec![page(&["x", "y"], true), page(&[], false)], 3);
+        assert_eq!(merged.next.as_deref(), Some("y"));
     }
 }

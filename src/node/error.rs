@@ -58,4 +58,11 @@ pub enum NodeError {
     JoinThePrimary { primary: String },
     /// The root group has no primary yet.
     NoPrimaryYet,
+    /// A call from another node for `key`, which root shard `shard` owns,
+    /// not this one; its primary is at `primary`, when known.
+    WrongShard {
+        key: String,
+        shard: u32,
+        primary: Option<String>,
+    },
 }

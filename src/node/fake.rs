@@ -231,6 +231,8 @@ fn start(
             down: links.clone(),
             sessions: links,
             locate_root: Box::new(|| Some(address(1))),
+            locate_shard: Box::new(|_| None),
+            slot_map: Box::new(|| None),
         },
         Arc::new(Metrics::default()),
     )
@@ -431,11 +433,17 @@ impl Upstream for FakeLinks {
         Ok(write(&root, w.key, w.method, w.body, w.condition.cloned()))
     }
 
-    fn keys(&self, root: &Peer, listing: &Listing, _: Deadline) -> Result<Answer, UpstreamError> {
+    fn keys(
+        &self,
+        root: &Peer,
+        listing: &Listing,
+        shard: Option<u32>,
+        _: Deadline,
+    ) -> Result<Answer, UpstreamError> {
         let page = self
             .net()
             .node(root)?
-            .keys_here(listing)
+            .keys_here(listing, shard.is_some())
             .expect("asked of the root")
             .map_err(relayed)?;
         Ok(Answer::json(&page))
@@ -509,8 +517,13 @@ impl Downstream for FakeLinks {
         .map_err(relayed)
     }
 
-    fn flush(&self, child: &Peer, _: Deadline) -> Result<(), UpstreamError> {
-        self.net().node(child)?.flush();
+    fn flush(
+        &self,
+        child: &Peer,
+        flush: &crate::wire::Flush,
+        _: Deadline,
+    ) -> Result<(), UpstreamError> {
+        self.net().node(child)?.flush(flush.clone());
         Ok(())
     }
 

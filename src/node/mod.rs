@@ -39,6 +39,7 @@ mod bulk;
 mod error;
 pub mod failed;
 mod invalidate;
+mod owners;
 pub mod peers;
 pub mod position;
 mod read;
@@ -68,17 +69,21 @@ use crate::wire::{Join, Joined, NodesDoc, Peer, Replicate, Replicated};
 
 pub use bulk::Gathered;
 pub use error::NodeError;
+pub use owners::{MapLoader, ShardLocator};
 pub use peers::{Downstream, RootLocator, Sessions, Upstream};
 pub use position::{Place, Position};
 pub use write::Write;
 
 /// The calls a node makes to others, what it learns from ZooKeeper about
-/// sessions, and how it finds the root again.
+/// sessions, and how it finds the root (and each root shard's primary, and
+/// the slot map) again.
 pub struct Links {
     pub up: Arc<dyn Upstream>,
     pub down: Arc<dyn Downstream>,
     pub sessions: Arc<dyn Sessions>,
     pub locate_root: RootLocator,
+    pub locate_shard: ShardLocator,
+    pub slot_map: MapLoader,
 }
 
 /// A node's shared state. See the module documentation.
@@ -103,6 +108,8 @@ pub struct Node {
     flushes_running: AtomicUsize,
     invalidations: invalidate::InProgress,
     routes: route::Routes,
+    /// The slot map and where each root shard's primary is.
+    owners: owners::Owners,
     request_ids: RequestIds,
     release_batches: AtomicU64,
 }
@@ -200,6 +207,7 @@ impl Node {
         let root_name = crate::config::node_name(config.root_id);
         let request_ids = RequestIds::new(&config.name());
         let is_root = root.is_some();
+        let shards = config.root_shards;
         Ok(Arc::new_cyclic(|weak| Node {
             store,
             metrics,
@@ -216,6 +224,7 @@ impl Node {
             flushes_running: AtomicUsize::new(0),
             invalidations: invalidate::InProgress::default(),
             routes: route::Routes::default(),
+            owners: owners::Owners::new(shards),
             request_ids,
             release_batches: AtomicU64::new(1),
         }))
@@ -352,9 +361,14 @@ impl Node {
     /// The `/nodes` document when this node has it (the root), each node
     /// marked live or not; others ask the root (`Node::nodes`).
     pub fn nodes_here(&self) -> Option<NodesDoc> {
-        let root = self.root.as_ref().filter(|r| r.is_primary())?;
+        // The tree is shard 0's: another shard's primary asks it.
+        let root = self
+            .root
+            .as_ref()
+            .filter(|r| r.is_primary() && r.shard() == 0)?;
         let mut doc = root.document();
         doc.root_group = Some(root.group().document());
+        doc.shards = Some(root.shards_document());
         if let Some(live) = self.links.sessions.live() {
             for node in &mut doc.nodes {
                 node.live = Some(live.contains(&node.name));

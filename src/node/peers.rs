@@ -14,8 +14,8 @@ use crate::deadline::Deadline;
 use crate::input::Listing;
 use crate::peer::UpstreamError;
 use crate::wire::{
-    Answer, Fill, FillRequest, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress, Release,
-    Replicate, Replicated, StoreValue,
+    Answer, Fill, FillRequest, Flush, ForwardedWrite, Invalidate, Join, Joined, Peer, Progress,
+    Release, Replicate, Replicated, StoreValue,
 };
 
 /// Calls toward the parent and the root.
@@ -52,20 +52,23 @@ pub trait Upstream: Send + Sync {
         &self,
         primary: &Peer,
         key: &str,
+        shard: Option<u32>,
         deadline: Deadline,
     ) -> Result<Option<StoreValue>, UpstreamError> {
-        let answer = self.forward(primary, &StoreValue::request(key), deadline)?;
+        let answer = self.forward(primary, &StoreValue::request(key, shard), deadline)?;
         StoreValue::decode(answer, primary)
     }
 
     /// Asks `root` for the `/nodes` document; the answer comes back whatever its status.
     fn nodes(&self, root: &Peer, deadline: Deadline) -> Result<Answer, UpstreamError>;
 
-    /// Asks `root` for a page of `/keys`; the answer comes back whatever its status.
+    /// Asks `root` for a page of `/keys` (with `shard`: a shard's primary
+    /// for a page of its own keys); the answer comes back whatever its status.
     fn keys(
         &self,
         root: &Peer,
         listing: &Listing,
+        shard: Option<u32>,
         deadline: Deadline,
     ) -> Result<Answer, UpstreamError>;
 
@@ -95,7 +98,7 @@ pub trait Downstream: Send + Sync {
     ) -> Result<Progress, UpstreamError>;
 
     /// Tells `child` to drop everything it caches (and pass it on).
-    fn flush(&self, child: &Peer, deadline: Deadline) -> Result<(), UpstreamError>;
+    fn flush(&self, child: &Peer, flush: &Flush, deadline: Deadline) -> Result<(), UpstreamError>;
 
     /// Sends records to a standby of the root group (the primary's call);
     /// `Ok(Err(answer))` when the standby refused them.

@@ -83,7 +83,7 @@ impl Node {
                 version,
                 expires,
             })),
-            Lookup::Miss { .. } if local || self.is_root() => Err(Error::not_found(key)),
+            Lookup::Miss { .. } if local || self.owns(key) => Err(Error::not_found(key)),
             Lookup::Miss { .. } => Ok(None),
         }
     }
@@ -129,7 +129,7 @@ impl Node {
     /// `GET /store/{key}` after a miss: through the parent (or around it).
     /// `None`: the key exists nowhere.
     pub fn read(&self, key: &str, deadline: Deadline) -> Result<Option<Found<Vec<u8>>>, Error> {
-        if self.is_standby() {
+        if self.is_standby() || self.foreign_root(key) {
             return self.read_at_primary(key, deadline);
         }
         let read = self.read_through(key, None, deadline, self.config.hop_timeout);
@@ -155,14 +155,18 @@ impl Node {
         }
     }
 
-    /// A standby's read: the primary's answer.
+    /// A standby's read, or a root group's of another shard's key: the
+    /// answer of the primary of the key's shard.
     fn read_at_primary(
         &self,
         key: &str,
         deadline: Deadline,
     ) -> Result<Option<Found<Vec<u8>>>, Error> {
         let asked = Instant::now();
-        let read = self.to_root(|primary| self.links.up.read(primary, key, deadline))?;
+        let shard = self.shard_of(key);
+        let read = self.to_shard(shard, |primary| {
+            self.links.up.read(primary, key, Some(shard), deadline)
+        })?;
         Ok(read.map(|v| Found {
             value: v.value,
             version: v.version,
@@ -177,6 +181,7 @@ impl Node {
         request: &FillRequest,
         deadline: Deadline,
     ) -> Result<Option<Fill>, Error> {
+        self.refuse_foreign(&request.key)?;
         let (asking, side) = self.asking_noted(request, deadline)?;
         let found = self.lookup(&request.key, side, <[u8]>::to_vec);
         if !self.cache_trusted() {
@@ -196,6 +201,9 @@ impl Node {
     /// to a worker's `serve_fill_now`), so that the server's loop may try it
     /// first.
     pub fn fill_hit_now(&self, request: &FillRequest, deadline: Deadline) -> Option<Fill> {
+        if self.foreign_root(&request.key) {
+            return None;
+        }
         let (asking, side) = self.asking_noted(request, deadline).ok()?;
         let found = self.store.lookup(&request.key, side, <[u8]>::to_vec);
         if !self.cache_trusted() {
@@ -243,6 +251,7 @@ impl Node {
         deadline: Deadline,
         hop: Duration,
     ) -> Result<Fill, Error> {
+        self.refuse_foreign(&request.key)?;
         let asking = self.asking(request)?;
         let side = match asking {
             Below::Child(side) => Some(side),

@@ -11,6 +11,10 @@
 //! - A parent that rejoined from another address is followed there.
 //! - Writes and tree queries go to the root; when it cannot be reached, its
 //!   address is looked up again (in ZooKeeper).
+//! - With root shards, the root's children fill a key of a shard other than
+//!   0 from that shard's primary, and every node sends a write of such a key
+//!   there (`owners`); a node reading around its dead parent up to slot 0
+//!   reads the key's shard's primary.
 //!
 //! The ancestors' addresses come from the root's `/nodes` document, kept
 //! for a moment and fetched again when a parent fails.
@@ -57,6 +61,13 @@ impl Node {
             key: key.to_string(),
             child,
         };
+        let shard = self.shard_of(key);
+        if shard != 0 && self.position.place().is_some_and(|p| p.depth == 2) {
+            // The key's shard's primary is this node's parent for the key.
+            return self.to_shard(shard, |primary| {
+                self.links.up.fill(primary, &request, deadline, hop)
+            });
+        }
         let parent = self.position.parent().ok_or_else(not_joined)?;
         let mut failure = None;
         if !self.skipping(&parent) {
@@ -96,6 +107,7 @@ impl Node {
         let mut above = Tree::parent(parent_slot);
         while let Some(s) = above {
             let ancestor = match s {
+                0 if shard != 0 => self.shard_primary(shard, false),
                 0 => self.position.root(),
                 s => wire::peer_at(&doc, s),
             };
@@ -205,9 +217,10 @@ impl Node {
         }
     }
 
-    /// `GET /nodes` on a node that is not the root: the root's answer.
+    /// `GET /nodes` on a node that is not the root: the root's answer (the
+    /// primary of shard 0, which keeps the tree).
     pub fn nodes(&self, deadline: Deadline) -> Result<Answer, Error> {
-        self.to_root(|root| self.links.up.nodes(root, deadline))
+        self.to_shard(0, |root| self.links.up.nodes(root, deadline))
             .map_err(Error::from)
     }
 

@@ -374,7 +374,7 @@ fn keys_are_listed_from_the_root_through_any_node() {
         limit: 10,
     };
     assert!(
-        t.nodes[1].keys_here(&listing).is_none(),
+        t.nodes[1].keys_here(&listing, false).is_none(),
         "a cache asks the root"
     );
     let answer = t.nodes[1].keys(&listing, deadline()).unwrap();
@@ -383,10 +383,13 @@ fn keys_are_listed_from_the_root_through_any_node() {
     assert_eq!(page.keys, expected);
     assert_eq!(page.next.as_deref(), Some("key-19"));
     let last = t.nodes[0]
-        .keys_here(&Listing {
-            after: "key-19".into(),
-            ..listing
-        })
+        .keys_here(
+            &Listing {
+                after: "key-19".into(),
+                ..listing
+            },
+            false,
+        )
         .unwrap()
         .unwrap();
     assert_eq!(last.keys.len(), 5);

@@ -21,7 +21,7 @@ use crate::metrics::bump;
 use crate::node::failed::Error;
 use crate::peer::UpstreamError;
 use crate::tree::{Side, Tree};
-use crate::wire::{self, Flushed, Peer, Release, Released};
+use crate::wire::{self, Flush, Flushed, Peer, Release, Released};
 
 use super::{Node, NodeError};
 
@@ -31,16 +31,21 @@ const RELEASE_BATCH: usize = 2000;
 const FLUSH_RETRY: Duration = Duration::from_millis(200);
 
 impl Node {
-    /// `POST /internal/flush`: drops everything this node caches, and has
-    /// its children do the same (in the background, retried as the module
-    /// documentation says).
-    pub fn flush(&self) -> Flushed {
+    /// `POST /internal/flush`: drops everything this node caches (with
+    /// `slots`, the keys of those hash slots), and has its children do the
+    /// same (in the background, retried as the module documentation says).
+    pub fn flush(&self, flush: Flush) -> Flushed {
         if self.root.is_none() {
-            self.store.clear();
+            match &flush.slots {
+                None => self.store.clear(),
+                Some(ranges) => self
+                    .store
+                    .clear_where(&|key| crate::shards::in_ranges(crate::shards::slot(key), ranges)),
+            }
         }
         let children = self.position.children();
         let count = children.len();
-        self.flush_below(children);
+        self.flush_below(children, flush);
         Flushed {
             flushed: true,
             children: count,
@@ -62,7 +67,7 @@ impl Node {
             self.store.clear();
             if self.position.joined() {
                 let children = self.children_in_tree(Deadline::after(self.config.upstream_timeout));
-                self.flush_below(children);
+                self.flush_below(children, Flush::default());
             }
         }
         self.cache_generation.store(generation, Ordering::SeqCst);
@@ -72,7 +77,7 @@ impl Node {
     /// them, may hold what an earlier run of this node served them.
     pub fn flush_after_join(&self) {
         let children = self.children_in_tree(Deadline::after(self.config.upstream_timeout));
-        self.flush_below(children);
+        self.flush_below(children, Flush::default());
     }
 
     /// The nodes in this node's child slots, from the root's table.
@@ -98,7 +103,7 @@ impl Node {
     /// Marks the directory incomplete and flushes `children` in the
     /// background; the directory is complete again once each has
     /// acknowledged or its session has ended.
-    fn flush_below(&self, children: Vec<Peer>) {
+    fn flush_below(&self, children: Vec<Peer>, flush: Flush) {
         self.directory_incomplete.store(true, Ordering::SeqCst);
         if children.is_empty() {
             // No node below: nothing can hold what the directory lost.
@@ -114,7 +119,7 @@ impl Node {
         let spawned = std::thread::Builder::new()
             .name("flush".into())
             .spawn(move || {
-                node.flush_all(&children);
+                node.flush_all(&children, &flush);
                 if node.flushes_running.fetch_sub(1, Ordering::SeqCst) == 1 {
                     node.directory_incomplete.store(false, Ordering::SeqCst);
                 }
@@ -128,10 +133,10 @@ impl Node {
 
     /// Flushes every child in `children` at once, each until it acknowledges
     /// or its session has ended; returns when all are done.
-    pub fn flush_all(&self, children: &[Peer]) {
+    pub fn flush_all(&self, children: &[Peer], flush: &Flush) {
         std::thread::scope(|scope| {
             for child in children {
-                scope.spawn(move || self.flush_until_done(child));
+                scope.spawn(move || self.flush_until_done(child, flush));
             }
         });
         log::info!(
@@ -141,11 +146,11 @@ impl Node {
     }
 
     /// Flushes `child` until it acknowledges or its session has ended.
-    fn flush_until_done(&self, child: &Peer) {
+    fn flush_until_done(&self, child: &Peer, flush: &Flush) {
         let mut said = false;
         loop {
             let deadline = Deadline::after(self.config.hop_timeout);
-            match self.links.down.flush(child, deadline) {
+            match self.links.down.flush(child, flush, deadline) {
                 Ok(()) => return,
                 Err(e) => {
                     if let Ok(true) = self.links.sessions.ended(&child.name) {
@@ -210,28 +215,54 @@ impl Node {
                 return any;
             }
             any = true;
-            let notice = Release {
-                keys,
-                slot: me.slot,
-            };
-            match self.to_parent(deadline, |parent| {
-                self.links.up.release(parent, &notice, deadline)
-            }) {
-                Ok(()) => {
-                    bump(&self.metrics.releases_sent);
-                    self.store.releases_acknowledged(&notice.keys, batch);
-                }
-                Err(UpstreamError::Unreachable { .. }) => {
-                    // Not delivered: the parent still names us. Later.
-                    self.store.releases_undelivered(&notice.keys, batch);
-                    return true;
-                }
-                Err(e) => {
-                    // Maybe applied: the keys wait for the deadline to pass.
-                    log::debug!("a release notice went unacknowledged ({e:?})");
-                    return true;
+            let mut stop = false;
+            for (shard, keys) in self.by_parent_shard(me.depth, keys) {
+                let notice = Release {
+                    keys,
+                    slot: me.slot,
+                };
+                let sent = match shard {
+                    0 => self.to_parent(deadline, |parent| {
+                        self.links.up.release(parent, &notice, deadline)
+                    }),
+                    s => self.to_shard(s, |primary| {
+                        self.links.up.release(primary, &notice, deadline)
+                    }),
+                };
+                match sent {
+                    Ok(()) => {
+                        bump(&self.metrics.releases_sent);
+                        self.store.releases_acknowledged(&notice.keys, batch);
+                    }
+                    Err(UpstreamError::Unreachable { .. }) => {
+                        // Not delivered: the parent still names us. Later.
+                        self.store.releases_undelivered(&notice.keys, batch);
+                        stop = true;
+                    }
+                    Err(e) => {
+                        // Maybe applied: the keys wait for the deadline to pass.
+                        log::debug!("a release notice went unacknowledged ({e:?})");
+                        stop = true;
+                    }
                 }
             }
+            if stop {
+                return true;
+            }
         }
+    }
+
+    /// The keys of a release notice by the node that keeps their directory
+    /// entry: at the root's children, each key's shard's primary (0: the
+    /// parent); below them, the parent alone.
+    fn by_parent_shard(&self, depth: u32, keys: Vec<String>) -> Vec<(u32, Vec<String>)> {
+        if depth != 2 || self.config.root_shards == 1 {
+            return vec![(0, keys)];
+        }
+        let mut groups: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        for key in keys {
+            groups.entry(self.shard_of(&key)).or_default().push(key);
+        }
+        groups.into_iter().collect()
     }
 }

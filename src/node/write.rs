@@ -64,8 +64,14 @@ impl Node {
         render: impl FnOnce(&Mutation, u64) -> Answer,
     ) -> Result<Answer, Error> {
         let _counted = self.writes.begin()?;
-        // A cache node, or a standby of the root group: the primary applies it.
-        let Some(root) = self.root.as_ref().filter(|r| r.is_primary()) else {
+        // A cache node, a standby of the root group, or a root group of
+        // another shard: the primary of the key's shard applies it.
+        let owner = self
+            .root
+            .as_ref()
+            .filter(|r| r.is_primary() && self.owns(key));
+        let Some(root) = owner else {
+            let shard = self.shard_of(key);
             let made;
             let request_id = match request_id {
                 Some(id) => id,
@@ -83,8 +89,11 @@ impl Node {
                 body,
                 request_id,
                 condition: write.condition.as_ref(),
+                shard: (self.config.root_shards > 1).then_some(shard),
             };
-            return Ok(self.to_root(|root| self.links.up.forward(root, &forwarded, deadline))?);
+            return Ok(self.to_shard(shard, |primary| {
+                self.links.up.forward(primary, &forwarded, deadline)
+            })?);
         };
         let Some(id) = request_id else {
             return self.write_at_root(root, key, write, None, deadline, render);

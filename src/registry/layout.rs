@@ -44,6 +44,38 @@ pub fn root_state(prefix: &str) -> String {
     format!("{prefix}/root-state")
 }
 
+/// The slot map: which root group (shard) owns each hash slot
+/// (`crate::shards::SlotMap` as JSON), written by the first root to start.
+pub fn slots(prefix: &str) -> String {
+    format!("{prefix}/slots")
+}
+
+/// Where the root groups of shards 1 and up keep their znodes.
+pub fn shards_dir(prefix: &str) -> String {
+    format!("{prefix}/shards")
+}
+
+/// The base znode of root group (shard) `shard`: the cluster's prefix for
+/// shard 0 (today's root group), `{prefix}/shards/{shard}` for the others.
+/// Below it: `election`, `root-state`, and the primary's znode named as the
+/// root (`NODE-1`), holding where that primary is.
+pub fn group(prefix: &str, shard: u32) -> String {
+    match shard {
+        0 => prefix.to_string(),
+        s => format!("{}/{s}", shards_dir(prefix)),
+    }
+}
+
+/// The name of the liveness znode a shard's primary keeps: the root's own
+/// name for shard 0, `NODE-1-shard-2` for shard 2 (every shard's processes
+/// have the root's id).
+pub fn primary_live_name(root_id: u32, shard: u32) -> String {
+    match shard {
+        0 => node_name(root_id),
+        s => format!("{}-shard-{s}", node_name(root_id)),
+    }
+}
+
 /// What a node's persistent znode holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZnodeData {
@@ -68,5 +100,11 @@ mod tests {
         assert_eq!(election("/tc"), "/tc/election");
         assert_eq!(root_state("/tc"), "/tc/root-state");
         assert_eq!(sessions("/tc"), "/tc/sessions");
+        assert_eq!(slots("/tc"), "/tc/slots");
+        assert_eq!(group("/tc", 0), "/tc");
+        assert_eq!(election(&group("/tc", 2)), "/tc/shards/2/election");
+        assert_eq!(root_state(&group("/tc", 2)), "/tc/shards/2/root-state");
+        assert_eq!(primary_live_name(1, 0), "NODE-1");
+        assert_eq!(primary_live_name(1, 3), "NODE-1-shard-3");
     }
 }

@@ -121,6 +121,8 @@ pub enum RegistryError {
     TimedOut,
     /// ZooKeeper answered with an error.
     Zk(String),
+    /// A znode holds what this build cannot read: which, and why.
+    Unreadable(String),
 }
 
 impl std::fmt::Display for RegistryError {
@@ -129,6 +131,7 @@ impl std::fmt::Display for RegistryError {
             RegistryError::NotConnected => f.write_str("not connected to ZooKeeper"),
             RegistryError::TimedOut => f.write_str("ZooKeeper did not answer in time"),
             RegistryError::Zk(e) => write!(f, "ZooKeeper error: {e}"),
+            RegistryError::Unreadable(e) => write!(f, "unreadable znode {e}"),
         }
     }
 }

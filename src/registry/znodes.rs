@@ -4,6 +4,7 @@
 use zookeeper::{Acl, CreateMode, ZkError, ZooKeeper};
 
 use super::{layout, sessions, Record, Registry, RegistryError, ZnodeData};
+use crate::shards::SlotMap;
 
 impl Registry {
     /// Reads the znode at `path` and every znode below it, parents first.
@@ -42,6 +43,25 @@ impl Registry {
     pub fn delete_subtree(&self, path: &str) -> Result<(), RegistryError> {
         let path = path.to_string();
         self.call(move |zk| delete_recursive(zk, &path))
+    }
+
+    /// The cluster's slot map, `None` when no root has written it yet.
+    pub fn slot_map(&self, prefix: &str) -> Result<Option<SlotMap>, RegistryError> {
+        let Some(data) = self.get(&layout::slots(prefix))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| RegistryError::Unreadable(format!("{}: {e}", layout::slots(prefix))))
+    }
+
+    /// Writes `map` as the cluster's slot map unless one is there already;
+    /// the map that is there then.
+    pub fn create_slot_map(&self, prefix: &str, map: &SlotMap) -> Result<SlotMap, RegistryError> {
+        let data = serde_json::to_vec(map).expect("a slot map serializes");
+        self.write_versioned(&layout::slots(prefix), data, None)?;
+        self.slot_map(prefix)?
+            .ok_or_else(|| RegistryError::Unreadable(format!("{} vanished", layout::slots(prefix))))
     }
 
     /// The root's advertised address, as registered in its znode.

@@ -28,13 +28,19 @@ pub fn run(root: &Root, registry: &Registry, host: &dyn Host) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let s = &root.settings;
     registry.keep(Znode {
-        path: layout::live(&s.zk_prefix, s.id),
-        data: s.advertise.clone().into_bytes(),
+        path: root.live_path(),
+        data: root.settings.advertise.clone().into_bytes(),
         ephemeral: true,
     });
-    load_tree(root, registry, &path);
+    match root.settings.shard {
+        0 => load_tree(root, registry, &path),
+        // Another shard's primary holds no table: the tree's is shard 0's.
+        // Its caches are the root's children, whose znodes say where they are.
+        _ => {
+            root.restore(&tree_children(root, registry));
+        }
+    }
     // Each child acknowledges, or its session ends (then it drops its cache
     // itself when it comes back).
     host.tell(Event::FlushBelow(&root.children()));
@@ -55,7 +61,7 @@ pub fn run(root: &Root, registry: &Registry, host: &dyn Host) {
 pub(super) fn keep_root_znode(root: &Root, registry: &Registry) {
     let s = &root.settings;
     let path = root.znode_path();
-    if registry.find_root(&s.zk_prefix, s.root_id).as_deref() != Some(s.advertise.as_str()) {
+    if registry.find_root(&s.group_prefix, s.root_id).as_deref() != Some(s.advertise.as_str()) {
         log::info!("the root's znode {path} names this process again");
         let _ = registry.put(&path, znode_data(root));
     }
@@ -71,6 +77,32 @@ fn znode_data(root: &Root) -> Vec<u8> {
         parent: None,
     };
     serde_json::to_vec(&data).expect("znode data serializes")
+}
+
+/// The znodes of the root's children (the caches a shard's primary serves),
+/// read from the tree shard 0 keeps, waiting for ZooKeeper as long as it
+/// takes: a new primary must flush them before it takes writes.
+fn tree_children(root: &Root, registry: &Registry) -> Vec<(String, Vec<u8>)> {
+    let top = root.table().path_of(0);
+    loop {
+        let read = registry.children(&top).and_then(|names| {
+            names
+                .into_iter()
+                .map(|name| {
+                    let path = format!("{top}/{name}");
+                    Ok(registry.get(&path)?.map(|data| (path, data)))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match read {
+            Ok(records) => return records.into_iter().flatten().collect(),
+            Err(e) => log::debug!("cannot read the root's children yet ({e})"),
+        }
+        if !root.is_primary() {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Rebuilds the root's table from ZooKeeper, waiting for it as long as it takes.
@@ -105,6 +137,8 @@ fn load_tree(root: &Root, registry: &Registry, root_path: &str) {
     }
     // Trees of an earlier run under another root id.
     let keep = [
+        layout::slots(prefix),
+        layout::shards_dir(prefix),
         layout::live_dir(prefix),
         layout::sessions(prefix),
         layout::election(prefix),

@@ -12,6 +12,8 @@ use crate::registry::{layout, Registry};
 
 use super::group::{Group, Member, Role, RootState, Versioned};
 use super::{bootstrap, Event, Host, Root};
+use crate::shards::SlotMap;
+use crate::wire::{RootMember, ShardEntry};
 
 /// How often each member looks at the election and the root's state.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
@@ -26,14 +28,13 @@ struct Paths {
 /// `host` what happens.
 pub fn run(root: Arc<Root>, registry: Registry, host: Arc<dyn Host>) {
     let group = root.group();
-    let prefix = root.settings.zk_prefix.clone();
+    let prefix = root.settings.group_prefix.clone();
     let paths = Paths {
         election: layout::election(&prefix),
         state: layout::root_state(&prefix),
     };
     let me_data = serde_json::to_vec(group.me()).expect("a member serializes");
-    let live = layout::live(&prefix, root.settings.id);
-    group.start(registry.clone(), prefix, live);
+    group.start(registry.clone(), prefix, root.live_path());
     let mut said_waiting = false;
     loop {
         std::thread::sleep(LOOK_EVERY);
@@ -127,6 +128,62 @@ fn lead(root: &Arc<Root>, registry: &Registry, epoch: u64, generation: u64, s: &
         }
         root.catch_up_members(&others);
         bootstrap::keep_root_znode(root, registry);
+        look_at_shards(root, registry);
+    }
+}
+
+/// On shard 0's primary of a cluster of several root shards: what
+/// ZooKeeper shows of the other shards' root groups, for `GET /nodes`.
+fn look_at_shards(root: &Root, registry: &Registry) {
+    let s = &root.settings;
+    if s.shard != 0 || s.root_shards == 1 {
+        return;
+    }
+    let map = SlotMap::initial(s.root_shards);
+    let views = (1..s.root_shards)
+        .map(|shard| shard_entry(registry, &s.zk_prefix, shard, &map))
+        .collect();
+    *root.other_shards.lock().unwrap() = views;
+}
+
+/// Root shard `shard` as its znodes show it: the primary the state names,
+/// if its election znode is there, and every member.
+fn shard_entry(registry: &Registry, prefix: &str, shard: u32, map: &SlotMap) -> ShardEntry {
+    let group = layout::group(prefix, shard);
+    let state: Option<RootState> = registry
+        .get(&layout::root_state(&group))
+        .ok()
+        .flatten()
+        .and_then(|data| serde_json::from_slice(&data).ok());
+    let members: Vec<Member> = registry
+        .members(&layout::election(&group))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, data)| serde_json::from_slice(data).ok())
+        .collect();
+    let primary = state
+        .as_ref()
+        .map(|s| &s.primary)
+        .filter(|p| members.iter().any(|m| m.id == p.id));
+    let root_group = members
+        .iter()
+        .map(|m| {
+            let leads = primary.is_some_and(|p| p.id == m.id);
+            RootMember {
+                address: m.address.clone(),
+                role: if leads { "root" } else { "standby" }.into(),
+                in_sync: leads
+                    || state
+                        .as_ref()
+                        .is_some_and(|s| s.in_sync.iter().any(|i| i.id == m.id)),
+            }
+        })
+        .collect();
+    ShardEntry {
+        shard,
+        ranges: map.ranges_of(shard),
+        primary: primary.map(|p| p.address.clone()),
+        root_group,
     }
 }
 
@@ -187,7 +244,7 @@ fn take_over(
     }
     let bytes = serde_json::to_vec(&state).expect("the state serializes");
     match registry.write_versioned(
-        &layout::root_state(&root.settings.zk_prefix),
+        &layout::root_state(&root.settings.group_prefix),
         bytes,
         version,
     ) {

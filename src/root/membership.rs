@@ -168,6 +168,7 @@ impl Membership {
             root: node_name(self.root_id),
             nodes,
             root_group: None,
+            shards: None,
         }
     }
 

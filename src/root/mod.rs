@@ -43,7 +43,7 @@ use crate::expiry::{self, Kept};
 use crate::store::{Mutation, Store};
 use crate::tree::{Side, Tree};
 use crate::wal::{Change, Edit, Identity, Logged, OpenError, Wal};
-use crate::wire::{Join, Joined, NodesDoc, Peer};
+use crate::wire::{Join, Joined, NodesDoc, Peer, ShardEntry};
 
 pub use error::RootError;
 use membership::Membership;
@@ -73,11 +73,16 @@ pub trait Host: Send + Sync {
 struct Settings {
     tree: Tree,
     root_id: u32,
-    /// This process's node id (the root's, in the root group).
-    id: u32,
     name: String,
     advertise: String,
     zk_prefix: String,
+    /// Where this group's znodes are: the cluster's prefix for shard 0,
+    /// `{prefix}/shards/{s}` for shard `s`.
+    group_prefix: String,
+    /// The root group (shard) of this process.
+    shard: u32,
+    /// Root groups (shards) of the cluster.
+    root_shards: u32,
     /// Bound on one call to a standby.
     hop: Duration,
 }
@@ -101,6 +106,8 @@ pub struct Root {
     wal: Option<Arc<Wal>>,
     group: group::Group,
     replication: replication::Replication,
+    /// On shard 0's primary: the other shards as ZooKeeper last showed them.
+    other_shards: Mutex<Vec<ShardEntry>>,
 }
 
 impl Root {
@@ -128,6 +135,7 @@ impl Root {
             zk_prefix: config.zk_prefix.clone(),
             root_id: config.root_id,
             depth: config.tree.depth(),
+            shard: config.shard,
         };
         // A key kept with a time of expiry gets back the time it has left;
         // one whose time ran out while the root was down is dropped.
@@ -177,10 +185,12 @@ impl Root {
             settings: Settings {
                 tree: config.tree,
                 root_id: config.root_id,
-                id: config.id,
                 name: config.name(),
                 advertise: config.advertise.clone(),
                 zk_prefix: config.zk_prefix.clone(),
+                group_prefix: crate::registry::layout::group(&config.zk_prefix, config.shard),
+                shard: config.shard,
+                root_shards: config.root_shards,
                 hop: config.hop_timeout,
             },
             store,
@@ -203,6 +213,7 @@ impl Root {
                 memory,
             ),
             replication: replication::Replication::default(),
+            other_shards: Mutex::default(),
         }
     }
 
@@ -337,9 +348,42 @@ impl Root {
             .collect()
     }
 
-    /// The znode path of the root.
+    /// The znode path of the root (of this shard's primary, for a shard
+    /// other than 0).
     fn znode_path(&self) -> String {
-        self.table().path_of(0)
+        match self.settings.shard {
+            0 => self.table().path_of(0),
+            _ => crate::registry::layout::root(&self.settings.group_prefix, self.settings.root_id),
+        }
+    }
+
+    /// The root group (shard) of this process.
+    pub fn shard(&self) -> u32 {
+        self.settings.shard
+    }
+
+    /// Every root shard as `GET /nodes` shows them: this group (shard 0)
+    /// first, then the others as ZooKeeper last showed them.
+    pub fn shards_document(&self) -> Vec<ShardEntry> {
+        let map = crate::shards::SlotMap::initial(self.settings.root_shards);
+        let mut out = vec![ShardEntry {
+            shard: self.settings.shard,
+            ranges: map.ranges_of(self.settings.shard),
+            primary: Some(self.settings.advertise.clone()),
+            root_group: self.group.document(),
+        }];
+        out.extend(self.other_shards.lock().unwrap().iter().cloned());
+        out
+    }
+
+    /// The liveness znode the primary keeps: the root's for shard 0, one of
+    /// the shard's own otherwise (every shard's primary has the root's id).
+    fn live_path(&self) -> String {
+        let s = &self.settings;
+        crate::registry::layout::live_named(
+            &s.zk_prefix,
+            &crate::registry::layout::primary_live_name(s.root_id, s.shard),
+        )
     }
 
     /// A new version, greater than every one handed out before.

@@ -50,6 +50,15 @@ impl Fills {
         }
     }
 
+    /// Fences the fills under way of the keys `pick` picks.
+    pub(super) fn fence_where(&mut self, pick: &dyn Fn(&str) -> bool) {
+        for (key, f) in self.flights.iter_mut() {
+            if pick(key) {
+                f.fenced = true;
+            }
+        }
+    }
+
     /// Fences every fill under way: what they bring may belong to a state
     /// the cache was just cleared of.
     pub(super) fn fence_all(&mut self) {

@@ -82,6 +82,25 @@ impl Store {
         }
     }
 
+    /// Drops the entries of the keys `pick` picks (those of one root shard's
+    /// slots, when that shard's directory was lost), fencing their fills
+    /// under way, as [`Store::clear`] does for every key.
+    pub fn clear_where(&self, pick: &dyn Fn(&str) -> bool) {
+        for mut guard in self.each_shard() {
+            let shard = &mut *guard;
+            shard.fills.fence_where(pick);
+            let keys: Vec<Box<str>> = shard
+                .map
+                .keys()
+                .filter(|b| pick(b.key()))
+                .map(|b| b.key().into())
+                .collect();
+            for key in keys {
+                self.remove_entry(shard, &key);
+            }
+        }
+    }
+
     /// Caches the value a fill brought, expiring at `expires`, unless this is
     /// not a cache, the value would take more than the shard's share of the
     /// bound, it has expired already, or a newer value is here already.

@@ -30,6 +30,14 @@ pub struct Identity {
     pub zk_prefix: String,
     pub root_id: u32,
     pub depth: u32,
+    /// The root group (shard) whose data it holds; 0 in a directory made
+    /// before shards were kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -89,15 +97,18 @@ impl DataDir {
                 dir.id = found.id.clone();
                 if found.identity != *identity {
                     return Err(OpenError::Refused(format!(
-                        "{} belongs to another cluster (ZK prefix {}, root id {}, depth {}); \
-                         this node is of ZK prefix {}, root id {}, depth {}",
+                        "{} belongs to another cluster or shard (ZK prefix {}, root id {}, \
+                         depth {}, shard {}); this node is of ZK prefix {}, root id {}, depth \
+                         {}, shard {}",
                         path.display(),
                         found.identity.zk_prefix,
                         found.identity.root_id,
                         found.identity.depth,
+                        found.identity.shard,
                         identity.zk_prefix,
                         identity.root_id,
-                        identity.depth
+                        identity.depth,
+                        identity.shard
                     )));
                 }
                 if dir.id.is_empty() {
@@ -240,6 +251,7 @@ mod tests {
             zk_prefix: prefix.into(),
             root_id: 1,
             depth: 3,
+            shard: 0,
         }
     }
 

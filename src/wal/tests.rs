@@ -26,6 +26,7 @@ fn identity() -> Identity {
         zk_prefix: "/t".into(),
         root_id: 1,
         depth: 3,
+        shard: 0,
     }
 }
 
@@ -306,6 +307,25 @@ fn another_clusters_directory_is_refused_with_status_2() {
         .err()
         .unwrap();
     assert_eq!(e.exit_status(), 2, "{e}");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn another_shards_directory_is_refused_with_status_2() {
+    let path = temp("shard");
+    drop(open(&path, Fsync::Always));
+    let other = Identity {
+        shard: 2,
+        ..identity()
+    };
+    let e = Wal::open(&path, &other, Fsync::Always, &mut |_| {})
+        .err()
+        .unwrap();
+    assert_eq!(e.exit_status(), 2, "{e}");
+    assert!(e.to_string().contains("shard 0"), "{e}");
+    // The directory of shard 0 written before shards were kept reads as shard 0.
+    let meta = std::fs::read_to_string(path.join("treecache.json")).unwrap();
+    assert!(!meta.contains("shard"), "{meta}");
     std::fs::remove_dir_all(&path).unwrap();
 }
 

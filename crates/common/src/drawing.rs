@@ -39,7 +39,7 @@ pub enum Place<'a> {
 ///     right: None,
 ///     live: None,
 /// };
-/// let doc = NodesDoc { depth: 2, capacity: 3, root: "NODE-1".into(), nodes: vec![root], root_group: None };
+/// let doc = NodesDoc { depth: 2, capacity: 3, root: "NODE-1".into(), nodes: vec![root], root_group: None, shards: None };
 /// let lines = draw_tree(&doc, |place| match place {
 ///     Place::Node(node) => vec![node.name.clone(), format!("slot {}", node.slot)],
 ///     Place::Missing(name) => vec![name.to_string()],
@@ -194,6 +194,7 @@ mod tests {
             root: "NODE-1".into(),
             nodes,
             root_group: None,
+            shards: None,
         }
     }
 

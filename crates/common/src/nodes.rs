@@ -30,6 +30,18 @@ pub struct RootMember {
     pub in_sync: bool,
 }
 
+/// One root shard: the hash slots it owns, where its primary is, and its
+/// root group as ZooKeeper shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub shard: u32,
+    /// `[from, to]` ranges of hash slots, both ends included.
+    pub ranges: Vec<[u32; 2]>,
+    /// The primary's address, when the shard has one.
+    pub primary: Option<String>,
+    pub root_group: Vec<RootMember>,
+}
+
 /// The `/nodes` document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodesDoc {
@@ -40,6 +52,10 @@ pub struct NodesDoc {
     /// The root group, when the root knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_group: Option<Vec<RootMember>>,
+    /// The root shards (shard 0, this root group, included), when the
+    /// root knows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<ShardEntry>>,
 }
 
 #[cfg(test)]
@@ -67,6 +83,7 @@ mod tests {
                 entry("NODE-3", 1, Some("NODE-1"), None),
             ],
             root_group: None,
+            shards: None,
         }
     }
 

@@ -68,6 +68,29 @@ pub fn failure(e: &Error) -> Failure {
             503,
             "This node is making as many mget answers as it may at once; try again.".into(),
         ),
+        Error::Node(NodeError::WrongShard {
+            key,
+            shard,
+            primary,
+        }) => {
+            let sentence = format!(
+                "The key {key:?} belongs to root shard {shard}, not this one; send it to \
+                 that shard's primary."
+            );
+            let body = serde_json::json!({ "error": sentence, "shard": shard, "primary": primary });
+            return Failure {
+                status: 421,
+                said: Said::Relayed(serde_json::to_vec(&body).expect("JSON serializes")),
+                header,
+            };
+        }
+        Error::Upstream(UpstreamError::WrongShard { body, .. }) => {
+            return Failure {
+                status: 421,
+                said: Said::Relayed(body.clone()),
+                header,
+            }
+        }
         Error::Node(n) => node(n),
         // An answer of another member the root passes on goes as it came.
         Error::Root(RootError::Upstream(u)) => return failure(&Error::Upstream(u.clone())),
@@ -228,6 +251,7 @@ fn node(n: &NodeError) -> (u16, String) {
             format!("This process is a standby of the root group; join the primary at {primary}."),
         ),
         NodeError::NoPrimaryYet => (503, no_primary_yet()),
+        NodeError::WrongShard { .. } => unreachable!("answered with its fields in `failure`"),
     }
 }
 
@@ -388,6 +412,10 @@ fn upstream(u: &UpstreamError) -> (u16, String) {
         ),
         UpstreamError::NotJoined => (503, "This node is still joining the tree.".into()),
         UpstreamError::NoPrimary => (503, no_primary_yet()),
+        UpstreamError::WrongShard { shard, .. } => (
+            421,
+            format!("The key belongs to root shard {shard}, which the node asked does not own."),
+        ),
     }
 }
 
