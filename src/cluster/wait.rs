@@ -293,11 +293,15 @@ pub(super) fn wait_for_shard_standbys(
             let behind: Vec<String> = shards
                 .iter()
                 .filter_map(|&s| {
-                    let group = shard_entry(doc, s).and_then(|e| e["root_group"].as_array());
-                    let in_sync = group
-                        .into_iter()
-                        .flatten()
-                        .filter(|m| m["role"] == "standby" && m["in_sync"] == true);
+                    let entry = shard_entry(doc, s);
+                    let primary = entry.map(|e| &e["primary"]);
+                    let group = entry.and_then(|e| e["root_group"].as_array());
+                    // Not the primary, should /nodes list it late as a standby.
+                    let in_sync = group.into_iter().flatten().filter(|m| {
+                        m["role"] == "standby"
+                            && m["in_sync"] == true
+                            && Some(&m["address"]) != primary
+                    });
                     let n = in_sync.count();
                     (n < k).then(|| format!("shard {s}: {n} of {k} in sync"))
                 })

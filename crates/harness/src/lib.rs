@@ -685,24 +685,38 @@ impl Cluster {
         self.spawn_with(key, free_port(), args);
     }
 
-    /// Waits until the root's `/nodes` shows `count` standbys in sync in
-    /// shard `shard`'s group (for shard 0, [`Cluster::wait_in_sync`]).
+    /// Waits until the root's `/nodes` names as shard `shard`'s primary
+    /// the member that says it is ([`Cluster::shard_primary`]), and shows
+    /// `count` other members as standbys in sync (for shard 0,
+    /// [`Cluster::wait_in_sync`]). The root learns of a shard's failover
+    /// a moment after the shard: until then its entry may still list the
+    /// new primary as a standby.
     pub fn wait_shard_in_sync(&self, shard: u32, count: usize) {
         if shard == 0 {
             return self.wait_in_sync(count);
         }
-        let what = format!("{count} standbys of shard {shard} in sync");
+        let what =
+            format!("the root's /nodes shows shard {shard}'s primary and {count} standbys in sync");
         wait_until(Duration::from_secs(30), &what, || {
+            let Some(primary) = self.shard_primary(shard) else {
+                return false;
+            };
+            let primary = self.address(primary);
             let at = self.primary().unwrap_or(self.root_id);
             let (status, doc) = http::get(&format!("{}/nodes", self.url(at)));
-            let group = doc["shards"]
+            let entry = doc["shards"]
                 .as_array()
-                .and_then(|all| all.iter().find(|e| e["shard"] == shard))
-                .and_then(|e| e["root_group"].as_array());
+                .and_then(|all| all.iter().find(|e| e["shard"] == shard));
+            let group = entry.and_then(|e| e["root_group"].as_array());
             status == 200
+                && entry.is_some_and(|e| e["primary"] == primary.as_str())
                 && group.is_some_and(|g| {
                     g.iter()
-                        .filter(|m| m["role"] == "standby" && m["in_sync"] == true)
+                        .filter(|m| {
+                            m["role"] == "standby"
+                                && m["in_sync"] == true
+                                && m["address"] != primary.as_str()
+                        })
                         .count()
                         >= count
                 })
