@@ -11,7 +11,10 @@
 //!   with status 2 naming the flag (and joins once given the cluster's);
 //! - `GET /keys?limit=N` pages through the keys of every shard in byte
 //!   order, from any process, `next` leading from one page to the next;
-//! - `POST /mget` of keys of every shard answers each as a GET would.
+//! - `POST /mget` of keys of every shard answers each as a GET would;
+//! - when a shard's primary is killed its standby takes over, the caches
+//!   keep what they hold of the other shards, and the old primary comes
+//!   back as a standby of its shard.
 //!
 //! Which shard a key belongs to is computed by the harness
 //! ([`treecache_harness::shards`]), not asked of the nodes.
@@ -401,4 +404,81 @@ fn mget_reads_keys_of_every_shard_as_gets_would() {
             (200, json!({"values": {key.as_str(): "new"}, "missing": []}))
         );
     }
+}
+
+#[test]
+fn a_shard_fails_over_alone_and_its_old_primary_comes_back_as_a_standby() {
+    let _alone = alone();
+    // Sessions of 2 s: the killed primary's ends soon.
+    let mut cluster = Cluster::builder(2)
+        .root_shards(K)
+        .standbys(1)
+        .arg("--zk-session-timeout")
+        .arg("2s")
+        .start();
+    let leaf = cluster.at_slot(1);
+    let keys: Vec<String> = (0..K)
+        .map(|s| keys_of_shard("failover", s, K, 1).remove(0))
+        .collect();
+    for key in &keys {
+        put(&cluster, leaf, key, json!("before"));
+        assert_eq!(http::get(&at(&cluster, leaf, key)).0, 200, "{key}");
+    }
+    let cached = |cluster: &Cluster, key: &str| {
+        http::get(&format!("{}?local=true", at(cluster, leaf, key))).0 == 200
+    };
+    for key in &keys {
+        assert!(cached(&cluster, key), "the leaf holds {key}");
+    }
+    let (old, standby) = (shard_member(1, 0), shard_member(1, 1));
+    assert_eq!(cluster.shard_primary(1), Some(old));
+    cluster.kill(old);
+    common::wait_until(
+        Duration::from_secs(15),
+        "a write of shard 1's key through the leaf succeeds again",
+        || http::put(&at(&cluster, leaf, &keys[1]), &json!("after")).0 == 200,
+    );
+    assert_eq!(cluster.shard_primary(1), Some(standby));
+    // The other shards kept their primaries, and the leaf what it held of
+    // them.
+    assert_eq!(cluster.shard_primary(0), Some(cluster.root_id));
+    assert_eq!(cluster.shard_primary(2), Some(shard_member(2, 0)));
+    for key in [&keys[0], &keys[2]] {
+        assert!(
+            cached(&cluster, key),
+            "the leaf dropped {key} of shard {} at shard 1's failover",
+            shard_of(key, K)
+        );
+    }
+    for process in everyone(&cluster).into_iter().filter(|&p| p != old) {
+        for (s, key) in keys.iter().enumerate() {
+            let value = if s == 1 { "after" } else { "before" };
+            assert_eq!(
+                http::get(&at(&cluster, process, key)).1,
+                json!({"key": key, "value": value}),
+                "at {}",
+                who(&cluster, process)
+            );
+        }
+    }
+    // The old primary, restarted on its data, is a standby of shard 1 and
+    // catches up.
+    cluster.restart_member(old);
+    common::wait_until(
+        Duration::from_secs(20),
+        "the old primary is a standby",
+        || http::get(&cluster.url(old)).1["role"] == "standby",
+    );
+    cluster.wait_shard_in_sync(1, 1);
+    let entry = cluster.shards_document()[1].clone();
+    assert_eq!(entry["primary"], cluster.address(standby), "{entry}");
+    assert_eq!(
+        http::get(&at(&cluster, old, &keys[1])).1,
+        json!({"key": keys[1], "value": "after"})
+    );
+    // A standby stopped as an operator would, and started again.
+    let other = shard_member(2, 1);
+    cluster.stop(other);
+    cluster.restart_member(other);
+    cluster.wait_shard_in_sync(2, 1);
 }
