@@ -30,7 +30,10 @@ Cluster flags:
   --data-dir DIR (the root's data; by default a temporary directory removed at exit)
   --threads N (every node's --threads; by default the node's own, and 2 for the cache
     nodes from depth 5 on)
-  --standbys K (1: standbys of the root, standby k on 127.0.0.1:P+N+k)
+  --standbys S (1: standbys of each root group; the root's standby k on 127.0.0.1:P+N+k)
+  --root-shards K (1 to 64, default 1: root groups the keys are split over, given to every
+    node; shard s >= 1 is a first member and S standbys with the root's id and --shard s,
+    member m (0 first) on 127.0.0.1:P+N+S+(s-1)*(S+1)+m+1, its data beside the root's)
   --tls-cert PATH --tls-key PATH --tls-ca PATH (every node's; all three or none: the
     nodes then speak HTTPS, and the certificate must name 127.0.0.1)
   The nodes take slots in id order: NODE-2 slot 1, NODE-3 slot 2, ...

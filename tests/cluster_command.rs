@@ -1,5 +1,7 @@
 //! `treecache cluster`: comes up with a standby of the root, serves, and
-//! leaves nothing running after SIGTERM.
+//! leaves nothing running after SIGTERM; with `--root-shards`, starts each
+//! shard's members and says where they listen, and refuses a bad count
+//! naming the flag.
 
 use treecache_harness as common;
 
@@ -217,4 +219,94 @@ fn a_depth_3_cluster_takes_its_slots_in_id_order_within_seconds() {
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(treecache_local::children::signal(child.id(), 15));
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_bad_number_of_root_shards_is_refused_naming_the_flag() {
+    for bad in ["0", "65", "two"] {
+        let out = Command::new(common::treecache_bin())
+            .args(["cluster", "--root-shards", bad])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--root-shards {bad}: {stderr}");
+        assert!(
+            stderr.contains("--root-shards"),
+            "--root-shards {bad}: {stderr}"
+        );
+        // Refused before anything is started.
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let help = Command::new(common::treecache_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--root-shards K"));
+}
+
+#[test]
+fn a_cluster_of_two_root_shards_reports_where_each_shards_members_listen() {
+    // 3 nodes and the root's standby, then shard 1: its first member and
+    // its standby.
+    let base = free_base(6);
+    let zk_port = common::free_port();
+    let (mut child, printed) = cluster_up(&[
+        "--depth",
+        "2",
+        "--root-shards",
+        "2",
+        "--base-port",
+        &base.to_string(),
+        "--zookeeper",
+        &format!("127.0.0.1:{zk_port}"),
+        "--log-level",
+        "warn",
+    ]);
+    let url = |offset: u16| format!("http://127.0.0.1:{}", base + offset);
+    for line in [
+        "  shard 0, slots 0-8191:".to_string(),
+        format!("    {}  primary", url(1)),
+        format!("    {}  standby, in sync", url(4)),
+        "  shard 1, slots 8192-16383:".to_string(),
+        format!("    {}  primary", url(5)),
+        format!("    {}  standby, in sync", url(6)),
+    ] {
+        assert!(printed.lines().any(|l| l == line), "{line:?} in\n{printed}");
+    }
+    let (status, doc) = http::get(&format!("{}/nodes", url(1)));
+    assert_eq!(status, 200, "{doc}");
+    let shards = doc["shards"].as_array().unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(shards.len(), 2, "{doc}");
+    assert_eq!(shards[1]["primary"], format!("127.0.0.1:{}", base + 5));
+    // A key of each shard, written through a leaf, read at every process.
+    for shard in 0..2 {
+        let key = &common::shards::keys_of_shard("report", shard, 2, 1)[0];
+        let at = |offset| format!("{}/store/{key}", url(offset));
+        assert_eq!(http::put(&at(3), &json!(shard)).0, 200, "{key}");
+        for offset in 1..=6 {
+            assert_eq!(
+                http::get(&at(offset)).1,
+                json!({"key": key, "value": shard}),
+                "{key} at port {}",
+                base + offset
+            );
+        }
+    }
+    assert!(treecache_local::children::signal(child.id(), 15));
+    assert!(child.wait().unwrap().success());
+    let closed = |port: u16| {
+        TcpStream::connect_timeout(
+            &format!("127.0.0.1:{port}").parse().unwrap(),
+            Duration::from_millis(300),
+        )
+        .is_err()
+    };
+    common::wait_until(Duration::from_secs(5), "every port is closed", || {
+        (1..=6).all(|offset| closed(base + offset)) && closed(zk_port)
+    });
 }

@@ -14,8 +14,11 @@ pub struct ClusterArgs {
     /// temporary directory, removed at exit. Standby `k` keeps its data
     /// beside it, in `{data_dir}-standby-{k}`.
     pub data_dir: Option<std::path::PathBuf>,
-    /// Standbys of the root.
+    /// Standbys of each root group (of the root, and of every shard).
     pub standbys: u32,
+    /// Root groups the key space is split over (`--root-shards`): shard 0
+    /// is the root's group, each shard `s` >= 1 a group of its own.
+    pub root_shards: u32,
     /// `--threads` of every node; `None`: the node's default, or
     /// [`DEEP_TREE_THREADS`] in a tree of depth [`DEEP_TREE`] or more.
     pub threads: Option<usize>,
@@ -33,6 +36,16 @@ pub const DEEP_TREE_THREADS: usize = 2;
 
 /// The most standbys `treecache cluster` starts.
 const MAX_STANDBYS: u32 = 8;
+
+/// The most root shards a cluster may have.
+const MAX_SHARDS: u32 = treecache::shards::MAX_SHARDS;
+
+/// The ports past `--base-port` a cluster takes: its `nodes`, the
+/// `standbys` of the root, and the `standbys + 1` members of each shard
+/// after the first.
+pub fn ports_needed(nodes: usize, standbys: u32, root_shards: u32) -> usize {
+    nodes + standbys as usize + (root_shards as usize - 1) * (standbys as usize + 1)
+}
 impl ClusterArgs {
     pub fn parse(mut args: pico_args::Arguments) -> Result<ClusterArgs, String> {
         /// An optional flag's value, an error naming the flag if it does not parse.
@@ -67,11 +80,17 @@ impl ClusterArgs {
                 "--standbys: at most {MAX_STANDBYS} (got {standbys})"
             ));
         }
-        let base_port: u16 = opt(&mut args, "--base-port")?.unwrap_or(5000);
-        if base_port as usize + tree.capacity() + standbys as usize > u16::MAX as usize {
+        let root_shards: u32 = opt(&mut args, "--root-shards")?.unwrap_or(1);
+        if !(1..=MAX_SHARDS).contains(&root_shards) {
             return Err(format!(
-                "--base-port: {base_port} + {} is past the last port",
-                tree.capacity() + standbys as usize
+                "--root-shards: must be between 1 and {MAX_SHARDS} (got {root_shards})"
+            ));
+        }
+        let base_port: u16 = opt(&mut args, "--base-port")?.unwrap_or(5000);
+        let ports = ports_needed(tree.capacity(), standbys, root_shards);
+        if base_port as usize + ports > u16::MAX as usize {
+            return Err(format!(
+                "--base-port: {base_port} + {ports} is past the last port"
             ));
         }
         let zookeeper: String =
@@ -106,6 +125,7 @@ impl ClusterArgs {
             log_level,
             data_dir,
             standbys,
+            root_shards,
             threads,
             tls,
         })

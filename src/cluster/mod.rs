@@ -19,6 +19,14 @@
 //! slot already held under its name, which it keeps, as any node that joins
 //! again does.
 //!
+//! With `--root-shards K` every node is given K, and the command starts
+//! K - 1 more root groups (shards 1 to K - 1), each a first member and
+//! `--standbys` standbys, all with the root's id, `--shard s`, their own
+//! port (after the root's standbys, shard by shard: see [`Cluster::port_of`])
+//! and their own data directory beside the root's ([`shard_data_dir`]).
+//! Each shard's first member is started once the root takes joins, and its
+//! standbys once it leads its group; the report lists each shard's members.
+//!
 //! With `--tls-cert`, `--tls-key` and `--tls-ca` every node gets the three
 //! (one certificate for all, which must name `127.0.0.1`), and the command
 //! reaches the nodes over HTTPS itself.
@@ -58,6 +66,21 @@ pub use args::ClusterArgs;
 /// Standby `k` is the child `STANDBY + k` (the children are known by id).
 const STANDBY: u32 = 1 << 20;
 
+/// Member `m` of shard `s` >= 1 is the child `SHARD_MEMBER + s * 256 + m`:
+/// member 0 is started first (and leads at first), members 1 and up are
+/// its standbys.
+const SHARD_MEMBER: u32 = 1 << 24;
+
+/// The child key of member `m` of shard `s` >= 1.
+fn shard_member(s: u32, m: u32) -> u32 {
+    SHARD_MEMBER + (s << 8) + m
+}
+
+/// The shard and member of a child key of a shard >= 1.
+fn shard_of_key(key: u32) -> Option<(u32, u32)> {
+    key.checked_sub(SHARD_MEMBER).map(|k| (k >> 8, k & 0xff))
+}
+
 /// How long the cluster may take to come up.
 const UP_WITHIN: Duration = Duration::from_secs(60);
 
@@ -72,11 +95,35 @@ fn standby_data_dir(root: &std::path::Path, k: u32) -> std::path::PathBuf {
     std::path::PathBuf::from(name)
 }
 
-/// A child's name in the output: `NODE-3`, or `standby-2`.
+/// Member `m` of shard `s` >= 1 keeps its data beside the root's too:
+/// member 0 in `{root}-shard-{s}`, standby `m` in `{root}-shard-{s}-standby-{m}`.
+fn shard_data_dir(root: &std::path::Path, s: u32, m: u32) -> std::path::PathBuf {
+    let mut name = root.as_os_str().to_os_string();
+    match m {
+        0 => name.push(format!("-shard-{s}")),
+        m => name.push(format!("-shard-{s}-standby-{m}")),
+    }
+    std::path::PathBuf::from(name)
+}
+
+/// [`Cluster::port_of`] in a tree of `n` nodes whose root groups have
+/// `standbys` standbys each.
+fn port_offset(n: u32, standbys: u32, key: u32) -> u32 {
+    match (shard_of_key(key), key.checked_sub(STANDBY)) {
+        (Some((s, m)), _) => n + standbys + (s - 1) * (standbys + 1) + m + 1,
+        (None, Some(k)) => n + k,
+        (None, None) => key,
+    }
+}
+
+/// A child's name in the output: `NODE-3`, `standby-2` (of the root),
+/// `shard-1` (shard 1's first member) or `shard-1-standby-2`.
 fn label(key: u32) -> String {
-    match key.checked_sub(STANDBY) {
-        Some(k) => format!("standby-{k}"),
-        None => node_name(key),
+    match (shard_of_key(key), key.checked_sub(STANDBY)) {
+        (Some((s, 0)), _) => format!("shard-{s}"),
+        (Some((s, m)), _) => format!("shard-{s}-standby-{m}"),
+        (None, Some(k)) => format!("standby-{k}"),
+        (None, None) => node_name(key),
     }
 }
 
@@ -210,6 +257,29 @@ impl Cluster {
         format!("{}://{}", self.scheme(), address(self.args.base_port, id))
     }
 
+    /// Where child `key` listens, as an offset from `--base-port`: node
+    /// `id` at `id`; the root's standby `k` at `N + k`; then the shards
+    /// after the first, each `--standbys` + 1 ports, member `m` of shard
+    /// `s` at `N + S + (s - 1) * (S + 1) + m + 1`.
+    fn port_of(&self, key: u32) -> u32 {
+        port_offset(self.tree.capacity() as u32, self.args.standbys, key)
+    }
+
+    /// The children of shard `s`, the one started first first: for shard
+    /// 0 the root and its standbys.
+    fn shard_members(&self, s: u32) -> Vec<u32> {
+        let standbys = 1..=self.args.standbys;
+        match s {
+            0 => std::iter::once(self.args.root_id)
+                .chain(standbys.map(|k| STANDBY + k))
+                .collect(),
+            s => std::iter::once(0)
+                .chain(standbys)
+                .map(|m| shard_member(s, m))
+                .collect(),
+        }
+    }
+
     /// Every node but the root, in id order.
     fn others(&self) -> Vec<u32> {
         (1..=self.tree.capacity() as u32)
@@ -231,6 +301,12 @@ impl Cluster {
         let to = |id| address(base_port, id);
         wait::reserve_slots(&self.agent, root, &others, to, &key, &mut self.children)?;
         mark("slots reserved");
+        // The root takes joins: it has written the slot map, which the
+        // shards' first members find.
+        let shards = 1..self.args.root_shards;
+        for s in shards.clone() {
+            self.spawn(shard_member(s, 0))?;
+        }
         // In id order; a stop asked for meanwhile is heeded at once.
         for &id in &others {
             if stop_requested() {
@@ -248,11 +324,27 @@ impl Cluster {
         let n = self.tree.capacity();
         let doc = wait::wait_for_tree(&self.agent, &root_url, n, &mut self.children)?;
         mark("all live");
+        // Each shard's standbys once its first member leads the shard.
+        let firsts: Vec<(u32, String)> = shards
+            .clone()
+            .map(|s| (s, address(base_port, self.port_of(shard_member(s, 0)))))
+            .collect();
+        if !firsts.is_empty() {
+            wait::wait_for_shard_primaries(&self.agent, &root_url, &firsts, &mut self.children)?;
+            mark("shards led");
+        }
         for k in 1..=self.args.standbys {
             self.spawn(STANDBY + k)?;
         }
+        for s in shards.clone() {
+            for m in 1..=self.args.standbys {
+                self.spawn(shard_member(s, m))?;
+            }
+        }
         let k = self.args.standbys as usize;
         wait::wait_for_standbys(&self.agent, &root_url, k, &mut self.children)?;
+        let shards: Vec<u32> = shards.collect();
+        wait::wait_for_shard_standbys(&self.agent, &root_url, &shards, k, &mut self.children)?;
         mark("standbys in sync");
         Ok(doc)
     }
@@ -272,15 +364,21 @@ impl Cluster {
     /// The command line of child `key`.
     fn command(&self, key: u32) -> Command {
         let args = &self.args;
-        let (id, listen, data) = match key.checked_sub(STANDBY) {
-            Some(k) => (
+        let listen = address(args.base_port, self.port_of(key));
+        let (id, shard, data) = match (shard_of_key(key), key.checked_sub(STANDBY)) {
+            (Some((s, m)), _) => (
                 args.root_id,
-                address(args.base_port, self.tree.capacity() as u32 + k),
+                Some(s),
+                Some(shard_data_dir(&self.data_dir, s, m)),
+            ),
+            (None, Some(k)) => (
+                args.root_id,
+                None,
                 Some(standby_data_dir(&self.data_dir, k)),
             ),
-            None => (
+            (None, None) => (
                 key,
-                address(args.base_port, key),
+                None,
                 (key == args.root_id).then(|| self.data_dir.clone()),
             ),
         };
@@ -311,6 +409,13 @@ impl Cluster {
         }
         if let Some(data) = data {
             command.arg("--data-dir").arg(data);
+        }
+        // Left out in a cluster of one shard, whose nodes run as before.
+        if args.root_shards > 1 {
+            command.args(["--root-shards", &args.root_shards.to_string()]);
+        }
+        if let Some(s) = shard {
+            command.args(["--shard", &s.to_string()]);
         }
         if let Some(tls) = &args.tls {
             command
@@ -375,6 +480,38 @@ mod tests {
     }
 
     #[test]
+    fn shards_take_the_ports_after_the_roots_standbys() {
+        assert_eq!(parse(&[]).unwrap().root_shards, 1);
+        let a = parse(&["--root-shards", "3", "--standbys", "2"]).unwrap();
+        assert_eq!(a.root_shards, 3);
+        // 7 nodes, the root's 2 standbys, then 3 ports for each shard.
+        assert_eq!(args::ports_needed(7, 2, 3), 7 + 2 + 3 + 3);
+        let ports: Vec<u32> = [7, STANDBY + 2]
+            .into_iter()
+            .chain((1..3).flat_map(|s| (0..3).map(move |m| shard_member(s, m))))
+            .map(|key| port_offset(7, 2, key))
+            .collect();
+        assert_eq!(ports, [7, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(port_offset(3, 0, shard_member(1, 0)), 4);
+        assert_eq!(port_offset(3, 0, shard_member(63, 0)), 66);
+        assert_eq!(shard_of_key(shard_member(63, 8)), Some((63, 8)));
+        assert_eq!(shard_of_key(STANDBY + 1), None);
+        assert_eq!(
+            [label(shard_member(2, 0)), label(shard_member(2, 1))],
+            ["shard-2", "shard-2-standby-1"]
+        );
+        let root = std::path::Path::new("/tmp/x");
+        assert_eq!(
+            shard_data_dir(root, 2, 0).display().to_string(),
+            "/tmp/x-shard-2"
+        );
+        assert_eq!(
+            shard_data_dir(root, 2, 1).display().to_string(),
+            "/tmp/x-shard-2-standby-1"
+        );
+    }
+
+    #[test]
     fn deep_trees_get_fewer_threads_per_node() {
         assert_eq!(parse(&[]).unwrap().node_threads(), None);
         assert_eq!(parse(&["--depth", "4"]).unwrap().node_threads(), None);
@@ -401,6 +538,14 @@ mod tests {
         assert!(parse(&["--standbys", "9"])
             .unwrap_err()
             .starts_with("--standbys"));
+        for bad in ["0", "65", "-1", "many"] {
+            let e = parse(&["--root-shards", bad]).unwrap_err();
+            assert!(e.starts_with("--root-shards: "), "{bad}: {e}");
+        }
+        assert_eq!(parse(&["--root-shards=64"]).unwrap().root_shards, 64);
+        // 7 nodes and 64 shards of 9 members each do not fit after port 65000.
+        let e = parse(&["--root-shards=64", "--standbys=8", "--base-port=65000"]).unwrap_err();
+        assert!(e.starts_with("--base-port"), "{e}");
         assert!(parse(&["--base-port", "65530"])
             .unwrap_err()
             .starts_with("--base-port"));

@@ -6,7 +6,66 @@ use std::time::Duration;
 use treecache::NodesDoc;
 use treecache_common::drawing::{draw_tree, Place};
 
-use super::{id_of, Cluster, Phases};
+use super::{address, id_of, wait, Cluster, Phases};
+
+impl Cluster {
+    /// Prints each shard: its slots, and where each of its members listens
+    /// with the role the root's `/nodes` gives it.
+    fn print_shards(&self, root_url: &str) {
+        let doc: serde_json::Value = self
+            .agent
+            .get(&format!("{root_url}/nodes"))
+            .call()
+            .ok()
+            .and_then(|r| serde_json::from_reader(r.into_reader()).ok())
+            .unwrap_or_default();
+        let map = treecache::shards::SlotMap::initial(self.args.root_shards);
+        say!(
+            "\n{} shards (root groups, their members started with the root's id, each with its own data directory):",
+            self.args.root_shards
+        );
+        for s in 0..self.args.root_shards {
+            let entry = wait::shard_entry(&doc, s);
+            let ranges: Vec<[u32; 2]> = entry
+                .and_then(|e| serde_json::from_value(e["ranges"].clone()).ok())
+                .unwrap_or_else(|| map.ranges_of(s));
+            let slots: Vec<String> = ranges.iter().map(|[lo, hi]| format!("{lo}-{hi}")).collect();
+            say!("  shard {s}, slots {}:", slots.join(", "));
+            let group = entry
+                .map(|e| &e["root_group"])
+                .filter(|g| g.is_array())
+                .or((s == 0).then_some(&doc["root_group"]));
+            let primary = entry.and_then(|e| e["primary"].as_str());
+            for key in self.shard_members(s) {
+                let at = address(self.args.base_port, self.port_of(key));
+                say!(
+                    "    {}://{at}  {}",
+                    self.scheme(),
+                    member_role(group, primary, &at)
+                );
+            }
+        }
+    }
+}
+
+/// What a member of a root group at `address` is, from its group's
+/// members in `/nodes` and the address of its primary.
+fn member_role(
+    group: Option<&serde_json::Value>,
+    primary: Option<&str>,
+    address: &str,
+) -> &'static str {
+    let listed = group
+        .and_then(|g| g.as_array())
+        .and_then(|g| g.iter().find(|m| m["address"] == address));
+    match listed {
+        _ if primary == Some(address) => "primary",
+        Some(m) if m["role"] == "root" => "primary",
+        Some(m) if m["in_sync"] == true => "standby, in sync",
+        Some(_) => "standby, catching up",
+        None => "(not listed yet)",
+    }
+}
 
 impl Cluster {
     /// Prints the cluster that came up: the tree, the root group, the
@@ -20,7 +79,10 @@ impl Cluster {
     ) {
         let (scheme, root_url) = (self.scheme(), self.url(self.args.root_id));
         print_tree(doc, scheme);
-        print_root_group(&self.agent, &root_url, scheme);
+        match self.args.root_shards {
+            1 => print_root_group(&self.agent, &root_url, scheme),
+            _ => self.print_shards(&root_url),
+        }
         let usage = Usage::of(self.children.iter().map(|(_, c)| c.id()));
         let mine = Usage::of(std::iter::once(std::process::id()));
         let zookeeper = zookeeper_pid.map_or(String::new(), |pid| {
@@ -155,6 +217,26 @@ fn print_tree(doc: &NodesDoc, scheme: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_member_is_named_by_its_group() {
+        let group = serde_json::json!([
+            {"address": "a:1", "role": "root", "in_sync": true},
+            {"address": "a:2", "role": "standby", "in_sync": true},
+            {"address": "a:3", "role": "standby", "in_sync": false},
+        ]);
+        let role = |at| member_role(Some(&group), None, at);
+        assert_eq!(
+            [role("a:1"), role("a:2"), role("a:3"), role("a:4")],
+            [
+                "primary",
+                "standby, in sync",
+                "standby, catching up",
+                "(not listed yet)"
+            ]
+        );
+        assert_eq!(member_role(None, Some("a:9"), "a:9"), "primary");
+    }
 
     #[test]
     fn usage_is_read_from_proc_status() {

@@ -5,6 +5,8 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use treecache::auth::{ClusterKey, Signed};
 use treecache::{node_name, stop_requested, NodesDoc, TlsFiles, AUTH_HEADER, JOIN_PATH};
 use treecache_local::children;
@@ -154,7 +156,7 @@ pub(super) fn wait_for_tree(
         root_url,
         children,
         "the cluster did not come up",
-        |doc| {
+        |doc: &NodesDoc| {
             let live = doc.nodes.iter().filter(|n| n.live == Some(true)).count();
             match (doc.nodes.len(), live) {
                 (joined, live) if joined == n && live == n => Ok(doc.clone()),
@@ -167,12 +169,12 @@ pub(super) fn wait_for_tree(
 /// Polls the root's `/nodes` until `done` takes it (`Err` says what is
 /// still missing), for [`UP_WITHIN`] at most, giving up when a child exits
 /// or a stop is asked for.
-fn poll_nodes<T>(
+fn poll_nodes<D: serde::de::DeserializeOwned, T>(
     agent: &ureq::Agent,
     root_url: &str,
     children: &mut [(u32, Child)],
     failure: &str,
-    mut done: impl FnMut(&NodesDoc) -> Result<T, String>,
+    mut done: impl FnMut(&D) -> Result<T, String>,
 ) -> Result<T, String> {
     let until = Instant::now() + UP_WITHIN;
     let mut last = String::from("no answer yet");
@@ -184,7 +186,7 @@ fn poll_nodes<T>(
             return Err(format!("{} exited during start-up ({status})", label(id)));
         }
         match agent.get(&format!("{root_url}/nodes")).call() {
-            Ok(r) => match serde_json::from_reader::<_, NodesDoc>(r.into_reader()) {
+            Ok(r) => match serde_json::from_reader::<_, D>(r.into_reader()) {
                 Ok(doc) => match done(&doc) {
                     Ok(t) => return Ok(t),
                     Err(missing) => last = missing,
@@ -218,7 +220,7 @@ pub(super) fn wait_for_standbys(
         root_url,
         children,
         "the standbys were not in sync",
-        |doc| {
+        |doc: &NodesDoc| {
             let in_sync = doc
                 .root_group
                 .iter()
@@ -228,6 +230,85 @@ pub(super) fn wait_for_standbys(
             match in_sync >= k {
                 true => Ok(()),
                 false => Err(format!("{in_sync} of {k} standbys in sync")),
+            }
+        },
+    )
+}
+
+/// The entry of shard `s` in a `/nodes` document's `shards`, if it is there.
+pub(super) fn shard_entry(doc: &Value, s: u32) -> Option<&Value> {
+    doc["shards"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["shard"] == s)
+}
+
+/// Polls the root's `/nodes` until each shard of `firsts` names as its
+/// primary the address given with it (its first member's).
+pub(super) fn wait_for_shard_primaries(
+    agent: &ureq::Agent,
+    root_url: &str,
+    firsts: &[(u32, String)],
+    children: &mut [(u32, Child)],
+) -> Result<(), String> {
+    poll_nodes(
+        agent,
+        root_url,
+        children,
+        "the shards were not led by their first members",
+        |doc: &Value| {
+            let waiting: Vec<String> = firsts
+                .iter()
+                .filter(|(s, first)| {
+                    shard_entry(doc, *s).is_none_or(|e| e["primary"] != first.as_str())
+                })
+                .map(|(s, _)| format!("shard {s}"))
+                .collect();
+            match waiting.is_empty() {
+                true => Ok(()),
+                false => Err(format!("no primary yet for {}", waiting.join(", "))),
+            }
+        },
+    )
+}
+
+/// Polls the root's `/nodes` until each of `shards` shows `k` standbys in
+/// sync in its `root_group`.
+pub(super) fn wait_for_shard_standbys(
+    agent: &ureq::Agent,
+    root_url: &str,
+    shards: &[u32],
+    k: usize,
+    children: &mut [(u32, Child)],
+) -> Result<(), String> {
+    if k == 0 || shards.is_empty() {
+        return Ok(());
+    }
+    poll_nodes(
+        agent,
+        root_url,
+        children,
+        "the shards' standbys were not in sync",
+        |doc: &Value| {
+            let behind: Vec<String> = shards
+                .iter()
+                .filter_map(|&s| {
+                    let entry = shard_entry(doc, s);
+                    let primary = entry.map(|e| &e["primary"]);
+                    let group = entry.and_then(|e| e["root_group"].as_array());
+                    // Not the primary, should /nodes list it late as a standby.
+                    let in_sync = group.into_iter().flatten().filter(|m| {
+                        m["role"] == "standby"
+                            && m["in_sync"] == true
+                            && Some(&m["address"]) != primary
+                    });
+                    let n = in_sync.count();
+                    (n < k).then(|| format!("shard {s}: {n} of {k} in sync"))
+                })
+                .collect();
+            match behind.is_empty() {
+                true => Ok(()),
+                false => Err(behind.join(", ")),
             }
         },
     )

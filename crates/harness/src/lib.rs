@@ -14,6 +14,12 @@
 //!   kills its nodes when dropped; when a test fails, the tail of each node's
 //!   log is printed.
 //!
+//! - [`Builder::root_shards`] starts a cluster of K root shards: shard 0 is
+//!   the root's group, and each shard `s` >= 1 a group of its own, a first
+//!   member and the builder's standbys, started with the root's id and
+//!   `--shard s` ([`Cluster::member`], [`Cluster::shard_members`],
+//!   [`Cluster::shard_primary`]); [`shards`] says which shard a key is in.
+//!
 //! A test that needs ZooKeeper fails loudly when it is not installed.
 //!
 //! [`traffic`] sends random concurrent requests and records their history;
@@ -34,6 +40,7 @@ pub mod procfs;
 pub mod proxy;
 pub mod raw;
 pub mod sentinels;
+pub mod shards;
 pub mod signing;
 pub mod tls;
 pub mod traffic;
@@ -253,9 +260,31 @@ fn remove_leftovers() {
 /// directory.
 pub const STANDBY: u32 = 1000;
 
+/// Member `m` of root shard `s` >= 1 is the process
+/// `SHARD_MEMBER + 100 * s + m` of a [`Cluster`] ([`shard_member`]): it runs with the root's
+/// `--id` and `--shard s`, on its own port and data directory. Member 0 is
+/// started first, and leads its shard at first; members 1 and up are its
+/// standbys. (Shard 0's members are the root and its standbys.)
+pub const SHARD_MEMBER: u32 = 10_000;
+
+/// The key of member `m` of shard `s` >= 1: see [`SHARD_MEMBER`] (and
+/// [`Cluster::member`], which takes shard 0 too).
+pub fn shard_member(s: u32, m: u32) -> u32 {
+    assert!((1..=64).contains(&s) && m < 100, "member {m} of shard {s}");
+    SHARD_MEMBER + 100 * s + m
+}
+
+/// The shard and member of a process key of a shard >= 1.
+fn shard_member_of(key: u32) -> Option<(u32, u32)> {
+    key.checked_sub(SHARD_MEMBER)
+        .map(|k| (k / 100, k % 100))
+        .filter(|&(s, _)| s >= 1)
+}
+
 /// A running node process.
 pub struct NodeProc {
-    /// Its key in the cluster: the node's id, or `STANDBY + k`.
+    /// Its key in the cluster: the node's id, `STANDBY + k`, or a shard
+    /// member's ([`shard_member`]).
     pub id: u32,
     pub port: u16,
     child: Option<Child>,
@@ -277,6 +306,7 @@ pub struct Builder {
     open_files: Option<u64>,
     root_data: bool,
     standbys: u32,
+    root_shards: u32,
     key: bool,
     tokens: Option<String>,
     tls: bool,
@@ -312,6 +342,19 @@ impl Builder {
     /// the root gets one too); `start` waits until all are in sync.
     pub fn standbys(mut self, count: u32) -> Self {
         self.standbys = count;
+        self.root_data = true;
+        self
+    }
+
+    /// `k` root shards (`--root-shards k` for every node): shard 0 is the
+    /// root and its standbys, and each shard `s` from 1 to `k - 1` a first
+    /// member and [`Builder::standbys`] standbys of its own, each with its
+    /// data directory (the root gets one too). `start` starts every
+    /// shard's first member once the root answers, its standbys once that
+    /// member says it is the primary, and waits until they are in sync,
+    /// before the other nodes.
+    pub fn root_shards(mut self, k: u32) -> Self {
+        self.root_shards = k;
         self.root_data = true;
         self
     }
@@ -407,6 +450,7 @@ impl Builder {
             zk_addr,
             depth: self.depth,
             root_id: self.root_id,
+            root_shards: self.root_shards,
             prefix: format!("/treecache-test-{}-{}", std::process::id(), unique()),
             key: self.key.then(|| {
                 let text = std::fs::read(&key_file).unwrap();
@@ -432,7 +476,7 @@ impl Builder {
     pub fn start(self) -> Cluster {
         let capacity = (1u32 << self.depth) - 1;
         let (root_id, order, wait) = (self.root_id, self.order.clone(), self.wait);
-        let standbys = self.standbys;
+        let (standbys, shards) = (self.standbys, 1..self.root_shards);
         let mut cluster = self.start_root_only();
         wait_until(Duration::from_secs(20), "the root answers", || {
             http::get(&cluster.url(root_id)).0 == 200
@@ -443,10 +487,31 @@ impl Builder {
             wait_until(Duration::from_secs(20), "the root is the primary", || {
                 http::get(&cluster.url(root_id)).1["role"] == "root"
             });
+        }
+        // Each shard's first member the same way, all shards at once.
+        for s in shards.clone() {
+            cluster.add_shard_member(s, 0);
+        }
+        for s in shards.clone() {
+            let first = shard_member(s, 0);
+            let what = format!("the first member of shard {s} is its primary");
+            wait_until(Duration::from_secs(30), &what, || {
+                cluster.says_primary(first)
+            });
+        }
+        if standbys > 0 {
             for k in 1..=standbys {
                 cluster.add_standby(k);
             }
+            for s in shards.clone() {
+                for m in 1..=standbys {
+                    cluster.add_shard_member(s, m);
+                }
+            }
             cluster.wait_in_sync(standbys as usize);
+            for s in shards {
+                cluster.wait_shard_in_sync(s, standbys as usize);
+            }
         }
         let order = order.unwrap_or_else(|| (1..=capacity).filter(|&i| i != root_id).collect());
         let sequential = cluster.nodes.len() == 1 && order.len() > 1 && wait;
@@ -472,6 +537,8 @@ pub struct Cluster {
     pub zk_addr: String,
     pub depth: u32,
     pub root_id: u32,
+    /// Root shards (`--root-shards`, given to every node when not 1).
+    pub root_shards: u32,
     pub prefix: String,
     /// The cluster key the nodes share, when they have one.
     pub key: Option<Vec<u8>>,
@@ -507,6 +574,7 @@ impl Cluster {
             open_files: None,
             root_data: false,
             standbys: 0,
+            root_shards: 1,
             key: true,
             tokens: None,
             tls: false,
@@ -535,18 +603,124 @@ impl Cluster {
         self.nodes
             .keys()
             .copied()
-            .filter(|&k| k == self.root_id || k > STANDBY)
+            .filter(|&k| k == self.root_id || (k > STANDBY && k < SHARD_MEMBER))
             .collect()
     }
 
     /// The process of the root group that says it is the primary now.
     pub fn primary(&self) -> Option<u32> {
-        self.root_group().into_iter().find(|&k| {
-            self.nodes[&k].child.is_some() && {
-                let (status, info) = http::get_within(&self.url(k), Duration::from_secs(1));
-                status == 200 && info["role"] == "root"
-            }
-        })
+        self.root_group()
+            .into_iter()
+            .find(|&k| self.says_primary(k))
+    }
+
+    /// Whether process `key` runs and its `GET /` says it is the primary
+    /// of its root group (`"role": "root"`), within a second.
+    fn says_primary(&self, key: u32) -> bool {
+        self.nodes[&key].child.is_some() && {
+            let (status, info) = http::get_within(&self.url(key), Duration::from_secs(1));
+            status == 200 && info["role"] == "root"
+        }
+    }
+
+    /// The key of member `m` of shard `shard`: of shard 0, the root (`m` =
+    /// 0) or its standby `m`; of another, [`shard_member`].
+    pub fn member(&self, shard: u32, m: u32) -> u32 {
+        match (shard, m) {
+            (0, 0) => self.root_id,
+            (0, m) => STANDBY + m,
+            (s, m) => shard_member(s, m),
+        }
+    }
+
+    /// The processes of shard `shard` started so far (running or not):
+    /// of shard 0, [`Cluster::root_group`].
+    pub fn shard_members(&self, shard: u32) -> Vec<u32> {
+        match shard {
+            0 => self.root_group(),
+            s => self
+                .nodes
+                .keys()
+                .copied()
+                .filter(|&k| shard_member_of(k).is_some_and(|(of, _)| of == s))
+                .collect(),
+        }
+    }
+
+    /// The shard of process `key` when it is a member of a root group
+    /// (`None` for the other nodes of the tree).
+    pub fn shard_of_member(&self, key: u32) -> Option<u32> {
+        match shard_member_of(key) {
+            Some((s, _)) => Some(s),
+            None => self.root_group().contains(&key).then_some(0),
+        }
+    }
+
+    /// The member of shard `shard` that says it is its primary now (asked
+    /// one by one, as [`Cluster::primary`] asks the root group).
+    pub fn shard_primary(&self, shard: u32) -> Option<u32> {
+        self.shard_members(shard)
+            .into_iter()
+            .find(|&k| self.says_primary(k))
+    }
+
+    /// The `shards` of the root's `/nodes` (as its primary answers it):
+    /// each shard's ranges, primary and group.
+    pub fn shards_document(&self) -> Value {
+        let doc = self.nodes_document();
+        assert!(doc["shards"].is_array(), "no shards in /nodes: {doc}");
+        doc["shards"].clone()
+    }
+
+    /// Starts member `m` of shard `s` >= 1 on a fresh port, with the
+    /// root's id, `--shard s` and its own data directory.
+    pub fn add_shard_member(&mut self, s: u32, m: u32) {
+        let key = shard_member(s, m);
+        let args = vec![
+            "--data-dir".into(),
+            self.data_dir(key),
+            "--shard".into(),
+            s.to_string(),
+        ];
+        self.spawn_with(key, free_port(), args);
+    }
+
+    /// Waits until the root's `/nodes` names as shard `shard`'s primary
+    /// the member that says it is ([`Cluster::shard_primary`]), and shows
+    /// `count` other members as standbys in sync (for shard 0,
+    /// [`Cluster::wait_in_sync`]). The root learns of a shard's failover
+    /// a moment after the shard: until then its entry may still list the
+    /// new primary as a standby.
+    pub fn wait_shard_in_sync(&self, shard: u32, count: usize) {
+        if shard == 0 {
+            return self.wait_in_sync(count);
+        }
+        let what =
+            format!("the root's /nodes shows shard {shard}'s primary and {count} standbys in sync");
+        wait_until(Duration::from_secs(30), &what, || {
+            let Some(primary) = self.shard_primary(shard) else {
+                return false;
+            };
+            let primary = self.address(primary);
+            let at = self.primary().unwrap_or(self.root_id);
+            let (status, doc) = http::get(&format!("{}/nodes", self.url(at)));
+            let entry = doc["shards"]
+                .as_array()
+                .and_then(|all| all.iter().find(|e| e["shard"] == shard));
+            let group = entry.and_then(|e| e["root_group"].as_array());
+            status == 200
+                && entry.is_some_and(|e| e["primary"] == primary.as_str())
+                && group.is_some_and(|g| {
+                    g.iter()
+                        .filter(|m| {
+                            m["role"] == "standby"
+                                && m["in_sync"] == true
+                                && m["address"] != primary.as_str()
+                        })
+                        .count()
+                        >= count
+                })
+        });
     }
 
     /// Waits until the primary's `/nodes` shows `count` standbys in sync.
@@ -653,18 +827,25 @@ impl Cluster {
                 value("--zookeeper", self.zk_addr.clone()),
             ])
             .args(["--zk-prefix", &self.prefix])
-            .args(["--startup-delay", "0"])
-            .args(&self.args)
+            .args(["--startup-delay", "0"]);
+        // Left out in a cluster of one shard: a build of an older version
+        // does not know the flag.
+        let shards = value("--root-shards", self.root_shards.to_string());
+        if shards != "1" {
+            c.args(["--root-shards", &shards]);
+        }
+        c.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
     /// Gives node `id` its own `--advertise` or `--zookeeper` from its next
-    /// start on (to put a proxy between it and the others).
+    /// start on (to put a proxy between it and the others), or its own
+    /// `--root-shards` (to see it refuse another count than the cluster's).
     pub fn set_flag(&mut self, id: u32, flag: &str, value: &str) {
         assert!(
-            ["--advertise", "--zookeeper"].contains(&flag),
-            "set_flag takes --advertise or --zookeeper, not {flag}"
+            ["--advertise", "--zookeeper", "--root-shards"].contains(&flag),
+            "set_flag takes --advertise, --zookeeper or --root-shards, not {flag}"
         );
         let o = self.overrides.entry(id).or_default();
         o.retain(|(f, _)| f != flag);
@@ -783,6 +964,37 @@ impl Cluster {
         self.wait_joined(&[id]);
     }
 
+    /// Stops process `key` with SIGTERM, as an operator would, and waits
+    /// up to 10 s for it to exit (then kills it); returns how it ended.
+    pub fn stop(&mut self, key: u32) -> Option<std::process::ExitStatus> {
+        if self.nodes.get(&key).is_none_or(|n| n.child.is_none()) {
+            return None;
+        }
+        self.signal(key, 15);
+        let status = self.wait_exit(key, Duration::from_secs(10));
+        self.kill(key);
+        status
+    }
+
+    /// Restarts a member of a root group (of any shard) on its port and
+    /// data directory, and waits until it answers `GET /`, as the primary
+    /// or as a standby ([`Cluster::restart`] waits for a node of the tree
+    /// to be ready, which a standby is not).
+    pub fn restart_member(&mut self, key: u32) {
+        assert!(
+            self.shard_of_member(key).is_some(),
+            "{} is not a member of a root group",
+            label(key)
+        );
+        self.kill(key);
+        self.spawn(key);
+        let what = format!("{} answers again", label(key));
+        wait_until(Duration::from_secs(30), &what, || {
+            let (status, info) = http::get_within(&self.url(key), Duration::from_secs(1));
+            status == 200 && (info["role"] == "root" || info["role"] == "standby")
+        });
+    }
+
     /// Restarts node `id` on a new port.
     pub fn restart_elsewhere(&mut self, id: u32) {
         self.kill(id);
@@ -869,10 +1081,12 @@ impl Cluster {
     }
 }
 
-/// How process `key` is named in logs: `NODE-3`, `root-standby-2`.
+/// How process `key` is named in logs: `NODE-3`, `root-standby-2`,
+/// `shard-1-member-0`.
 fn label(key: u32) -> String {
-    match key.checked_sub(STANDBY) {
-        Some(k) if k > 0 => format!("root-standby-{k}"),
+    match (shard_member_of(key), key.checked_sub(STANDBY)) {
+        (Some((s, m)), _) => format!("shard-{s}-member-{m}"),
+        (None, Some(k)) if k > 0 => format!("root-standby-{k}"),
         _ => format!("NODE-{key}"),
     }
 }
