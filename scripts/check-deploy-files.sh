@@ -8,7 +8,9 @@
 #                        healthy dependencies in place of start-up delays
 #   docker-compose.depth4.yml
 #                        docker compose config, and equal to the output of
-#                        scripts/gen-compose.sh 4
+#                        scripts/gen-compose.sh 4; the output with
+#                        --root-shards K checked like docker-compose.yml,
+#                        with a root group per shard
 #   docker-compose.ensemble.yml
 #                        docker compose config of it on top of docker-compose.yml
 #                        (three ZooKeeper servers, none other; every node
@@ -32,6 +34,9 @@
 # any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# The generators take ROOT_SHARDS from the environment: the committed files
+# are their output without it.
+unset ROOT_SHARDS
 
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh
@@ -151,11 +156,13 @@ compose_nodes_ok() {
 import json, re, sys
 services = json.load(open(sys.argv[1]))["services"]
 nodes = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+", n)}
-standbys = {n: s for n, s in services.items() if n.endswith("-standby")}
+standbys = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+-standby", n)}
+# The root groups of shards 1 .. K-1: node-R-shard-S and node-R-shard-S-standby.
+shard_members = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+-shard-\d+(-standby)?", n)}
 problems = []
 def waits_for(s):
     return {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
-for name, s in sorted(nodes.items()) + sorted(standbys.items()):
+for name, s in sorted(nodes.items()) + sorted(standbys.items()) + sorted(shard_members.items()):
     if s.get("restart") != "unless-stopped":
         problems.append("%s: restart %s" % (name, s.get("restart")))
     conditions = waits_for(s)
@@ -193,6 +200,32 @@ for name, s in standbys.items():
         problems.append("%s: not the root's id" % name)
     if waits_for(s).get("node-%d" % roots[0]) != "service_healthy":
         problems.append("%s: starts before the root is healthy" % name)
+# Root shards: the same ROOT_SHARDS K on every process (none: 1), and for
+# each shard 1 .. K-1 a root group of two with the root's id and SHARD, the
+# first after a healthy root and ready when it leads, its standby after it;
+# every member of a root group with a data volume of its own.
+everyone = {**nodes, **standbys, **shard_members}
+counts = {s["environment"].get("ROOT_SHARDS", "1") for s in everyone.values()}
+shards = int(counts.pop()) if len(counts) == 1 else 0
+if shards < 1:
+    problems.append("ROOT_SHARDS differs between nodes")
+wanted_members = {"node-%d-shard-%d%s" % (roots[0] if roots else 0, s, m) for s in range(1, shards) for m in ("", "-standby")}
+if set(shard_members) != wanted_members:
+    problems.append("shard root groups %s, want %s" % (sorted(shard_members), sorted(wanted_members)))
+for name, s in sorted(shard_members.items()):
+    e = s["environment"]
+    shard = re.fullmatch(r"node-\d+-shard-(\d+)(-standby)?", name).group(1)
+    if e["NODE_ID"] != e["ROOT_NODE_ID"] or e.get("SHARD") != shard:
+        problems.append("%s: not the root's id with SHARD %s" % (name, shard))
+    first = name.removesuffix("-standby")
+    after = "node-%s" % e["ROOT_NODE_ID"] if name == first else first
+    if waits_for(s).get(after) != "service_healthy":
+        problems.append("%s: starts before %s is healthy" % (name, after))
+    if name == first and s.get("healthcheck", {}).get("test", [])[-2:] != ["ready", "self"]:
+        problems.append("%s: health check %s" % (name, s.get("healthcheck")))
+data = [(n, v.get("source")) for n, s in everyone.items() for v in s.get("volumes", []) if v.get("target") == "/data"]
+if len({source for _, source in data}) != len(data) or len(data) != 1 + len(standbys) + len(shard_members):
+    problems.append("root group members and their data volumes: %s" % sorted(data))
 key = services.get("cluster-key", {})
 if key.get("entrypoint", [])[:2] != ["/treecache", "keygen"] or key.get("restart") != "no":
     problems.append("cluster-key: not a one-off `treecache keygen`")
@@ -207,6 +240,31 @@ expect_ok "gen-compose.sh 4 9: the same, root NODE-9" compose_nodes_ok "$scratch
 sed 's/condition: service_healthy/condition: service_started/' docker-compose.yml >"$scratch/started.yml"
 expect_rejected "docker-compose.yml: the check rejects service_started" \
   compose_nodes_ok "$scratch/started.yml"
+# Root shards: every node given ROOT_SHARDS, a root group per shard 1 .. K-1
+# (as many as fit the /24 beside the nodes); the option and ROOT_SHARDS in
+# the environment give the same file.
+for args in "2 3" "3 3" "4 4 9" "59 7" "64 6"; do
+  # shellcheck disable=SC2086 # args holds K, DEPTH and ROOT_ID
+  scripts/gen-compose.sh --root-shards $args >"$scratch/gen.yml"
+  expect_ok "gen-compose.sh --root-shards $args: compose config, the shards' root groups" \
+    compose_nodes_ok "$scratch/gen.yml"
+done
+if cmp -s "$scratch/gen.yml" <(ROOT_SHARDS=64 scripts/gen-compose.sh 6) &&
+  cmp -s docker-compose.yml <(ROOT_SHARDS=1 scripts/gen-compose.sh 3); then
+  pass "gen-compose.sh: ROOT_SHARDS=K is --root-shards K"
+else
+  fail "gen-compose.sh: ROOT_SHARDS=K is --root-shards K"
+fi
+for args in "--root-shards 0 3" "--root-shards 65 3" "--root-shards 60 7" "--root-shards x 3" "3 --root-shards 2"; do
+  # shellcheck disable=SC2086
+  expect_rejected "gen-compose.sh $args: refused" scripts/gen-compose.sh $args
+done
+scripts/gen-compose.sh --root-shards 3 3 | sed 's/SHARD: "2"/SHARD: "1"/' >"$scratch/shards.yml"
+expect_rejected "gen-compose.sh --root-shards 3 3: the check rejects two root groups of shard 1" \
+  compose_nodes_ok "$scratch/shards.yml"
+scripts/gen-compose.sh --root-shards 3 3 | sed '0,/ROOT_SHARDS: "3"/s//ROOT_SHARDS: "2"/' >"$scratch/shards.yml"
+expect_rejected "gen-compose.sh --root-shards 3 3: the check rejects a node with another ROOT_SHARDS" \
+  compose_nodes_ok "$scratch/shards.yml"
 # --- docker-compose.ensemble.yml, used on top of docker-compose.yml
 # compose_pair BASE OVERRIDE [ARGS...]: compose config of the two together.
 compose_pair() {
@@ -249,6 +307,10 @@ for depth in 1 2 4 7; do
   expect_ok "gen-compose.sh --ensemble $depth: compose config and contents on top of gen-compose.sh $depth" \
     ensemble_as_expected "$scratch/gen.yml" "$scratch/gen-ensemble.yml"
 done
+scripts/gen-compose.sh --root-shards 3 3 >"$scratch/gen.yml"
+scripts/gen-compose.sh --root-shards 3 --ensemble 3 >"$scratch/gen-ensemble.yml"
+expect_ok "gen-compose.sh --root-shards 3 --ensemble 3: the shards' root groups pointed at the ensemble too" \
+  ensemble_as_expected "$scratch/gen.yml" "$scratch/gen-ensemble.yml"
 for args in "--ensemble" "--ensemble 0" "--ensemble 8" "--ensemble 3 1"; do
   # shellcheck disable=SC2086
   expect_rejected "gen-compose.sh $args: refused" scripts/gen-compose.sh $args
