@@ -506,8 +506,8 @@ for k in 2 3 64; do
   expect_ok "gen-kubernetes.sh $k: ROOT_SHARDS $k everywhere, one root group per shard" \
     k8s_consistent "$scratch/k8s-$k"/*.yaml
 done
-for args in "0" "65" "x" "3"; do
-  # shellcheck disable=SC2086 # args holds K (and no DIR for the last)
+for args in "0" "65" "x" "3" "3 deploy/kubernetes"; do
+  # shellcheck disable=SC2086 # args holds K and DIR (none, or the input's)
   expect_rejected "gen-kubernetes.sh $args: refused" scripts/gen-kubernetes.sh $args
 done
 mkdir "$scratch/k8s-lost"

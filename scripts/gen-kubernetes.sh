@@ -34,6 +34,10 @@ out=$2
 
 here="$(cd "$(dirname "$0")/.." && pwd)/deploy/kubernetes"
 mkdir -p "$out"
+if [ "$(cd "$out" && pwd)" = "$here" ]; then
+  echo "$0: DIR must not be deploy/kubernetes itself (its files are the input)" >&2
+  exit 2
+fi
 
 # ROOT_SHARDS is the value on the line after its name.
 set_shards() {
