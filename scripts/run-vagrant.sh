@@ -51,6 +51,9 @@ volumes=""
 
 
 export VAGRANT_DOTFILE_PATH=$work/vagrant-state
+# The checks are those of the default layout: one root shard, whatever the
+# caller's environment says (the Vagrantfile reads ROOT_SHARDS from it).
+unset ROOT_SHARDS
 # No version check against the internet, no colour codes in the log.
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_COLOR=1
 vagrant() { command vagrant "$@" </dev/null; }

@@ -321,6 +321,10 @@ children indented under their parent, free slots marked.
   ├── NODE-2  127.0.0.1:5002  slot 1
   └── NODE-3  127.0.0.1:5003  slot 2
 
+The root group follows when the root has standbys; with several root shards
+(--root-shards above 1), each shard too: its slot ranges, its primary and
+the members of its root group.
+
 With --json prints the /nodes document itself:
   {"capacity": 3, "depth": 2, "nodes": [...], "root": "NODE-1"}
 With --status the HTTP status comes first (on its own line above a drawing).
