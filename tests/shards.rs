@@ -134,6 +134,18 @@ fn keys_of_every_shard_written_through_a_leaf_are_read_back_at_every_process() {
         );
         assert_eq!(body["value"]["key"], key.as_str(), "{body}");
     }
+    // And the metrics say so: each shard's primary counts its own keys,
+    // under its shard's label.
+    for s in 0..K {
+        let primary = primary_of(&cluster, s);
+        let text = metrics_text(&cluster, primary);
+        let line = format!("treecache_shard_keys{{shard=\"{s}\"}} 3");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{} exports no `{line}`",
+            who(&cluster, primary)
+        );
+    }
     // A write of a key of shard 2 through a shard 1 standby, read at the
     // other leaf and at shard 0's standby.
     let key = &keys_of_shard("across", 2, K, 1)[0];
@@ -481,4 +493,11 @@ fn a_shard_fails_over_alone_and_its_old_primary_comes_back_as_a_standby() {
     cluster.stop(other);
     cluster.restart_member(other);
     cluster.wait_shard_in_sync(2, 1);
+}
+
+/// The `/metrics` text of process `key`.
+fn metrics_text(cluster: &Cluster, key: u32) -> String {
+    let answer = http::request("GET", &format!("{}/metrics", cluster.url(key)), None, &[]);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.text()
 }
