@@ -572,19 +572,7 @@ impl Config {
         let tree = Tree::new(depth);
         let id = node_id(g, tree, env)?;
         let root_id = in_tree(tree, "--root-id", set(g.root_id))?;
-        let (root_shards, shard) = (set(g.root_shards), set(g.shard));
-        if shard >= root_shards {
-            return Err(error(
-                "--shard",
-                format!("must be below --root-shards ({root_shards}) (got {shard})"),
-            ));
-        }
-        if shard != 0 && id != root_id {
-            return Err(error(
-                "--shard",
-                "is taken by the root group's processes only (started with the root's id)",
-            ));
-        }
+        let (root_shards, shard) = shards(g, id == root_id)?;
         let listen = g
             .listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], set(g.port))));
@@ -630,6 +618,25 @@ impl Config {
             max_connections: set(g.max_connections),
         })
     }
+}
+
+/// `--root-shards` and `--shard`: a shard below the count, and other than 0
+/// only on a process of a root group (`root`).
+fn shards(g: &Given, root: bool) -> Result<(u32, u32), ConfigError> {
+    let (root_shards, shard) = (set(g.root_shards), set(g.shard));
+    if shard >= root_shards {
+        return Err(error(
+            "--shard",
+            format!("must be below --root-shards ({root_shards}) (got {shard})"),
+        ));
+    }
+    if shard != 0 && !root {
+        return Err(error(
+            "--shard",
+            "is taken by the root group's processes only (started with the root's id)",
+        ));
+    }
+    Ok((root_shards, shard))
 }
 
 /// `id` when the tree has it, else an error naming `flag`.

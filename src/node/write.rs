@@ -71,29 +71,7 @@ impl Node {
             .as_ref()
             .filter(|r| r.is_primary() && self.owns(key));
         let Some(root) = owner else {
-            let shard = self.shard_of(key);
-            let made;
-            let request_id = match request_id {
-                Some(id) => id,
-                None => {
-                    made = self.request_ids.next();
-                    &made
-                }
-            };
-            let forwarded = ForwardedWrite {
-                method: match write.mutation {
-                    Mutation::Put(_) => "PUT",
-                    Mutation::Delete => "DELETE",
-                },
-                key,
-                body,
-                request_id,
-                condition: write.condition.as_ref(),
-                shard: (self.config.root_shards > 1).then_some(shard),
-            };
-            return Ok(self.to_shard(shard, |primary| {
-                self.links.up.forward(primary, &forwarded, deadline)
-            })?);
+            return self.forward_write(key, &write, body, request_id, deadline);
         };
         let Some(id) = request_id else {
             return self.write_at_root(root, key, write, None, deadline, render);
@@ -123,6 +101,41 @@ impl Node {
                 outcome
             }
         }
+    }
+
+    /// Sends a write to the primary of the key's shard, under the client's
+    /// request id or one made here: its answer, whatever its status.
+    fn forward_write(
+        &self,
+        key: &str,
+        write: &Write,
+        body: &[u8],
+        request_id: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Answer, Error> {
+        let shard = self.shard_of(key);
+        let made;
+        let request_id = match request_id {
+            Some(id) => id,
+            None => {
+                made = self.request_ids.next();
+                &made
+            }
+        };
+        let forwarded = ForwardedWrite {
+            method: match write.mutation {
+                Mutation::Put(_) => "PUT",
+                Mutation::Delete => "DELETE",
+            },
+            key,
+            body,
+            request_id,
+            condition: write.condition.as_ref(),
+            shard: (self.config.root_shards > 1).then_some(shard),
+        };
+        Ok(self.to_shard(shard, |primary| {
+            self.links.up.forward(primary, &forwarded, deadline)
+        })?)
     }
 
     /// Applies a write at the root (see the module documentation);

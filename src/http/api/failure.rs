@@ -72,18 +72,7 @@ pub fn failure(e: &Error) -> Failure {
             key,
             shard,
             primary,
-        }) => {
-            let sentence = format!(
-                "The key {key:?} belongs to root shard {shard}, not this one; send it to \
-                 that shard's primary."
-            );
-            let body = serde_json::json!({ "error": sentence, "shard": shard, "primary": primary });
-            return Failure {
-                status: 421,
-                said: Said::Relayed(serde_json::to_vec(&body).expect("JSON serializes")),
-                header,
-            };
-        }
+        }) => return misdirected(key, *shard, primary.as_deref()),
         Error::Upstream(UpstreamError::WrongShard { body, .. }) => {
             return Failure {
                 status: 421,
@@ -110,6 +99,20 @@ pub fn failure(e: &Error) -> Failure {
         status,
         said: Said::Sentence(sentence),
         header,
+    }
+}
+
+/// 421 for a key of another root shard: `{"error", "shard", "primary"}`.
+fn misdirected(key: &str, shard: u32, primary: Option<&str>) -> Failure {
+    let sentence = format!(
+        "The key {key:?} belongs to root shard {shard}, not this one; send it to that \
+         shard's primary."
+    );
+    let body = serde_json::json!({ "error": sentence, "shard": shard, "primary": primary });
+    Failure {
+        status: 421,
+        said: Said::Relayed(serde_json::to_vec(&body).expect("JSON serializes")),
+        header: None,
     }
 }
 
