@@ -32,6 +32,19 @@ impl Rng {
         Rng(seed | 1)
     }
 
+    /// Seeded from the environment variable `var` when set, else from
+    /// `default`, so that a run is the same every time unless asked
+    /// otherwise; prints the seed and how to replay it.
+    pub fn fixed(what: &str, var: &str, default: u64) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        let from = if seed == default { "the default" } else { var };
+        eprintln!("{what}: seed {seed} ({from}; {var}={seed} replays it)");
+        Rng(seed | 1)
+    }
+
     /// A generator for one of several streams of one seed.
     pub fn stream(seed: u64, n: u64) -> Rng {
         Rng((seed ^ (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
