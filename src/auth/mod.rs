@@ -196,15 +196,12 @@ impl ClusterKey {
         line(&[to.as_bytes()]);
         line(&[parts.method.as_bytes()]);
         line(&[parts.path.as_bytes()]);
-        line(&[time_ms.to_string().as_bytes()]);
-        for name in wire::SIGNED_HEADERS {
-            let mut lower = [0u8; 64];
-            let lower = &mut lower[..name.len()];
-            lower.copy_from_slice(name.as_bytes());
-            lower.make_ascii_lowercase();
+        let mut digits = [0u8; 20];
+        line(&[decimal(time_ms, &mut digits)]);
+        for (name, lower) in wire::SIGNED_HEADERS.iter().zip(SIGNED_LOWER) {
             match parts.headers.header(name) {
-                Some(value) => line(&[lower, b":", value.as_bytes()]),
-                None => line(&[lower, b"!"]),
+                Some(value) => line(&[lower.as_bytes(), b":", value.as_bytes()]),
+                None => line(&[lower.as_bytes(), b"!"]),
             }
         }
         mac.update(&body_digest(parts.body));
@@ -215,7 +212,15 @@ impl ClusterKey {
     /// address as the call is sent to it), made at `time_ms`.
     pub fn sign_at(&self, to: &str, parts: &Signed<'_>, time_ms: u64) -> String {
         let tag = self.mac(to, parts, time_ms).finalize().into_bytes();
-        format!("{VERSION} t={time_ms} to={to} mac={}", hex(&tag))
+        // Built in one allocation: every hop of a miss signs a call.
+        let mut digits = [0u8; 20];
+        let time = std::str::from_utf8(decimal(time_ms, &mut digits)).expect("ASCII digits");
+        let mut out = String::with_capacity(VERSION.len() + time.len() + to.len() + 80);
+        for piece in [VERSION, " t=", time, " to=", to, " mac="] {
+            out.push_str(piece);
+        }
+        push_hex(&mut out, &tag);
+        out
     }
 
     /// The value of the auth header for a request to `to` made now.
@@ -378,14 +383,49 @@ fn body_digest(body: &[u8]) -> [u8; 64] {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends the lower-case hex of `bytes` to `out`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(DIGITS[(b >> 4) as usize] as char);
         out.push(DIGITS[(b & 15) as usize] as char);
     }
-    out
 }
+
+/// The decimal digits of `n`, written into `buffer`.
+fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buffer[at..];
+        }
+    }
+}
+
+/// The names of [`wire::SIGNED_HEADERS`] in lower case, as the signed text
+/// holds them (a test checks that they match).
+const SIGNED_LOWER: [&str; 12] = [
+    "x-treecache-budget-ms",
+    "x-treecache-hop-ms",
+    "x-treecache-request-id",
+    "x-treecache-child-slot",
+    "x-treecache-child-name",
+    "x-treecache-child-address",
+    "x-treecache-session",
+    "x-treecache-epoch",
+    "x-treecache-phase",
+    "x-treecache-catch-up",
+    "if-match",
+    "if-none-match",
+];
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
     let bytes = text.as_bytes();
@@ -765,6 +805,16 @@ mod tests {
     fn a_bodys_digest_is_its_sha256_in_hex() {
         for body in [&b""[..], b"{\"value\":1}"] {
             assert_eq!(body_digest(body), hex(&Sha256::digest(body)).as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_lower_case_names_are_the_signed_headers_and_numbers_print_in_decimal() {
+        for (name, lower) in wire::SIGNED_HEADERS.iter().zip(SIGNED_LOWER) {
+            assert_eq!(name.to_ascii_lowercase(), lower);
+        }
+        for n in [0, 7, 10, 1_733_580_000_123, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
         }
     }
 
