@@ -27,6 +27,11 @@
 //!   `security.rs`).
 //! - `operations`: one `POST /mget` of 100 cached keys against 100 single
 //!   GETs (see `operations.rs`).
+//! - `shards`: K = 4 root shards against K = 1 in the same run: the keys
+//!   a tree takes before its first 507 under `--max-store-bytes`, the
+//!   writes of the other shards while one shard's primary is frozen, a
+//!   miss and a write through a leaf, and a primary's CPU time per write
+//!   (see `shards.rs`).
 //! - `compare`: this checkout's node against release builds of older
 //!   commits (the second version, `f0c43ed`, and the first, `9cb0f20`),
 //!   in the same run: an idle node's threads and memory; hits, misses,
@@ -57,6 +62,7 @@ mod operations;
 mod report;
 mod requests;
 mod security;
+mod shards;
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +99,7 @@ const SECTIONS: &[Section] = &[
     ("failover", failover::run),
     ("security", security::run),
     ("operations", operations::run),
+    ("shards", shards::run),
     ("compare", compare::run),
     ("deep", deep::run),
 ];
