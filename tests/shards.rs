@@ -501,3 +501,38 @@ fn metrics_text(cluster: &Cluster, key: u32) -> String {
     assert_eq!(answer.status, 200, "{}", answer.text());
     answer.text()
 }
+
+#[test]
+fn a_call_meant_for_another_shard_gets_421_naming_the_owner_and_a_clients_is_passed_on() {
+    let _alone = alone();
+    let cluster = sharded();
+    let key = &keys_of_shard("misdirected", 2, K, 1)[0];
+    let (one, two) = (primary_of(&cluster, 1), primary_of(&cluster, 2));
+    let body = serde_json::to_vec(&json!({"value": "here"})).unwrap();
+    // As another node sends it: taken to be of shard 1, which does not own it.
+    let answer = http::request(
+        "PUT",
+        &at(&cluster, one, key),
+        Some(&body),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Treecache-Shard", "1"),
+        ],
+    );
+    assert_eq!(answer.status, 421, "{}", answer.text());
+    let said = answer.json();
+    assert_eq!(said["shard"], 2, "{said}");
+    assert_eq!(said["primary"], cluster.address(two).as_str(), "{said}");
+    assert!(
+        said["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shard 2")),
+        "{said}"
+    );
+    // Nothing was written, at the owner or anywhere.
+    assert_eq!(http::get(&at(&cluster, two, key)).0, 404);
+    // A client's request to the same process goes on to the owner.
+    put(&cluster, one, key, json!("passed on"));
+    let local = format!("{}?local=true", at(&cluster, two, key));
+    assert_eq!(http::get(&local).1["value"], "passed on");
+}
