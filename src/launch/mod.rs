@@ -120,14 +120,16 @@ fn root_locator(config: &Config, registry: &Registry) -> RootLocator {
     }
 }
 
-/// Where each root shard's primary is, followed in ZooKeeper (shard 0's:
-/// `--root`, when given).
+/// Where each root shard's primary is, read from ZooKeeper when asked
+/// (shard 0's: `--root`, when given). The node keeps the address and asks
+/// again only when a call fails, so the shards' znodes are not read with
+/// every heartbeat of every node, as the root's is (`follow_root`).
 fn shard_locator(config: &Config, registry: &Registry) -> ShardLocator {
     let (registry, prefix, root_id) = (registry.clone(), config.zk_prefix.clone(), config.root_id);
     let root = config.root.clone();
     Box::new(move |shard| match (shard, &root) {
         (0, Some(address)) => Some(address.clone()),
-        _ => registry.follow_root(&layout::group(&prefix, shard), root_id),
+        _ => registry.find_root(&layout::group(&prefix, shard), root_id),
     })
 }
 
