@@ -137,6 +137,37 @@ fn final_reads(
     history
 }
 
+/// The clients of a nemesis run: six, reading and writing `keys`.
+fn traffic(keys: Vec<String>) -> Traffic {
+    Traffic {
+        keys,
+        clients: 6,
+        ops_per_client: 1_000_000,
+        timeout: Duration::from_secs(7),
+        pause_after_failure: Duration::from_millis(50),
+        verbose: false,
+        ..Traffic::default()
+    }
+}
+
+/// Runs `traffic` against `urls` for `run_for` while `strike` (given when
+/// to stop) does its faults: the history, and what `strike` reports.
+fn under_faults<F>(
+    traffic: &Traffic,
+    urls: &[(u32, String)],
+    seed: u64,
+    clock: Clock,
+    run_for: Duration,
+    strike: impl FnOnce(Instant) -> F,
+) -> (Vec<Operation>, F) {
+    let stop_at = Instant::now() + run_for;
+    std::thread::scope(|s| {
+        let clients = s.spawn(|| traffic.run(urls, seed, clock, stop_at));
+        let faults = strike(stop_at);
+        (clients.join().unwrap(), faults)
+    })
+}
+
 #[test]
 fn random_traffic_stays_linearizable_while_nodes_freeze_die_and_come_back() {
     let _alone = alone();
@@ -153,22 +184,10 @@ fn random_traffic_stays_linearizable_while_nodes_freeze_die_and_come_back() {
         .map(|&id| (id, cluster.url(id)))
         .collect();
     let seed = Rng::fixed("nemesis", SEED_VAR, SEED).0;
-    let traffic = Traffic {
-        keys: (0..4).map(|i| format!("nemesis-{i}")).collect(),
-        clients: 6,
-        ops_per_client: 1_000_000,
-        timeout: Duration::from_secs(7),
-        pause_after_failure: Duration::from_millis(50),
-        verbose: false,
-        ..Traffic::default()
-    };
-    let clock = Clock::start();
-    let run_for = Duration::from_secs(seconds());
-    let stop_at = Instant::now() + run_for;
-    let (mut history, faults) = std::thread::scope(|s| {
-        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let faults = nemesis(&mut cluster, Rng::stream(seed, 99), stop_at);
-        (clients.join().unwrap(), faults)
+    let traffic = traffic((0..4).map(|i| format!("nemesis-{i}")).collect());
+    let (clock, run_for) = (Clock::start(), Duration::from_secs(seconds()));
+    let (mut history, faults) = under_faults(&traffic, &urls, seed, clock, run_for, |stop_at| {
+        nemesis(&mut cluster, Rng::stream(seed, 99), stop_at)
     });
     let ids = cluster.ids();
     cluster.wait_joined(&ids);
@@ -198,20 +217,6 @@ fn random_traffic_stays_linearizable_while_nodes_freeze_die_and_come_back() {
 
 /// The root shards of the sharded run.
 const K: u32 = 3;
-
-/// Every process of a sharded cluster: the tree's nodes, then each shard's
-/// members (shard 0's are the root, already listed, and its standby).
-fn everyone(cluster: &Cluster) -> Vec<u32> {
-    let mut all = cluster.ids();
-    for s in 0..K {
-        for member in cluster.shard_members(s) {
-            if !all.contains(&member) {
-                all.push(member);
-            }
-        }
-    }
-    all
-}
 
 /// Freezes, kills and restarts, one at a time until `stop_at`, the
 /// primary of a random shard (the member that says it leads now) or a
@@ -263,30 +268,17 @@ fn random_traffic_over_root_shards_stays_linearizable_while_primaries_freeze_die
         .arg("500ms")
         .env("UPSTREAM_TIMEOUT", "5")
         .start();
-    let processes = everyone(&cluster);
+    let processes = cluster.everyone();
     let urls: Vec<(u32, String)> = processes
         .iter()
         .map(|&key| (key, cluster.url(key)))
         .collect();
     let seed = Rng::fixed("sharded nemesis", SEED_VAR, SHARDS_SEED).0;
-    let traffic = Traffic {
-        keys: (0..K)
-            .flat_map(|s| keys_of_shard("nemesis", s, K, 2))
-            .collect(),
-        clients: 6,
-        ops_per_client: 1_000_000,
-        timeout: Duration::from_secs(7),
-        pause_after_failure: Duration::from_millis(50),
-        verbose: false,
-        ..Traffic::default()
-    };
-    let clock = Clock::start();
-    let run_for = Duration::from_secs(seconds());
-    let stop_at = Instant::now() + run_for;
-    let (mut history, faults) = std::thread::scope(|s| {
-        let clients = s.spawn(|| traffic.run(&urls, seed, clock, stop_at));
-        let faults = shard_nemesis(&mut cluster, Rng::stream(seed, 99), stop_at);
-        (clients.join().unwrap(), faults)
+    let keys = (0..K).flat_map(|s| keys_of_shard("nemesis", s, K, 2));
+    let traffic = traffic(keys.collect());
+    let (clock, run_for) = (Clock::start(), Duration::from_secs(seconds()));
+    let (mut history, faults) = under_faults(&traffic, &urls, seed, clock, run_for, |stop_at| {
+        shard_nemesis(&mut cluster, Rng::stream(seed, 99), stop_at)
     });
     // The root may be shard 0's standby now, which is never "ready": the
     // root's children are, and every shard has its primary and standby.

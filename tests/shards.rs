@@ -51,20 +51,6 @@ fn sharded() -> Cluster {
     cluster
 }
 
-/// Every process of the cluster: the tree's nodes, then each shard's
-/// members (shard 0's are the root, already listed, and its standby).
-fn everyone(cluster: &Cluster) -> Vec<u32> {
-    let mut all = cluster.ids();
-    for s in 0..K {
-        for member in cluster.shard_members(s) {
-            if !all.contains(&member) {
-                all.push(member);
-            }
-        }
-    }
-    all
-}
-
 fn at(cluster: &Cluster, key: u32, name: &str) -> String {
     format!("{}/store/{}", cluster.url(key), enc(name))
 }
@@ -110,7 +96,7 @@ fn keys_of_every_shard_written_through_a_leaf_are_read_back_at_every_process() {
     for (s, key) in &keys {
         put(&cluster, leaf, key, json!({"shard": s, "key": key}));
     }
-    for process in everyone(&cluster) {
+    for process in cluster.everyone() {
         for (s, key) in &keys {
             let (status, body) = http::get(&at(&cluster, process, key));
             assert_eq!(
@@ -462,7 +448,7 @@ fn a_shard_fails_over_alone_and_its_old_primary_comes_back_as_a_standby() {
             shard_of(key, K)
         );
     }
-    for process in everyone(&cluster).into_iter().filter(|&p| p != old) {
+    for process in cluster.everyone().into_iter().filter(|&p| p != old) {
         for (s, key) in keys.iter().enumerate() {
             let value = if s == 1 { "after" } else { "before" };
             assert_eq!(

@@ -647,6 +647,20 @@ impl Cluster {
         }
     }
 
+    /// Every process started so far: the tree's nodes, then each shard's
+    /// members (shard 0's are the root, listed already, and its standbys).
+    pub fn everyone(&self) -> Vec<u32> {
+        let mut all = self.ids();
+        for s in 0..self.root_shards {
+            for member in self.shard_members(s) {
+                if !all.contains(&member) {
+                    all.push(member);
+                }
+            }
+        }
+        all
+    }
+
     /// The shard of process `key` when it is a member of a root group
     /// (`None` for the other nodes of the tree).
     pub fn shard_of_member(&self, key: u32) -> Option<u32> {
