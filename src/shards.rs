@@ -100,11 +100,36 @@ impl SlotMap {
     }
 }
 
-/// Whether `slot` lies in one of `ranges` (`[from, to]` pairs).
-pub fn in_ranges(slot: u32, ranges: &[[u32; 2]]) -> bool {
-    ranges
-        .iter()
-        .any(|[from, to]| (*from..=*to).contains(&slot))
+/// Why `ranges` are not slot ranges (each `[from, to]` with from <= to <
+/// [`SLOTS`]), if they are not.
+pub fn ranges_problem(ranges: &[[u32; 2]]) -> Option<String> {
+    let bad = ranges.iter().find(|[from, to]| from > to || *to >= SLOTS)?;
+    Some(format!(
+        "the slot range {bad:?} is not [from, to] with from <= to < {SLOTS}"
+    ))
+}
+
+/// A set of slots, for asking of many keys whether theirs is in it: one
+/// bit per slot, whatever the number of ranges it was made of.
+pub struct SlotSet([u64; (SLOTS / 64) as usize]);
+
+impl SlotSet {
+    /// The slots of `ranges` (those past [`SLOTS`] left out).
+    pub fn of(ranges: &[[u32; 2]]) -> SlotSet {
+        let mut bits = [0u64; (SLOTS / 64) as usize];
+        for &[from, to] in ranges {
+            for slot in from..=to.min(SLOTS - 1) {
+                bits[(slot / 64) as usize] |= 1 << (slot % 64);
+            }
+        }
+        SlotSet(bits)
+    }
+
+    /// Whether `key`'s slot is in the set.
+    pub fn holds(&self, key: &str) -> bool {
+        let s = slot(key);
+        self.0[(s / 64) as usize] & (1 << (s % 64)) != 0
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +166,20 @@ mod tests {
             text,
             r#"{"version":1,"shards":2,"ranges":[{"shard":0,"from":0,"to":8191},{"shard":1,"from":8192,"to":16383}]}"#
         );
+    }
+
+    #[test]
+    fn a_slot_set_holds_the_keys_of_its_ranges_alone() {
+        let map = SlotMap::initial(3);
+        let ranges = map.ranges_of(1);
+        let set = SlotSet::of(&ranges);
+        for n in 0..2000 {
+            let key = format!("k{n}");
+            assert_eq!(set.holds(&key), map.shard_of(&key) == 1, "{key}");
+        }
+        assert_eq!(ranges_problem(&ranges), None);
+        assert!(ranges_problem(&[[5, 1]]).is_some());
+        assert!(ranges_problem(&[[0, SLOTS]]).is_some());
     }
 
     #[test]

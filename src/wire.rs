@@ -409,7 +409,17 @@ impl Message for Flush {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Flush::default());
         }
-        serde_json::from_slice(body).map_err(|e| Malformed::Body(e.to_string()))
+        let flush: Flush =
+            serde_json::from_slice(body).map_err(|e| Malformed::Body(e.to_string()))?;
+        // A range that is not one is refused, not read as no slots.
+        match flush
+            .slots
+            .as_deref()
+            .and_then(crate::shards::ranges_problem)
+        {
+            Some(problem) => Err(Malformed::Body(problem)),
+            None => Ok(flush),
+        }
     }
 }
 
@@ -991,6 +1001,8 @@ pub(crate) mod tests {
         assert_eq!(text, br#"{"slots":[[0,5460]]}"#);
         assert_eq!(Flush::decode(&text).unwrap(), some);
         assert_eq!(Flush::decode(b"{}").unwrap(), Flush::default());
+        assert!(Flush::decode(br#"{"slots":[[9,2]]}"#).is_err());
+        assert!(Flush::decode(br#"{"slots":[[0,16384]]}"#).is_err());
         let misdirected = br#"{"error":"e","shard":2,"primary":"h:1"}"#;
         assert!(matches!(
             wrong_shard(misdirected),

@@ -38,9 +38,10 @@ impl Node {
         if self.root.is_none() {
             match &flush.slots {
                 None => self.store.clear(),
-                Some(ranges) => self
-                    .store
-                    .clear_where(&|key| crate::shards::in_ranges(crate::shards::slot(key), ranges)),
+                Some(ranges) => {
+                    let slots = crate::shards::SlotSet::of(ranges);
+                    self.store.clear_where(&|key| slots.holds(key))
+                }
             }
         }
         let children = self.position.children();
