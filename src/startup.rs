@@ -83,7 +83,11 @@ fn agree_on_slots(node: &Node, registry: &Registry) {
             Err(e @ RegistryError::Unreadable(_)) => refuse_map(&format!("{e}")),
             waiting => {
                 if !said_waiting {
-                    log::info!("waiting for the slot map {path} ({waiting:?})");
+                    let why = match waiting {
+                        Ok(_) => "no root has written it yet".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    log::info!("waiting for the slot map {path}: {why}");
                     said_waiting = true;
                 }
             }
