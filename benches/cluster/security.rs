@@ -3,12 +3,16 @@
 //! - Signed calls: the `GET miss, 2 hops` scenario with one connection (a
 //!   leaf of a depth-3 tree reads keys held only by the root, never read
 //!   before: two node-to-node calls, each signed and checked when the
-//!   nodes share a cluster key) on two trees up at once, one with the
-//!   cluster key (as the harness starts every tree) and one without
-//!   (`no_key`). One thread sends their requests in turn (signed,
-//!   unsigned, signed, ...) over a connection to each, so that both are
-//!   measured under the same load of the machine; the ratio is also given
-//!   for each slice of the run, to show how much it moves.
+//!   nodes share a cluster key) on four trees up at once, two with the
+//!   cluster key (as the harness starts every tree) and two without
+//!   (`no_key`), started in the order signed, unsigned, unsigned, signed:
+//!   two trees of the same build, measured side by side, differ by a few
+//!   per cent by where their processes landed, and the tree started first
+//!   was the slower more often. One thread sends their requests in turn
+//!   (signed, unsigned, the other signed, the other unsigned, ...) over a
+//!   connection to each, so that all are measured under the same load of
+//!   the machine; the ratio is also given for each slice of the run, to
+//!   show how much it moves.
 //! - TLS: GET hits at a leaf over TLS and over plain HTTP (see [`tls_hit`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,22 +53,33 @@ fn tree_with_keys(signed: bool, keys: u64) -> (Cluster, String) {
 /// slower the signed p50 may be (section `compare` holds it to another).
 pub fn signed_misses(mode: Mode, report: &mut Report, target: f64) {
     let (keys, slices) = if mode.smoke { (4_000, 2) } else { (60_000, 6) };
-    let (signed, signed_leaf) = tree_with_keys(true, keys);
-    let (unsigned, unsigned_leaf) = tree_with_keys(false, keys);
-    let miss = |leaf: &str| {
-        let leaf = leaf.to_string();
-        move |n: u64| (n < keys).then(|| Req::get(format!("{leaf}/store/{}", small_key(n)), 200))
+    // Started in the order signed, unsigned, unsigned, signed (in smoke
+    // mode, which checks that this runs, one tree of each kind).
+    let kinds: &[bool] = if mode.smoke {
+        &[true, false]
+    } else {
+        &[true, false, false, true]
+    };
+    let trees: Vec<(bool, (Cluster, String))> = kinds
+        .iter()
+        .map(|&signed| (signed, tree_with_keys(signed, keys)))
+        .collect();
+    // The n-th miss of a kind goes to its trees in turn: a fresh key at
+    // each.
+    let miss = |signed: bool| {
+        let leaves: Vec<String> = trees
+            .iter()
+            .filter(|(s, _)| *s == signed)
+            .map(|(_, (_, leaf))| leaf.clone())
+            .collect();
+        move |n: u64| {
+            let leaf = &leaves[(n % leaves.len() as u64) as usize];
+            (n < keys).then(|| Req::get(format!("{leaf}/store/{}", small_key(n)), 200))
+        }
     };
     let measure = mode.measure * SLICES_PER_MEASURE;
-    let pairs = interleave(
-        mode.warmup,
-        measure,
-        slices,
-        miss(&signed_leaf),
-        miss(&unsigned_leaf),
-    );
-    drop(signed);
-    drop(unsigned);
+    let pairs = interleave(mode.warmup, measure, slices, miss(true), miss(false));
+    drop(trees);
 
     let (with_key, without_key): (Vec<Stats>, Vec<Stats>) = pairs.into_iter().unzip();
     let (with_all, without_all) = (Stats::pooled(&with_key), Stats::pooled(&without_key));
@@ -77,11 +92,13 @@ pub fn signed_misses(mode: Mode, report: &mut Report, target: f64) {
         .map(|(s, u)| format!("{:.3}x", s.quantile_ms(0.5) / u.quantile_ms(0.5)))
         .collect();
     report.figure(format!(
-        "signed calls: GET miss through 2 hops (depth-3 trees, fresh keys), one connection to \
-         each tree, their requests interleaved (signed, unsigned, signed, ...) for {:.1} s: \
+        "signed calls: GET miss through 2 hops (depth-3 trees, fresh keys, two trees with the \
+         cluster key and two without, started in the order signed, unsigned, unsigned, \
+         signed; one of each in smoke mode), one connection to each tree, their requests interleaved (signed, \
+         unsigned, ...) for {:.1} s: \
          signed p50 {:.3} ms, p99 {:.3} ms, {:.0}/s; without a key p50 {:.3} ms, p99 {:.3} \
-         ms, {:.0}/s (each rate is one over the mean latency: one connection to that tree \
-         alone); signed/unsigned p50 {p50_ratio:.3}x, throughput {:.3}x; p50 ratio in each \
+         ms, {:.0}/s (each rate is one over the mean latency: one connection to a tree of that \
+         kind alone); signed/unsigned p50 {p50_ratio:.3}x, throughput {:.3}x; p50 ratio in each \
          {:.1} s slice: {}; target signed p50 within {:.0}% of unsigned, {}",
         measure.as_secs_f64(),
         with_all.quantile_ms(0.5),
