@@ -94,9 +94,8 @@ pub fn signed_misses(mode: Mode, report: &mut Report, target: f64) {
     report.figure(format!(
         "signed calls: GET miss through 2 hops (depth-3 trees, fresh keys, two trees with the \
          cluster key and two without, started in the order signed, unsigned, unsigned, \
-         signed; one of each in smoke mode), one connection to each tree, their requests interleaved (signed, \
-         unsigned, ...) for {:.1} s: \
-         signed p50 {:.3} ms, p99 {:.3} ms, {:.0}/s; without a key p50 {:.3} ms, p99 {:.3} \
+         signed; one of each in smoke mode), one connection to each tree, their requests \
+         interleaved (signed, unsigned, ...) for {:.1} s: signed p50 {:.3} ms, p99 {:.3} ms, {:.0}/s; without a key p50 {:.3} ms, p99 {:.3} \
          ms, {:.0}/s (each rate is one over the mean latency: one connection to a tree of that \
          kind alone); signed/unsigned p50 {p50_ratio:.3}x, throughput {:.3}x; p50 ratio in each \
          {:.1} s slice: {}; target signed p50 within {:.0}% of unsigned, {}",
