@@ -365,7 +365,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Lower-case hex of `bytes`.
 /// The SHA-256 of a body in lowercase hex, as the signed text holds it.
 /// Most signed calls (fills, probes) have no body: its digest is known.
 fn body_digest(body: &[u8]) -> [u8; 64] {
@@ -382,6 +381,7 @@ fn body_digest(body: &[u8]) -> [u8; 64] {
     out
 }
 
+/// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
@@ -411,9 +411,22 @@ fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
 }
 
 /// The names of [`wire::SIGNED_HEADERS`] in lower case, as the signed text
-/// holds them: made once, not on every call signed or checked.
-static SIGNED_LOWER: std::sync::LazyLock<[String; 12]> =
-    std::sync::LazyLock::new(|| wire::SIGNED_HEADERS.map(str::to_ascii_lowercase));
+/// holds them (a test checks them against it): constants, side by side in
+/// the binary, so that signing and checking read them from few cache lines.
+const SIGNED_LOWER: [&str; 12] = [
+    "x-treecache-budget-ms",
+    "x-treecache-hop-ms",
+    "x-treecache-request-id",
+    "x-treecache-child-slot",
+    "x-treecache-child-name",
+    "x-treecache-child-address",
+    "x-treecache-session",
+    "x-treecache-epoch",
+    "x-treecache-phase",
+    "x-treecache-catch-up",
+    "if-match",
+    "if-none-match",
+];
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
     let bytes = text.as_bytes();
