@@ -182,30 +182,28 @@ impl ClusterKey {
     }
 
     fn mac(&self, to: &str, parts: &Signed<'_>, time_ms: u64) -> HmacSha256 {
-        // The text is fed to the MAC piece by piece, as documented above,
-        // without being built first: a call is signed and checked on every
-        // hop of a miss.
-        let mut mac = self.keyed.clone();
-        let mut line = |pieces: &[&[u8]]| {
-            for piece in pieces {
-                mac.update(piece);
-            }
-            mac.update(b"\n");
-        };
-        line(&[DOMAIN.as_bytes()]);
-        line(&[to.as_bytes()]);
-        line(&[parts.method.as_bytes()]);
-        line(&[parts.path.as_bytes()]);
+        // The text, as documented above, is gathered on the stack and given
+        // to the MAC in whole blocks: a call is signed and checked on every
+        // hop of a miss, and the MAC fed piece by piece costs twice as much.
+        let mut text = Text::new(self.keyed.clone());
         let mut digits = [0u8; 20];
-        line(&[decimal(time_ms, &mut digits)]);
+        for line in [
+            DOMAIN.as_bytes(),
+            to.as_bytes(),
+            parts.method.as_bytes(),
+            parts.path.as_bytes(),
+            decimal(time_ms, &mut digits),
+        ] {
+            text.line(&[line]);
+        }
         for (name, lower) in wire::SIGNED_HEADERS.iter().zip(SIGNED_LOWER.iter()) {
             match parts.headers.header(name) {
-                Some(value) => line(&[lower.as_bytes(), b":", value.as_bytes()]),
-                None => line(&[lower.as_bytes(), b"!"]),
+                Some(value) => text.line(&[lower.as_bytes(), b":", value.as_bytes()]),
+                None => text.line(&[lower.as_bytes(), b"!"]),
             }
         }
-        mac.update(&body_digest(parts.body));
-        mac
+        text.push(&body_digest(parts.body));
+        text.mac()
     }
 
     /// The value of the auth header for a request to the node at `to` (its
@@ -260,6 +258,51 @@ impl ClusterKey {
     /// Checks the auth header of a request received now by the node at `here`.
     pub fn verify(&self, here: &Addresses, parts: &Signed<'_>) -> Result<[u8; 32], Refused> {
         self.verify_at(here, parts, now_ms())
+    }
+}
+
+/// The signed text on its way into the MAC: gathered in a buffer on the
+/// stack, which is handed over whenever it fills (a text of a usual call,
+/// about 450 bytes, fits) and at the end.
+struct Text {
+    mac: HmacSha256,
+    buffer: [u8; 1024],
+    len: usize,
+}
+
+impl Text {
+    fn new(mac: HmacSha256) -> Text {
+        Text {
+            mac,
+            buffer: [0; 1024],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buffer.len() {
+            self.mac.update(&self.buffer[..self.len]);
+            self.len = 0;
+            if bytes.len() > self.buffer.len() {
+                self.mac.update(bytes);
+                return;
+            }
+        }
+        self.buffer[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// `pieces` and a newline.
+    fn line(&mut self, pieces: &[&[u8]]) {
+        for piece in pieces {
+            self.push(piece);
+        }
+        self.push(b"\n");
+    }
+
+    fn mac(mut self) -> HmacSha256 {
+        self.mac.update(&self.buffer[..self.len]);
+        self.mac
     }
 }
 
@@ -739,6 +782,40 @@ mod tests {
             hex(&mac.finalize().into_bytes())
         );
         assert_eq!(k.sign_at(ME, &signed(&headers, b"{}"), 1_000_000), want);
+    }
+
+    #[test]
+    fn a_text_longer_than_the_buffer_signs_as_the_whole_text() {
+        // Pieces that straddle the buffer's end, one longer than the buffer,
+        // and the sum past it: the MAC is that of the text written whole.
+        let k = key();
+        for (path_len, value_len) in [(900, 100), (100, 1500), (2000, 2000), (1017, 0)] {
+            let path = format!("/internal/fill/{}", "k".repeat(path_len));
+            let value = "7".repeat(value_len);
+            let headers = Map(vec![(wire::REQUEST_ID_HEADER, value.clone())]);
+            let mut text = format!("treecache-auth-v2\n{ME}\nGET\n{path}\n5\n");
+            for name in wire::SIGNED_HEADERS {
+                let lower = name.to_ascii_lowercase();
+                match name {
+                    wire::REQUEST_ID_HEADER => text.push_str(&format!("{lower}:{value}\n")),
+                    _ => text.push_str(&format!("{lower}!\n")),
+                }
+            }
+            text.push_str(&hex(&Sha256::digest(b"")));
+            let mut mac = HmacSha256::new_from_slice(b"0123456789abcdef0123456789abcdef").unwrap();
+            mac.update(text.as_bytes());
+            let parts = Signed {
+                method: "GET",
+                path: &path,
+                headers: &headers,
+                body: b"",
+            };
+            let signed = k.sign_at(ME, &parts, 5);
+            assert!(
+                signed.ends_with(&hex(&mac.finalize().into_bytes())),
+                "{path_len} {value_len}"
+            );
+        }
     }
 
     #[test]
