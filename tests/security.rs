@@ -155,6 +155,15 @@ fn forged_node_to_node_calls_are_refused_and_change_nothing() {
             ],
             Vec::new(),
         ));
+        // A fill of a key the middle node does not hold: the fill it would
+        // pass upstream is checked by the worker that would pass it.
+        forged.push((
+            middle,
+            "GET",
+            "/internal/fill/held-nowhere".into(),
+            vec![],
+            Vec::new(),
+        ));
         forged.push((
             1,
             "POST",

@@ -195,6 +195,13 @@ impl Node {
         Ok(Some(for_asking(asking, fill)))
     }
 
+    /// Whether [`Node::fill_hit_now`] may answer a fill of `key` (the root
+    /// of its shard, or a cache holding it), looked at without noting the
+    /// fill: `false` leaves the fill to a worker, which goes upstream.
+    pub fn may_fill_now(&self, key: &str) -> bool {
+        !self.foreign_root(key) && (self.is_root() || self.store.holds_value(key))
+    }
+
     /// A fill from below answered at once, when it can be without going
     /// upstream: as [`Node::serve_fill_now`] answers it, but counting the
     /// lookup only when it answers (`None` leaves the fill, and its count,

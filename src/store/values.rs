@@ -67,6 +67,12 @@ impl Store {
         }
     }
 
+    /// Whether this store holds a value for `key` (expired or not), without
+    /// touching it: a look before deciding who answers.
+    pub fn holds_value(&self, key: &str) -> bool {
+        self.shard(key).map.get(key).is_some_and(Meta::has_value)
+    }
+
     /// Drops everything (a cache whose parent lost track of it).
     pub fn clear(&self) {
         for mut shard in self.each_shard() {
