@@ -45,9 +45,6 @@ use crate::report::{Compared, Report};
 use crate::requests::{put_through_leaf_as, WRITERS};
 use crate::{first_slot_at, rss_mib, threads, Mode};
 
-/// How much slower a signed miss may be than an unsigned one (p50).
-const SIGNED_TARGET: f64 = 1.05;
-
 /// A build measured: its column's name, its binary, and whether it has a
 /// cluster key and TLS (the first version has neither).
 struct Build {
@@ -241,7 +238,7 @@ pub fn run(mode: Mode, report: &mut Report) {
     drop(trees);
 
     tls_hits(&columns, &names, mode, rounds, report);
-    crate::security::signed_misses(mode, report, SIGNED_TARGET);
+    crate::security::signed_misses(mode, report);
 }
 
 /// Starts the build's depth-3 tree, whose root is to hold `keys` small
